@@ -1,0 +1,63 @@
+//! Command-line interface: one binary, one subcommand per job. Each
+//! subcommand owns its flags in its own module.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::{demo, loadgen, pipeline, rebuild, setup, status, verify};
+
+/// Postgres-to-Convex CDC: streams runtime.events through a logical
+/// replication slot (pgoutput), folds events into read models and writes them
+/// into Convex exactly once in effect.
+///
+/// Start with `projector demo` (everything on this machine), then
+/// `projector setup` against your database.
+#[derive(Parser, Debug)]
+#[command(name = "projector", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Stream the slot into Convex (the long-running service).
+    Run(pipeline::RunArgs),
+    /// Replay history into a new generation and switch to it atomically.
+    Rebuild(rebuild::RebuildArgs),
+    /// Prove Convex equals a fresh fold of runtime.events.
+    Verify(verify::VerifyArgs),
+    /// Slot health, progress, lag and the active generation.
+    Status(status::StatusArgs),
+    /// Pre-flight doctor: check the database and print the SQL that fixes it.
+    Setup(setup::SetupArgs),
+    /// Write realistic runtime event traffic into runtime.events.
+    Loadgen(loadgen::LoadgenArgs),
+    /// Everything on this machine: throwaway Postgres, local Convex, traffic,
+    /// live progress and a final verification.
+    Demo(demo::DemoArgs),
+}
+
+impl Cli {
+    pub async fn dispatch(self) -> ExitCode {
+        let result = match self.command {
+            Command::Run(a) => pipeline::main(a).await,
+            Command::Rebuild(a) => rebuild::main(a).await,
+            Command::Verify(a) => verify::main(a).await,
+            Command::Status(a) => status::main(a).await,
+            Command::Setup(a) => setup::main(a).await,
+            Command::Loadgen(a) => loadgen::main(a).await,
+            Command::Demo(a) => demo::main(a).await,
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                // `{:#}` prints the whole cause chain on one line.
+                tracing::error!("{e:#}");
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! projector: Postgres (pgoutput) to Convex CDC projection service.
+//!
+//! The flow, top to bottom: [`source`] (replication client, pgoutput
+//! decoder) → [`projection`] (reducers, state cache) → [`sink`] (Convex
+//! client, batches) → [`pipeline`] (the apply loop, acknowledgement
+//! watermark, progress confirmed to Postgres).
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod event;
+pub mod loadgen;
+pub mod logging;
+pub mod metrics;
+pub mod pipeline;
+pub mod projection;
+pub mod rebuild;
+pub mod setup;
+pub mod sink;
+pub mod source;
+pub mod status;
+pub mod verify;

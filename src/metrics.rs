@@ -1,0 +1,1 @@
+//! Metric names, the registry and the /metrics, /healthz, /readyz server.

@@ -1,0 +1,1 @@
+//! Projection reducers: pure folds of runtime events into documents.

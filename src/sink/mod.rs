@@ -1,0 +1,1 @@
+//! Convex side: HTTP client (wire format, errors, retries) and batch building.

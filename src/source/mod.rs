@@ -1,0 +1,1 @@
+//! Postgres side: replication client, pgoutput decoder, slot administration.
