@@ -1,0 +1,328 @@
+//! `projector run`: the long-running service around the [`Engine`].
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::sync::watch;
+use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+
+use crate::config::{CommonArgs, Settings};
+use crate::event::Lsn;
+use crate::metrics::{self, Health, Metrics};
+use crate::pipeline::engine::Engine;
+use crate::sink::{ConvexClient, RetryPolicy};
+use crate::source::event::{EventDecoder, SourceEvent};
+use crate::source::stream::{ReplicationStream, StreamOptions, WalMessage};
+use crate::source::{pgoutput, SourceError};
+
+/// Exit code when the slot is missing or invalidated: `rebuild` is the remedy.
+pub const EXIT_SLOT_LOST: u8 = 3;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Write into this generation instead of the active one (rebuild uses it).
+    #[arg(long, hide = true)]
+    pub generation: Option<u64>,
+    /// Stop once caught up with the WAL position current at start (tests,
+    /// benchmarks). The slot is confirmed before exiting.
+    #[arg(long)]
+    pub exit_when_caught_up: bool,
+}
+
+/// Why one streaming session ended.
+enum SessionEnd {
+    Shutdown,
+    CaughtUp,
+}
+
+pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.common.resolve()?;
+    let metrics = Metrics::new();
+    let health = Health::new();
+    let (addr, _server) = metrics::serve(settings.metrics_addr, metrics.clone(), health.clone()).await?;
+    tracing::info!(%addr, "metrics, health and readiness endpoints listening");
+    let shutdown = shutdown_signal();
+    run_service(&settings, args.generation, args.exit_when_caught_up, metrics, health, shutdown).await
+}
+
+/// A watch that turns true on the first SIGINT/SIGTERM; the second one exits
+/// the process at once (safe: delivery is at-least-once).
+pub fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the SIGTERM handler");
+                return;
+            }
+        };
+        for n in 0.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if n == 0 {
+                tracing::info!("shutting down: finishing in-flight writes (signal again to exit at once)");
+                let _ = tx.send(true);
+            } else {
+                tracing::warn!("second signal: exiting at once");
+                std::process::exit(130);
+            }
+        }
+    });
+    rx
+}
+
+pub async fn run_service(
+    settings: &Settings,
+    generation: Option<u64>,
+    exit_when_caught_up: bool,
+    metrics: Metrics,
+    health: Health,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<ExitCode> {
+    let db_url = settings.database_url()?.clone();
+    let (convex_url, admin_key) = settings.convex()?;
+    let client = Arc::new(ConvexClient::new(
+        convex_url,
+        admin_key.clone(),
+        settings.tuning.convex_timeout,
+    )?);
+    let generation = match generation {
+        Some(g) => g,
+        None => crate::sink::ensure_active_generation(&client, &RetryPolicy::forever()).await?,
+    };
+    metrics.generation_active.set(generation as i64);
+    tracing::info!(generation, slot = %settings.slot, "projecting into Convex");
+    let (mut engine, mut acks) = Engine::new(client, generation, settings.tuning.clone(), metrics.clone());
+    let mut backoff = Duration::from_millis(200);
+    metrics.up.set(1);
+    loop {
+        if *shutdown.borrow() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let result = session(
+            settings,
+            &db_url,
+            &mut engine,
+            &mut acks,
+            &metrics,
+            &health,
+            &mut shutdown,
+            exit_when_caught_up,
+        )
+        .await;
+        health.set_streaming(false);
+        // Whatever happened, settle what is in flight so progress restarts
+        // from a clean watermark.
+        drain(&mut engine, &mut acks).await;
+        match result {
+            Ok(SessionEnd::Shutdown) | Ok(SessionEnd::CaughtUp) => return Ok(ExitCode::SUCCESS),
+            Err(SessionError::Source(e)) if e.is_slot_lost() => {
+                health.set_connected(false);
+                metrics.slot_lost.set(1);
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(EXIT_SLOT_LOST));
+            }
+            Err(SessionError::Source(SourceError::SlotInUse { .. })) => {
+                health.set_connected(false);
+                tracing::info!(slot = %settings.slot, "slot is in use by another consumer; standing by (not ready), retrying in 2 s");
+                wait_or_shutdown(&mut shutdown, Duration::from_secs(2)).await;
+                backoff = Duration::from_millis(200);
+            }
+            Err(SessionError::Source(e)) if e.is_transient() => {
+                health.set_connected(false);
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "lost the replication connection; reconnecting");
+                wait_or_shutdown(&mut shutdown, backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(SessionError::Source(e)) => return Err(e.into()),
+            Err(SessionError::Sink(e)) => return Err(e.into()),
+        }
+    }
+}
+
+async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        Ok(()) = shutdown.changed() => {}
+    }
+}
+
+/// Closes the open batch and waits for every in-flight batch.
+async fn drain(engine: &mut Engine, acks: &mut tokio::sync::mpsc::UnboundedReceiver<crate::pipeline::dispatch::Ack>) {
+    loop {
+        if engine.has_open_batch() && engine.has_slot() {
+            if let Err(e) = engine.close_batch().await {
+                tracing::error!(error = %e, "cannot close the last batch");
+                return;
+            }
+            continue;
+        }
+        if engine.inflight_batches() == 0 {
+            return;
+        }
+        match acks.recv().await {
+            Some(ack) => engine.handle_ack(ack),
+            None => return,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    settings: &Settings,
+    db_url: &crate::config::Secret,
+    engine: &mut Engine,
+    acks: &mut tokio::sync::mpsc::UnboundedReceiver<crate::pipeline::dispatch::Ack>,
+    metrics: &Metrics,
+    health: &Health,
+    shutdown: &mut watch::Receiver<bool>,
+    exit_when_caught_up: bool,
+) -> Result<SessionEnd, SessionError> {
+    let sql = crate::source::sql::connect(db_url).await?;
+    let slot = crate::source::slot::slot_info(&sql, &settings.slot)
+        .await?
+        .ok_or_else(|| SourceError::SlotMissing {
+            slot: settings.slot.clone(),
+        })?;
+    if slot.is_lost() {
+        return Err(SourceError::SlotInvalidated {
+            slot: settings.slot.clone(),
+        }
+        .into());
+    }
+    let start = slot.confirmed_flush_lsn.unwrap_or(Lsn(0));
+    let target = if exit_when_caught_up {
+        Some(crate::source::slot::current_wal_lsn(&sql).await?)
+    } else {
+        None
+    };
+    drop(sql);
+    let mut stream = ReplicationStream::start(
+        db_url,
+        &settings.slot,
+        &settings.publication,
+        start,
+        StreamOptions::default(),
+    )
+    .await?;
+    engine.reset_progress(start);
+    health.set_connected(true);
+    health.set_streaming(true);
+    metrics.slot_lost.set(0);
+    tracing::info!(start = %start, "streaming");
+    let mut decoder = EventDecoder::new();
+    let mut status = tokio::time::interval(settings.tuning.status_interval);
+    status.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let flush = engine.flush_handle();
+    loop {
+        if let Some(t) = target {
+            if engine.flush_lsn() >= t && engine.is_drained() {
+                let f = engine.flush_lsn();
+                stream.send_status(engine.received_lsn().max(f), f, f, false).await?;
+                metrics.set_confirmed_lsn(f);
+                stream.finish().await;
+                return Ok(SessionEnd::CaughtUp);
+            }
+        }
+        let deadline = engine.batch_deadline().filter(|_| engine.has_slot());
+        let can_read = engine.can_read();
+        tokio::select! {
+            biased;
+            Ok(()) = shutdown.changed() => {
+                tracing::info!("stopping: no more reads; finishing in-flight writes");
+                drain(engine, acks).await;
+                let f = engine.flush_lsn();
+                stream.send_status(engine.received_lsn().max(f), f, f, false).await?;
+                metrics.set_confirmed_lsn(f);
+                stream.finish().await;
+                tracing::info!(confirmed = %f, "stopped cleanly");
+                return Ok(SessionEnd::Shutdown);
+            }
+            Some(ack) = acks.recv() => {
+                engine.handle_ack(ack);
+                health.progress();
+            }
+            _ = status.tick() => {
+                let f = engine.flush_lsn();
+                stream.send_status(engine.received_lsn().max(f), f, f, false).await?;
+                metrics.set_confirmed_lsn(f);
+                health.progress();
+            }
+            _ = async { sleep_until(deadline.map(Instant::from_std).unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
+                close_with_status(engine, &mut stream, &flush, &mut status).await?;
+            }
+            msg = stream.next(), if can_read => {
+                let Some(msg) = msg? else {
+                    return Err(SourceError::Closed.into());
+                };
+                match msg {
+                    WalMessage::Keepalive { wal_end, reply_requested, .. } => {
+                        engine.observe_wal_end(wal_end);
+                        if reply_requested {
+                            let f = engine.flush_lsn();
+                            stream.send_status(engine.received_lsn().max(f), f, f, false).await?;
+                            metrics.set_confirmed_lsn(f);
+                        }
+                        health.progress();
+                    }
+                    WalMessage::XLogData { data, wal_end, .. } => {
+                        let msg = pgoutput::decode(&data)?;
+                        match decoder.decode(msg)? {
+                            Some(SourceEvent::Begin { commit_time_us, .. }) => engine.begin(commit_time_us),
+                            Some(SourceEvent::Event(ev)) => {
+                                if engine.push(ev) && engine.has_slot() {
+                                    close_with_status(engine, &mut stream, &flush, &mut status).await?;
+                                }
+                            }
+                            Some(SourceEvent::Commit { end_lsn, .. }) => engine.commit(end_lsn),
+                            Some(SourceEvent::Violation { kind, detail }) => {
+                                metrics.append_only_violations.inc();
+                                tracing::error!(?kind, %detail, "runtime.events is append-only, but the WAL carries a change that breaks that contract; it is not projected");
+                            }
+                            None => {}
+                        }
+                        engine.observe_wal_end(wal_end);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Closes the open batch while still sending status updates on the timer
+/// (hydration may wait on a slow or failing Convex).
+async fn close_with_status(
+    engine: &mut Engine,
+    stream: &mut ReplicationStream,
+    flush: &Arc<std::sync::atomic::AtomicU64>,
+    status: &mut tokio::time::Interval,
+) -> Result<(), SessionError> {
+    let fut = engine.close_batch();
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            r = &mut fut => return r.map_err(SessionError::from),
+            _ = status.tick() => {
+                let f = Lsn(flush.load(Ordering::Relaxed));
+                stream.send_status(f, f, f, false).await?;
+            }
+        }
+    }
+}
