@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod history;
 pub mod loadgen;
 pub mod logging;
 pub mod metrics;
