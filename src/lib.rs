@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod projection;
 pub mod rebuild;
+pub mod sandbox;
 pub mod setup;
 pub mod sink;
 pub mod source;
