@@ -56,7 +56,9 @@ impl Cli {
                 // `{:#}` prints the whole cause chain on one line.
                 tracing::error!("{e:#}");
                 eprintln!("error: {e:#}");
-                ExitCode::from(1)
+                // 1 is a negative verdict (verify divergent, status lagging,
+                // setup findings); 2 means the command could not complete.
+                ExitCode::from(2)
             }
         }
     }

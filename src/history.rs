@@ -5,7 +5,7 @@
 //! Text forms of `payload` and `occurred_at` match what pgoutput sends, so
 //! the reducers see the same input either way.
 
-use futures::{pin_mut, TryStreamExt};
+use futures::{Stream, TryStreamExt};
 use tokio_postgres::Client;
 
 use crate::event::{Position, RuntimeEvent};
@@ -37,21 +37,17 @@ pub async fn count(client: &Client, after_seq: i64) -> Result<u64, tokio_postgre
     Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
-/// Streams every event with `seq > after_seq` in `seq` order into `f`.
-/// `f` returning an error stops the read.
-pub async fn read<F, E>(client: &Client, after_seq: i64, mut f: F) -> Result<u64, HistoryError<E>>
-where
-    F: FnMut(RuntimeEvent) -> Result<(), E>,
-{
+/// Every event with `seq > after_seq`, in `seq` order, streamed.
+pub async fn events(
+    client: &Client,
+    after_seq: i64,
+) -> Result<impl Stream<Item = Result<RuntimeEvent, tokio_postgres::Error>>, tokio_postgres::Error> {
     let rows = client
         .query_raw(SELECT_HISTORY, [&after_seq as &(dyn tokio_postgres::types::ToSql + Sync)])
-        .await
-        .map_err(HistoryError::Postgres)?;
-    pin_mut!(rows);
-    let mut n = 0;
-    while let Some(row) = rows.try_next().await.map_err(HistoryError::Postgres)? {
+        .await?;
+    Ok(rows.map_ok(|row| {
         let seq: i64 = row.get(0);
-        let ev = RuntimeEvent {
+        RuntimeEvent {
             seq,
             stream_id: row.get(1),
             stream_seq: row.get(2),
@@ -60,17 +56,6 @@ where
             payload: row.get(5),
             occurred_at: row.get(6),
             position: Position::snapshot(seq),
-        };
-        f(ev).map_err(HistoryError::Consumer)?;
-        n += 1;
-    }
-    Ok(n)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum HistoryError<E> {
-    #[error("reading runtime.events: {0}")]
-    Postgres(tokio_postgres::Error),
-    #[error(transparent)]
-    Consumer(E),
+        }
+    }))
 }

@@ -38,7 +38,12 @@ pub struct RunArgs {
 enum SessionEnd {
     Shutdown,
     CaughtUp,
+    /// A rebuild switched the active generation away from ours.
+    Switched,
 }
+
+/// How often a following service checks the active generation.
+const ACTIVE_CHECK: Duration = Duration::from_secs(3);
 
 pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
@@ -79,6 +84,30 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// Where a service streams from and writes to.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub slot: String,
+    pub generation: u64,
+    /// Follow the active generation: end the session when a rebuild
+    /// switched it, then move to the new generation's slot.
+    pub follow_active: bool,
+}
+
+/// Resolves the active generation (creating generation 1 on first start)
+/// and the slot that feeds it (recorded by `rebuild`; the configured slot
+/// for generation 1).
+pub async fn resolve_target(client: &ConvexClient, configured_slot: &str) -> Result<Target, crate::sink::SinkError> {
+    let retry = RetryPolicy::forever();
+    let generation = crate::sink::ensure_active_generation(client, &retry).await?;
+    let slot = crate::rebuild::slot_for_generation(client, generation, configured_slot).await?;
+    Ok(Target {
+        slot,
+        generation,
+        follow_active: true,
+    })
+}
+
 pub async fn run_service(
     settings: &Settings,
     generation: Option<u64>,
@@ -87,34 +116,59 @@ pub async fn run_service(
     health: Health,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<ExitCode> {
-    let db_url = settings.database_url()?.clone();
     let (convex_url, admin_key) = settings.convex()?;
     let client = Arc::new(ConvexClient::new(
         convex_url,
         admin_key.clone(),
         settings.tuning.convex_timeout,
     )?);
-    let generation = match generation {
-        Some(g) => g,
-        None => crate::sink::ensure_active_generation(&client, &RetryPolicy::forever()).await?,
-    };
-    metrics.generation_active.set(generation as i64);
-    tracing::info!(generation, slot = %settings.slot, "projecting into Convex");
-    let (mut engine, mut acks) = Engine::new(client, generation, settings.tuning.clone(), metrics.clone());
+    loop {
+        let target = match generation {
+            Some(g) => Target {
+                slot: settings.slot.clone(),
+                generation: g,
+                follow_active: false,
+            },
+            None => resolve_target(&client, &settings.slot).await?,
+        };
+        match serve_target(settings, &client, &target, exit_when_caught_up, &metrics, &health, &mut shutdown).await? {
+            Some(code) => return Ok(code),
+            None => tracing::info!("the active generation changed; moving to it"),
+        }
+    }
+}
+
+/// Streams `target` until shutdown (Some(exit code)) or until the active
+/// generation moved away from it (None).
+async fn serve_target(
+    settings: &Settings,
+    client: &Arc<ConvexClient>,
+    target: &Target,
+    exit_when_caught_up: bool,
+    metrics: &Metrics,
+    health: &Health,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<Option<ExitCode>> {
+    let db_url = settings.database_url()?.clone();
+    metrics.generation_active.set(target.generation as i64);
+    tracing::info!(generation = target.generation, slot = %target.slot, "projecting into Convex");
+    let (mut engine, mut acks) = Engine::new(client.clone(), target.generation, settings.tuning.clone(), metrics.clone());
     let mut backoff = Duration::from_millis(200);
     metrics.up.set(1);
     loop {
         if *shutdown.borrow() {
-            return Ok(ExitCode::SUCCESS);
+            return Ok(Some(ExitCode::SUCCESS));
         }
         let result = session(
             settings,
             &db_url,
+            target,
+            client,
             &mut engine,
             &mut acks,
-            &metrics,
-            &health,
-            &mut shutdown,
+            metrics,
+            health,
+            shutdown,
             exit_when_caught_up,
         )
         .await;
@@ -123,24 +177,33 @@ pub async fn run_service(
         // from a clean watermark.
         drain(&mut engine, &mut acks).await;
         match result {
-            Ok(SessionEnd::Shutdown) | Ok(SessionEnd::CaughtUp) => return Ok(ExitCode::SUCCESS),
+            Ok(SessionEnd::Shutdown) | Ok(SessionEnd::CaughtUp) => return Ok(Some(ExitCode::SUCCESS)),
+            Ok(SessionEnd::Switched) => return Ok(None),
             Err(SessionError::Source(e)) if e.is_slot_lost() => {
                 health.set_connected(false);
                 metrics.slot_lost.set(1);
                 tracing::error!("{e}");
                 eprintln!("error: {e}");
-                return Ok(ExitCode::from(EXIT_SLOT_LOST));
+                return Ok(Some(ExitCode::from(EXIT_SLOT_LOST)));
             }
             Err(SessionError::Source(SourceError::SlotInUse { .. })) => {
                 health.set_connected(false);
-                tracing::info!(slot = %settings.slot, "slot is in use by another consumer; standing by (not ready), retrying in 2 s");
-                wait_or_shutdown(&mut shutdown, Duration::from_secs(2)).await;
+                tracing::info!(slot = %target.slot, "slot is in use by another consumer; standing by (not ready), retrying in 2 s");
+                wait_or_shutdown(shutdown, Duration::from_secs(2)).await;
                 backoff = Duration::from_millis(200);
+                if target.follow_active {
+                    // The other consumer may have moved on to a new generation.
+                    if let Ok(Some(g)) = client.get_active().await {
+                        if g != target.generation {
+                            return Ok(None);
+                        }
+                    }
+                }
             }
             Err(SessionError::Source(e)) if e.is_transient() => {
                 health.set_connected(false);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "lost the replication connection; reconnecting");
-                wait_or_shutdown(&mut shutdown, backoff).await;
+                wait_or_shutdown(shutdown, backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
             Err(SessionError::Source(e)) => return Err(e.into()),
@@ -188,6 +251,8 @@ enum SessionError {
 async fn session(
     settings: &Settings,
     db_url: &crate::config::Secret,
+    target: &Target,
+    client: &Arc<ConvexClient>,
     engine: &mut Engine,
     acks: &mut tokio::sync::mpsc::UnboundedReceiver<crate::pipeline::dispatch::Ack>,
     metrics: &Metrics,
@@ -196,14 +261,14 @@ async fn session(
     exit_when_caught_up: bool,
 ) -> Result<SessionEnd, SessionError> {
     let sql = crate::source::sql::connect(db_url).await?;
-    let slot = crate::source::slot::slot_info(&sql, &settings.slot)
+    let slot = crate::source::slot::slot_info(&sql, &target.slot)
         .await?
         .ok_or_else(|| SourceError::SlotMissing {
-            slot: settings.slot.clone(),
+            slot: target.slot.clone(),
         })?;
     if slot.is_lost() {
         return Err(SourceError::SlotInvalidated {
-            slot: settings.slot.clone(),
+            slot: target.slot.clone(),
         }
         .into());
     }
@@ -216,7 +281,7 @@ async fn session(
     drop(sql);
     let mut stream = ReplicationStream::start(
         db_url,
-        &settings.slot,
+        &target.slot,
         &settings.publication,
         start,
         StreamOptions::default(),
@@ -231,7 +296,18 @@ async fn session(
     let mut status = tokio::time::interval(settings.tuning.status_interval);
     status.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let flush = engine.flush_handle();
+    let mut active_check = tokio::time::interval(ACTIVE_CHECK);
+    active_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let switched = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
+        if switched.load(Ordering::Relaxed) {
+            tracing::info!("stopping this generation's stream: a rebuild switched the active generation");
+            drain(engine, acks).await;
+            let f = engine.flush_lsn();
+            stream.send_status(engine.received_lsn().max(f), f, f, false).await?;
+            stream.finish().await;
+            return Ok(SessionEnd::Switched);
+        }
         if let Some(t) = target {
             if engine.flush_lsn() >= t && engine.is_drained() {
                 let f = engine.flush_lsn();
@@ -258,6 +334,19 @@ async fn session(
             Some(ack) = acks.recv() => {
                 engine.handle_ack(ack);
                 health.progress();
+            }
+            _ = active_check.tick(), if target.follow_active => {
+                // Off the loop: a slow Convex must not delay status updates.
+                let client = client.clone();
+                let switched = switched.clone();
+                let ours = target.generation;
+                tokio::spawn(async move {
+                    if let Ok(Some(g)) = client.get_active().await {
+                        if g != ours {
+                            switched.store(true, Ordering::Relaxed);
+                        }
+                    }
+                });
             }
             _ = status.tick() => {
                 let f = engine.flush_lsn();

@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use futures::TryStreamExt;
 use serde_json::{Map, Value};
 
 use crate::config::{CommonArgs, Secret};
@@ -99,11 +100,15 @@ pub async fn verify(
     let sql = crate::source::sql::connect(db_url).await?;
     crate::history::begin_snapshot(&sql, Some(&snap.snapshot_name)).await?;
     let mut fold = MemoryFold::new();
-    let events = crate::history::read(&sql, 0, |ev| {
-        fold.apply(&ev);
-        Ok::<(), std::convert::Infallible>(())
-    })
-    .await?;
+    let mut events = 0u64;
+    {
+        let stream = crate::history::events(&sql, 0).await?;
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.try_next().await? {
+            fold.apply(&ev);
+            events += 1;
+        }
+    }
     sql.batch_execute("COMMIT").await?;
     snap.close().await;
 
