@@ -82,7 +82,7 @@ impl BatchBudget {
         if self.items == 0 {
             return true;
         }
-        self.bytes + item_bytes + 1 <= self.limits.max_args_bytes
+        self.bytes.saturating_add(item_bytes) < self.limits.max_args_bytes
             && self.writes < self.limits.max_writes
             && self.index_reads < self.limits.max_index_reads
     }

@@ -209,31 +209,31 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     }
 }
 
-fn parse(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Request, Response> {
+fn parse(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Request, Box<Response>> {
     if !authorized(shared, headers) {
-        return Err(system_error(
+        return Err(Box::new(system_error(
             StatusCode::UNAUTHORIZED,
             "BadAdminKey",
             "The provided admin key was invalid for this instance",
-        ));
+        )));
     }
     shared
         .counters
         .bytes
         .fetch_add(body.len() as u64, Ordering::Relaxed);
     serde_json::from_slice(body).map_err(|e| {
-        system_error(
+        Box::new(system_error(
             StatusCode::BAD_REQUEST,
             "BadJsonBody",
             &format!("Failed to deserialize request body: {e}"),
-        )
+        ))
     })
 }
 
 async fn mutation(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let req = match parse(&shared, &headers, &body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let c = &shared.counters;
     c.mutations.fetch_add(1, Ordering::Relaxed);
@@ -264,7 +264,7 @@ async fn mutation(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
 async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let req = match parse(&shared, &headers, &body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let c = &shared.counters;
     c.queries.fetch_add(1, Ordering::Relaxed);
