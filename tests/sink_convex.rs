@@ -192,10 +192,10 @@ async fn guarded_upsert_replay_load_and_generations() {
     assert_eq!(c.get_active().await.unwrap(), Some(g));
 
     assert_eq!(c.get_state(g, "cursor").await.unwrap(), None);
-    c.set_state(g, "cursor", &json!({"lsn": "0/16B3748", "n": 3}))
+    c.set_state(g, "cursor", json!({"lsn": "0/16B3748", "n": 3}))
         .await
         .unwrap();
-    c.set_state(g, "cursor", &json!({"lsn": "0/16B3750", "n": 4}))
+    c.set_state(g, "cursor", json!({"lsn": "0/16B3750", "n": 4}))
         .await
         .unwrap();
     assert_eq!(

@@ -65,7 +65,7 @@ async fn null_sink_acknowledges_apply_and_answers_queries() {
     assert_eq!(client.get_active().await.unwrap(), Some(2));
     assert_eq!(client.purge(1, "runs", 100).await.unwrap(), (0, true));
     assert_eq!(client.get_state(1, "k").await.unwrap(), None);
-    client.set_state(1, "k", &json!({"a": 1})).await.unwrap();
+    client.set_state(1, "k", json!({"a": 1})).await.unwrap();
 
     let s = sink.stats();
     assert_eq!(s.mutations, 5);

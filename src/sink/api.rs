@@ -185,7 +185,7 @@ impl ConvexClient {
         &self,
         generation: u64,
         table: &str,
-        limit: usize,
+        limit: u64,
     ) -> Result<(u64, bool), SinkError> {
         let a: PurgeAnswer = self
             .mutation(
@@ -209,7 +209,7 @@ impl ConvexClient {
         &self,
         generation: u64,
         key: &str,
-        value: &Value,
+        value: Value,
     ) -> Result<(), SinkError> {
         let _: Value = self
             .mutation(
