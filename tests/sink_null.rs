@@ -133,3 +133,63 @@ async fn hidden_cli_subcommand_serves() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+/// Throughput of the client against the null sink (run with
+/// `cargo test --release --test sink_null -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_apply_throughput() {
+    use futures::stream::{self, StreamExt};
+    let sink = NullSink::start_local().await.unwrap();
+    let client = ConvexClient::new(&sink.url(), Secret::new("k"), Duration::from_secs(30)).unwrap();
+    let batches = 200;
+    let per_batch = 1000;
+    let template = json!({"runId": "r", "ownerId": "u1", "threadId": "t1", "title": "Fix the build",
+        "status": "running", "stepCount": 2, "inputTokens": 125, "outputTokens": 30, "eventCount": 7,
+        "error": null, "createdAt": 1795420800001u64, "startedAt": 1795420802000u64, "finishedAt": null,
+        "lastEventType": "run.step", "lastEventAt": 1795420807000u64, "lastStreamSeq": 7});
+    let started = std::time::Instant::now();
+    let mut encode = Duration::ZERO;
+    let mut bodies = Vec::new();
+    for b in 0..batches {
+        let req = ApplyRequest {
+            generation: 1,
+            writes: (0..per_batch)
+                .map(|i| Write {
+                    table: "runs".into(),
+                    key: format!("r{b}-{i}"),
+                    position: format!("{:016x}:{:016x}", b, i),
+                    doc: template.clone(),
+                })
+                .collect(),
+            dead_letters: vec![],
+        };
+        let t = std::time::Instant::now();
+        bodies.push(req.encode().unwrap());
+        encode += t.elapsed();
+    }
+    let bytes: usize = bodies.iter().map(|b| b.len()).sum();
+    let t = std::time::Instant::now();
+    let results: Vec<_> = stream::iter(bodies)
+        .map(|body| client.apply_encoded(body))
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let send = t.elapsed();
+    assert!(results
+        .iter()
+        .all(|r| r.as_ref().is_ok_and(|r| r.applied == per_batch as u64)));
+    let writes = (batches * per_batch) as f64;
+    eprintln!(
+        "{} writes, {:.1} MB: encode {:?} ({:.0} writes/s), send {:?} ({:.0} writes/s, {:.0} MB/s), total {:?}",
+        writes,
+        bytes as f64 / 1e6,
+        encode,
+        writes / encode.as_secs_f64(),
+        send,
+        writes / send.as_secs_f64(),
+        bytes as f64 / 1e6 / send.as_secs_f64(),
+        started.elapsed()
+    );
+    assert_eq!(sink.stats().writes, writes as u64);
+}
