@@ -410,6 +410,10 @@ async fn definite_errors_are_not_retried_and_carry_convex_message() {
         "a definite error was retried"
     );
     assert!(!err.is_transient());
+    assert!(
+        !err.is_deployment_error(),
+        "a bad document is not a deployment problem"
+    );
     match &err {
         SinkError::Function { message, .. } => assert!(!message.is_empty()),
         other => panic!("expected a function error, got {other:?}"),
@@ -456,5 +460,6 @@ async fn definite_errors_are_not_retried_and_carry_convex_message() {
     .unwrap();
     let err = wrong.get_active().await.unwrap_err();
     assert!(!err.is_transient(), "{err:?}");
+    assert!(err.is_deployment_error(), "{err:?}");
     eprintln!("wrong key: {err}");
 }

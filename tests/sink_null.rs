@@ -106,6 +106,7 @@ async fn null_sink_enforces_the_admin_key_when_given_one() {
         "{e:?}"
     );
     assert!(!e.is_transient());
+    assert!(e.is_deployment_error());
     assert!(e.to_string().contains("CONVEX_ADMIN_KEY"), "{e}");
     assert_eq!(sink.stats().writes, 1);
 }

@@ -109,6 +109,19 @@ impl SinkError {
         )
     }
 
+    /// Definite, but not about any document: a wrong admin key (401/403),
+    /// functions not deployed (404), something that is not Convex
+    /// answering, bad configuration. Every request would fail the same
+    /// way, so splitting a batch and dead-lettering its events would be
+    /// wrong: stop (or alert) and let the operator fix the deployment.
+    pub fn is_deployment_error(&self) -> bool {
+        match self {
+            SinkError::Rejected { status, .. } => matches!(status, 401 | 403 | 404),
+            SinkError::Protocol { .. } | SinkError::Config(_) => true,
+            _ => false,
+        }
+    }
+
     /// The server's `Retry-After`, if it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -245,6 +258,7 @@ mod tests {
             let e = from_status("p", s, r#"{"code":"BadRequest","message":"no"}"#, None);
             assert!(!e.is_transient(), "{s}");
             assert_eq!(e.class(), "rejected");
+            assert_eq!(e.is_deployment_error(), matches!(s, 401 | 403 | 404), "{s}");
         }
         let e = from_status("p", 401, "plain text", None);
         let text = e.to_string();
@@ -262,6 +276,7 @@ mod tests {
             data: None,
         };
         assert!(!e.is_transient());
+        assert!(!e.is_deployment_error());
         assert!(e.to_string().contains("Uncaught Error: bad doc"));
         assert_eq!(e.convex_message(), Some("Uncaught Error: bad doc"));
     }
