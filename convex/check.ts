@@ -54,7 +54,8 @@ export function checkValue(validator: GenericValidator, value: unknown, path = "
         const x = (value as Record<string, unknown>)[k];
         if (x === undefined) {
           if ((fv as any).isOptional === "optional") continue;
-          return `${join(path, k)}: missing (nullable fields must be null, not absent)`;
+          const nullable = (fv as any).kind === "union" && (fv as any).members.some((m: any) => m.kind === "null");
+          return `${join(path, k)}: missing${nullable ? " (nullable fields must be null, not absent)" : ""}`;
         }
         const e = checkValue(fv, x, join(path, k));
         if (e) return e;
