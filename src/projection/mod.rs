@@ -41,3 +41,6 @@ pub use threads::ThreadDoc;
 pub use timelines::{TimelineDoc, TimelineItem};
 pub use validate::{plan, EventData, Folding, IgnoreReason, Plan};
 pub use workers::{WorkerDoc, WorkerStatus};
+
+#[cfg(test)]
+mod tests;
