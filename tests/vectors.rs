@@ -13,8 +13,9 @@ const VECTORS: &str = concat!(
 );
 
 fn load() -> Value {
-    let text = std::fs::read_to_string(VECTORS)
-        .unwrap_or_else(|e| panic!("cannot read {VECTORS}: {e} (shared/ must sit beside the repo)"));
+    let text = std::fs::read_to_string(VECTORS).unwrap_or_else(|e| {
+        panic!("cannot read {VECTORS}: {e} (shared/ must sit beside the repo)")
+    });
     serde_json::from_str(&text).expect("vectors file is JSON")
 }
 
@@ -50,7 +51,11 @@ fn same(a: &Value, b: &Value) -> bool {
 fn short(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 300 {
-        format!("{}… ({} bytes)", &s[..s.char_indices().nth(300).map_or(s.len(), |(i, _)| i)], s.len())
+        format!(
+            "{}… ({} bytes)",
+            &s[..s.char_indices().nth(300).map_or(s.len(), |(i, _)| i)],
+            s.len()
+        )
     } else {
         s
     }
@@ -72,8 +77,9 @@ fn every_vector_case_is_reproduced() {
 
         for table in Table::ALL {
             let want = expected.get(table.as_str()).and_then(Value::as_object);
-            let want_keys: BTreeSet<&str> =
-                want.map(|w| w.keys().map(String::as_str).collect()).unwrap_or_default();
+            let want_keys: BTreeSet<&str> = want
+                .map(|w| w.keys().map(String::as_str).collect())
+                .unwrap_or_default();
             let have_keys: BTreeSet<&str> = m
                 .docs
                 .keys()
@@ -81,7 +87,9 @@ fn every_vector_case_is_reproduced() {
                 .map(|k| k.key.as_str())
                 .collect();
             if want_keys != have_keys {
-                failures.push(format!("{name}: {table} keys {have_keys:?}, expected {want_keys:?}"));
+                failures.push(format!(
+                    "{name}: {table} keys {have_keys:?}, expected {want_keys:?}"
+                ));
                 continue;
             }
             for (key, want_doc) in want.into_iter().flatten() {
@@ -106,7 +114,9 @@ fn every_vector_case_is_reproduced() {
             .unwrap_or_default();
         let have_keys: BTreeSet<i64> = m.dead_letters.keys().copied().collect();
         if want_keys != have_keys {
-            failures.push(format!("{name}: deadLetters {have_keys:?}, expected {want_keys:?}"));
+            failures.push(format!(
+                "{name}: deadLetters {have_keys:?}, expected {want_keys:?}"
+            ));
         }
         for (key, want) in want_dl.into_iter().flatten() {
             let Some(dl) = m.dead_letters.get(&key.parse::<i64>().unwrap()) else {
@@ -132,10 +142,18 @@ fn every_vector_case_is_reproduced() {
 
         let want_ignored = case["ignored"].as_u64().unwrap_or(0);
         if m.ignored != want_ignored {
-            failures.push(format!("{name}: ignored {}, expected {want_ignored}", m.ignored));
+            failures.push(format!(
+                "{name}: ignored {}, expected {want_ignored}",
+                m.ignored
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// The dead letters of the `dead_letters` case, with the reason code each must carry.

@@ -241,7 +241,10 @@ mod tests {
         assert_eq!(p.output_tokens, Field::Num(Num::I(-3)));
         assert_eq!(p.name, Field::Other);
         assert_eq!(p.body, Field::Absent);
-        assert!(matches!(read(r#"{"title":"plain"}"#).unwrap().title, Field::Str(Cow::Borrowed("plain"))));
+        assert!(matches!(
+            read(r#"{"title":"plain"}"#).unwrap().title,
+            Field::Str(Cow::Borrowed("plain"))
+        ));
     }
 
     #[test]

@@ -83,8 +83,14 @@ impl RunDoc {
                 output_tokens,
             } => {
                 // Sums stay exact in a float64 (Convex number): saturate at 2^53-1.
-                self.input_tokens = self.input_tokens.saturating_add(*input_tokens).min(MAX_TOKENS);
-                self.output_tokens = self.output_tokens.saturating_add(*output_tokens).min(MAX_TOKENS);
+                self.input_tokens = self
+                    .input_tokens
+                    .saturating_add(*input_tokens)
+                    .min(MAX_TOKENS);
+                self.output_tokens = self
+                    .output_tokens
+                    .saturating_add(*output_tokens)
+                    .min(MAX_TOKENS);
             }
             EventData::RunCompleted => {
                 self.status = Some(RunStatus::Completed);

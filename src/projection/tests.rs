@@ -62,42 +62,175 @@ fn every_dead_letter_kind() {
         ("run:a", "run.started", "\"x\"", "payload_not_object"),
         ("run:a", "run.started", "{", "invalid_json"),
         ("run:a", "run.created", "{}", "missing_field: thread_id"),
-        ("run:a", "run.created", r#"{"thread_id":null}"#, "missing_field: thread_id"),
-        ("run:a", "run.created", r#"{"thread_id":1}"#, "wrong_type: thread_id"),
-        ("run:a", "run.created", r#"{"thread_id":""}"#, "invalid_id: thread_id"),
-        ("run:a", "run.created", r#"{"thread_id":"t","title":[]}"#, "wrong_type: title"),
-        ("run:a", "run.created", r#"{"thread_id":"t","title":true}"#, "wrong_type: title"),
+        (
+            "run:a",
+            "run.created",
+            r#"{"thread_id":null}"#,
+            "missing_field: thread_id",
+        ),
+        (
+            "run:a",
+            "run.created",
+            r#"{"thread_id":1}"#,
+            "wrong_type: thread_id",
+        ),
+        (
+            "run:a",
+            "run.created",
+            r#"{"thread_id":""}"#,
+            "invalid_id: thread_id",
+        ),
+        (
+            "run:a",
+            "run.created",
+            r#"{"thread_id":"t","title":[]}"#,
+            "wrong_type: title",
+        ),
+        (
+            "run:a",
+            "run.created",
+            r#"{"thread_id":"t","title":true}"#,
+            "wrong_type: title",
+        ),
         ("run:a", "run.step", r#"{"name":{}}"#, "wrong_type: name"),
-        ("run:a", "run.usage", r#"{"output_tokens":1}"#, "missing_field: input_tokens"),
-        ("run:a", "run.usage", r#"{"input_tokens":1}"#, "missing_field: output_tokens"),
-        ("run:a", "run.usage", r#"{"input_tokens":1,"output_tokens":null}"#, "missing_field: output_tokens"),
-        ("run:a", "run.usage", r#"{"input_tokens":-1,"output_tokens":0}"#, "invalid_tokens: input_tokens"),
-        ("run:a", "run.usage", r#"{"input_tokens":1.5,"output_tokens":0}"#, "invalid_tokens: input_tokens"),
-        ("run:a", "run.usage", r#"{"input_tokens":"3","output_tokens":0}"#, "invalid_tokens: input_tokens"),
-        ("run:a", "run.usage", r#"{"input_tokens":9007199254740992,"output_tokens":0}"#, "invalid_tokens: input_tokens"),
-        ("run:a", "run.usage", r#"{"input_tokens":1e300,"output_tokens":0}"#, "invalid_tokens: input_tokens"),
-        ("run:a", "run.usage", r#"{"input_tokens":0,"output_tokens":-0.5}"#, "invalid_tokens: output_tokens"),
+        (
+            "run:a",
+            "run.usage",
+            r#"{"output_tokens":1}"#,
+            "missing_field: input_tokens",
+        ),
+        (
+            "run:a",
+            "run.usage",
+            r#"{"input_tokens":1}"#,
+            "missing_field: output_tokens",
+        ),
+        (
+            "run:a",
+            "run.usage",
+            r#"{"input_tokens":1,"output_tokens":null}"#,
+            "missing_field: output_tokens",
+        ),
+        (
+            "run:a",
+            "run.usage",
+            r#"{"input_tokens":-1,"output_tokens":0}"#,
+            "invalid_tokens: input_tokens",
+        ),
+        (
+            "run:a",
+            "run.usage",
+            r#"{"input_tokens":1.5,"output_tokens":0}"#,
+            "invalid_tokens: input_tokens",
+        ),
+        (
+            "run:a",
+            "run.usage",
+            r#"{"input_tokens":"3","output_tokens":0}"#,
+            "invalid_tokens: input_tokens",
+        ),
+        (
+            "run:a",
+            "run.usage",
+            r#"{"input_tokens":9007199254740992,"output_tokens":0}"#,
+            "invalid_tokens: input_tokens",
+        ),
+        (
+            "run:a",
+            "run.usage",
+            r#"{"input_tokens":1e300,"output_tokens":0}"#,
+            "invalid_tokens: input_tokens",
+        ),
+        (
+            "run:a",
+            "run.usage",
+            r#"{"input_tokens":0,"output_tokens":-0.5}"#,
+            "invalid_tokens: output_tokens",
+        ),
         ("run:a", "run.failed", "{}", "missing_field: error"),
-        ("run:a", "run.failed", r#"{"error":null}"#, "missing_field: error"),
+        (
+            "run:a",
+            "run.failed",
+            r#"{"error":null}"#,
+            "missing_field: error",
+        ),
         ("run:a", "run.failed", r#"{"error":7}"#, "wrong_type: error"),
-        ("run:a", "run.cancelled", r#"{"reason":7}"#, "wrong_type: reason"),
-        ("worker:w", "worker.requested", r#"{"repo":1}"#, "wrong_type: repo"),
+        (
+            "run:a",
+            "run.cancelled",
+            r#"{"reason":7}"#,
+            "wrong_type: reason",
+        ),
+        (
+            "worker:w",
+            "worker.requested",
+            r#"{"repo":1}"#,
+            "wrong_type: repo",
+        ),
         ("worker:w", "worker.started", "{}", "missing_field: host"),
-        ("worker:w", "worker.stopped", r#"{"reason":false}"#, "wrong_type: reason"),
-        ("worker:w", "worker.failed", r#"{"error":{}}"#, "wrong_type: error"),
-        ("user:u", "notification.created", r#"{"title":"t"}"#, "missing_field: notification_id"),
-        ("user:u", "notification.created", r#"{"notification_id":"n"}"#, "missing_field: title"),
-        ("user:u", "notification.created", r#"{"notification_id":"n","title":"t","body":1}"#, "wrong_type: body"),
-        ("user:u", "notification.created", r#"{"notification_id":"","title":"t"}"#, "invalid_id: notification_id"),
-        ("user:u", "notification.read", "{}", "missing_field: notification_id"),
-        ("user:u", "notification.read", r#"{"notification_id":2}"#, "wrong_type: notification_id"),
+        (
+            "worker:w",
+            "worker.stopped",
+            r#"{"reason":false}"#,
+            "wrong_type: reason",
+        ),
+        (
+            "worker:w",
+            "worker.failed",
+            r#"{"error":{}}"#,
+            "wrong_type: error",
+        ),
+        (
+            "user:u",
+            "notification.created",
+            r#"{"title":"t"}"#,
+            "missing_field: notification_id",
+        ),
+        (
+            "user:u",
+            "notification.created",
+            r#"{"notification_id":"n"}"#,
+            "missing_field: title",
+        ),
+        (
+            "user:u",
+            "notification.created",
+            r#"{"notification_id":"n","title":"t","body":1}"#,
+            "wrong_type: body",
+        ),
+        (
+            "user:u",
+            "notification.created",
+            r#"{"notification_id":"","title":"t"}"#,
+            "invalid_id: notification_id",
+        ),
+        (
+            "user:u",
+            "notification.read",
+            "{}",
+            "missing_field: notification_id",
+        ),
+        (
+            "user:u",
+            "notification.read",
+            r#"{"notification_id":2}"#,
+            "wrong_type: notification_id",
+        ),
         ("run:", "run.started", "{}", "invalid_id: stream_id"),
         ("worker:", "worker.heartbeat", "{}", "invalid_id: stream_id"),
-        ("user:", "notification.read", r#"{"notification_id":"n"}"#, "invalid_id: stream_id"),
+        (
+            "user:",
+            "notification.read",
+            r#"{"notification_id":"n"}"#,
+            "invalid_id: stream_id",
+        ),
     ];
     for (stream, ty, payload, want) in cases {
         let r = reason(&ev(1, stream, 1, ty, payload));
-        assert!(r.starts_with(want), "{stream} {ty} {payload}: got {r:?}, want {want:?}");
+        assert!(
+            r.starts_with(want),
+            "{stream} {ty} {payload}: got {r:?}, want {want:?}"
+        );
     }
 }
 
@@ -105,14 +238,24 @@ fn every_dead_letter_kind() {
 fn ids_are_limited_to_200_scalar_values() {
     let long = "🙂".repeat(201);
     let ok = "🙂".repeat(200);
-    assert!(reason(&ev(1, &format!("run:{long}"), 1, "run.started", "{}")).starts_with("invalid_id: stream_id"));
-    assert!(matches!(plan(&ev(1, &format!("run:{ok}"), 1, "run.started", "{}")), Plan::Fold(_)));
+    assert!(
+        reason(&ev(1, &format!("run:{long}"), 1, "run.started", "{}"))
+            .starts_with("invalid_id: stream_id")
+    );
+    assert!(matches!(
+        plan(&ev(1, &format!("run:{ok}"), 1, "run.started", "{}")),
+        Plan::Fold(_)
+    ));
     let p = json!({"thread_id": long}).to_string();
     assert!(reason(&ev(1, "run:a", 1, "run.created", &p)).starts_with("invalid_id: thread_id"));
     let p = json!({"thread_id": ok}).to_string();
-    assert!(matches!(plan(&ev(1, "run:a", 1, "run.created", &p)), Plan::Fold(_)));
+    assert!(matches!(
+        plan(&ev(1, "run:a", 1, "run.created", &p)),
+        Plan::Fold(_)
+    ));
     let p = json!({"notification_id": "x".repeat(201)}).to_string();
-    assert!(reason(&ev(1, "user:u", 1, "notification.read", &p)).starts_with("invalid_id: notification_id"));
+    assert!(reason(&ev(1, "user:u", 1, "notification.read", &p))
+        .starts_with("invalid_id: notification_id"));
 }
 
 #[test]
@@ -141,8 +284,20 @@ fn valid_edge_values_fold() {
         }
     );
     // Optional fields may be null; unknown keys are ignored.
-    let f = folding(&ev(1, "run:a", 1, "run.created", r#"{"thread_id":"t","title":null,"x":1}"#));
-    assert_eq!(f.data, EventData::RunCreated { thread_id: "t".into(), title: None });
+    let f = folding(&ev(
+        1,
+        "run:a",
+        1,
+        "run.created",
+        r#"{"thread_id":"t","title":null,"x":1}"#,
+    ));
+    assert_eq!(
+        f.data,
+        EventData::RunCreated {
+            thread_id: "t".into(),
+            title: None
+        }
+    );
     assert_eq!(
         f.keys(),
         &[
@@ -151,25 +306,35 @@ fn valid_edge_values_fold() {
             DocKey::new(Table::Threads, "t")
         ]
     );
-    assert_eq!(folding(&ev(1, "worker:w", 1, "worker.heartbeat", "{}")).keys(), &[DocKey::new(Table::Workers, "w")]);
+    assert_eq!(
+        folding(&ev(1, "worker:w", 1, "worker.heartbeat", "{}")).keys(),
+        &[DocKey::new(Table::Workers, "w")]
+    );
     assert_eq!(f.at, 1_795_420_800_001);
 }
 
 #[test]
 fn texts_are_truncated_by_scalar_values() {
     let p = json!({"thread_id":"t","title":"🙂".repeat(300)}).to_string();
-    let EventData::RunCreated { title: Some(t), .. } = folding(&ev(1, "run:a", 1, "run.created", &p)).data else {
+    let EventData::RunCreated { title: Some(t), .. } =
+        folding(&ev(1, "run:a", 1, "run.created", &p)).data
+    else {
         panic!()
     };
     assert_eq!(t, "🙂".repeat(200));
-    let p = json!({"notification_id":"n","title":"é".repeat(201),"body":"漢".repeat(2001)}).to_string();
-    let EventData::NotificationCreated { title, body, .. } = folding(&ev(1, "user:u", 1, "notification.created", &p)).data else {
+    let p =
+        json!({"notification_id":"n","title":"é".repeat(201),"body":"漢".repeat(2001)}).to_string();
+    let EventData::NotificationCreated { title, body, .. } =
+        folding(&ev(1, "user:u", 1, "notification.created", &p)).data
+    else {
         panic!()
     };
     assert_eq!(title, "é".repeat(200));
     assert_eq!(body.unwrap(), "漢".repeat(2000));
     let p = json!({"host":"h".repeat(250)}).to_string();
-    let EventData::WorkerStarted { host } = folding(&ev(1, "worker:w", 1, "worker.started", &p)).data else {
+    let EventData::WorkerStarted { host } =
+        folding(&ev(1, "worker:w", 1, "worker.started", &p)).data
+    else {
         panic!()
     };
     assert_eq!(host.len(), 200);
@@ -189,7 +354,10 @@ fn dead_letter_payload_is_cut_to_16_kib_on_a_char_boundary() {
     assert_eq!(j["streamId"], "run:a");
     assert_eq!(j["streamSeq"], 1);
     assert_eq!(j["eventType"], "run.created");
-    assert!(j["reason"].as_str().unwrap().starts_with("wrong_type: thread_id"));
+    assert!(j["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("wrong_type: thread_id"));
     assert_eq!(j.as_object().unwrap().len(), 6);
 }
 
@@ -207,7 +375,10 @@ fn out_of_order_is_a_dead_letter_and_folds_nothing() {
     // Gaps are allowed.
     m.apply(&ev(4, "run:a", 10, "run.started", "{}"));
     assert_eq!(m.folded, 2);
-    for (stream, ty, p) in [("worker:w", "worker.heartbeat", "{}"), ("user:u", "notification.read", r#"{"notification_id":"n"}"#)] {
+    for (stream, ty, p) in [
+        ("worker:w", "worker.heartbeat", "{}"),
+        ("user:u", "notification.read", r#"{"notification_id":"n"}"#),
+    ] {
         m.apply(&ev(10, stream, 5, ty, p));
         m.apply(&ev(11, stream, 5, ty, p));
         assert_eq!(m.dead_letters[&11].code(), "out_of_order");
@@ -246,25 +417,56 @@ fn fold_reports_changed_documents_and_skips_held_positions() {
     }
     let f = folding(&ev(5, "run:a", 1, "run.created", r#"{"thread_id":"t"}"#));
     let mut s = One(f.keys().iter().map(|k| (k.clone(), None)).collect());
-    assert_eq!(fold(&f, &mut s), FoldOutcome::Folded { changed: f.keys().to_vec() });
-    assert!(s.0.iter().all(|(_, v)| v.as_ref().unwrap().position == f.position));
+    assert_eq!(
+        fold(&f, &mut s),
+        FoldOutcome::Folded {
+            changed: f.keys().to_vec()
+        }
+    );
+    assert!(s
+        .0
+        .iter()
+        .all(|(_, v)| v.as_ref().unwrap().position == f.position));
     assert_eq!(fold(&f, &mut s), FoldOutcome::Skipped);
     // The thread already holds a later event: only runs and timelines change.
     let g = folding(&ev(4, "run:b", 1, "run.created", r#"{"thread_id":"t"}"#));
     let mut s2 = One(g.keys().iter().map(|k| (k.clone(), None)).collect());
     s2.0[2].1 = s.0[2].1.clone();
-    assert_eq!(fold(&g, &mut s2), FoldOutcome::Folded { changed: g.keys()[..2].to_vec() });
+    assert_eq!(
+        fold(&g, &mut s2),
+        FoldOutcome::Folded {
+            changed: g.keys()[..2].to_vec()
+        }
+    );
 }
 
 #[test]
 fn documents_round_trip_through_json() {
     let mut m = MemoryFold::new();
     let events = [
-        ev(1, "run:a", 1, "run.created", r#"{"thread_id":"t","title":"x"}"#),
-        ev(2, "run:a", 2, "run.usage", r#"{"input_tokens":3,"output_tokens":4}"#),
+        ev(
+            1,
+            "run:a",
+            1,
+            "run.created",
+            r#"{"thread_id":"t","title":"x"}"#,
+        ),
+        ev(
+            2,
+            "run:a",
+            2,
+            "run.usage",
+            r#"{"input_tokens":3,"output_tokens":4}"#,
+        ),
         ev(3, "run:a", 3, "run.failed", r#"{"error":"e"}"#),
         ev(4, "worker:w", 1, "worker.heartbeat", "{}"),
-        ev(5, "user:u", 1, "notification.created", r#"{"notification_id":"n","title":"t"}"#),
+        ev(
+            5,
+            "user:u",
+            1,
+            "notification.created",
+            r#"{"notification_id":"n","title":"t"}"#,
+        ),
     ];
     for e in &events {
         m.apply(e);
@@ -289,7 +491,11 @@ fn documents_round_trip_through_json() {
         assert_eq!(Doc::from_json(k.table, floaty).unwrap(), s.doc, "{k}");
     }
     let w = m.docs[&DocKey::new(Table::Workers, "w")].doc.to_json();
-    assert_eq!(w["status"], serde_json::Value::Null, "heartbeat alone sets no status");
+    assert_eq!(
+        w["status"],
+        serde_json::Value::Null,
+        "heartbeat alone sets no status"
+    );
     assert_eq!(w["lastEventType"], "worker.heartbeat");
     let t = m.docs[&DocKey::new(Table::Threads, "t")].doc.to_json();
     assert_eq!(t["latestRunSeq"], 1);

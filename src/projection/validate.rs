@@ -171,7 +171,11 @@ fn validate(
         )
     })?;
 
-    let mut keys = Vec::with_capacity(if event_type == EventType::RunCreated { 3 } else { 1 });
+    let mut keys = Vec::with_capacity(if event_type == EventType::RunCreated {
+        3
+    } else {
+        1
+    });
     keys.push(DocKey::new(family.primary_table(), entity));
     if family == Family::Run {
         keys.push(DocKey::new(Table::Timelines, entity));
@@ -246,7 +250,9 @@ fn event_data(t: EventType, p: RawPayload<'_>) -> Result<EventData, String> {
         NotificationRead => {
             let id = required_str("notification_id", p.notification_id)?;
             check_id("notification_id", &id)?;
-            EventData::NotificationRead { id: id.into_owned() }
+            EventData::NotificationRead {
+                id: id.into_owned(),
+            }
         }
     })
 }
@@ -296,7 +302,9 @@ fn tokens(name: &str, f: &Field<'_>) -> Result<u64, String> {
         Field::Absent => Err(format!("missing_field: {name} is required")),
         Field::Null => Err(format!("missing_field: {name} is required, got null")),
         Field::Num(Num::U(u)) if *u <= MAX_TOKENS => Ok(*u),
-        Field::Num(Num::F(x)) if x.is_finite() && x.fract() == 0.0 && *x >= 0.0 && *x <= MAX_TOKENS as f64 => {
+        Field::Num(Num::F(x))
+            if x.is_finite() && x.fract() == 0.0 && *x >= 0.0 && *x <= MAX_TOKENS as f64 =>
+        {
             Ok(*x as u64)
         }
         _ => Err(bad()),
