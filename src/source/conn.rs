@@ -1,0 +1,389 @@
+//! A thin Postgres wire client for replication connections (tokio-postgres
+//! has no CopyBoth): TCP/TLS with SSLRequest negotiation, startup with
+//! `replication=database`, trust/cleartext/md5/SCRAM-SHA-256 auth, simple
+//! query, and raw backend frames.
+//!
+//! ```text
+//! TcpStream ─SSLRequest─▶ 'S' ─▶ rustls ─▶ Startup ─▶ Auth* ─▶ ReadyForQuery
+//!   read_frame(): one 256 KiB BytesMut; frames are split off in place, so a
+//!   single read yields many frames and a cancelled read loses nothing.
+//! ```
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::source::conninfo::{ConnInfo, SslMode};
+use crate::source::error::{ErrorContext, ServerError, SourceError};
+use crate::source::tls;
+
+/// Read buffer: big enough for many XLogData frames per syscall.
+const READ_CHUNK: usize = 256 * 1024;
+/// Refuse frames above this (Postgres caps messages at 1 GiB).
+const MAX_FRAME: usize = 1 << 30;
+
+pub trait AsyncIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncIo for T {}
+
+/// One backend message: its tag and body (without the length).
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub tag: u8,
+    pub body: Bytes,
+}
+
+pub struct PgConn {
+    io: Box<dyn AsyncIo>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    pub params: HashMap<String, String>,
+    pub ctx: ErrorContext,
+    pub tls: bool,
+}
+
+impl std::fmt::Debug for PgConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConn")
+            .field("tls", &self.tls)
+            .field("server_version", &self.params.get("server_version"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Rows of a simple query, all values as text.
+pub type Row = Vec<Option<String>>;
+
+impl PgConn {
+    /// Connects and authenticates. `replication` adds `replication=database`.
+    pub async fn connect(info: &ConnInfo, replication: bool) -> Result<PgConn, SourceError> {
+        let timeout = info.connect_timeout.unwrap_or(Duration::from_secs(30));
+        match tokio::time::timeout(timeout, Self::connect_inner(info, replication)).await {
+            Ok(r) => r,
+            Err(_) => Err(SourceError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connecting to {}:{} timed out", info.host, info.port),
+            ))),
+        }
+    }
+
+    async fn connect_inner(info: &ConnInfo, replication: bool) -> Result<PgConn, SourceError> {
+        let mut tcp = TcpStream::connect((info.host.as_str(), info.port)).await?;
+        tcp.set_nodelay(true)?;
+        let mut tls_used = false;
+        let io: Box<dyn AsyncIo> = match tls::client_config(info)? {
+            None => Box::new(tcp),
+            Some(cfg) => {
+                let mut b = BytesMut::new();
+                frontend::ssl_request(&mut b);
+                tcp.write_all(&b).await?;
+                let mut answer = [0u8; 1];
+                tcp.read_exact(&mut answer).await?;
+                match answer[0] {
+                    b'S' => {
+                        let name = tls::server_name(info)?;
+                        let stream = tokio_rustls::TlsConnector::from(cfg)
+                            .connect(name, tcp)
+                            .await
+                            .map_err(|e| tls::explain(info, &e))?;
+                        tls_used = true;
+                        Box::new(stream)
+                    }
+                    b'N' if info.sslmode == SslMode::Prefer => Box::new(tcp),
+                    b'N' => {
+                        return Err(SourceError::Tls {
+                            host: info.host.clone(),
+                            message: format!(
+                                "the server does not support SSL but sslmode={:?} requires it; enable ssl on the server or use sslmode=prefer",
+                                info.sslmode
+                            ),
+                        })
+                    }
+                    other => {
+                        return Err(SourceError::Protocol(format!(
+                            "unexpected answer {other:#x} to SSLRequest"
+                        )))
+                    }
+                }
+            }
+        };
+        let mut conn = PgConn {
+            io,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(8 * 1024),
+            params: HashMap::new(),
+            ctx: ErrorContext {
+                user: Some(info.user.clone()),
+                ..Default::default()
+            },
+            tls: tls_used,
+        };
+        conn.startup(info, replication).await?;
+        Ok(conn)
+    }
+
+    async fn startup(&mut self, info: &ConnInfo, replication: bool) -> Result<(), SourceError> {
+        let mut params: Vec<(&str, &str)> = vec![
+            ("user", info.user.as_str()),
+            ("database", info.dbname.as_str()),
+            ("application_name", info.application_name.as_str()),
+            ("client_encoding", "UTF8"),
+        ];
+        if replication {
+            params.push(("replication", "database"));
+        }
+        frontend::startup_message(params.iter().copied(), &mut self.wbuf)?;
+        self.flush().await?;
+        let password = || {
+            info.password.as_ref().map(|p| p.expose().as_bytes()).ok_or_else(|| {
+                SourceError::AuthFailed {
+                    user: info.user.clone(),
+                    message: "the server asks for a password and DATABASE_URL has none".into(),
+                }
+            })
+        };
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let f = self.read_frame().await?;
+            match f.tag {
+                b'R' => {
+                    let mut body = f.body.clone();
+                    if body.len() < 4 {
+                        return Err(SourceError::Protocol("short auth message".into()));
+                    }
+                    match body.get_i32() {
+                        0 => {}
+                        3 => {
+                            frontend::password_message(password()?, &mut self.wbuf)?;
+                            self.flush().await?;
+                        }
+                        5 => {
+                            if body.len() < 4 {
+                                return Err(SourceError::Protocol("short md5 salt".into()));
+                            }
+                            let salt = [body[0], body[1], body[2], body[3]];
+                            let hash = postgres_protocol::authentication::md5_hash(
+                                info.user.as_bytes(),
+                                password()?,
+                                salt,
+                            );
+                            frontend::password_message(hash.as_bytes(), &mut self.wbuf)?;
+                            self.flush().await?;
+                        }
+                        10 => {
+                            let mechs: Vec<&[u8]> =
+                                body.split(|b| *b == 0).filter(|m| !m.is_empty()).collect();
+                            if !mechs.contains(&SCRAM_SHA_256.as_bytes()) {
+                                return Err(SourceError::AuthFailed {
+                                    user: info.user.clone(),
+                                    message: "the server offers no SASL mechanism we support (SCRAM-SHA-256)".into(),
+                                });
+                            }
+                            // We do not do channel binding: 'n' (not supported)
+                            // is the honest flag whether or not TLS is on.
+                            let s = ScramSha256::new(password()?, ChannelBinding::unsupported());
+                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.wbuf)?;
+                            self.flush().await?;
+                            scram = Some(s);
+                        }
+                        11 => {
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| SourceError::Protocol("SASL continue before start".into()))?;
+                            s.update(&body).map_err(|e| SourceError::AuthFailed {
+                                user: info.user.clone(),
+                                message: e.to_string(),
+                            })?;
+                            frontend::sasl_response(s.message(), &mut self.wbuf)?;
+                            self.flush().await?;
+                        }
+                        12 => {
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| SourceError::Protocol("SASL final before start".into()))?;
+                            s.finish(&body).map_err(|e| SourceError::AuthFailed {
+                                user: info.user.clone(),
+                                message: format!("server proof rejected: {e}"),
+                            })?;
+                        }
+                        other => {
+                            return Err(SourceError::AuthFailed {
+                                user: info.user.clone(),
+                                message: format!("unsupported authentication method {other}"),
+                            })
+                        }
+                    }
+                }
+                b'S' => {
+                    let mut parts = f.body.split(|b| *b == 0);
+                    if let (Some(k), Some(v)) = (parts.next(), parts.next()) {
+                        self.params.insert(
+                            String::from_utf8_lossy(k).into_owned(),
+                            String::from_utf8_lossy(v).into_owned(),
+                        );
+                    }
+                }
+                b'K' | b'N' => {}
+                b'E' => return Err(self.error(&f.body)),
+                b'Z' => return Ok(()),
+                other => {
+                    return Err(SourceError::Protocol(format!(
+                        "unexpected message {:?} during startup",
+                        other as char
+                    )))
+                }
+            }
+        }
+    }
+
+    /// `server_version_num`-style major version (e.g. 15), from the
+    /// `server_version` parameter.
+    pub fn server_major(&self) -> u32 {
+        self.params
+            .get("server_version")
+            .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn error(&self, body: &[u8]) -> SourceError {
+        SourceError::from_server(parse_error_fields(body), &self.ctx)
+    }
+
+    /// Writes the pending output buffer.
+    pub async fn flush(&mut self) -> Result<(), SourceError> {
+        if !self.wbuf.is_empty() {
+            self.io.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    pub fn wbuf(&mut self) -> &mut BytesMut {
+        &mut self.wbuf
+    }
+
+    /// Next backend frame. Cancel-safe: partial data stays in `rbuf`.
+    pub async fn read_frame(&mut self) -> Result<Frame, SourceError> {
+        loop {
+            if let Some(f) = self.try_frame()? {
+                return Ok(f);
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            let n = self.io.read_buf(&mut self.rbuf).await?;
+            if n == 0 {
+                return Err(SourceError::Closed);
+            }
+        }
+    }
+
+    fn try_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        if self.rbuf.len() < 5 {
+            return Ok(None);
+        }
+        let tag = self.rbuf[0];
+        let len = u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]) as usize;
+        if !(4..=MAX_FRAME).contains(&len) {
+            return Err(SourceError::Protocol(format!("invalid frame length {len}")));
+        }
+        if self.rbuf.len() < len + 1 {
+            self.rbuf.reserve(len + 1 - self.rbuf.len());
+            return Ok(None);
+        }
+        let mut frame = self.rbuf.split_to(len + 1);
+        frame.advance(5);
+        Ok(Some(Frame {
+            tag,
+            body: frame.freeze(),
+        }))
+    }
+
+    /// Runs one simple query and returns the rows of its (last) result.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Row>, SourceError> {
+        frontend::query(sql, &mut self.wbuf)?;
+        self.flush().await?;
+        let mut rows = Vec::new();
+        let mut err = None;
+        loop {
+            let f = self.read_frame().await?;
+            match f.tag {
+                b'T' => rows.clear(),
+                b'D' => rows.push(parse_data_row(&f.body)?),
+                b'E' => err = Some(self.error(&f.body)),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    }
+
+    /// Sends Terminate and closes.
+    pub async fn close(mut self) {
+        frontend::terminate(&mut self.wbuf);
+        let _ = self.flush().await;
+        let _ = self.io.shutdown().await;
+    }
+}
+
+fn parse_data_row(body: &[u8]) -> Result<Row, SourceError> {
+    let bad = || SourceError::Protocol("malformed DataRow".into());
+    let mut b = body;
+    if b.len() < 2 {
+        return Err(bad());
+    }
+    let n = b.get_i16();
+    let mut row = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        if b.len() < 4 {
+            return Err(bad());
+        }
+        let len = b.get_i32();
+        if len < 0 {
+            row.push(None);
+        } else {
+            let len = len as usize;
+            let v = b.get(..len).ok_or_else(bad)?;
+            row.push(Some(String::from_utf8_lossy(v).into_owned()));
+            b.advance(len);
+        }
+    }
+    Ok(row)
+}
+
+/// Parses the fields of an ErrorResponse/NoticeResponse.
+pub fn parse_error_fields(body: &[u8]) -> ServerError {
+    let mut e = ServerError::default();
+    for field in body.split(|b| *b == 0) {
+        let Some((&t, v)) = field.split_first() else { continue };
+        let v = String::from_utf8_lossy(v).into_owned();
+        match t {
+            b'V' => e.severity = v,
+            b'S' if e.severity.is_empty() => e.severity = v,
+            b'C' => e.code = v,
+            b'M' => e.message = v,
+            b'D' => e.detail = Some(v),
+            b'H' => e.hint = Some(v),
+            _ => {}
+        }
+    }
+    e
+}
+
+/// Quotes an identifier for replication commands and SQL.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quotes a string literal.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

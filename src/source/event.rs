@@ -1,0 +1,304 @@
+//! pgoutput messages → [`SourceEvent`]s of `runtime.events`.
+//!
+//! ```text
+//! Begin ─▶ SourceEvent::Begin
+//! Insert(runtime.events) ─▶ SourceEvent::Event(position = (final_lsn, ordinal))
+//! Update/Delete/Truncate(runtime.events) ─▶ SourceEvent::Violation
+//! Commit ─▶ SourceEvent::Commit
+//! StreamStart..StreamStop* ─ buffered per xid ─ StreamCommit ─▶ Begin, Events, Commit
+//! ```
+//! A streamed (in-progress) transaction's commit LSN is only known at Stream
+//! Commit, so its events are buffered until then (and dropped on Stream
+//! Abort of the transaction or of the subtransaction that made them). The
+//! commit LSN of a transaction equals the `final_lsn` of its Begin, so both
+//! paths give the same positions.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::event::{Lsn, Position, RuntimeEvent};
+use crate::source::pgoutput::{DecodeError, PgOutputMessage, Relation, StreamState, TupleValue};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViolationKind {
+    Update,
+    Delete,
+    Truncate,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceEvent {
+    Begin { final_lsn: Lsn, commit_time_us: i64, xid: u32 },
+    Event(RuntimeEvent),
+    Commit { commit_lsn: Lsn, end_lsn: Lsn, commit_time_us: i64 },
+    Violation { kind: ViolationKind, detail: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("change for relation oid {0} before its Relation message")]
+    UnknownRelation(u32),
+    #[error("runtime.events row does not match the contract: {0}; apply sql/001_runtime_events.sql")]
+    Schema(String),
+    #[error("pgoutput stream out of order: {0}")]
+    Order(String),
+}
+
+/// Column indexes of runtime.events in the current Relation message.
+#[derive(Clone, Debug)]
+struct EventColumns {
+    seq: usize,
+    stream_id: usize,
+    stream_seq: usize,
+    event_type: usize,
+    owner_id: usize,
+    payload: usize,
+    occurred_at: usize,
+}
+
+/// A change inside a streamed transaction, not yet positioned.
+enum Pending {
+    Event { subxid: u32, ev: RuntimeEvent },
+    Violation { subxid: u32, kind: ViolationKind, detail: String },
+}
+
+#[derive(Default)]
+pub struct EventDecoder {
+    stream: StreamState,
+    relations: HashMap<u32, Relation>,
+    events_oid: Option<u32>,
+    cols: Option<EventColumns>,
+    /// Open non-streamed transaction: (final_lsn, next ordinal).
+    txn: Option<(Lsn, u64)>,
+    /// Streamed transactions by top-level xid.
+    streamed: HashMap<u32, Vec<Pending>>,
+    /// Top-level xid of the current stream block.
+    stream_xid: Option<u32>,
+    ready: VecDeque<SourceEvent>,
+}
+
+impl std::fmt::Debug for EventDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventDecoder")
+            .field("relations", &self.relations.len())
+            .field("streamed_txns", &self.streamed.len())
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn pg_time_to_unix_us(t: i64) -> i64 {
+    crate::source::stream::pg_to_unix_us(t)
+}
+
+impl EventDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the decoder is inside a Stream Start/Stop block.
+    pub fn in_stream(&self) -> bool {
+        self.stream.in_stream
+    }
+
+    /// Decodes the payload of one XLogData and queues the resulting events;
+    /// take them with [`EventDecoder::pop`].
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), EventError> {
+        let msg = self.stream.decode(data)?;
+        self.push(msg)
+    }
+
+    /// The next ready event, in order.
+    pub fn pop(&mut self) -> Option<SourceEvent> {
+        self.ready.pop_front()
+    }
+
+    /// Events buffered for streamed transactions not yet committed.
+    pub fn buffered(&self) -> usize {
+        self.streamed.values().map(Vec::len).sum()
+    }
+
+    /// Queues the events of one decoded message (use `feed` for bytes, which
+    /// also tracks stream blocks).
+    pub fn push(&mut self, msg: PgOutputMessage) -> Result<(), EventError> {
+        match msg {
+            PgOutputMessage::Begin { final_lsn, commit_time, xid } => {
+                self.txn = Some((Lsn(final_lsn), 0));
+                self.ready.push_back(SourceEvent::Begin {
+                    final_lsn: Lsn(final_lsn),
+                    commit_time_us: pg_time_to_unix_us(commit_time),
+                    xid,
+                });
+            }
+            PgOutputMessage::Commit { commit_lsn, end_lsn, commit_time, .. } => {
+                self.txn = None;
+                self.ready.push_back(SourceEvent::Commit {
+                    commit_lsn: Lsn(commit_lsn),
+                    end_lsn: Lsn(end_lsn),
+                    commit_time_us: pg_time_to_unix_us(commit_time),
+                });
+            }
+            PgOutputMessage::Relation(rel) => {
+                if rel.namespace == "runtime" && rel.name == "events" {
+                    self.events_oid = Some(rel.oid);
+                    self.cols = Some(event_columns(&rel)?);
+                }
+                self.relations.insert(rel.oid, rel);
+            }
+            PgOutputMessage::Insert { xid, relation, new } => {
+                if self.is_events(relation)? {
+                    let ev = self.row_to_event(&new)?;
+                    self.emit_event(xid, ev)?;
+                }
+            }
+            PgOutputMessage::Update { xid, relation, new, .. } => {
+                if self.is_events(relation)? {
+                    let seq = self.seq_of(&new);
+                    self.emit_violation(xid, ViolationKind::Update, format!("UPDATE of runtime.events row seq={seq}"))?;
+                }
+            }
+            PgOutputMessage::Delete { xid, relation, key, old } => {
+                if self.is_events(relation)? {
+                    let seq = key.or(old).map(|t| self.seq_of(&t)).unwrap_or_default();
+                    self.emit_violation(xid, ViolationKind::Delete, format!("DELETE of runtime.events row seq={seq}"))?;
+                }
+            }
+            PgOutputMessage::Truncate { xid, relations, .. } => {
+                if self.events_oid.is_some_and(|o| relations.contains(&o)) {
+                    self.emit_violation(xid, ViolationKind::Truncate, "TRUNCATE of runtime.events".into())?;
+                }
+            }
+            PgOutputMessage::StreamStart { xid, .. } => {
+                self.stream_xid = Some(xid);
+                self.streamed.entry(xid).or_default();
+            }
+            PgOutputMessage::StreamStop => self.stream_xid = None,
+            PgOutputMessage::StreamCommit { xid, commit_lsn, end_lsn, commit_time, .. } => {
+                let pending = self.streamed.remove(&xid).unwrap_or_default();
+                let lsn = Lsn(commit_lsn);
+                let t = pg_time_to_unix_us(commit_time);
+                self.ready.push_back(SourceEvent::Begin { final_lsn: lsn, commit_time_us: t, xid });
+                let mut ordinal = 0;
+                for p in pending {
+                    match p {
+                        Pending::Event { mut ev, .. } => {
+                            ev.position = Position::new(lsn, ordinal);
+                            ordinal += 1;
+                            self.ready.push_back(SourceEvent::Event(ev));
+                        }
+                        Pending::Violation { kind, detail, .. } => {
+                            self.ready.push_back(SourceEvent::Violation { kind, detail })
+                        }
+                    }
+                }
+                self.ready.push_back(SourceEvent::Commit { commit_lsn: lsn, end_lsn: Lsn(end_lsn), commit_time_us: t });
+            }
+            PgOutputMessage::StreamAbort { xid, subxid, .. } => {
+                if xid == subxid {
+                    self.streamed.remove(&xid);
+                } else if let Some(v) = self.streamed.get_mut(&xid) {
+                    v.retain(|p| match p {
+                        Pending::Event { subxid: s, .. } | Pending::Violation { subxid: s, .. } => *s != subxid,
+                    });
+                }
+            }
+            // Origins, types, logical messages and two-phase messages carry
+            // no runtime events (we do not enable two_phase).
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn is_events(&self, oid: u32) -> Result<bool, EventError> {
+        if !self.relations.contains_key(&oid) {
+            return Err(EventError::UnknownRelation(oid));
+        }
+        Ok(self.events_oid == Some(oid))
+    }
+
+    fn emit_event(&mut self, xid: Option<u32>, mut ev: RuntimeEvent) -> Result<(), EventError> {
+        match (xid, self.stream_xid) {
+            (Some(sub), Some(top)) if self.stream.in_stream => {
+                self.streamed.entry(top).or_default().push(Pending::Event { subxid: sub, ev });
+                Ok(())
+            }
+            _ => {
+                let (lsn, ord) = self
+                    .txn
+                    .as_mut()
+                    .ok_or_else(|| EventError::Order("change outside a transaction".into()))?;
+                ev.position = Position::new(*lsn, *ord);
+                *ord += 1;
+                self.ready.push_back(SourceEvent::Event(ev));
+                Ok(())
+            }
+        }
+    }
+
+    fn emit_violation(&mut self, xid: Option<u32>, kind: ViolationKind, detail: String) -> Result<(), EventError> {
+        match (xid, self.stream_xid) {
+            (Some(sub), Some(top)) if self.stream.in_stream => {
+                self.streamed.entry(top).or_default().push(Pending::Violation { subxid: sub, kind, detail });
+            }
+            _ => self.ready.push_back(SourceEvent::Violation { kind, detail }),
+        }
+        Ok(())
+    }
+
+    fn seq_of(&self, t: &[TupleValue]) -> String {
+        self.cols
+            .as_ref()
+            .and_then(|c| t.get(c.seq))
+            .and_then(TupleValue::as_text)
+            .unwrap_or("?")
+            .to_string()
+    }
+
+    fn row_to_event(&self, t: &[TupleValue]) -> Result<RuntimeEvent, EventError> {
+        let c = self
+            .cols
+            .as_ref()
+            .ok_or_else(|| EventError::Schema("no Relation message for runtime.events".into()))?;
+        let text = |i: usize, name: &str| -> Result<String, EventError> {
+            match t.get(i) {
+                Some(TupleValue::Text(b)) => String::from_utf8(b.to_vec())
+                    .map_err(|_| EventError::Schema(format!("column {name} is not UTF-8"))),
+                Some(other) => Err(EventError::Schema(format!("column {name} is {other:?}, expected text"))),
+                None => Err(EventError::Schema(format!("column {name} missing from tuple"))),
+            }
+        };
+        let int = |i: usize, name: &str| -> Result<i64, EventError> {
+            text(i, name)?
+                .parse()
+                .map_err(|_| EventError::Schema(format!("column {name} is not an integer")))
+        };
+        Ok(RuntimeEvent {
+            seq: int(c.seq, "seq")?,
+            stream_id: text(c.stream_id, "stream_id")?,
+            stream_seq: int(c.stream_seq, "stream_seq")?,
+            event_type: text(c.event_type, "event_type")?,
+            owner_id: text(c.owner_id, "owner_id")?,
+            payload: text(c.payload, "payload")?,
+            occurred_at: text(c.occurred_at, "occurred_at")?,
+            position: Position::ZERO,
+        })
+    }
+}
+
+fn event_columns(rel: &Relation) -> Result<EventColumns, EventError> {
+    let find = |name: &str| {
+        rel.columns
+            .iter()
+            .position(|c| c.name == name)
+            .ok_or_else(|| EventError::Schema(format!("runtime.events has no column {name}")))
+    };
+    Ok(EventColumns {
+        seq: find("seq")?,
+        stream_id: find("stream_id")?,
+        stream_seq: find("stream_seq")?,
+        event_type: find("event_type")?,
+        owner_id: find("owner_id")?,
+        payload: find("payload")?,
+        occurred_at: find("occurred_at")?,
+    })
+}

@@ -1,0 +1,142 @@
+//! Slot administration and health (tokio-postgres), and slot creation with
+//! an exported snapshot on a replication connection (rebuild).
+
+use crate::config::Secret;
+use crate::event::Lsn;
+use crate::source::conn::{quote_ident, PgConn};
+use crate::source::error::SourceError;
+use crate::source::stream::connect_replication;
+
+/// A row of `pg_replication_slots`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotInfo {
+    pub slot_name: String,
+    pub plugin: Option<String>,
+    pub database: Option<String>,
+    pub active: bool,
+    pub active_pid: Option<i32>,
+    pub restart_lsn: Option<Lsn>,
+    pub confirmed_flush_lsn: Option<Lsn>,
+    /// reserved | extended | unreserved | lost
+    pub wal_status: Option<String>,
+    /// Bytes of WAL that can still be written before the slot is lost
+    /// (NULL when max_slot_wal_keep_size = -1).
+    pub safe_wal_size: Option<i64>,
+    /// pg_current_wal_lsn() - restart_lsn, bytes.
+    pub retained_wal_bytes: Option<i64>,
+}
+
+impl SlotInfo {
+    pub fn is_lost(&self) -> bool {
+        self.wal_status.as_deref() == Some("lost")
+    }
+}
+
+fn lsn(s: Option<String>) -> Option<Lsn> {
+    s.and_then(|s| s.parse().ok())
+}
+
+pub async fn slot_info(client: &tokio_postgres::Client, slot: &str) -> Result<Option<SlotInfo>, SourceError> {
+    let row = client
+        .query_opt(
+            "select slot_name::text, plugin::text, database::text, active, active_pid,
+                    restart_lsn::text, confirmed_flush_lsn::text, wal_status, safe_wal_size,
+                    (case when restart_lsn is null then null
+                          else pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) end)::bigint
+               from pg_replication_slots where slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(row.map(|r| SlotInfo {
+        slot_name: r.get(0),
+        plugin: r.get(1),
+        database: r.get(2),
+        active: r.get(3),
+        active_pid: r.get(4),
+        restart_lsn: lsn(r.get(5)),
+        confirmed_flush_lsn: lsn(r.get(6)),
+        wal_status: r.get(7),
+        safe_wal_size: r.get(8),
+        retained_wal_bytes: r.get(9),
+    }))
+}
+
+/// Creates a logical pgoutput slot in the current database; returns its
+/// consistent point. Errors if it exists.
+pub async fn create_slot(client: &tokio_postgres::Client, slot: &str) -> Result<Lsn, SourceError> {
+    let row = client
+        .query_one(
+            "select lsn::text from pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await?;
+    let s: String = row.get(0);
+    s.parse().map_err(SourceError::Protocol)
+}
+
+/// Drops the slot; `false` if it did not exist. Fails with SlotInUse when a
+/// consumer holds it.
+pub async fn drop_slot(client: &tokio_postgres::Client, slot: &str) -> Result<bool, SourceError> {
+    if slot_info(client, slot).await?.is_none() {
+        return Ok(false);
+    }
+    match client.execute("select pg_drop_replication_slot($1)", &[&slot]).await {
+        Ok(_) => Ok(true),
+        Err(e) => Err(match SourceError::from(e) {
+            SourceError::SlotInUse { message, .. } => SourceError::SlotInUse { slot: slot.into(), message },
+            SourceError::SlotMissing { .. } => return Ok(false),
+            other => other,
+        }),
+    }
+}
+
+/// A slot created with an exported snapshot. The snapshot stays valid while
+/// this value lives (the replication connection stays open and idle): read
+/// it from another connection with
+/// `BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT '<name>';`.
+#[derive(Debug)]
+pub struct SnapshotSlot {
+    pub slot: String,
+    pub consistent_point: Lsn,
+    pub snapshot_name: String,
+    conn: PgConn,
+}
+
+impl SnapshotSlot {
+    /// Ends the snapshot (the slot stays).
+    pub async fn release(self) {
+        self.conn.close().await;
+    }
+}
+
+pub async fn create_slot_with_snapshot(url: &Secret, slot: &str) -> Result<SnapshotSlot, SourceError> {
+    let mut conn = connect_replication(url).await?;
+    conn.ctx.slot = Some(slot.to_string());
+    let cmd = if conn.server_major() >= 15 {
+        format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')", quote_ident(slot))
+    } else {
+        format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", quote_ident(slot))
+    };
+    let rows = conn.simple_query(&cmd).await?;
+    let row = rows
+        .into_iter()
+        .next()
+        .ok_or_else(|| SourceError::Protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
+    let consistent_point = row
+        .get(1)
+        .cloned()
+        .flatten()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| SourceError::Protocol("CREATE_REPLICATION_SLOT: no consistent_point".into()))?;
+    let snapshot_name = row
+        .get(2)
+        .cloned()
+        .flatten()
+        .ok_or_else(|| SourceError::Protocol("CREATE_REPLICATION_SLOT: no snapshot name".into()))?;
+    Ok(SnapshotSlot {
+        slot: slot.to_string(),
+        consistent_point,
+        snapshot_name,
+        conn,
+    })
+}

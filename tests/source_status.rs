@@ -1,0 +1,159 @@
+//! Standby status updates move confirmed_flush_lsn to exactly what we report
+//! and never past it; answering reply-requested keepalives keeps an idle
+//! connection alive past wal_sender_timeout (5 s), not answering does not.
+#[path = "support/pg.rs"]
+mod pg;
+
+use std::time::Duration;
+
+use projector::event::Lsn;
+use projector::source::event::{EventDecoder, SourceEvent};
+use projector::source::slot;
+use projector::source::stream::{ReplicationStream, StreamOptions, WalMessage};
+
+async fn confirmed(client: &tokio_postgres::Client, s: &str) -> Lsn {
+    slot::slot_info(client, s).await.unwrap().unwrap().confirmed_flush_lsn.unwrap()
+}
+
+#[tokio::test]
+async fn confirmed_flush_is_exactly_what_we_report() {
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let client = db.client().await;
+    let start = slot::create_slot(&client, "st").await.unwrap();
+    for i in 1..=2 {
+        db.exec(&format!(
+            "insert into runtime.events (stream_id, stream_seq, event_type, owner_id) values ('run:a', {i}, 'run.step', 'u')"
+        ))
+        .await;
+    }
+    let mut s = ReplicationStream::start(&db.secret(), "st", "projector_events", Lsn(0), StreamOptions::default())
+        .await
+        .unwrap();
+    let mut dec = EventDecoder::new();
+    let mut ends = vec![];
+    while ends.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(20), s.next()).await.unwrap().unwrap().unwrap();
+        if let WalMessage::XLogData { data, .. } = m {
+            dec.feed(&data).unwrap();
+            while let Some(e) = dec.pop() {
+                if let SourceEvent::Commit { end_lsn, .. } = e {
+                    ends.push(end_lsn);
+                }
+            }
+        }
+    }
+    let (a, b) = (ends[0], ends[1]);
+    assert!(start < a && a < b);
+    s.send_status(b, a, a, false).await.unwrap();
+    let mut got = Lsn(0);
+    for _ in 0..100 {
+        got = confirmed(&client, "st").await;
+        if got == a {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(got, a, "confirmed_flush_lsn = the flush we reported");
+    // Keep the stream busy for a while: it must not move past `a`.
+    let idle = async {
+        loop {
+            if let Ok(Some(WalMessage::Keepalive { reply_requested: true, .. })) = s.next().await {
+                s.send_status(b, a, a, false).await.unwrap();
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(1500), idle).await;
+    assert_eq!(confirmed(&client, "st").await, a, "never past what we report");
+    s.send_status(b, b, b, false).await.unwrap();
+    for _ in 0..100 {
+        got = confirmed(&client, "st").await;
+        if got == b {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(got, b);
+    s.finish().await;
+    // Restarting resumes at confirmed_flush_lsn: nothing is replayed.
+    let mut s = ReplicationStream::start(&db.secret(), "st", "projector_events", Lsn(0), StreamOptions::default())
+        .await
+        .unwrap();
+    db.exec("insert into runtime.events (stream_id, stream_seq, event_type, owner_id) values ('run:a', 3, 'run.step', 'u')").await;
+    let mut dec = EventDecoder::new();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), s.next()).await.unwrap().unwrap().unwrap();
+        if let WalMessage::XLogData { data, .. } = m {
+            dec.feed(&data).unwrap();
+            if let Some(SourceEvent::Event(ev)) = std::iter::from_fn(|| dec.pop()).find(|e| matches!(e, SourceEvent::Event(_))) {
+                assert_eq!(ev.stream_seq, 3);
+                assert!(ev.position.commit_lsn > b);
+                break;
+            }
+        }
+    }
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn answered_keepalives_outlive_wal_sender_timeout() {
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let client = db.client().await;
+    slot::create_slot(&client, "answer").await.unwrap();
+    slot::create_slot(&client, "silent").await.unwrap();
+    let url = db.secret();
+    let answering = async {
+        let mut s = ReplicationStream::start(&url, "answer", "projector_events", Lsn(0), StreamOptions::default())
+            .await
+            .unwrap();
+        let mut flush = Lsn(0);
+        let mut replies = 0;
+        let until = tokio::time::Instant::now() + Duration::from_secs(12);
+        while let Ok(m) = tokio::time::timeout_at(until, s.next()).await {
+            match m.unwrap().unwrap() {
+                WalMessage::Keepalive { reply_requested: true, wal_end, .. } => {
+                    flush = flush.max(wal_end);
+                    s.send_status(flush, flush, flush, false).await.unwrap();
+                    replies += 1;
+                }
+                _ => {}
+            }
+        }
+        (s, replies)
+    };
+    let silent = async {
+        let mut s = ReplicationStream::start(&url, "silent", "projector_events", Lsn(0), StreamOptions::default())
+            .await
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(14), async {
+            loop {
+                if let Err(e) = s.next().await {
+                    return e;
+                }
+            }
+        })
+        .await;
+        (r, t0.elapsed())
+    };
+    let ((mut s, replies), (silent_res, silent_after)) = tokio::join!(answering, silent);
+    assert!(replies >= 1, "the server asked for replies");
+    let e = silent_res.expect("a consumer that never answers is dropped by wal_sender_timeout");
+    assert!(e.is_transient(), "{e:?}");
+    assert!(silent_after >= Duration::from_secs(4), "{silent_after:?}");
+    // The answering stream is still alive and delivers new data.
+    db.exec("insert into runtime.events (stream_id, stream_seq, event_type, owner_id) values ('run:k', 1, 'run.step', 'u')").await;
+    let mut dec = EventDecoder::new();
+    let ev = loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), s.next()).await.unwrap().unwrap().unwrap();
+        if let WalMessage::XLogData { data, .. } = m {
+            dec.feed(&data).unwrap();
+            if let Some(SourceEvent::Event(ev)) = std::iter::from_fn(|| dec.pop()).find(|e| matches!(e, SourceEvent::Event(_))) {
+                break ev;
+            }
+        }
+    };
+    assert_eq!(ev.stream_id, "run:k");
+    s.finish().await;
+}

@@ -1,0 +1,532 @@
+//! Throwaway PostgreSQL 15 clusters for tests. Include it with
+//! `#[path = "support/pg.rs"] mod pg;`.
+//!
+//! API:
+//! - `pg::shared().await -> &'static PgCluster`: one cluster per test binary
+//!   (one initdb, ~1–2 s), TLS on, `wal_level=logical`, shared by all tests of
+//!   the binary. Never restart or reconfigure it; use a private cluster for that.
+//! - `PgCluster::start(PgOptions { .. }).await -> PgCluster`: a private cluster
+//!   (own data dir and port); dropped = stopped and deleted.
+//!   `PgOptions { wal_level, ssl, max_slot_wal_keep_size, extra_conf }`.
+//! - `cluster.fresh_db().await -> TestDb`: a new database created from a
+//!   template that already has `sql/001_runtime_events.sql` applied
+//!   (`runtime.events` + publication `projector_events`). Unique per call, so
+//!   tests run in parallel without shared state.
+//! - `TestDb { dbname, port, url, .. }`: `url` is a superuser URL
+//!   (`postgres://postgres@127.0.0.1:PORT/DB?sslmode=disable`, trust auth);
+//!   `db.url_as(user, password, extra_query)` builds other URLs (host
+//!   127.0.0.1); `db.url_host(host, user, password, query)` for TLS names;
+//!   `db.client().await` (tokio-postgres, superuser); `db.exec(sql).await`
+//!   (batch); `db.secret()` = `url` as `projector::config::Secret`.
+//! - Users: `cluster.create_user(name, password, Auth::Scram|Md5|Password,
+//!   "REPLICATION").await` sets `password_encryption` to match, creates the
+//!   LOGIN role and puts it in the group that pg_hba maps to that method
+//!   (`md5_users` → md5, `password_users` → password, others → scram-sha-256;
+//!   the OS-less superuser `postgres` is trusted on 127.0.0.1).
+//! - `cluster.ca_cert` (PEM of the CA that signed the server cert, SANs
+//!   `localhost` and `127.0.0.1`), `cluster.wrong_ca_cert` (an unrelated CA).
+//! - `cluster.restart()`, `cluster.stop()`, `cluster.start_again()` (sync),
+//!   `cluster.exec(db, sql).await`, `cluster.client(db).await`, `cluster.log()`.
+//!
+//! Teardown: `postgres` runs as the `postgres` OS user (we are root), spawned
+//! from a long-lived helper thread with `PR_SET_PDEATHSIG` so it dies with the
+//! test process even on SIGKILL; an `atexit` hook stops every cluster and
+//! removes its directory when the test binary exits (also after panics).
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const PG_UID: u32 = 101;
+const PG_GID: u32 = 104;
+
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    pub wal_level: &'static str,
+    pub ssl: bool,
+    pub max_slot_wal_keep_size: Option<String>,
+    /// Extra postgresql.conf lines.
+    pub extra_conf: Vec<String>,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            wal_level: "logical",
+            ssl: true,
+            max_slot_wal_keep_size: None,
+            extra_conf: vec![],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    Scram,
+    Md5,
+    Password,
+}
+
+pub struct PgCluster {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub data: PathBuf,
+    pub ca_cert: Option<PathBuf>,
+    pub wrong_ca_cert: Option<PathBuf>,
+    child: Mutex<Option<Child>>,
+    owned: bool,
+}
+
+static SHARED: tokio::sync::OnceCell<PgCluster> = tokio::sync::OnceCell::const_new();
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// (pid, dir) of every live cluster, for the atexit hook.
+static LIVE: Mutex<Vec<(u32, PathBuf)>> = Mutex::new(Vec::new());
+
+/// The per-binary shared cluster.
+pub async fn shared() -> &'static PgCluster {
+    SHARED
+        .get_or_init(|| async {
+            let mut c = PgCluster::start(PgOptions::default()).await;
+            c.owned = false;
+            c
+        })
+        .await
+}
+
+fn uniq() -> u64 {
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+extern "C" fn cleanup_at_exit() {
+    let live = match LIVE.lock() {
+        Ok(l) => l.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    for (pid, _) in &live {
+        unsafe { libc::kill(*pid as i32, libc::SIGQUIT) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for (pid, dir) in &live {
+        while Instant::now() < deadline && unsafe { libc::kill(*pid as i32, 0) } == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn register_atexit() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| unsafe {
+        libc::atexit(cleanup_at_exit);
+    });
+}
+
+type SpawnReq = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Children die with the thread that spawned them (PR_SET_PDEATHSIG is per
+/// thread), so all postgres processes are spawned by one thread that never
+/// exits.
+fn spawn_long_lived(cmd: Command) -> std::io::Result<Child> {
+    static TX: OnceLock<Mutex<mpsc::Sender<SpawnReq>>> = OnceLock::new();
+    let tx = TX.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnReq>();
+        std::thread::Builder::new()
+            .name("pg-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("spawn pg-spawner thread");
+        Mutex::new(tx)
+    });
+    let (rtx, rrx) = mpsc::channel();
+    tx.lock().unwrap().send((cmd, rtx)).expect("pg-spawner alive");
+    rrx.recv().expect("pg-spawner reply")
+}
+
+fn as_postgres(cmd: &mut Command, die_with_parent: bool) {
+    unsafe {
+        cmd.pre_exec(move || {
+            if die_with_parent {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            }
+            if libc::geteuid() == 0 {
+                if libc::setgid(PG_GID) != 0 || libc::setuid(PG_UID) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+fn chown_pg(p: &Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    unsafe { libc::chown(c.as_ptr(), PG_UID, PG_GID) };
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    run(Command::new("openssl").current_dir(dir).args(args), "openssl");
+}
+
+fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for ca in ["ca", "wrong-ca"] {
+        let mut a = vec!["req", "-x509"];
+        a.extend(ec);
+        let (k, c) = (format!("{ca}.key"), format!("{ca}.crt"));
+        a.extend([
+            "-keyout", &k, "-out", &c, "-days", "3", "-subj", "/CN=projector test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(dir, &a);
+    }
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    openssl(dir, &a);
+    openssl(
+        dir,
+        &[
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "3", "-extfile", "ext.cnf",
+        ],
+    );
+    (dir.join("ca.crt"), dir.join("wrong-ca.crt"))
+}
+
+impl PgCluster {
+    pub async fn start(opts: PgOptions) -> PgCluster {
+        register_atexit();
+        let dir = std::env::temp_dir().join(format!(
+            "projector-pg-{}-{}-{}",
+            std::process::id(),
+            uniq(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        chown_pg(&dir);
+        let data = dir.join("data");
+        let mut initdb = Command::new("initdb");
+        initdb
+            .current_dir(&dir)
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"]);
+        as_postgres(&mut initdb, false);
+        run(&mut initdb, "initdb");
+
+        let (ca_cert, wrong_ca_cert) = if opts.ssl {
+            let (ca, wrong) = make_certs(&dir);
+            for f in ["server.crt", "server.key"] {
+                std::fs::copy(dir.join(f), data.join(f)).unwrap();
+                chown_pg(&data.join(f));
+            }
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
+            (Some(ca), Some(wrong))
+        } else {
+            (None, None)
+        };
+
+        let port = free_port();
+        let mut conf = format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+             wal_level = {}\nmax_wal_senders = 20\nmax_replication_slots = 20\n\
+             wal_sender_timeout = '5s'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             max_connections = 200\nlogical_decoding_work_mem = '64kB'\nlog_min_messages = warning\n",
+            dir.display(),
+            opts.wal_level
+        );
+        if opts.ssl {
+            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        }
+        if let Some(s) = &opts.max_slot_wal_keep_size {
+            conf.push_str(&format!("max_slot_wal_keep_size = '{s}'\n"));
+        }
+        for l in &opts.extra_conf {
+            conf.push_str(l);
+            conf.push('\n');
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, conf.as_bytes()).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             host all postgres 127.0.0.1/32 trust\n\
+             host all +md5_users 127.0.0.1/32 md5\n\
+             host all +password_users 127.0.0.1/32 password\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+
+        let cluster = PgCluster {
+            port,
+            dir,
+            data,
+            ca_cert,
+            wrong_ca_cert,
+            child: Mutex::new(None),
+            owned: true,
+        };
+        cluster.start_again();
+        cluster
+            .exec(
+                "postgres",
+                "create role md5_users nologin; create role password_users nologin;",
+            )
+            .await;
+        cluster.exec("postgres", "create database projector_template").await;
+        let schema = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/sql/001_runtime_events.sql"
+        ))
+        .unwrap();
+        cluster.exec("projector_template", &schema).await;
+        cluster
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts (again) the postmaster and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let mut guard = self.child.lock().unwrap();
+        assert!(guard.is_none(), "cluster already running");
+        let log_start = self.log().len();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        chown_pg(&self.log_path());
+        let mut cmd = Command::new("postgres");
+        cmd.current_dir(&self.dir)
+            .arg("-D")
+            .arg(&self.data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        as_postgres(&mut cmd, true);
+        let mut child = spawn_long_lived(cmd).expect("spawn postgres");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.log();
+            if log.get(log_start..).unwrap_or("").contains("ready to accept connections") {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("postgres exited ({status}) during startup:\n{log}");
+            }
+            assert!(Instant::now() < deadline, "postgres did not start:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        LIVE.lock().unwrap().push((child.id(), self.dir.clone()));
+        *guard = Some(child);
+    }
+
+    /// Fast shutdown (SIGINT) and wait.
+    pub fn stop(&self) {
+        let mut guard = self.child.lock().unwrap();
+        if let Some(mut child) = guard.take() {
+            let pid = child.id();
+            unsafe { libc::kill(pid as i32, libc::SIGINT) };
+            let _ = child.wait();
+            LIVE.lock().unwrap().retain(|(p, _)| *p != pid);
+        }
+    }
+
+    /// Kills the postmaster at once (SIGKILL), like a crash.
+    pub fn kill(&self) {
+        let mut guard = self.child.lock().unwrap();
+        if let Some(mut child) = guard.take() {
+            let pid = child.id();
+            let _ = child.kill();
+            let _ = child.wait();
+            LIVE.lock().unwrap().retain(|(p, _)| *p != pid);
+            // Orphaned backends notice postmaster death; give them a moment.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    pub fn restart(&self) {
+        self.stop();
+        self.start_again();
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+    }
+
+    pub async fn client(&self, db: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url(db), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect to test cluster db {db}: {e}"));
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    pub async fn exec(&self, db: &str, sql: &str) {
+        self.client(db)
+            .await
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("SQL failed: {e:?}\n{sql}"));
+    }
+
+    /// Creates a LOGIN role authenticated by `auth` (see module doc);
+    /// `attrs` e.g. "REPLICATION" or "".
+    pub async fn create_user(&self, name: &str, password: &str, auth: Auth, attrs: &str) {
+        let enc = if auth == Auth::Md5 { "md5" } else { "scram-sha-256" };
+        let group = match auth {
+            Auth::Md5 => "grant md5_users to",
+            Auth::Password => "grant password_users to",
+            Auth::Scram => "",
+        };
+        let grant = if group.is_empty() {
+            String::new()
+        } else {
+            format!("{group} \"{name}\";")
+        };
+        self.exec(
+            "postgres",
+            &format!(
+                "set password_encryption = '{enc}'; create role \"{name}\" login {attrs} password '{}'; {grant}",
+                password.replace('\'', "''")
+            ),
+        )
+        .await;
+    }
+
+    pub async fn fresh_db(&self) -> TestDb {
+        let dbname = format!("t_{}_{}", std::process::id(), uniq());
+        self.exec(
+            "postgres",
+            &format!("create database {dbname} template projector_template"),
+        )
+        .await;
+        TestDb {
+            url: self.url(&dbname),
+            dbname,
+            port: self.port,
+            ca_cert: self.ca_cert.clone(),
+            wrong_ca_cert: self.wrong_ca_cert.clone(),
+        }
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if self.owned {
+            self.stop();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub struct TestDb {
+    pub dbname: String,
+    pub port: u16,
+    /// Superuser URL, trust auth, no TLS.
+    pub url: String,
+    pub ca_cert: Option<PathBuf>,
+    pub wrong_ca_cert: Option<PathBuf>,
+}
+
+impl TestDb {
+    pub fn secret(&self) -> projector::config::Secret {
+        projector::config::Secret::new(self.url.clone())
+    }
+
+    /// URL for another user on host 127.0.0.1; `query` without the `?`.
+    pub fn url_as(&self, user: &str, password: &str, query: &str) -> String {
+        self.url_host("127.0.0.1", user, password, query)
+    }
+
+    pub fn url_host(&self, host: &str, user: &str, password: &str, query: &str) -> String {
+        let auth = if password.is_empty() {
+            user.to_string()
+        } else {
+            format!("{user}:{password}")
+        };
+        let q = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        format!("postgres://{auth}@{host}:{}/{}{q}", self.port, self.dbname)
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.dbname));
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.client()
+            .await
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("SQL failed: {e:?}\n{sql}"));
+    }
+}
+
+/// Reads everything from a reader (helper for child output).
+pub fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
