@@ -45,7 +45,9 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     eprintln!("demo: starting a throwaway PostgreSQL cluster (wal_level=logical)...");
     let pg = LocalPostgres::start().await?;
     let db = pg.create_database("projector_demo").await?;
-    crate::source::slot::ensure_publication_and_slot(&db.url, crate::config::DEFAULT_PUBLICATION, crate::config::DEFAULT_SLOT).await?;
+    // The schema file creates the publication; the slot is ours to make.
+    let sql = crate::source::sql::connect(&db.url).await?;
+    crate::source::slot::create_slot(&sql, crate::config::DEFAULT_SLOT).await?;
     eprintln!("demo: starting the local Convex backend (convex/ functions in convex-test)...");
     let convex = LocalConvex::start(&repo_root()).await?;
 
@@ -57,8 +59,8 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let settings = common.resolve()?;
-    let metrics = Metrics::new();
-    let health = Health::new();
+    let metrics = Metrics::new()?;
+    let health = Health::new(crate::pipeline::run::WEDGED_AFTER);
     let (addr, _server) = crate::metrics::serve(settings.metrics_addr, metrics.clone(), health.clone()).await?;
     eprintln!("demo: metrics on http://{addr}/metrics");
 
@@ -73,11 +75,11 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
 
     let spec = crate::loadgen::LoadSpec {
-        total_events: Some(args.events),
-        rate: args.rate,
+        events: Some(args.events),
+        rate: args.rate as f64,
         writers: args.writers,
         malformed_fraction: args.malformed_fraction,
-        ..crate::loadgen::LoadSpec::demo()
+        ..crate::loadgen::LoadSpec::default()
     };
     let load = {
         let url = db.url.clone();
@@ -89,7 +91,7 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut rate = 0.0;
     while !load.is_finished() {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let decoded = metrics.events_decoded.get();
+        let decoded = metrics.events_decoded_total.get();
         let now = Instant::now();
         let dt = now.duration_since(last.0).as_secs_f64();
         if dt >= 1.0 {
@@ -100,7 +102,7 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         bar.set_message(format!(
             "{rate:>6.0} events/s  lag {} bytes  {} dead letters",
             metrics.lag_bytes.get(),
-            metrics.dead_letters_total()
+            metrics.dead_letters_written_total.get()
         ));
     }
     let report = load.await??;
@@ -124,7 +126,7 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Duration::from_secs(120),
     )
     .await?;
-    bar.set_position(metrics.events_decoded.get().min(args.events));
+    bar.set_position(metrics.events_decoded_total.get().min(args.events));
     bar.finish_and_clear();
     let _ = stop_tx.send(true);
     let _ = service.await;
@@ -134,11 +136,11 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!(
         "demo: {} events written ({} malformed), {} decoded, {} folded, {} dead letters, {} ignored; {:.1} s in all",
         report.total,
-        report.malformed_total(),
-        metrics.events_decoded.get(),
-        metrics.events_folded.get(),
-        metrics.dead_letters_total(),
-        metrics.events_ignored_total(),
+        report.dead_letters + report.ignored,
+        metrics.events_decoded_total.get(),
+        metrics.events_folded_total.get(),
+        metrics.dead_letters_written_total.get(),
+        metrics.events_ignored_total.with_label_values(&["unknown_type"]).get() + metrics.events_ignored_total.with_label_values(&["prefix_mismatch"]).get(),
         elapsed
     );
     Ok(if outcome.report.is_exact() && outcome.caught_up {

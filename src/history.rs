@@ -59,3 +59,11 @@ pub async fn events(
         }
     }))
 }
+
+/// The server's current WAL insert position.
+pub async fn current_wal_lsn(client: &Client) -> Result<crate::event::Lsn, tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
+        .await?;
+    Ok(crate::event::Lsn(row.get::<_, i64>(0) as u64))
+}

@@ -111,7 +111,7 @@ async fn save(client: &ConvexClient, rec: Option<&RebuildRecord>) -> Result<(), 
 
 pub async fn main(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
-    let metrics = Metrics::new();
+    let metrics = Metrics::new()?;
     let shutdown = crate::pipeline::run::shutdown_signal();
     let summary = rebuild(&settings, &metrics, shutdown, args.keep_old, Duration::from_secs(args.release_wait_secs)).await?;
     match summary {
@@ -190,7 +190,7 @@ pub async fn rebuild(
     let mut copy_elapsed = Duration::ZERO;
     if rec.phase == Phase::Snapshot {
         // Start clean: a previous attempt's slot and documents are useless.
-        crate::source::slot::drop_slot_if_exists(&sql, &rec.slot).await?;
+        crate::source::slot::drop_slot(&sql, &rec.slot).await?;
         purge_generation(&client, rec.target).await?;
         let copy_started = Instant::now();
         match copy_snapshot(settings, &client, &rec, metrics, &mut shutdown).await? {
@@ -214,7 +214,7 @@ pub async fn rebuild(
             Some(rec.target),
             true,
             metrics.clone(),
-            Health::new(),
+            Health::new(crate::pipeline::run::WEDGED_AFTER),
             shutdown.clone(),
         )
         .await?;
@@ -270,12 +270,12 @@ async fn copy_snapshot(
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Option<u64>> {
     let db_url = settings.database_url()?;
-    let snap = crate::source::slot::create_slot_with_snapshot(db_url, &rec.slot, false).await?;
+    let snap = crate::source::slot::create_slot_with_snapshot(db_url, &rec.slot).await?;
     tracing::info!(slot = %rec.slot, consistent_point = %snap.consistent_point, "created the new slot; copying history at its snapshot");
     let sql = crate::source::sql::connect(db_url).await?;
     crate::history::begin_snapshot(&sql, Some(&snap.snapshot_name)).await?;
     let total = crate::history::count(&sql, 0).await?;
-    metrics.rebuild_events_total.set(total as i64);
+    metrics.rebuild_events_planned.set(total as i64);
     let bar = progress_bar(total);
     let (mut engine, mut acks) = Engine::new(client.clone(), rec.target, settings.tuning.clone(), metrics.clone());
     let stream = crate::history::events(&sql, 0).await?;
@@ -320,7 +320,7 @@ async fn copy_snapshot(
         }
     }
     sql.batch_execute("COMMIT").await?;
-    snap.close().await;
+    snap.release().await;
     bar.set_position(n);
     metrics.rebuild_events_copied.set(n as i64);
     bar.finish_with_message("history copied");
@@ -380,7 +380,7 @@ async fn drop_when_released(sql: &tokio_postgres::Client, slot: &str, wait: Dura
         match crate::source::slot::slot_info(sql, slot).await? {
             None => return Ok(()),
             Some(info) if !info.active => {
-                crate::source::slot::drop_slot_if_exists(sql, slot).await?;
+                crate::source::slot::drop_slot(sql, slot).await?;
                 tracing::info!(slot, "dropped the old slot");
                 return Ok(());
             }

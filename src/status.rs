@@ -52,7 +52,7 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let db_url = settings.database_url()?;
     let sql = crate::source::sql::connect(db_url).await?;
     let info = crate::source::slot::slot_info(&sql, &settings.slot).await?;
-    let current = crate::source::slot::current_wal_lsn(&sql).await?;
+    let current = crate::history::current_wal_lsn(&sql).await?;
     let (active_generation, dead_letters) = match settings.convex() {
         Ok((url, key)) => {
             let client = ConvexClient::new(url, key.clone(), settings.tuning.convex_timeout)?;

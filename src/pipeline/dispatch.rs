@@ -105,7 +105,6 @@ pub fn spawn(
             }
         }
         if !extra.is_empty() {
-            sender.metrics.dead_letters_sink_rejected.inc_by(extra.len() as u64);
             sender.send(Vec::new(), extra).await;
         }
         let ack = Ack {
@@ -161,13 +160,13 @@ impl Sender {
             })
             .await;
             self.metrics
-                .observe_convex_request("apply", started.elapsed());
+                .observe_convex_request("apply", started.elapsed().as_secs_f64());
             match result {
                 Ok(r) => {
-                    self.metrics.batches_applied.inc();
-                    self.metrics.writes_applied.inc_by(r.applied);
-                    self.metrics.writes_skipped.inc_by(r.skipped);
-                    self.metrics.dead_letters_written.inc_by(r.dead_letters_inserted);
+                    self.metrics.batches_applied_total.inc();
+                    self.metrics.writes_applied_total.inc_by(r.applied);
+                    self.metrics.writes_skipped_total.inc_by(r.skipped);
+                    self.metrics.dead_letters_written_total.inc_by(r.dead_letters_inserted);
                 }
                 Err(e) if !e.is_transient() && parts > 1 => {
                     tracing::warn!(error = %e, parts, "Convex rejected a batch; splitting it to isolate the document");
@@ -183,7 +182,6 @@ impl Sender {
                         self.rejected.push((key, short(&e)));
                     } else {
                         tracing::error!(error = %e, "Convex rejected a dead letter; it is logged here and dropped");
-                        self.metrics.dead_letters_dropped.inc();
                     }
                 }
             }

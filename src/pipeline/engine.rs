@@ -113,12 +113,12 @@ impl Engine {
     fn publish_flush(&self) {
         let flush = self.watermark.flush_lsn();
         self.flush_shared.store(flush.0, Ordering::Relaxed);
-        self.metrics.set_flushed_lsn(flush);
+        self.metrics.flushed_lsn_bytes.set(flush.0 as f64);
     }
 
     pub fn observe_wal_end(&mut self, lsn: Lsn) {
         self.watermark.observe_wal_end(lsn);
-        self.metrics.set_received_lsn(self.watermark.received_lsn());
+        self.metrics.received_lsn_bytes.set(self.watermark.received_lsn().0 as f64);
         self.publish_flush();
     }
 
@@ -129,17 +129,17 @@ impl Engine {
 
     pub fn commit(&mut self, end_lsn: Lsn) {
         self.watermark.commit(end_lsn);
-        self.metrics.set_received_lsn(self.watermark.received_lsn());
+        self.metrics.received_lsn_bytes.set(self.watermark.received_lsn().0 as f64);
         self.publish_flush();
     }
 
     /// Plans one event into the open batch. Returns true when the batch is
     /// full and should be closed before reading more.
     pub fn push(&mut self, ev: RuntimeEvent) -> bool {
-        self.metrics.events_decoded.inc();
+        self.metrics.events_decoded_total.inc();
         match projection::plan(&ev) {
             Plan::Ignored(reason) => {
-                self.metrics.event_ignored(reason.as_str());
+                self.metrics.events_ignored_total.with_label_values(&[reason.as_str()]).inc();
                 return false;
             }
             Plan::DeadLetter(dl) => {
@@ -158,7 +158,7 @@ impl Engine {
         if self.txn_commit_time_us != 0 {
             self.open.note_commit_time(self.txn_commit_time_us);
         }
-        self.metrics.set_inflight_bytes(self.inflight_bytes);
+        self.metrics.inflight_bytes.set(self.inflight_bytes as i64);
         self.batch_full()
     }
 
@@ -186,7 +186,7 @@ impl Engine {
     pub fn can_read(&self) -> bool {
         let ok = self.inflight_bytes < self.tuning.inflight_bytes
             && !(self.batch_full() && !self.has_slot());
-        self.metrics.set_backpressure(!ok);
+        self.metrics.backpressure_active.set(i64::from(!ok));
         ok
     }
 
@@ -227,7 +227,7 @@ impl Engine {
             match item {
                 Item::DeadLetter(dl) => {
                     event_bytes += crate::pipeline::batch::EVENT_OVERHEAD + dl.payload.len();
-                    self.metrics.event_dead_lettered(dl.reason_code());
+                    self.metrics.events_dead_lettered_total.with_label_values(&[dl.code()]).inc();
                     dead_letters.push(dl);
                 }
                 Item::Fold(folding, ev) => {
@@ -236,20 +236,20 @@ impl Engine {
                     last = Some(ev.position);
                     match projection::fold(&folding, &mut self.cache) {
                         FoldOutcome::Folded { changed: keys } => {
-                            self.metrics.events_folded.inc();
+                            self.metrics.events_folded_total.inc();
                             for k in keys {
                                 events_by_key
                                     .entry(k.clone())
                                     .or_default()
-                                    .push(projection::DeadLetter::from_event(&ev, String::new()));
+                                    .push(projection::DeadLetter::new(&ev, String::new()));
                                 if changed_set.insert(k.clone()) {
                                     changed.push(k);
                                 }
                             }
                         }
-                        FoldOutcome::Skipped => self.metrics.events_skipped.inc(),
+                        FoldOutcome::Skipped => self.metrics.events_skipped_total.inc(),
                         FoldOutcome::DeadLetter(dl) => {
-                            self.metrics.event_dead_lettered(dl.reason_code());
+                            self.metrics.events_dead_lettered_total.with_label_values(&[dl.code()]).inc();
                             dead_letters.push(dl);
                         }
                     }
@@ -277,7 +277,6 @@ impl Engine {
             self.cache.touch(key);
         }
         self.cache.evict_if_needed();
-        self.metrics.set_cache_bytes(self.cache.bytes());
 
         let job = Dispatch {
             id,
@@ -290,7 +289,7 @@ impl Engine {
             max_request_bytes: self.tuning.batch_max_bytes,
         };
         self.inflight_batches += 1;
-        self.metrics.set_inflight_batches(self.inflight_batches);
+        self.metrics.inflight_batches.set(self.inflight_batches as i64);
         dispatch::spawn(
             self.client.clone(),
             self.retry.clone(),
@@ -319,7 +318,6 @@ impl Engine {
                     async move { client.load(generation, table.as_str(), chunk).await }
                 })
                 .await?;
-                self.metrics.hydrations.inc_by(chunk.len() as u64);
                 let mut found: HashMap<String, Stored> = HashMap::with_capacity(loaded.len());
                 for d in loaded {
                     let position = Position::decode(&d.position).map_err(SinkError::Decode)?;
@@ -354,14 +352,15 @@ impl Engine {
         self.inflight_batches -= 1;
         self.inflight_bytes = self.inflight_bytes.saturating_sub(ack.event_bytes);
         self.watermark.ack(ack.id);
-        self.metrics.set_inflight_batches(self.inflight_batches);
-        self.metrics.set_inflight_bytes(self.inflight_bytes);
+        self.metrics.inflight_batches.set(self.inflight_batches as i64);
+        self.metrics.inflight_bytes.set(self.inflight_bytes as i64);
         let now_us = chrono::Utc::now().timestamp_micros();
         for t in &ack.commit_times_us {
-            let lag = Duration::from_micros((now_us - t).max(0) as u64);
+            let lag = (now_us - t) as f64 / 1e6;
             for table in &ack.tables {
                 self.metrics.observe_commit_to_ack(table, lag);
             }
+            self.metrics.lag_seconds.set(lag.max(0.0));
         }
         self.publish_flush();
     }

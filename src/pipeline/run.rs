@@ -16,7 +16,10 @@ use crate::pipeline::engine::Engine;
 use crate::sink::{ConvexClient, RetryPolicy};
 use crate::source::event::{EventDecoder, SourceEvent};
 use crate::source::stream::{ReplicationStream, StreamOptions, WalMessage};
-use crate::source::{pgoutput, SourceError};
+use crate::source::SourceError;
+
+/// Readiness fails when nothing moved (no event, ack or keepalive) this long.
+pub const WEDGED_AFTER: Duration = Duration::from_secs(30);
 
 /// Exit code when the slot is missing or invalidated: `rebuild` is the remedy.
 pub const EXIT_SLOT_LOST: u8 = 3;
@@ -47,8 +50,8 @@ const ACTIVE_CHECK: Duration = Duration::from_secs(3);
 
 pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
-    let metrics = Metrics::new();
-    let health = Health::new();
+    let metrics = Metrics::new()?;
+    let health = Health::new(WEDGED_AFTER);
     let (addr, _server) = metrics::serve(settings.metrics_addr, metrics.clone(), health.clone()).await?;
     tracing::info!(%addr, "metrics, health and readiness endpoints listening");
     let shutdown = shutdown_signal();
@@ -179,7 +182,7 @@ async fn serve_target(
         match result {
             Ok(SessionEnd::Shutdown) | Ok(SessionEnd::CaughtUp) => return Ok(Some(ExitCode::SUCCESS)),
             Ok(SessionEnd::Switched) => return Ok(None),
-            Err(SessionError::Source(e)) if e.is_slot_lost() => {
+            Err(SessionError::Source(e)) if is_slot_lost(&e) => {
                 health.set_connected(false);
                 metrics.slot_lost.set(1);
                 tracing::error!("{e}");
@@ -269,12 +272,13 @@ async fn session(
     if slot.is_lost() {
         return Err(SourceError::SlotInvalidated {
             slot: target.slot.clone(),
+            detail: format!("wal_status is {}", slot.wal_status.as_deref().unwrap_or("lost")),
         }
         .into());
     }
     let start = slot.confirmed_flush_lsn.unwrap_or(Lsn(0));
-    let target = if exit_when_caught_up {
-        Some(crate::source::slot::current_wal_lsn(&sql).await?)
+    let caught_up_at = if exit_when_caught_up {
+        Some(crate::history::current_wal_lsn(&sql).await.map_err(|e| SourceError::Sql(e.to_string()))?)
     } else {
         None
     };
@@ -284,7 +288,12 @@ async fn session(
         &target.slot,
         &settings.publication,
         start,
-        StreamOptions::default(),
+        // No in-progress streaming: the server spills large transactions and
+        // sends them at commit, so our memory never holds a whole one.
+        StreamOptions {
+            streaming: false,
+            ..StreamOptions::default()
+        },
     )
     .await?;
     engine.reset_progress(start);
@@ -308,11 +317,11 @@ async fn session(
             stream.finish().await;
             return Ok(SessionEnd::Switched);
         }
-        if let Some(t) = target {
+        if let Some(t) = caught_up_at {
             if engine.flush_lsn() >= t && engine.is_drained() {
                 let f = engine.flush_lsn();
                 stream.send_status(engine.received_lsn().max(f), f, f, false).await?;
-                metrics.set_confirmed_lsn(f);
+                metrics.set_lsns(engine.received_lsn().0, f.0, f.0);
                 stream.finish().await;
                 return Ok(SessionEnd::CaughtUp);
             }
@@ -326,14 +335,14 @@ async fn session(
                 drain(engine, acks).await;
                 let f = engine.flush_lsn();
                 stream.send_status(engine.received_lsn().max(f), f, f, false).await?;
-                metrics.set_confirmed_lsn(f);
+                metrics.set_lsns(engine.received_lsn().0, f.0, f.0);
                 stream.finish().await;
                 tracing::info!(confirmed = %f, "stopped cleanly");
                 return Ok(SessionEnd::Shutdown);
             }
             Some(ack) = acks.recv() => {
                 engine.handle_ack(ack);
-                health.progress();
+                health.mark_progress();
             }
             _ = active_check.tick(), if target.follow_active => {
                 // Off the loop: a slow Convex must not delay status updates.
@@ -351,8 +360,8 @@ async fn session(
             _ = status.tick() => {
                 let f = engine.flush_lsn();
                 stream.send_status(engine.received_lsn().max(f), f, f, false).await?;
-                metrics.set_confirmed_lsn(f);
-                health.progress();
+                metrics.set_lsns(engine.received_lsn().0, f.0, f.0);
+                health.mark_progress();
             }
             _ = async { sleep_until(deadline.map(Instant::from_std).unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
                 close_with_status(engine, &mut stream, &flush, &mut status).await?;
@@ -367,27 +376,31 @@ async fn session(
                         if reply_requested {
                             let f = engine.flush_lsn();
                             stream.send_status(engine.received_lsn().max(f), f, f, false).await?;
-                            metrics.set_confirmed_lsn(f);
+                            metrics.set_lsns(engine.received_lsn().0, f.0, f.0);
                         }
-                        health.progress();
+                        health.mark_progress();
                     }
                     WalMessage::XLogData { data, wal_end, .. } => {
-                        let msg = pgoutput::decode(&data)?;
-                        match decoder.decode(msg)? {
-                            Some(SourceEvent::Begin { commit_time_us, .. }) => engine.begin(commit_time_us),
-                            Some(SourceEvent::Event(ev)) => {
-                                if engine.push(ev) && engine.has_slot() {
-                                    close_with_status(engine, &mut stream, &flush, &mut status).await?;
+                        decoder.feed(&data).map_err(|e| SourceError::Protocol(e.to_string()))?;
+                        while let Some(ev) = decoder.pop() {
+                            match ev {
+                                SourceEvent::Begin { commit_time_us, .. } => engine.begin(commit_time_us),
+                                SourceEvent::Event(ev) => {
+                                    if engine.push(ev) && engine.has_slot() {
+                                        close_with_status(engine, &mut stream, &flush, &mut status).await?;
+                                    }
+                                }
+                                SourceEvent::Commit { end_lsn, .. } => engine.commit(end_lsn),
+                                SourceEvent::Violation { kind, detail } => {
+                                    let kind = format!("{kind:?}").to_lowercase();
+                                    metrics.append_only_violations_total.with_label_values(&[&kind]).inc();
+                                    tracing::error!(%kind, %detail, "runtime.events is append-only, but the WAL carries a change that breaks that contract; it is not projected");
+                                    record_violation(client, &kind, &detail);
                                 }
                             }
-                            Some(SourceEvent::Commit { end_lsn, .. }) => engine.commit(end_lsn),
-                            Some(SourceEvent::Violation { kind, detail }) => {
-                                metrics.append_only_violations.inc();
-                                tracing::error!(?kind, %detail, "runtime.events is append-only, but the WAL carries a change that breaks that contract; it is not projected");
-                            }
-                            None => {}
                         }
                         engine.observe_wal_end(wal_end);
+                        health.mark_progress();
                     }
                 }
             }
@@ -414,4 +427,33 @@ async fn close_with_status(
             }
         }
     }
+}
+
+/// Slot missing or invalidated: streaming cannot resume; `rebuild` is the remedy.
+pub fn is_slot_lost(e: &SourceError) -> bool {
+    matches!(e, SourceError::SlotMissing { .. } | SourceError::SlotInvalidated { .. })
+}
+
+/// Records an append-only violation in projectorState (generation 0, key
+/// `violations`), off the hot path; best effort, it is logged and counted
+/// either way.
+fn record_violation(client: &Arc<ConvexClient>, kind: &str, detail: &str) {
+    let client = client.clone();
+    let value = serde_json::json!({
+        "kind": kind,
+        "detail": detail.chars().take(500).collect::<String>(),
+        "at": chrono::Utc::now().timestamp_millis(),
+    });
+    tokio::spawn(async move {
+        let retry = RetryPolicy::bounded(5);
+        let r = crate::sink::with_retry(&retry, "setState", || {
+            let value = value.clone();
+            let client = client.clone();
+            async move { client.set_state(0, "lastViolation", value).await }
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not record the violation in projectorState");
+        }
+    });
 }

@@ -3,3 +3,4 @@
 //! Never used by `run` against real deployments.
 
 pub mod convex;
+pub mod postgres;
