@@ -156,6 +156,8 @@ async fn serve_target(
     metrics.generation_active.set(target.generation as i64);
     tracing::info!(generation = target.generation, slot = %target.slot, "projecting into Convex");
     let (mut engine, mut acks) = Engine::new(client.clone(), target.generation, settings.tuning.clone(), metrics.clone());
+    let poller = spawn_slot_poller(db_url.clone(), target.slot.clone(), metrics.clone());
+    let _poller = AbortOnDrop(poller);
     let mut backoff = Duration::from_millis(200);
     metrics.up.set(1);
     loop {
@@ -184,7 +186,10 @@ async fn serve_target(
             Ok(SessionEnd::Switched) => return Ok(None),
             Err(SessionError::Source(e)) if is_slot_lost(&e) => {
                 health.set_connected(false);
-                metrics.slot_lost.set(1);
+                for st in ["reserved", "extended", "unreserved"] {
+                    metrics.slot_wal_status.with_label_values(&[st]).set(0.0);
+                }
+                metrics.slot_wal_status.with_label_values(&["lost"]).set(1.0);
                 tracing::error!("{e}");
                 eprintln!("error: {e}");
                 return Ok(Some(ExitCode::from(EXIT_SLOT_LOST)));
@@ -299,7 +304,6 @@ async fn session(
     engine.reset_progress(start);
     health.set_connected(true);
     health.set_streaming(true);
-    metrics.slot_lost.set(0);
     tracing::info!(start = %start, "streaming");
     let mut decoder = EventDecoder::new();
     let mut status = tokio::time::interval(settings.tuning.status_interval);
@@ -456,4 +460,47 @@ fn record_violation(client: &Arc<ConvexClient>, kind: &str, detail: &str) {
             tracing::warn!(error = %e, "could not record the violation in projectorState");
         }
     });
+}
+
+/// How often slot health is read from `pg_replication_slots`.
+const SLOT_POLL: Duration = Duration::from_secs(10);
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Polls the slot's retained WAL, `wal_status` and `safe_wal_size` into
+/// the metrics (with the predicted time to invalidation).
+fn spawn_slot_poller(db_url: crate::config::Secret, slot: String, metrics: Metrics) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let monitor = crate::metrics::SlotMonitor::new(metrics);
+        let mut sql = None;
+        loop {
+            if sql.is_none() {
+                sql = crate::source::sql::connect(&db_url).await.ok();
+            }
+            if let Some(c) = &sql {
+                let info = crate::source::slot::slot_info(c, &slot).await;
+                let current = crate::history::current_wal_lsn(c).await;
+                match (info, current) {
+                    (Ok(Some(i)), Ok(cur)) => {
+                        let retained = i.restart_lsn.map_or(0, |r| cur.0.saturating_sub(r.0) as i64);
+                        let status = i.wal_status.clone().unwrap_or_else(|| "unknown".into());
+                        if let Some(eta) = monitor.observe(retained, &status, i.safe_wal_size, std::time::Instant::now()) {
+                            if eta < Duration::from_secs(3600) {
+                                tracing::warn!(slot = %slot, eta_secs = eta.as_secs(), "the slot is predicted to be invalidated soon (max_slot_wal_keep_size)");
+                            }
+                        }
+                    }
+                    (Ok(None), _) => {}
+                    _ => sql = None,
+                }
+            }
+            tokio::time::sleep(SLOT_POLL).await;
+        }
+    })
 }
