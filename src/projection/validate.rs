@@ -17,8 +17,9 @@ use super::dead_letter::DeadLetter;
 use super::event_type::{EventType, Family};
 use super::payload::{self, Field, Num, PayloadError, RawPayload};
 use super::table::{DocKey, Table};
+use super::time::occurred_at_ms;
 use super::truncate::{exceeds_chars, truncate_owned, LONG_TEXT, MAX_ID, SHORT_TEXT};
-use crate::event::{parse_timestamp_ms, Position, RuntimeEvent};
+use crate::event::{Position, RuntimeEvent};
 
 /// The largest token count (2^53 - 1): exact in a float64.
 pub const MAX_TOKENS: u64 = (1 << 53) - 1;
@@ -164,7 +165,7 @@ fn validate(
         Err(PayloadError::InvalidJson(e)) => return Err(format!("invalid_json: {e}")),
     };
     let data = event_data(event_type, p)?;
-    let at = parse_timestamp_ms(&ev.occurred_at).ok_or_else(|| {
+    let at = occurred_at_ms(&ev.occurred_at).ok_or_else(|| {
         format!(
             "invalid_timestamp: occurred_at {:?} is not a finite timestamp",
             crate::projection::truncate::truncate_chars(&ev.occurred_at, 64)
