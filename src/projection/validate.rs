@@ -18,7 +18,9 @@ use super::event_type::{EventType, Family};
 use super::payload::{self, Field, Num, PayloadError, RawPayload};
 use super::table::{DocKey, Table};
 use super::time::occurred_at_ms;
-use super::truncate::{exceeds_chars, truncate_owned, LONG_TEXT, MAX_ID, SHORT_TEXT};
+use super::truncate::{
+    exceeds_chars, truncate_chars, truncate_owned, LONG_TEXT, MAX_ID, SHORT_TEXT,
+};
 use crate::event::{Position, RuntimeEvent};
 
 /// The largest token count (2^53 - 1): exact in a float64.
@@ -122,7 +124,9 @@ impl Folding {
         &self.keys[0].key
     }
 
-    pub(crate) fn dead_letter(&self, reason: String) -> DeadLetter {
+    /// A dead letter for this event (e.g. `out_of_order`, or a write Convex
+    /// refused definitively), with the payload kept from planning.
+    pub fn dead_letter(&self, reason: String) -> DeadLetter {
         DeadLetter::from_parts(
             self.seq,
             &self.stream_id,
@@ -168,7 +172,7 @@ fn validate(
     let at = occurred_at_ms(&ev.occurred_at).ok_or_else(|| {
         format!(
             "invalid_timestamp: occurred_at {:?} is not a finite timestamp",
-            crate::projection::truncate::truncate_chars(&ev.occurred_at, 64)
+            truncate_chars(&ev.occurred_at, 64)
         )
     })?;
 
