@@ -9,7 +9,19 @@
 //!                 ──▶ Fold(Folding { keys, typed data })
 //! ```
 //!
-//! Reasons are `code: detail` with a stable snake_case code first.
+//! Reasons are `code: detail` with a stable snake_case code first
+//! ([`DeadLetter::code`] extracts it, e.g. for a metric label):
+//!
+//! | code | when |
+//! |---|---|
+//! | `payload_not_object` | payload is JSON but not an object |
+//! | `invalid_json` | payload text is not JSON (cannot come from jsonb) |
+//! | `missing_field` | required field absent or null |
+//! | `wrong_type` | required field, or optional field present and not null, of the wrong type |
+//! | `invalid_tokens` | token count not a number with an integer value in 0..=2^53-1 |
+//! | `invalid_id` | stream id suffix, `thread_id` or `notification_id` empty or over 200 scalar values |
+//! | `invalid_timestamp` | `occurred_at` unparseable or infinite |
+//! | `out_of_order` | from [`super::fold`]: `stream_seq` not after the stream document's `lastStreamSeq` |
 
 use std::borrow::Cow;
 
