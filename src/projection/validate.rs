@@ -21,7 +21,7 @@
 //! | `invalid_tokens` | token count not a number with an integer value in 0..=2^53-1 |
 //! | `invalid_id` | stream id suffix, `thread_id` or `notification_id` empty or over 200 scalar values |
 //! | `invalid_timestamp` | `occurred_at` unparseable or infinite |
-//! | `out_of_order` | from [`super::fold`]: `stream_seq` not after the stream document's `lastStreamSeq` |
+//! | `out_of_order` | from [`fold()`](super::fold::fold): `stream_seq` not after the stream document's `lastStreamSeq` |
 
 use std::borrow::Cow;
 
