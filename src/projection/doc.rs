@@ -41,7 +41,25 @@ pub struct DocError {
     pub source: serde_json::Error,
 }
 
+impl Stored {
+    /// Rough in-memory size, for the cache byte budget.
+    pub fn approx_bytes(&self) -> usize {
+        16 + self.doc.approx_bytes()
+    }
+}
+
 impl Doc {
+    /// The document's own key (runId, threadId, workerId, userId).
+    pub fn key(&self) -> &str {
+        match self {
+            Doc::Run(d) => &d.run_id,
+            Doc::Timeline(d) => &d.run_id,
+            Doc::Thread(d) => &d.thread_id,
+            Doc::Worker(d) => &d.worker_id,
+            Doc::Inbox(d) => &d.user_id,
+        }
+    }
+
     pub fn table(&self) -> Table {
         match self {
             Doc::Run(_) => Table::Runs,

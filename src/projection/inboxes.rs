@@ -1,6 +1,8 @@
 //! `inboxes` (key = userId): the newest 50 notifications, newest first,
 //! with read marks; `unreadCount` counts unread items in the list.
 
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 
 use super::runs::{opt_len, set_owner};
@@ -27,7 +29,8 @@ pub struct InboxDoc {
     pub unread_count: u64,
     /// Folded notification.created events (all, not only those in the list).
     pub total_count: u64,
-    pub items: Vec<InboxItem>,
+    /// Newest first (a deque: a new notification is a push at the front).
+    pub items: VecDeque<InboxItem>,
     pub last_stream_seq: i64,
 }
 
@@ -38,7 +41,7 @@ impl InboxDoc {
             owner_id: String::new(),
             unread_count: 0,
             total_count: 0,
-            items: Vec::new(),
+            items: VecDeque::new(),
             last_stream_seq: i64::MIN,
         }
     }
@@ -50,16 +53,13 @@ impl InboxDoc {
             EventData::NotificationCreated { id, title, body } => {
                 self.total_count += 1;
                 self.items.truncate(INBOX_CAP - 1);
-                self.items.insert(
-                    0,
-                    InboxItem {
-                        id: id.clone(),
-                        title: title.clone(),
-                        body: body.clone(),
-                        created_at: f.at,
-                        read: false,
-                    },
-                );
+                self.items.push_front(InboxItem {
+                    id: id.clone(),
+                    title: title.clone(),
+                    body: body.clone(),
+                    created_at: f.at,
+                    read: false,
+                });
             }
             EventData::NotificationRead { id } => {
                 // Unknown ids (never seen, or fallen off the list) are a no-op.

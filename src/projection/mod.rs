@@ -24,6 +24,7 @@ pub mod payload;
 pub mod runs;
 pub mod table;
 pub mod threads;
+pub mod time;
 pub mod timelines;
 pub mod truncate;
 pub mod validate;

@@ -9,7 +9,19 @@
 //!                 ──▶ Fold(Folding { keys, typed data })
 //! ```
 //!
-//! Reasons are `code: detail` with a stable snake_case code first.
+//! Reasons are `code: detail` with a stable snake_case code first
+//! ([`DeadLetter::code`] extracts it, e.g. for a metric label):
+//!
+//! | code | when |
+//! |---|---|
+//! | `payload_not_object` | payload is JSON but not an object |
+//! | `invalid_json` | payload text is not JSON (cannot come from jsonb) |
+//! | `missing_field` | required field absent or null |
+//! | `wrong_type` | required field, or optional field present and not null, of the wrong type |
+//! | `invalid_tokens` | token count not a number with an integer value in 0..=2^53-1 |
+//! | `invalid_id` | stream id suffix, `thread_id` or `notification_id` empty or over 200 scalar values |
+//! | `invalid_timestamp` | `occurred_at` unparseable or infinite |
+//! | `out_of_order` | from [`fold()`](super::fold::fold): `stream_seq` not after the stream document's `lastStreamSeq` |
 
 use std::borrow::Cow;
 
@@ -17,8 +29,11 @@ use super::dead_letter::DeadLetter;
 use super::event_type::{EventType, Family};
 use super::payload::{self, Field, Num, PayloadError, RawPayload};
 use super::table::{DocKey, Table};
-use super::truncate::{exceeds_chars, truncate_owned, LONG_TEXT, MAX_ID, SHORT_TEXT};
-use crate::event::{parse_timestamp_ms, Position, RuntimeEvent};
+use super::time::occurred_at_ms;
+use super::truncate::{
+    exceeds_chars, truncate_chars, truncate_owned, LONG_TEXT, MAX_ID, SHORT_TEXT,
+};
+use crate::event::{Position, RuntimeEvent};
 
 /// The largest token count (2^53 - 1): exact in a float64.
 pub const MAX_TOKENS: u64 = (1 << 53) - 1;
@@ -121,7 +136,9 @@ impl Folding {
         &self.keys[0].key
     }
 
-    pub(crate) fn dead_letter(&self, reason: String) -> DeadLetter {
+    /// A dead letter for this event (e.g. `out_of_order`, or a write Convex
+    /// refused definitively), with the payload kept from planning.
+    pub fn dead_letter(&self, reason: String) -> DeadLetter {
         DeadLetter::from_parts(
             self.seq,
             &self.stream_id,
@@ -164,10 +181,10 @@ fn validate(
         Err(PayloadError::InvalidJson(e)) => return Err(format!("invalid_json: {e}")),
     };
     let data = event_data(event_type, p)?;
-    let at = parse_timestamp_ms(&ev.occurred_at).ok_or_else(|| {
+    let at = occurred_at_ms(&ev.occurred_at).ok_or_else(|| {
         format!(
             "invalid_timestamp: occurred_at {:?} is not a finite timestamp",
-            crate::projection::truncate::truncate_chars(&ev.occurred_at, 64)
+            truncate_chars(&ev.occurred_at, 64)
         )
     })?;
 
