@@ -143,7 +143,7 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
 
   function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
     const text = JSON.stringify(body);
-    res.writeHead(status, { "content-type": "application/json", ...headers });
+    res.writeHead(status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(text)), ...headers });
     res.end(text);
   }
 
