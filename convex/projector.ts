@@ -27,18 +27,28 @@ import { ACTIVE_GENERATION, ACTIVE_KEY, readActive } from "./active";
 /** `Position::encode()`: "%016x:%016x"; fixed width makes string order == position order. */
 const POSITION = /^[0-9a-f]{16}:[0-9a-f]{16}$/;
 
+/** Convex's limit on one document's size. */
+const MAX_DOCUMENT_BYTES = 1024 * 1024;
+
 /** Bytes read by one purge call before it stops (Convex allows 16 MiB). */
 const PURGE_READ_BUDGET = 8 * 1024 * 1024;
 /** Documents deleted by one purge call at most (Convex allows 16,000 writes). */
 const PURGE_MAX = 8000;
 
+/** A definite error: `errorMessage` is readable, `errorData` carries {code, message, table?, key?}. */
+function fail(code: string, message: string, data: Record<string, string> = {}): never {
+  const e = new ConvexError({ code, message, ...data });
+  e.message = message;
+  throw e;
+}
+
 function invalid(message: string, data: Record<string, string>): never {
-  throw new ConvexError({ code: "InvalidDocument", message, ...data });
+  fail("InvalidDocument", message, data);
 }
 
 function checkGeneration(generation: number) {
   if (!Number.isSafeInteger(generation) || generation < 0) {
-    invalid(`generation must be a non-negative integer, got ${generation}`, {});
+    fail("InvalidArgument", `generation must be a non-negative integer, got ${generation}`);
   }
 }
 
@@ -93,6 +103,15 @@ export const apply = internalMutation({
         .withIndex("by_generation_key", (q) => q.eq("generation", generation).eq("key", w.key))
         .unique();
       const full = { ...w.doc, key: w.key, generation, position: w.position };
+      // Checked here, not up front: Convex would reject the write itself, and
+      // our error names the key so the sink can isolate it.
+      const size = getConvexSize(full);
+      if (size > MAX_DOCUMENT_BYTES) {
+        invalid(`${w.table} key ${JSON.stringify(w.key)}: document is ${size} bytes, over Convex's 1 MiB limit`, {
+          table: w.table,
+          key: w.key,
+        });
+      }
       if (existing === null) {
         await ctx.db.insert(w.table, full);
         applied++;
@@ -152,7 +171,7 @@ export const page = internalQuery({
   },
   handler: async (ctx, { table, generation, cursor, limit }) => {
     if (!Number.isSafeInteger(limit) || limit < 1 || limit > 8192) {
-      throw new ConvexError({ code: "InvalidArgument", message: `limit must be 1..8192, got ${limit}` });
+      fail("InvalidArgument", `limit must be 1..8192, got ${limit}`);
     }
     const t = table as AnyTable;
     const q =
@@ -199,7 +218,7 @@ export const purge = internalMutation({
   returns: v.object({ deleted: v.number(), done: v.boolean() }),
   handler: async (ctx, { generation, table, limit }) => {
     if (!Number.isSafeInteger(limit) || limit < 1) {
-      throw new ConvexError({ code: "InvalidArgument", message: `limit must be a positive integer, got ${limit}` });
+      fail("InvalidArgument", `limit must be a positive integer, got ${limit}`);
     }
     const max = Math.min(limit, PURGE_MAX);
     const t = table as AnyTable;
@@ -240,10 +259,7 @@ export const setState = internalMutation({
   returns: v.null(),
   handler: async (ctx, { generation, key, value }) => {
     if (generation === ACTIVE_GENERATION && key === ACTIVE_KEY) {
-      throw new ConvexError({
-        code: "InvalidArgument",
-        message: "projectorState (0, \"active\") is reserved; use projector:setActive",
-      });
+      fail("InvalidArgument", 'projectorState (0, "active") is reserved; use projector:setActive');
     }
     const doc = await ctx.db
       .query("projectorState")

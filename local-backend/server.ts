@@ -18,6 +18,7 @@
  * against auth.config.ts). Every function call runs one at a time through a
  * single queue, because convex-test has no concurrency control (no OCC).
  */
+import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { pathToFileURL } from "node:url";
@@ -143,7 +144,7 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
 
   function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
     const text = JSON.stringify(body);
-    res.writeHead(status, { "content-type": "application/json", ...headers });
+    res.writeHead(status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(text)), ...headers });
     res.end(text);
   }
 
@@ -374,6 +375,37 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
   };
 }
 
+/**
+ * Ancestors up to and including the `npm` process that started us (or just
+ * the parent). `npm run` cannot forward SIGKILL, so a harness that kills npm
+ * would orphan this server; we poll the chain and exit when any link is gone.
+ */
+function launcherChain(): number[] {
+  const chain: number[] = [];
+  let pid = process.ppid;
+  try {
+    for (let i = 0; i < 6 && pid > 1; i++) {
+      chain.push(pid);
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
+      if (/(^|\/|\s)npm(-cli\.js)?(\s|$)/.test(cmd)) return chain;
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      pid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    }
+  } catch {
+    // No /proc: fall back to the direct parent.
+  }
+  return chain.slice(0, 1);
+}
+
+function alive(pid: number) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 function parseCli(argv: string[]) {
   let port = 3210;
   let adminKey = process.env.CONVEX_ADMIN_KEY ?? process.env.CONVEX_SELF_HOSTED_ADMIN_KEY ?? "";
@@ -407,6 +439,10 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     };
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);
+    const chain = launcherChain();
+    setInterval(() => {
+      if (!chain.every(alive)) stop();
+    }, 500).unref();
   } catch (e) {
     console.error(`local-backend: ${(e as Error).message}`);
     process.exit(2);
