@@ -1,17 +1,360 @@
-//! `projector setup`: not implemented yet.
+//! `projector setup`: a pre-flight doctor for the source database.
+//!
+//! Checks wal_level, the role's right to stream, runtime.events, the
+//! publication and what it covers, replica identity, the slot (and its
+//! wal_status) and max_slot_wal_keep_size. Every problem is printed with the
+//! exact SQL that fixes it; `--apply` creates the publication and the slot
+//! (idempotently) and checks again. Exit 0 when nothing fails, 1 otherwise.
 
+use std::fmt;
 use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::config::CommonArgs;
+use crate::config::{CommonArgs, Secret};
+use crate::source::conn::{quote_ident, quote_literal};
+use crate::source::{slot, sql, SourceError};
+
+/// The schema file, printed as the fix when runtime.events is missing.
+pub const SCHEMA_SQL: &str = include_str!("../sql/001_runtime_events.sql");
 
 #[derive(Args, Debug)]
 pub struct SetupArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Create the publication and the replication slot when missing.
+    #[arg(long)]
+    pub apply: bool,
 }
 
-pub async fn main(_args: SetupArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`projector setup` is not implemented yet")
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub level: Level,
+    /// Stable short name of the check, e.g. `wal_level`, `slot`.
+    pub check: &'static str,
+    pub message: String,
+    /// The SQL (or command) that fixes it.
+    pub fix: Option<String>,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tag = match self.level {
+            Level::Ok => "ok  ",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+        };
+        write!(f, "{tag} {:<18} {}", self.check, self.message)?;
+        if let Some(fix) = &self.fix {
+            for line in fix.lines() {
+                write!(f, "\n       fix: {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    /// What `--apply` did.
+    pub applied: Vec<String>,
+}
+
+impl Report {
+    pub fn failed(&self) -> bool {
+        self.findings.iter().any(|f| f.level == Level::Fail)
+    }
+    pub fn get(&self, check: &str) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.check == check)
+    }
+}
+
+pub async fn main(args: SetupArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.common.resolve()?;
+    let url = settings.database_url()?;
+    let report = doctor(url, &settings.slot, &settings.publication, args.apply).await?;
+    for a in &report.applied {
+        println!("applied: {a}");
+    }
+    for f in &report.findings {
+        println!("{f}");
+    }
+    Ok(if report.failed() {
+        println!("setup: problems found; run the SQL above (or `projector setup --apply` for the publication and slot)");
+        ExitCode::from(1)
+    } else {
+        println!("setup: ready to stream");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Runs the checks (and with `apply`, creates what is missing, then checks
+/// again).
+pub async fn doctor(
+    url: &Secret,
+    slot_name: &str,
+    publication: &str,
+    apply: bool,
+) -> Result<Report, SourceError> {
+    let client = sql::connect(url).await?;
+    let mut applied = Vec::new();
+    if apply {
+        applied = apply_fixes(&client, slot_name, publication).await?;
+    }
+    let mut report = check(&client, slot_name, publication).await?;
+    report.applied = applied;
+    Ok(report)
+}
+
+async fn exists(client: &tokio_postgres::Client, sql: &str, p: &str) -> Result<bool, SourceError> {
+    Ok(client.query_opt(sql, &[&p]).await?.is_some())
+}
+
+async fn apply_fixes(
+    client: &tokio_postgres::Client,
+    slot_name: &str,
+    publication: &str,
+) -> Result<Vec<String>, SourceError> {
+    let mut done = Vec::new();
+    let has_table = client
+        .query_one("select exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'runtime' and c.relname = 'events')", &[])
+        .await?
+        .get::<_, bool>(0);
+    if !has_table {
+        return Ok(done); // the schema is the application's; we only print it
+    }
+    if !exists(client, "select 1 from pg_publication where pubname = $1", publication).await? {
+        let s = format!("CREATE PUBLICATION {} FOR TABLE runtime.events", quote_ident(publication));
+        client.batch_execute(&s).await?;
+        done.push(s);
+    } else if !exists(
+        client,
+        "select 1 from pg_publication_tables where pubname = $1 and schemaname = 'runtime' and tablename = 'events'",
+        publication,
+    )
+    .await?
+    {
+        let s = format!("ALTER PUBLICATION {} ADD TABLE runtime.events", quote_ident(publication));
+        client.batch_execute(&s).await?;
+        done.push(s);
+    }
+    let wal: String = client.query_one("show wal_level", &[]).await?.get(0);
+    if wal == "logical" && slot::slot_info(client, slot_name).await?.is_none() {
+        match slot::create_slot(client, slot_name).await {
+            Ok(lsn) => done.push(format!(
+                "SELECT pg_create_logical_replication_slot({}, 'pgoutput') -- at {lsn}",
+                quote_literal(slot_name)
+            )),
+            // A concurrent setup created it meanwhile: fine.
+            Err(SourceError::Server { code, .. }) if code == "42710" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+async fn check(
+    client: &tokio_postgres::Client,
+    slot_name: &str,
+    publication: &str,
+) -> Result<Report, SourceError> {
+    let mut r = Report::default();
+    let mut push = |level, check, message: String, fix: Option<String>| {
+        r.findings.push(Finding { level, check, message, fix })
+    };
+
+    let wal: String = client.query_one("show wal_level", &[]).await?.get(0);
+    if wal == "logical" {
+        push(Level::Ok, "wal_level", "wal_level = logical".into(), None);
+    } else {
+        push(
+            Level::Fail,
+            "wal_level",
+            format!("wal_level = {wal}; logical decoding needs logical"),
+            Some("ALTER SYSTEM SET wal_level = logical;  -- then restart Postgres (on managed Postgres set the provider's logical decoding flag)".into()),
+        );
+    }
+
+    let row = client
+        .query_one(
+            "select current_user::text, r.rolreplication, r.rolsuper,
+                    exists (select 1 from pg_roles g where g.rolname = 'rds_replication'
+                            and pg_has_role(current_user, g.oid, 'member'))
+               from pg_roles r where r.rolname = current_user",
+            &[],
+        )
+        .await?;
+    let (user, repl, sup, rds): (String, bool, bool, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    if repl || sup || rds {
+        let how = if sup { "superuser" } else if repl { "REPLICATION" } else { "rds_replication" };
+        push(Level::Ok, "replication_role", format!("role {user} may stream ({how})"), None);
+    } else {
+        push(
+            Level::Fail,
+            "replication_role",
+            format!("role {user} has no REPLICATION attribute"),
+            Some(format!("ALTER ROLE {} WITH REPLICATION;", quote_ident(&user))),
+        );
+    }
+
+    let has_table: bool = client
+        .query_one("select exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'runtime' and c.relname = 'events')", &[])
+        .await?
+        .get(0);
+    if !has_table {
+        push(
+            Level::Fail,
+            "events_table",
+            "table runtime.events does not exist".into(),
+            Some(SCHEMA_SQL.trim().to_string()),
+        );
+    } else {
+        push(Level::Ok, "events_table", "runtime.events exists".into(), None);
+        let can_read: bool = client
+            .query_one("select has_schema_privilege('runtime', 'usage') and has_table_privilege((select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'runtime' and c.relname = 'events'), 'select')", &[])
+            .await?
+            .get(0);
+        if can_read {
+            push(Level::Ok, "events_select", format!("{user} may SELECT runtime.events (rebuild, verify)"), None);
+        } else {
+            push(
+                Level::Fail,
+                "events_select",
+                format!("{user} may not SELECT runtime.events (needed by rebuild and verify)"),
+                Some(format!(
+                    "GRANT USAGE ON SCHEMA runtime TO {u}; GRANT SELECT ON runtime.events TO {u};",
+                    u = quote_ident(&user)
+                )),
+            );
+        }
+        let ident: i8 = client
+            .query_one("select relreplident::\"char\" from pg_class where oid = (select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'runtime' and c.relname = 'events')", &[])
+            .await?
+            .get(0);
+        let ident = match ident as u8 {
+            b'd' => "default (primary key)",
+            b'n' => "nothing",
+            b'f' => "full",
+            _ => "index",
+        };
+        push(
+            Level::Ok,
+            "replica_identity",
+            format!("replica identity {ident}: fine for an insert-only table (UPDATE/DELETE are reported as violations)"),
+            None,
+        );
+    }
+
+    let pub_row = client
+        .query_opt("select pubinsert, pubtruncate from pg_publication where pubname = $1", &[&publication])
+        .await?;
+    match pub_row {
+        None => push(
+            Level::Fail,
+            "publication",
+            format!("publication {publication} does not exist"),
+            Some(format!("CREATE PUBLICATION {} FOR TABLE runtime.events;", quote_ident(publication))),
+        ),
+        Some(row) => {
+            let covers = exists(
+                client,
+                "select 1 from pg_publication_tables where pubname = $1 and schemaname = 'runtime' and tablename = 'events'",
+                publication,
+            )
+            .await?;
+            let insert: bool = row.get(0);
+            if !covers {
+                push(
+                    Level::Fail,
+                    "publication",
+                    format!("publication {publication} does not cover runtime.events"),
+                    Some(format!("ALTER PUBLICATION {} ADD TABLE runtime.events;", quote_ident(publication))),
+                );
+            } else if !insert {
+                push(
+                    Level::Fail,
+                    "publication",
+                    format!("publication {publication} does not publish inserts"),
+                    Some(format!(
+                        "ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate');",
+                        quote_ident(publication)
+                    )),
+                );
+            } else {
+                push(Level::Ok, "publication", format!("publication {publication} covers runtime.events"), None);
+            }
+        }
+    }
+
+    let db: String = client.query_one("select current_database()::text", &[]).await?.get(0);
+    let create_slot = format!(
+        "SELECT pg_create_logical_replication_slot({}, 'pgoutput');",
+        quote_literal(slot_name)
+    );
+    match slot::slot_info(client, slot_name).await? {
+        None => push(Level::Fail, "slot", format!("replication slot {slot_name} does not exist"), Some(create_slot)),
+        Some(info) => {
+            let recreate = format!(
+                "SELECT pg_drop_replication_slot({});  -- then: {create_slot}  (or `projector rebuild`)",
+                quote_literal(slot_name)
+            );
+            if info.plugin.as_deref() != Some("pgoutput") {
+                push(
+                    Level::Fail,
+                    "slot",
+                    format!("slot {slot_name} uses plugin {:?}, not pgoutput", info.plugin.unwrap_or_default()),
+                    Some(recreate),
+                );
+            } else if info.database.as_deref() != Some(db.as_str()) {
+                push(
+                    Level::Fail,
+                    "slot",
+                    format!("slot {slot_name} belongs to database {:?}, not {db:?}", info.database.unwrap_or_default()),
+                    Some("connect DATABASE_URL to the slot's database, or choose another --slot".into()),
+                );
+            } else if info.is_lost() {
+                push(
+                    Level::Fail,
+                    "slot",
+                    format!("slot {slot_name} is invalidated (wal_status = lost)"),
+                    Some("projector rebuild   -- creates a fresh slot and a new generation".into()),
+                );
+            } else {
+                let status = info.wal_status.clone().unwrap_or_else(|| "?".into());
+                let level = if status == "unreserved" { Level::Warn } else { Level::Ok };
+                push(
+                    level,
+                    "slot",
+                    format!(
+                        "slot {slot_name} exists (wal_status {status}, active {}, confirmed_flush_lsn {}, retained WAL {} bytes)",
+                        info.active,
+                        info.confirmed_flush_lsn.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                        info.retained_wal_bytes.unwrap_or(0)
+                    ),
+                    (level == Level::Warn).then(|| "consume the slot soon (start `projector run`) or it will be lost".to_string()),
+                );
+            }
+        }
+    }
+
+    let keep: String = client.query_one("show max_slot_wal_keep_size", &[]).await?.get(0);
+    if keep == "-1" {
+        push(
+            Level::Warn,
+            "max_slot_wal_keep_size",
+            "max_slot_wal_keep_size = -1: a stalled slot can fill the disk".into(),
+            Some("ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();".into()),
+        );
+    } else {
+        push(Level::Ok, "max_slot_wal_keep_size", format!("max_slot_wal_keep_size = {keep}"), None);
+    }
+    Ok(r)
 }

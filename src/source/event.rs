@@ -169,10 +169,14 @@ impl EventDecoder {
                 }
             }
             PgOutputMessage::StreamStart { xid, .. } => {
+                self.stream.in_stream = true;
                 self.stream_xid = Some(xid);
                 self.streamed.entry(xid).or_default();
             }
-            PgOutputMessage::StreamStop => self.stream_xid = None,
+            PgOutputMessage::StreamStop => {
+                self.stream.in_stream = false;
+                self.stream_xid = None;
+            }
             PgOutputMessage::StreamCommit { xid, commit_lsn, end_lsn, commit_time, .. } => {
                 let pending = self.streamed.remove(&xid).unwrap_or_default();
                 let lsn = Lsn(commit_lsn);
