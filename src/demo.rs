@@ -61,7 +61,8 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let settings = common.resolve()?;
     let metrics = Metrics::new()?;
     let health = Health::new(crate::pipeline::run::WEDGED_AFTER);
-    let (addr, _server) = crate::metrics::serve(settings.metrics_addr, metrics.clone(), health.clone()).await?;
+    let (addr, _server) =
+        crate::metrics::serve(settings.metrics_addr, metrics.clone(), health.clone()).await?;
     eprintln!("demo: metrics on http://{addr}/metrics");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -70,7 +71,8 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let metrics = metrics.clone();
         let health = health.clone();
         tokio::spawn(async move {
-            crate::pipeline::run::run_service(&settings, None, false, metrics, health, stop_rx).await
+            crate::pipeline::run::run_service(&settings, None, false, metrics, health, stop_rx)
+                .await
         })
     };
 

@@ -15,7 +15,10 @@ const SELECT_HISTORY: &str = "SELECT seq, stream_id, stream_seq, event_type, own
 
 /// Opens a REPEATABLE READ, READ ONLY transaction on `client`, optionally at
 /// an exported snapshot (from a slot created with `SNAPSHOT 'export'`).
-pub async fn begin_snapshot(client: &Client, snapshot: Option<&str>) -> Result<(), tokio_postgres::Error> {
+pub async fn begin_snapshot(
+    client: &Client,
+    snapshot: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await?;
@@ -32,7 +35,10 @@ pub async fn begin_snapshot(client: &Client, snapshot: Option<&str>) -> Result<(
 /// Counts the events visible in the current transaction.
 pub async fn count(client: &Client, after_seq: i64) -> Result<u64, tokio_postgres::Error> {
     let row = client
-        .query_one("SELECT count(*) FROM runtime.events WHERE seq > $1", &[&after_seq])
+        .query_one(
+            "SELECT count(*) FROM runtime.events WHERE seq > $1",
+            &[&after_seq],
+        )
         .await?;
     Ok(row.get::<_, i64>(0).max(0) as u64)
 }
@@ -41,9 +47,13 @@ pub async fn count(client: &Client, after_seq: i64) -> Result<u64, tokio_postgre
 pub async fn events(
     client: &Client,
     after_seq: i64,
-) -> Result<impl Stream<Item = Result<RuntimeEvent, tokio_postgres::Error>>, tokio_postgres::Error> {
+) -> Result<impl Stream<Item = Result<RuntimeEvent, tokio_postgres::Error>>, tokio_postgres::Error>
+{
     let rows = client
-        .query_raw(SELECT_HISTORY, [&after_seq as &(dyn tokio_postgres::types::ToSql + Sync)])
+        .query_raw(
+            SELECT_HISTORY,
+            [&after_seq as &(dyn tokio_postgres::types::ToSql + Sync)],
+        )
         .await?;
     Ok(rows.map_ok(|row| {
         let seq: i64 = row.get(0);

@@ -113,7 +113,14 @@ pub async fn main(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
     let metrics = Metrics::new()?;
     let shutdown = crate::pipeline::run::shutdown_signal();
-    let summary = rebuild(&settings, &metrics, shutdown, args.keep_old, Duration::from_secs(args.release_wait_secs)).await?;
+    let summary = rebuild(
+        &settings,
+        &metrics,
+        shutdown,
+        args.keep_old,
+        Duration::from_secs(args.release_wait_secs),
+    )
+    .await?;
     match summary {
         Some(s) => {
             println!(
@@ -152,7 +159,11 @@ pub async fn rebuild(
     let started = Instant::now();
     let db_url = settings.database_url()?.clone();
     let (url, key) = settings.convex()?;
-    let client = Arc::new(ConvexClient::new(url, key.clone(), settings.tuning.convex_timeout)?);
+    let client = Arc::new(ConvexClient::new(
+        url,
+        key.clone(),
+        settings.tuning.convex_timeout,
+    )?);
     let sql = crate::source::sql::connect(&db_url).await?;
 
     let existing: Option<RebuildRecord> = client
@@ -161,7 +172,11 @@ pub async fn rebuild(
         .filter(|v| !v.is_null())
         .map(serde_json::from_value)
         .transpose()
-        .map_err(|e| anyhow::anyhow!("projectorState `rebuild` record is unreadable ({e}); delete it to start over"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "projectorState `rebuild` record is unreadable ({e}); delete it to start over"
+            )
+        })?;
     let mut rec = match existing {
         Some(r) => {
             tracing::info!(target = r.target, phase = ?r.phase, "resuming an interrupted rebuild");
@@ -277,7 +292,12 @@ async fn copy_snapshot(
     let total = crate::history::count(&sql, 0).await?;
     metrics.rebuild_events_planned.set(total as i64);
     let bar = progress_bar(total);
-    let (mut engine, mut acks) = Engine::new(client.clone(), rec.target, settings.tuning.clone(), metrics.clone());
+    let (mut engine, mut acks) = Engine::new(
+        client.clone(),
+        rec.target,
+        settings.tuning.clone(),
+        metrics.clone(),
+    );
     let stream = crate::history::events(&sql, 0).await?;
     futures::pin_mut!(stream);
     let mut n = 0u64;
@@ -374,7 +394,11 @@ pub async fn purge_generation(client: &ConvexClient, generation: u64) -> Result<
 
 /// Drops a slot once no consumer holds it (a running service moves to the
 /// new generation within seconds of the switch).
-async fn drop_when_released(sql: &tokio_postgres::Client, slot: &str, wait: Duration) -> anyhow::Result<()> {
+async fn drop_when_released(
+    sql: &tokio_postgres::Client,
+    slot: &str,
+    wait: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + wait;
     loop {
         match crate::source::slot::slot_info(sql, slot).await? {

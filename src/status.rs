@@ -74,8 +74,14 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .and_then(|i| i.restart_lsn)
         .map(|r| current.0 as i64 - r.0 as i64);
     let (verdict, code) = match &info {
-        None => ("slot missing: run `projector setup --apply` (or `projector rebuild`)", EXIT_SLOT_LOST),
-        Some(i) if i.is_lost() => ("slot lost (WAL removed): run `projector rebuild`", EXIT_SLOT_LOST),
+        None => (
+            "slot missing: run `projector setup --apply` (or `projector rebuild`)",
+            EXIT_SLOT_LOST,
+        ),
+        Some(i) if i.is_lost() => (
+            "slot lost (WAL removed): run `projector rebuild`",
+            EXIT_SLOT_LOST,
+        ),
         Some(i) if !i.active => ("slot inactive: no projector is streaming", EXIT_LAGGING),
         Some(_) if lag.is_some_and(|l| l > args.max_lag_bytes as i64) => ("lagging", EXIT_LAGGING),
         Some(_) => ("healthy", EXIT_HEALTHY),
@@ -85,8 +91,14 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         slot_exists: info.is_some(),
         active: info.as_ref().map(|i| i.active),
         active_pid: info.as_ref().and_then(|i| i.active_pid),
-        restart_lsn: info.as_ref().and_then(|i| i.restart_lsn).map(|l| l.to_string()),
-        confirmed_flush_lsn: info.as_ref().and_then(|i| i.confirmed_flush_lsn).map(|l| l.to_string()),
+        restart_lsn: info
+            .as_ref()
+            .and_then(|i| i.restart_lsn)
+            .map(|l| l.to_string()),
+        confirmed_flush_lsn: info
+            .as_ref()
+            .and_then(|i| i.confirmed_flush_lsn)
+            .map(|l| l.to_string()),
         current_wal_lsn: current.to_string(),
         wal_status: info.as_ref().and_then(|i| i.wal_status.clone()),
         safe_wal_size: info.as_ref().and_then(|i| i.safe_wal_size),
@@ -105,7 +117,8 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "-".to_string(), |v| v.to_string())
+    v.as_ref()
+        .map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
 pub fn render(s: &Status) -> String {

@@ -166,7 +166,18 @@ impl Sender {
                     self.metrics.batches_applied_total.inc();
                     self.metrics.writes_applied_total.inc_by(r.applied);
                     self.metrics.writes_skipped_total.inc_by(r.skipped);
-                    self.metrics.dead_letters_written_total.inc_by(r.dead_letters_inserted);
+                    self.metrics
+                        .dead_letters_written_total
+                        .inc_by(r.dead_letters_inserted);
+                }
+                Err(e) if e.is_deployment_error() => {
+                    // A wrong key or missing functions: every document would
+                    // fail the same way. Keep the batch, confirm nothing, and
+                    // say what to fix until someone fixes it.
+                    tracing::error!(error = %e, "Convex refuses our requests (admin key, deployment or functions); retrying in 10 s without confirming progress");
+                    self.metrics.convex_error(false, "deployment");
+                    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                    stack.push(req);
                 }
                 Err(e) if !e.is_transient() && parts > 1 => {
                     tracing::warn!(error = %e, parts, "Convex rejected a batch; splitting it to isolate the document");

@@ -118,7 +118,9 @@ impl Engine {
 
     pub fn observe_wal_end(&mut self, lsn: Lsn) {
         self.watermark.observe_wal_end(lsn);
-        self.metrics.received_lsn_bytes.set(self.watermark.received_lsn().0 as f64);
+        self.metrics
+            .received_lsn_bytes
+            .set(self.watermark.received_lsn().0 as f64);
         self.publish_flush();
     }
 
@@ -129,7 +131,9 @@ impl Engine {
 
     pub fn commit(&mut self, end_lsn: Lsn) {
         self.watermark.commit(end_lsn);
-        self.metrics.received_lsn_bytes.set(self.watermark.received_lsn().0 as f64);
+        self.metrics
+            .received_lsn_bytes
+            .set(self.watermark.received_lsn().0 as f64);
         self.publish_flush();
     }
 
@@ -139,7 +143,10 @@ impl Engine {
         self.metrics.events_decoded_total.inc();
         match projection::plan(&ev) {
             Plan::Ignored(reason) => {
-                self.metrics.events_ignored_total.with_label_values(&[reason.as_str()]).inc();
+                self.metrics
+                    .events_ignored_total
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
                 return false;
             }
             Plan::DeadLetter(dl) => {
@@ -184,8 +191,8 @@ impl Engine {
     /// Reading more is allowed: the byte budget has room and a full batch is
     /// not waiting for a slot. Otherwise this is backpressure.
     pub fn can_read(&self) -> bool {
-        let ok = self.inflight_bytes < self.tuning.inflight_bytes
-            && !(self.batch_full() && !self.has_slot());
+        let full_and_waiting = self.batch_full() && !self.has_slot();
+        let ok = self.inflight_bytes < self.tuning.inflight_bytes && !full_and_waiting;
         self.metrics.backpressure_active.set(i64::from(!ok));
         ok
     }
@@ -227,7 +234,10 @@ impl Engine {
             match item {
                 Item::DeadLetter(dl) => {
                     event_bytes += crate::pipeline::batch::EVENT_OVERHEAD + dl.payload.len();
-                    self.metrics.events_dead_lettered_total.with_label_values(&[dl.code()]).inc();
+                    self.metrics
+                        .events_dead_lettered_total
+                        .with_label_values(&[dl.code()])
+                        .inc();
                     dead_letters.push(dl);
                 }
                 Item::Fold(folding, ev) => {
@@ -249,7 +259,10 @@ impl Engine {
                         }
                         FoldOutcome::Skipped => self.metrics.events_skipped_total.inc(),
                         FoldOutcome::DeadLetter(dl) => {
-                            self.metrics.events_dead_lettered_total.with_label_values(&[dl.code()]).inc();
+                            self.metrics
+                                .events_dead_lettered_total
+                                .with_label_values(&[dl.code()])
+                                .inc();
                             dead_letters.push(dl);
                         }
                     }
@@ -289,7 +302,9 @@ impl Engine {
             max_request_bytes: self.tuning.batch_max_bytes,
         };
         self.inflight_batches += 1;
-        self.metrics.inflight_batches.set(self.inflight_batches as i64);
+        self.metrics
+            .inflight_batches
+            .set(self.inflight_batches as i64);
         dispatch::spawn(
             self.client.clone(),
             self.retry.clone(),
@@ -352,7 +367,9 @@ impl Engine {
         self.inflight_batches -= 1;
         self.inflight_bytes = self.inflight_bytes.saturating_sub(ack.event_bytes);
         self.watermark.ack(ack.id);
-        self.metrics.inflight_batches.set(self.inflight_batches as i64);
+        self.metrics
+            .inflight_batches
+            .set(self.inflight_batches as i64);
         self.metrics.inflight_bytes.set(self.inflight_bytes as i64);
         let now_us = chrono::Utc::now().timestamp_micros();
         for t in &ack.commit_times_us {

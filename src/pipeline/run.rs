@@ -52,10 +52,19 @@ pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
     let metrics = Metrics::new()?;
     let health = Health::new(WEDGED_AFTER);
-    let (addr, _server) = metrics::serve(settings.metrics_addr, metrics.clone(), health.clone()).await?;
+    let (addr, _server) =
+        metrics::serve(settings.metrics_addr, metrics.clone(), health.clone()).await?;
     tracing::info!(%addr, "metrics, health and readiness endpoints listening");
     let shutdown = shutdown_signal();
-    run_service(&settings, args.generation, args.exit_when_caught_up, metrics, health, shutdown).await
+    run_service(
+        &settings,
+        args.generation,
+        args.exit_when_caught_up,
+        metrics,
+        health,
+        shutdown,
+    )
+    .await
 }
 
 /// A watch that turns true on the first SIGINT/SIGTERM; the second one exits
@@ -63,20 +72,23 @@ pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
 pub fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot install the SIGTERM handler");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install the SIGTERM handler");
+                    return;
+                }
+            };
         for n in 0.. {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
             if n == 0 {
-                tracing::info!("shutting down: finishing in-flight writes (signal again to exit at once)");
+                tracing::info!(
+                    "shutting down: finishing in-flight writes (signal again to exit at once)"
+                );
                 let _ = tx.send(true);
             } else {
                 tracing::warn!("second signal: exiting at once");
@@ -100,7 +112,10 @@ pub struct Target {
 /// Resolves the active generation (creating generation 1 on first start)
 /// and the slot that feeds it (recorded by `rebuild`; the configured slot
 /// for generation 1).
-pub async fn resolve_target(client: &ConvexClient, configured_slot: &str) -> Result<Target, crate::sink::SinkError> {
+pub async fn resolve_target(
+    client: &ConvexClient,
+    configured_slot: &str,
+) -> Result<Target, crate::sink::SinkError> {
     let retry = RetryPolicy::forever();
     let generation = crate::sink::ensure_active_generation(client, &retry).await?;
     let slot = crate::rebuild::slot_for_generation(client, generation, configured_slot).await?;
@@ -134,7 +149,17 @@ pub async fn run_service(
             },
             None => resolve_target(&client, &settings.slot).await?,
         };
-        match serve_target(settings, &client, &target, exit_when_caught_up, &metrics, &health, &mut shutdown).await? {
+        match serve_target(
+            settings,
+            &client,
+            &target,
+            exit_when_caught_up,
+            &metrics,
+            &health,
+            &mut shutdown,
+        )
+        .await?
+        {
             Some(code) => return Ok(code),
             None => tracing::info!("the active generation changed; moving to it"),
         }
@@ -155,7 +180,12 @@ async fn serve_target(
     let db_url = settings.database_url()?.clone();
     metrics.generation_active.set(target.generation as i64);
     tracing::info!(generation = target.generation, slot = %target.slot, "projecting into Convex");
-    let (mut engine, mut acks) = Engine::new(client.clone(), target.generation, settings.tuning.clone(), metrics.clone());
+    let (mut engine, mut acks) = Engine::new(
+        client.clone(),
+        target.generation,
+        settings.tuning.clone(),
+        metrics.clone(),
+    );
     let poller = spawn_slot_poller(db_url.clone(), target.slot.clone(), metrics.clone());
     let _poller = AbortOnDrop(poller);
     let mut backoff = Duration::from_millis(200);
@@ -182,14 +212,19 @@ async fn serve_target(
         // from a clean watermark.
         drain(&mut engine, &mut acks).await;
         match result {
-            Ok(SessionEnd::Shutdown) | Ok(SessionEnd::CaughtUp) => return Ok(Some(ExitCode::SUCCESS)),
+            Ok(SessionEnd::Shutdown) | Ok(SessionEnd::CaughtUp) => {
+                return Ok(Some(ExitCode::SUCCESS))
+            }
             Ok(SessionEnd::Switched) => return Ok(None),
             Err(SessionError::Source(e)) if is_slot_lost(&e) => {
                 health.set_connected(false);
                 for st in ["reserved", "extended", "unreserved"] {
                     metrics.slot_wal_status.with_label_values(&[st]).set(0.0);
                 }
-                metrics.slot_wal_status.with_label_values(&["lost"]).set(1.0);
+                metrics
+                    .slot_wal_status
+                    .with_label_values(&["lost"])
+                    .set(1.0);
                 tracing::error!("{e}");
                 eprintln!("error: {e}");
                 return Ok(Some(ExitCode::from(EXIT_SLOT_LOST)));
@@ -228,7 +263,10 @@ async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, d: Duration) {
 }
 
 /// Closes the open batch and waits for every in-flight batch.
-async fn drain(engine: &mut Engine, acks: &mut tokio::sync::mpsc::UnboundedReceiver<crate::pipeline::dispatch::Ack>) {
+async fn drain(
+    engine: &mut Engine,
+    acks: &mut tokio::sync::mpsc::UnboundedReceiver<crate::pipeline::dispatch::Ack>,
+) {
     loop {
         if engine.has_open_batch() && engine.has_slot() {
             if let Err(e) = engine.close_batch().await {
@@ -277,13 +315,20 @@ async fn session(
     if slot.is_lost() {
         return Err(SourceError::SlotInvalidated {
             slot: target.slot.clone(),
-            detail: format!("wal_status is {}", slot.wal_status.as_deref().unwrap_or("lost")),
+            detail: format!(
+                "wal_status is {}",
+                slot.wal_status.as_deref().unwrap_or("lost")
+            ),
         }
         .into());
     }
     let start = slot.confirmed_flush_lsn.unwrap_or(Lsn(0));
     let caught_up_at = if exit_when_caught_up {
-        Some(crate::history::current_wal_lsn(&sql).await.map_err(|e| SourceError::Sql(e.to_string()))?)
+        Some(
+            crate::history::current_wal_lsn(&sql)
+                .await
+                .map_err(|e| SourceError::Sql(e.to_string()))?,
+        )
     } else {
         None
     };
@@ -314,17 +359,23 @@ async fn session(
     let switched = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         if switched.load(Ordering::Relaxed) {
-            tracing::info!("stopping this generation's stream: a rebuild switched the active generation");
+            tracing::info!(
+                "stopping this generation's stream: a rebuild switched the active generation"
+            );
             drain(engine, acks).await;
             let f = engine.flush_lsn();
-            stream.send_status(engine.received_lsn().max(f), f, f, false).await?;
+            stream
+                .send_status(engine.received_lsn().max(f), f, f, false)
+                .await?;
             stream.finish().await;
             return Ok(SessionEnd::Switched);
         }
         if let Some(t) = caught_up_at {
             if engine.flush_lsn() >= t && engine.is_drained() {
                 let f = engine.flush_lsn();
-                stream.send_status(engine.received_lsn().max(f), f, f, false).await?;
+                stream
+                    .send_status(engine.received_lsn().max(f), f, f, false)
+                    .await?;
                 metrics.set_lsns(engine.received_lsn().0, f.0, f.0);
                 stream.finish().await;
                 return Ok(SessionEnd::CaughtUp);
@@ -435,7 +486,10 @@ async fn close_with_status(
 
 /// Slot missing or invalidated: streaming cannot resume; `rebuild` is the remedy.
 pub fn is_slot_lost(e: &SourceError) -> bool {
-    matches!(e, SourceError::SlotMissing { .. } | SourceError::SlotInvalidated { .. })
+    matches!(
+        e,
+        SourceError::SlotMissing { .. } | SourceError::SlotInvalidated { .. }
+    )
 }
 
 /// Records an append-only violation in projectorState (generation 0, key
@@ -475,7 +529,11 @@ impl Drop for AbortOnDrop {
 
 /// Polls the slot's retained WAL, `wal_status` and `safe_wal_size` into
 /// the metrics (with the predicted time to invalidation).
-fn spawn_slot_poller(db_url: crate::config::Secret, slot: String, metrics: Metrics) -> tokio::task::JoinHandle<()> {
+fn spawn_slot_poller(
+    db_url: crate::config::Secret,
+    slot: String,
+    metrics: Metrics,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let monitor = crate::metrics::SlotMonitor::new(metrics);
         let mut sql = None;
@@ -488,9 +546,16 @@ fn spawn_slot_poller(db_url: crate::config::Secret, slot: String, metrics: Metri
                 let current = crate::history::current_wal_lsn(c).await;
                 match (info, current) {
                     (Ok(Some(i)), Ok(cur)) => {
-                        let retained = i.restart_lsn.map_or(0, |r| cur.0.saturating_sub(r.0) as i64);
+                        let retained = i
+                            .restart_lsn
+                            .map_or(0, |r| cur.0.saturating_sub(r.0) as i64);
                         let status = i.wal_status.clone().unwrap_or_else(|| "unknown".into());
-                        if let Some(eta) = monitor.observe(retained, &status, i.safe_wal_size, std::time::Instant::now()) {
+                        if let Some(eta) = monitor.observe(
+                            retained,
+                            &status,
+                            i.safe_wal_size,
+                            std::time::Instant::now(),
+                        ) {
                             if eta < Duration::from_secs(3600) {
                                 tracing::warn!(slot = %slot, eta_secs = eta.as_secs(), "the slot is predicted to be invalidated soon (max_slot_wal_keep_size)");
                             }

@@ -53,7 +53,9 @@ impl LocalConvex {
             .kill_on_drop(true);
         // Own process group, so drop can kill npm and node together.
         cmd.process_group(0);
-        let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start `npm run local-backend`: {e} (is Node.js installed?)"))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            anyhow::anyhow!("cannot start `npm run local-backend`: {e} (is Node.js installed?)")
+        })?;
         let stdout = child
             .stdout
             .take()

@@ -54,7 +54,10 @@ fn find_binary(name: &str) -> PathBuf {
     }
     // Debian keeps server binaries off PATH.
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name))).collect())
+        .map(|r| {
+            r.filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
     versions.pop().unwrap_or_else(|| PathBuf::from(name))
@@ -63,7 +66,11 @@ fn find_binary(name: &str) -> PathBuf {
 impl LocalPostgres {
     pub async fn start() -> anyhow::Result<LocalPostgres> {
         let user = postgres_user()?;
-        let dir = std::env::temp_dir().join(format!("projector-pg-{}-{:x}", std::process::id(), rand::random::<u32>()));
+        let dir = std::env::temp_dir().join(format!(
+            "projector-pg-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         std::fs::create_dir_all(&dir)?;
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
@@ -77,9 +84,11 @@ impl LocalPostgres {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         as_user(&mut initdb, user);
-        let out = initdb
-            .output()
-            .map_err(|e| anyhow::anyhow!("cannot run initdb ({e}); install PostgreSQL: apt-get install -y postgresql"))?;
+        let out = initdb.output().map_err(|e| {
+            anyhow::anyhow!(
+                "cannot run initdb ({e}); install PostgreSQL: apt-get install -y postgresql"
+            )
+        })?;
         if !out.status.success() {
             anyhow::bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -90,16 +99,25 @@ impl LocalPostgres {
             .args(["-p", &port.to_string(), "-k"])
             .arg(&dir)
             .args([
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", "wal_level=logical",
-                "-c", "max_wal_senders=20",
-                "-c", "max_replication_slots=20",
-                "-c", "wal_sender_timeout=10s",
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "wal_level=logical",
+                "-c",
+                "max_wal_senders=20",
+                "-c",
+                "max_replication_slots=20",
+                "-c",
+                "wal_sender_timeout=10s",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.join("postgres.log"))?));
+            .stderr(Stdio::from(std::fs::File::create(
+                dir.join("postgres.log"),
+            )?));
         as_user(&mut pg, user);
         // SAFETY: prctl in the child before exec, async-signal-safe.
         unsafe {
@@ -115,7 +133,10 @@ impl LocalPostgres {
     }
 
     fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
     }
 
     async fn wait_ready(&self) -> anyhow::Result<()> {
@@ -124,7 +145,10 @@ impl LocalPostgres {
             match tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls).await {
                 Ok(_) => return Ok(()),
                 Err(e) if Instant::now() > deadline => {
-                    anyhow::bail!("PostgreSQL did not start within 30 s: {e}; log: {}", self.dir.join("postgres.log").display())
+                    anyhow::bail!(
+                        "PostgreSQL did not start within 30 s: {e}; log: {}",
+                        self.dir.join("postgres.log").display()
+                    )
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -133,9 +157,12 @@ impl LocalPostgres {
 
     /// Creates a database with `sql/001_runtime_events.sql` applied.
     pub async fn create_database(&self, name: &str) -> anyhow::Result<LocalDb> {
-        let (admin, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls).await?;
+        let (admin, conn) =
+            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
         let (db, conn) = tokio_postgres::connect(&self.url(name), tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
         db.batch_execute(SCHEMA).await?;

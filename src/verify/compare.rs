@@ -66,8 +66,7 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x
-                    .iter()
+                && x.iter()
                     .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
@@ -184,7 +183,10 @@ pub fn render(report: &Report) -> String {
         );
     }
     if report.divergent.is_empty() {
-        let _ = writeln!(out, "exact: every document equals a fresh fold of runtime.events");
+        let _ = writeln!(
+            out,
+            "exact: every document equals a fresh fold of runtime.events"
+        );
     } else {
         let _ = writeln!(out, "DIVERGENT: {} document(s)", report.divergent.len());
         for f in report.divergent.iter().take(200) {
@@ -229,15 +231,27 @@ mod tests {
         expected.insert("b".to_string(), obj(json!({"n": 2})));
         let mut actual = BTreeMap::new();
         let pos = Position::new(Lsn(5), 0).encode();
-        actual.insert("a".to_string(), json!({"key": "a", "generation": 1, "position": pos, "n": 1.0, "s": "y"}));
-        actual.insert("c".to_string(), json!({"key": "c", "position": pos, "n": 3}));
+        actual.insert(
+            "a".to_string(),
+            json!({"key": "a", "generation": 1, "position": pos, "n": 1.0, "s": "y"}),
+        );
+        actual.insert(
+            "c".to_string(),
+            json!({"key": "c", "position": pos, "n": 3}),
+        );
         let mut r = Report::default();
         compare_table("runs", &expected, &actual, Lsn(100), &mut r);
         assert_eq!(r.divergent.len(), 3, "{r:?}");
         let text = render(&r);
-        assert!(text.contains("runs/a: s expected \"x\" but Convex has \"y\""), "{text}");
+        assert!(
+            text.contains("runs/a: s expected \"x\" but Convex has \"y\""),
+            "{text}"
+        );
         assert!(text.contains("runs/b: missing in Convex"), "{text}");
-        assert!(text.contains("runs/c: in Convex but not in the fold"), "{text}");
+        assert!(
+            text.contains("runs/c: in Convex but not in the fold"),
+            "{text}"
+        );
     }
 
     #[test]

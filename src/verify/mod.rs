@@ -68,7 +68,9 @@ pub async fn main(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", compare::render(&outcome.report));
         if !outcome.caught_up {
-            println!("note: the projector had not confirmed the snapshot LSN; differences may be lag");
+            println!(
+                "note: the projector had not confirmed the snapshot LSN; differences may be lag"
+            );
         }
     }
     Ok(if outcome.report.is_exact() && outcome.caught_up {
@@ -94,7 +96,11 @@ pub async fn verify(
     generation: u64,
     wait: Duration,
 ) -> anyhow::Result<Outcome> {
-    let name = format!("projector_verify_{}_{}", std::process::id(), rand::random::<u32>());
+    let name = format!(
+        "projector_verify_{}_{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
     let snap = crate::source::slot::create_slot_with_snapshot(db_url, &name).await?;
     let snapshot_lsn = snap.consistent_point;
     let sql = crate::source::sql::connect(db_url).await?;
@@ -125,8 +131,16 @@ pub async fn verify(
     };
     let mut expected: BTreeMap<Table, BTreeMap<String, Map<String, Value>>> = BTreeMap::new();
     for (k, stored) in &fold.docs {
-        let fields = stored.doc.to_json().as_object().cloned().unwrap_or_default();
-        expected.entry(k.table).or_default().insert(k.key.clone(), fields);
+        let fields = stored
+            .doc
+            .to_json()
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        expected
+            .entry(k.table)
+            .or_default()
+            .insert(k.key.clone(), fields);
     }
     for table in Table::ALL {
         let actual = dump(client, table.as_str(), generation).await?;
@@ -192,12 +206,20 @@ pub async fn dump(
 }
 
 /// Waits until `slot` has confirmed at least `lsn`; false on timeout.
-pub async fn wait_confirmed(db_url: &Secret, slot: &str, lsn: Lsn, wait: Duration) -> anyhow::Result<bool> {
+pub async fn wait_confirmed(
+    db_url: &Secret,
+    slot: &str,
+    lsn: Lsn,
+    wait: Duration,
+) -> anyhow::Result<bool> {
     let sql = crate::source::sql::connect(db_url).await?;
     let deadline = Instant::now() + wait;
     loop {
         let info = crate::source::slot::slot_info(&sql, slot).await?;
-        if info.and_then(|i| i.confirmed_flush_lsn).is_some_and(|c| c >= lsn) {
+        if info
+            .and_then(|i| i.confirmed_flush_lsn)
+            .is_some_and(|c| c >= lsn)
+        {
             return Ok(true);
         }
         if Instant::now() >= deadline {

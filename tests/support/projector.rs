@@ -21,7 +21,13 @@ pub fn free_port() -> u16 {
 
 impl Projector {
     /// `projector run` with the given connection settings; extra env wins.
-    pub fn spawn(db_url: &str, convex_url: &str, admin_key: &str, slot: &str, extra: &[(&str, &str)]) -> Projector {
+    pub fn spawn(
+        db_url: &str,
+        convex_url: &str,
+        admin_key: &str,
+        slot: &str,
+        extra: &[(&str, &str)],
+    ) -> Projector {
         let metrics_port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_projector"));
         cmd.arg("run")
@@ -29,18 +35,31 @@ impl Projector {
             .env("CONVEX_URL", convex_url)
             .env("CONVEX_ADMIN_KEY", admin_key)
             .env("PROJECTOR_SLOT", slot)
-            .env("PROJECTOR_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+            .env(
+                "PROJECTOR_METRICS_ADDR",
+                format!("127.0.0.1:{metrics_port}"),
+            )
             .env("PROJECTOR_STATUS_INTERVAL_MS", "200")
-            .env("RUST_LOG", std::env::var("PROJECTOR_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("PROJECTOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(if std::env::var_os("PROJECTOR_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .stderr(if std::env::var_os("PROJECTOR_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .kill_on_drop(true);
         for (k, v) in extra {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn projector");
-        Projector { child, metrics_port }
+        Projector {
+            child,
+            metrics_port,
+        }
     }
 
     pub fn kill9(&mut self) {
@@ -110,7 +129,20 @@ pub async fn wait_caught_up(sql: &tokio_postgres::Client, slot: &str, timeout: D
         if confirmed_lsn(sql, slot).await.unwrap_or(0) >= target {
             return;
         }
-        assert!(Instant::now() < deadline, "slot {slot} did not catch up to {target:X} within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "slot {slot} did not catch up to {target:X} within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Sum of every sample of a metric (all label sets).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum()
 }
