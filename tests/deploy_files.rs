@@ -237,6 +237,12 @@ fn promtool_accepts_config_and_rules() {
             .arg("config")
             .arg(d.join("prometheus.yml")),
     );
+    // alert behaviour: deploy/alerts_test.yml feeds series and expects alerts
+    run_ok(
+        Command::new("promtool")
+            .current_dir(&d)
+            .args(["test", "rules", "alerts_test.yml"]),
+    );
 }
 
 #[test]
