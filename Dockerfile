@@ -5,8 +5,9 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
+# .dockerignore lets in only Cargo.toml, Cargo.lock, src/, sql/ (include_str!),
+# benches/ and tests/ (targets Cargo.toml may declare).
+COPY . .
 # The registry cache survives between builds; the binary is copied out of
 # target/ before the layer ends.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -21,6 +21,7 @@ fi
 if command -v promtool >/dev/null 2>&1; then
   promtool check config deploy/prometheus.yml || status=1
   promtool check rules deploy/alerts.yml || status=1
+  (cd deploy && promtool test rules alerts_test.yml) || status=1
 else
   echo "note: promtool not installed, rules not checked (apt-get install prometheus)"
 fi

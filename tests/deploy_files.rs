@@ -237,6 +237,12 @@ fn promtool_accepts_config_and_rules() {
             .arg("config")
             .arg(d.join("prometheus.yml")),
     );
+    // alert behaviour: deploy/alerts_test.yml feeds series and expects alerts
+    run_ok(
+        Command::new("promtool")
+            .current_dir(&d)
+            .args(["test", "rules", "alerts_test.yml"]),
+    );
 }
 
 #[test]
@@ -261,4 +267,88 @@ fn compose_file_is_valid() {
         .collect();
     assert_eq!(tags.len(), 1, "convex images on different tags: {tags:?}");
     assert!(!compose.contains(":latest"));
+}
+
+/// Top-level entries that a `!name` line of the allow-list .dockerignore lets in.
+fn docker_allowed() -> BTreeSet<String> {
+    read(".dockerignore")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('!'))
+        .map(|l| l.trim_end_matches('/').to_string())
+        .collect()
+}
+
+#[test]
+fn dockerfile_is_multistage_non_root_and_locked() {
+    let d = read("Dockerfile");
+    for must in [
+        "FROM rust:1-bookworm AS build",
+        "cargo build --release --locked",
+        "FROM debian:bookworm-slim",
+        "ca-certificates",
+        "USER 10001",
+        "EXPOSE 9187",
+        "ENTRYPOINT [\"projector\"]",
+        "CMD [\"run\"]",
+    ] {
+        assert!(d.contains(must), "Dockerfile lacks {must:?}");
+    }
+    let allowed = docker_allowed();
+    assert_eq!(
+        read(".dockerignore").lines().find(|l| !l.starts_with('#')),
+        Some("*")
+    );
+    for must in ["Cargo.toml", "Cargo.lock", "src"] {
+        assert!(allowed.contains(must), ".dockerignore must let in {must}");
+    }
+}
+
+/// Files pulled into the binary with include_str!/include_bytes! must be in
+/// the image build context, or `docker build` fails where `cargo build` works.
+#[test]
+fn build_context_has_every_included_file() {
+    let allowed = docker_allowed();
+    let mut stack = vec![root().join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            if p.extension().and_then(|e| e.to_str()) != Some("rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            for (i, _) in text.match_indices("include_") {
+                let rest = &text[i..];
+                let Some(open) = rest.find("(\"") else {
+                    continue;
+                };
+                if !(rest.starts_with("include_str!") || rest.starts_with("include_bytes!")) {
+                    continue;
+                }
+                let lit = &rest[open + 2..];
+                let Some(close) = lit.find('"') else { continue };
+                let target = p.parent().unwrap().join(&lit[..close]);
+                let target = target.canonicalize().unwrap_or(target);
+                let rel = target
+                    .strip_prefix(root().canonicalize().unwrap())
+                    .unwrap_or(&target);
+                let top = rel
+                    .components()
+                    .next()
+                    .unwrap()
+                    .as_os_str()
+                    .to_string_lossy()
+                    .to_string();
+                assert!(
+                    allowed.contains(&top),
+                    "{} includes {} but .dockerignore keeps {top}/ out of the image build",
+                    p.display(),
+                    rel.display()
+                );
+            }
+        }
+    }
 }

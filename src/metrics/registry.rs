@@ -2,8 +2,10 @@
 //! registered in its own `prometheus::Registry` (no global state, so tests
 //! can run several pipelines in one process). Cloning is cheap (an `Arc`).
 
+use std::future::Future;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use prometheus::{
     Counter, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -84,6 +86,7 @@ pub struct Inner {
     pub rebuild_events_copied: IntGauge,
     pub rebuild_events_planned: IntGauge,
     registered: Vec<&'static str>,
+    backpressure_since: Mutex<Option<Instant>>,
 }
 
 /// Cheaply clonable handle; derefs to [`Inner`] for the typed fields.
@@ -208,6 +211,7 @@ impl Metrics {
             rebuild_events_planned: b.int_gauge(n::REBUILD_EVENTS_PLANNED)?,
             registry: b.registry,
             registered: b.registered,
+            backpressure_since: Mutex::new(None),
         };
         inner.up.set(1);
         for p in PROJECTIONS {
@@ -276,6 +280,58 @@ impl Metrics {
             .with_label_values(&[class, code])
             .inc();
     }
+
+    /// Sets `backpressure_active` and accumulates `backpressure_seconds_total`.
+    /// Call on every change (and, to keep the counter current during a long
+    /// pause, whenever convenient while active: repeated calls are cheap).
+    pub fn set_backpressure(&self, active: bool) {
+        self.set_backpressure_at(active, Instant::now());
+    }
+
+    /// [`Self::set_backpressure`] at a given instant (tests).
+    pub fn set_backpressure_at(&self, active: bool, now: Instant) {
+        self.backpressure_active.set(i64::from(active));
+        let Ok(mut since) = self.0.backpressure_since.lock() else {
+            return;
+        };
+        if let Some(t) = since.take() {
+            self.backpressure_seconds_total
+                .inc_by(now.saturating_duration_since(t).as_secs_f64());
+        }
+        if active {
+            *since = Some(now);
+        }
+    }
+
+    /// Runs one Convex request attempt, recording its latency under
+    /// `function` and, on error, one `convex_errors_total{class, code}`
+    /// from `classify(&error) -> (transient, code)`. Wrap each attempt
+    /// (inside the retry loop) so that every request is counted once.
+    pub async fn instrument_convex<T, E, Fut>(
+        &self,
+        function: &str,
+        attempt: Fut,
+        classify: impl FnOnce(&E) -> (bool, &'static str),
+    ) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let start = Instant::now();
+        let result = attempt.await;
+        self.observe_convex_request(function, start.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            let (transient, code) = classify(e);
+            self.convex_error(transient, code);
+        }
+        result
+    }
+
+    /// Counts one retry of a Convex request.
+    pub fn convex_retry(&self, function: &str) {
+        self.convex_retries_total
+            .with_label_values(&[function])
+            .inc();
+    }
 }
 
 #[cfg(test)]
@@ -313,5 +369,50 @@ mod tests {
         assert!(text.contains("projector_commit_to_ack_seconds_count{projection=\"other\"} 1"));
         assert!(text.contains("projector_slot_wal_status{status=\"lost\"} 0"));
         assert!(text.contains("projector_up 1"));
+    }
+
+    #[test]
+    fn backpressure_seconds_accumulate_only_while_active() {
+        let m = Metrics::new().unwrap();
+        let t0 = Instant::now();
+        m.set_backpressure_at(true, t0);
+        assert_eq!(m.backpressure_active.get(), 1);
+        m.set_backpressure_at(true, t0 + std::time::Duration::from_secs(2));
+        m.set_backpressure_at(false, t0 + std::time::Duration::from_secs(3));
+        m.set_backpressure_at(false, t0 + std::time::Duration::from_secs(10));
+        assert_eq!(m.backpressure_active.get(), 0);
+        assert!((m.backpressure_seconds_total.get() - 3.0).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn instrument_convex_counts_latency_and_errors() {
+        let m = Metrics::new().unwrap();
+        let ok: Result<u8, String> = m
+            .instrument_convex("projector:apply", async { Ok(1) }, |_| (true, "x"))
+            .await;
+        assert_eq!(ok, Ok(1));
+        let err: Result<u8, String> = m
+            .instrument_convex("projector:apply", async { Err("503".to_string()) }, |_| {
+                (true, "server")
+            })
+            .await;
+        assert!(err.is_err());
+        m.convex_retry("projector:apply");
+        let h = m
+            .convex_request_duration_seconds
+            .with_label_values(&["projector:apply"]);
+        assert_eq!(h.get_sample_count(), 2);
+        assert_eq!(
+            m.convex_errors_total
+                .with_label_values(&["transient", "server"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            m.convex_retries_total
+                .with_label_values(&["projector:apply"])
+                .get(),
+            1
+        );
     }
 }
