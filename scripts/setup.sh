@@ -12,6 +12,7 @@ fi
 command -v pg_recvlogical >/dev/null 2>&1 || [ -n "$pg_bin" ] || need_apt+=(postgresql-client)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (Debian packages)"

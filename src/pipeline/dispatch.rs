@@ -180,6 +180,7 @@ impl Sender {
                     stack.push(req);
                 }
                 Err(e) if !e.is_transient() && parts > 1 => {
+                    self.metrics.convex_error(false, e.class());
                     tracing::warn!(error = %e, parts, "Convex rejected a batch; splitting it to isolate the document");
                     stack.extend(split(req).into_iter().rev());
                 }

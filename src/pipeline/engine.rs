@@ -46,6 +46,8 @@ pub struct Engine {
     generation: u64,
     tuning: Tuning,
     retry: RetryPolicy,
+    retry_load: RetryPolicy,
+    backpressured: std::cell::Cell<bool>,
     metrics: Metrics,
     cache: StateCache,
     open: OpenBatch,
@@ -73,7 +75,9 @@ impl Engine {
             generation,
             cache: StateCache::new(tuning.cache_bytes),
             tuning,
-            retry: RetryPolicy::forever(),
+            retry: counted_retry(&metrics, "apply"),
+            retry_load: counted_retry(&metrics, "load"),
+            backpressured: std::cell::Cell::new(false),
             metrics,
             open: OpenBatch::default(),
             open_id: None,
@@ -193,7 +197,10 @@ impl Engine {
     pub fn can_read(&self) -> bool {
         let full_and_waiting = self.batch_full() && !self.has_slot();
         let ok = self.inflight_bytes < self.tuning.inflight_bytes && !full_and_waiting;
-        self.metrics.backpressure_active.set(i64::from(!ok));
+        if self.backpressured.replace(!ok) == ok {
+            // Changed: record it (the metric keeps the paused seconds).
+            self.metrics.set_backpressure(!ok);
+        }
         ok
     }
 
@@ -328,7 +335,7 @@ impl Engine {
             for chunk in keys.chunks(LOAD_CHUNK) {
                 let client = self.client.clone();
                 let generation = self.generation;
-                let loaded = crate::sink::with_retry(&self.retry, "load", || {
+                let loaded = crate::sink::with_retry(&self.retry_load, "load", || {
                     let client = client.clone();
                     async move { client.load(generation, table.as_str(), chunk).await }
                 })
@@ -386,4 +393,14 @@ impl Engine {
 /// The value a document would have in Convex, for tests and verify.
 pub fn doc_json(doc: &Doc) -> Value {
     doc.to_json()
+}
+
+/// Retries forever on transient errors, counting each retry and error
+/// class in the metrics.
+fn counted_retry(metrics: &Metrics, function: &'static str) -> RetryPolicy {
+    let metrics = metrics.clone();
+    RetryPolicy::forever().with_hook(std::sync::Arc::new(move |e: &SinkError, _attempt, _delay| {
+        metrics.convex_retry(function);
+        metrics.convex_error(e.is_transient(), e.class());
+    }))
 }
