@@ -168,7 +168,12 @@ async fn check(
 ) -> Result<Report, SourceError> {
     let mut r = Report::default();
     let mut push = |level, check, message: String, fix: Option<String>| {
-        r.findings.push(Finding { level, check, message, fix })
+        r.findings.push(Finding {
+            level,
+            check,
+            message,
+            fix,
+        })
     };
 
     let wal: String = client.query_one("show wal_level", &[]).await?.get(0);
@@ -192,16 +197,31 @@ async fn check(
             &[],
         )
         .await?;
-    let (user, repl, sup, rds): (String, bool, bool, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (user, repl, sup, rds): (String, bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     if repl || sup || rds {
-        let how = if sup { "superuser" } else if repl { "REPLICATION" } else { "rds_replication" };
-        push(Level::Ok, "replication_role", format!("role {user} may stream ({how})"), None);
+        let how = if sup {
+            "superuser"
+        } else if repl {
+            "REPLICATION"
+        } else {
+            "rds_replication"
+        };
+        push(
+            Level::Ok,
+            "replication_role",
+            format!("role {user} may stream ({how})"),
+            None,
+        );
     } else {
         push(
             Level::Fail,
             "replication_role",
             format!("role {user} has no REPLICATION attribute"),
-            Some(format!("ALTER ROLE {} WITH REPLICATION;", quote_ident(&user))),
+            Some(format!(
+                "ALTER ROLE {} WITH REPLICATION;",
+                quote_ident(&user)
+            )),
         );
     }
 
@@ -217,13 +237,23 @@ async fn check(
             Some(SCHEMA_SQL.trim().to_string()),
         );
     } else {
-        push(Level::Ok, "events_table", "runtime.events exists".into(), None);
+        push(
+            Level::Ok,
+            "events_table",
+            "runtime.events exists".into(),
+            None,
+        );
         let can_read: bool = client
             .query_one("select has_schema_privilege('runtime', 'usage') and has_table_privilege((select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'runtime' and c.relname = 'events'), 'select')", &[])
             .await?
             .get(0);
         if can_read {
-            push(Level::Ok, "events_select", format!("{user} may SELECT runtime.events (rebuild, verify)"), None);
+            push(
+                Level::Ok,
+                "events_select",
+                format!("{user} may SELECT runtime.events (rebuild, verify)"),
+                None,
+            );
         } else {
             push(
                 Level::Fail,
@@ -254,14 +284,20 @@ async fn check(
     }
 
     let pub_row = client
-        .query_opt("select pubinsert, pubtruncate from pg_publication where pubname = $1", &[&publication])
+        .query_opt(
+            "select pubinsert, pubtruncate from pg_publication where pubname = $1",
+            &[&publication],
+        )
         .await?;
     match pub_row {
         None => push(
             Level::Fail,
             "publication",
             format!("publication {publication} does not exist"),
-            Some(format!("CREATE PUBLICATION {} FOR TABLE runtime.events;", quote_ident(publication))),
+            Some(format!(
+                "CREATE PUBLICATION {} FOR TABLE runtime.events;",
+                quote_ident(publication)
+            )),
         ),
         Some(row) => {
             let covers = exists(
@@ -276,7 +312,10 @@ async fn check(
                     Level::Fail,
                     "publication",
                     format!("publication {publication} does not cover runtime.events"),
-                    Some(format!("ALTER PUBLICATION {} ADD TABLE runtime.events;", quote_ident(publication))),
+                    Some(format!(
+                        "ALTER PUBLICATION {} ADD TABLE runtime.events;",
+                        quote_ident(publication)
+                    )),
                 );
             } else if !insert {
                 push(
@@ -289,18 +328,31 @@ async fn check(
                     )),
                 );
             } else {
-                push(Level::Ok, "publication", format!("publication {publication} covers runtime.events"), None);
+                push(
+                    Level::Ok,
+                    "publication",
+                    format!("publication {publication} covers runtime.events"),
+                    None,
+                );
             }
         }
     }
 
-    let db: String = client.query_one("select current_database()::text", &[]).await?.get(0);
+    let db: String = client
+        .query_one("select current_database()::text", &[])
+        .await?
+        .get(0);
     let create_slot = format!(
         "SELECT pg_create_logical_replication_slot({}, 'pgoutput');",
         quote_literal(slot_name)
     );
     match slot::slot_info(client, slot_name).await? {
-        None => push(Level::Fail, "slot", format!("replication slot {slot_name} does not exist"), Some(create_slot)),
+        None => push(
+            Level::Fail,
+            "slot",
+            format!("replication slot {slot_name} does not exist"),
+            Some(create_slot),
+        ),
         Some(info) => {
             let recreate = format!(
                 "SELECT pg_drop_replication_slot({});  -- then: {create_slot}  (or `projector rebuild`)",
@@ -310,15 +362,24 @@ async fn check(
                 push(
                     Level::Fail,
                     "slot",
-                    format!("slot {slot_name} uses plugin {:?}, not pgoutput", info.plugin.unwrap_or_default()),
+                    format!(
+                        "slot {slot_name} uses plugin {:?}, not pgoutput",
+                        info.plugin.unwrap_or_default()
+                    ),
                     Some(recreate),
                 );
             } else if info.database.as_deref() != Some(db.as_str()) {
                 push(
                     Level::Fail,
                     "slot",
-                    format!("slot {slot_name} belongs to database {:?}, not {db:?}", info.database.unwrap_or_default()),
-                    Some("connect DATABASE_URL to the slot's database, or choose another --slot".into()),
+                    format!(
+                        "slot {slot_name} belongs to database {:?}, not {db:?}",
+                        info.database.unwrap_or_default()
+                    ),
+                    Some(
+                        "connect DATABASE_URL to the slot's database, or choose another --slot"
+                            .into(),
+                    ),
                 );
             } else if info.is_lost() {
                 push(
@@ -329,7 +390,11 @@ async fn check(
                 );
             } else {
                 let status = info.wal_status.clone().unwrap_or_else(|| "?".into());
-                let level = if status == "unreserved" { Level::Warn } else { Level::Ok };
+                let level = if status == "unreserved" {
+                    Level::Warn
+                } else {
+                    Level::Ok
+                };
                 push(
                     level,
                     "slot",
@@ -345,16 +410,26 @@ async fn check(
         }
     }
 
-    let keep: String = client.query_one("show max_slot_wal_keep_size", &[]).await?.get(0);
+    let keep: String = client
+        .query_one("show max_slot_wal_keep_size", &[])
+        .await?
+        .get(0);
     if keep == "-1" {
         push(
             Level::Warn,
             "max_slot_wal_keep_size",
             "max_slot_wal_keep_size = -1: a stalled slot can fill the disk".into(),
-            Some("ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();".into()),
+            Some(
+                "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();".into(),
+            ),
         );
     } else {
-        push(Level::Ok, "max_slot_wal_keep_size", format!("max_slot_wal_keep_size = {keep}"), None);
+        push(
+            Level::Ok,
+            "max_slot_wal_keep_size",
+            format!("max_slot_wal_keep_size = {keep}"),
+            None,
+        );
     }
     Ok(r)
 }

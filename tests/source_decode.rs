@@ -47,7 +47,8 @@ impl Replica {
         use PgOutputMessage as M;
         match m {
             M::Relation(r) => {
-                self.rels.insert(r.oid, format!("{}.{}", r.namespace, r.name));
+                self.rels
+                    .insert(r.oid, format!("{}.{}", r.namespace, r.name));
             }
             M::Begin { .. } => self.current.clear(),
             M::Commit { .. } => {
@@ -68,8 +69,17 @@ impl Replica {
                 }
             }
             M::StreamStart { .. } | M::StreamStop | M::Type { .. } | M::Origin { .. } => {}
-            M::Message { flags, prefix, content, .. } => {
-                self.messages.push((flags & 1 == 1, prefix, String::from_utf8(content.to_vec()).unwrap()));
+            M::Message {
+                flags,
+                prefix,
+                content,
+                ..
+            } => {
+                self.messages.push((
+                    flags & 1 == 1,
+                    prefix,
+                    String::from_utf8(content.to_vec()).unwrap(),
+                ));
             }
             other => match self.in_stream_top {
                 Some(top) => self.streamed.entry(top).or_default().push(other),
@@ -86,9 +96,18 @@ impl Replica {
                     self.marker_seen = true;
                 }
                 let r = row(&new, None);
-                self.tables.entry(name).or_default().insert(r[0].clone().unwrap(), r);
+                self.tables
+                    .entry(name)
+                    .or_default()
+                    .insert(r[0].clone().unwrap(), r);
             }
-            M::Update { relation, key, old, new, .. } => {
+            M::Update {
+                relation,
+                key,
+                old,
+                new,
+                ..
+            } => {
                 let name = self.rels[&relation].clone();
                 let t = self.tables.entry(name).or_default();
                 let old_key = key
@@ -96,13 +115,15 @@ impl Replica {
                     .map(|k| row(&k, None)[0].clone().unwrap())
                     .unwrap_or_else(|| new[0].as_text().unwrap().to_string());
                 let prev = t.remove(&old_key);
-                if new.iter().any(|v| *v == TupleValue::Unchanged) {
+                if new.contains(&TupleValue::Unchanged) {
                     self.unchanged_seen += 1;
                 }
                 let r = row(&new, prev.as_ref());
                 t.insert(r[0].clone().unwrap(), r);
             }
-            M::Delete { relation, key, old, .. } => {
+            M::Delete {
+                relation, key, old, ..
+            } => {
                 let name = self.rels[&relation].clone();
                 let k = row(&key.or(old).unwrap(), None)[0].clone().unwrap();
                 self.tables.entry(name).or_default().remove(&k);
@@ -121,7 +142,10 @@ impl Replica {
 fn change_xid(m: &PgOutputMessage) -> Option<u32> {
     use PgOutputMessage as M;
     match m {
-        M::Insert { xid, .. } | M::Update { xid, .. } | M::Delete { xid, .. } | M::Truncate { xid, .. } => *xid,
+        M::Insert { xid, .. }
+        | M::Update { xid, .. }
+        | M::Delete { xid, .. }
+        | M::Truncate { xid, .. } => *xid,
         _ => None,
     }
 }
@@ -135,10 +159,20 @@ struct Collected {
 }
 
 async fn collect(db: &pg::TestDb, slot_name: &str, streaming: bool) -> Collected {
-    let opts = StreamOptions { proto_version: None, streaming, messages: true };
-    let mut s = ReplicationStream::start(&db.secret(), slot_name, "projector_events_all", Lsn(0), opts)
-        .await
-        .unwrap();
+    let opts = StreamOptions {
+        proto_version: None,
+        streaming,
+        messages: true,
+    };
+    let mut s = ReplicationStream::start(
+        &db.secret(),
+        slot_name,
+        "projector_events_all",
+        Lsn(0),
+        opts,
+    )
+    .await
+    .unwrap();
     let mut state = StreamState::default();
     let mut dec = EventDecoder::new();
     let mut c = Collected {
@@ -151,8 +185,14 @@ async fn collect(db: &pg::TestDb, slot_name: &str, streaming: bool) -> Collected
     let deadline = tokio::time::Instant::now() + Duration::from_secs(50);
     let mut last_pos = None;
     while !(c.replica.marker_seen && c.replica.current.is_empty()) {
-        let m = tokio::time::timeout_at(deadline, s.next()).await.expect("stream timed out").unwrap().unwrap();
-        let WalMessage::XLogData { data, .. } = m else { continue };
+        let m = tokio::time::timeout_at(deadline, s.next())
+            .await
+            .expect("stream timed out")
+            .unwrap()
+            .unwrap();
+        let WalMessage::XLogData { data, .. } = m else {
+            continue;
+        };
         let msg = state.decode(&data).unwrap();
         match &msg {
             PgOutputMessage::StreamStart { xid, .. } => {
@@ -271,15 +311,27 @@ async fn decoded_stream_equals_select() {
     let plain = collect(&db, "plain", false).await;
     let streamed = collect(&db, "streamed", true).await;
     assert_eq!(plain.streamed_blocks, 0);
-    assert!(streamed.streamed_blocks > 0, "large transactions must stream in progress");
+    assert!(
+        streamed.streamed_blocks > 0,
+        "large transactions must stream in progress"
+    );
 
     for c in [&plain, &streamed] {
         assert_eq!(c.replica.tables["public.items"], items);
         assert_eq!(c.replica.tables["public.full_items"], full);
-        assert!(c.replica.unchanged_seen >= 80, "unchanged TOAST values arrive as 'u'");
+        assert!(
+            c.replica.unchanged_seen >= 80,
+            "unchanged TOAST values arrive as 'u'"
+        );
         assert!(c.violations.is_empty());
-        assert!(c.replica.messages.contains(&(true, "proj".into(), "in-txn".into())));
-        assert!(c.replica.messages.contains(&(false, "proj".into(), "no-txn".into())));
+        assert!(c
+            .replica
+            .messages
+            .contains(&(true, "proj".into(), "in-txn".into())));
+        assert!(c
+            .replica
+            .messages
+            .contains(&(false, "proj".into(), "no-txn".into())));
         let mut got: Vec<Vec<String>> = c
             .events
             .iter()
@@ -298,11 +350,17 @@ async fn decoded_stream_equals_select() {
         got.sort_by_key(|r| r[0].parse::<i64>().unwrap());
         assert_eq!(got.len(), expected.len());
         if let Some(i) = (0..got.len()).find(|&i| got[i] != expected[i]) {
-            panic!("event {i} differs: decoded {:?}, selected {:?}", got[i], expected[i]);
+            panic!(
+                "event {i} differs: decoded {:?}, selected {:?}",
+                got[i], expected[i]
+            );
         }
     }
     // Streaming changes neither the events nor their positions.
-    assert!(plain.events == streamed.events, "streaming changed events or positions");
+    assert!(
+        plain.events == streamed.events,
+        "streaming changed events or positions"
+    );
     assert_eq!(plain.commits, streamed.commits);
 }
 
@@ -320,13 +378,23 @@ async fn update_delete_truncate_on_events_are_violations() {
          insert into runtime.events (stream_id, stream_seq, event_type, owner_id) values ('run:b', 1, 'run.started', 'u');",
     )
     .await;
-    let mut s = ReplicationStream::start(&db.secret(), "v", "projector_events", Lsn(0), StreamOptions::default())
-        .await
-        .unwrap();
+    let mut s = ReplicationStream::start(
+        &db.secret(),
+        "v",
+        "projector_events",
+        Lsn(0),
+        StreamOptions::default(),
+    )
+    .await
+    .unwrap();
     let mut dec = EventDecoder::new();
     let (mut kinds, mut events) = (vec![], vec![]);
     while events.len() < 3 {
-        let m = tokio::time::timeout(Duration::from_secs(20), s.next()).await.unwrap().unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(20), s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let WalMessage::XLogData { data, .. } = m {
             dec.feed(&data).unwrap();
             while let Some(e) = dec.pop() {
@@ -341,7 +409,14 @@ async fn update_delete_truncate_on_events_are_violations() {
             }
         }
     }
-    assert_eq!(kinds, vec![ViolationKind::Update, ViolationKind::Delete, ViolationKind::Truncate]);
+    assert_eq!(
+        kinds,
+        vec![
+            ViolationKind::Update,
+            ViolationKind::Delete,
+            ViolationKind::Truncate
+        ]
+    );
     assert_eq!(events, vec!["run:a", "run:a", "run:b"]);
     s.finish().await;
 }

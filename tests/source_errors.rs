@@ -20,9 +20,15 @@ fn one_line(e: &SourceError) -> String {
 async fn slot_missing_and_in_use() {
     let cluster = pg::shared().await;
     let db = cluster.fresh_db().await;
-    let e = ReplicationStream::start(&db.secret(), "nope", "projector_events", Lsn(0), StreamOptions::default())
-        .await
-        .unwrap_err();
+    let e = ReplicationStream::start(
+        &db.secret(),
+        "nope",
+        "projector_events",
+        Lsn(0),
+        StreamOptions::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, SourceError::SlotMissing { .. }), "{e:?}");
     assert_eq!(
         one_line(&e),
@@ -32,24 +38,47 @@ async fn slot_missing_and_in_use() {
 
     let client = db.client().await;
     slot::create_slot(&client, "busy").await.unwrap();
-    let first = ReplicationStream::start(&db.secret(), "busy", "projector_events", Lsn(0), StreamOptions::default())
-        .await
-        .unwrap();
-    let e = ReplicationStream::start(&db.secret(), "busy", "projector_events", Lsn(0), StreamOptions::default())
-        .await
-        .unwrap_err();
+    let first = ReplicationStream::start(
+        &db.secret(),
+        "busy",
+        "projector_events",
+        Lsn(0),
+        StreamOptions::default(),
+    )
+    .await
+    .unwrap();
+    let e = ReplicationStream::start(
+        &db.secret(),
+        "busy",
+        "projector_events",
+        Lsn(0),
+        StreamOptions::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, SourceError::SlotInUse { .. }), "{e:?}");
     let line = one_line(&e);
-    assert!(line.starts_with("replication slot \"busy\" is in use by another consumer"), "{line}");
+    assert!(
+        line.starts_with("replication slot \"busy\" is in use by another consumer"),
+        "{line}"
+    );
     assert!(e.is_transient(), "a standby replica retries");
     let info = slot::slot_info(&client, "busy").await.unwrap().unwrap();
     assert!(info.active && info.active_pid.is_some());
-    assert!(matches!(slot::drop_slot(&client, "busy").await, Err(SourceError::SlotInUse { .. })));
+    assert!(matches!(
+        slot::drop_slot(&client, "busy").await,
+        Err(SourceError::SlotInUse { .. })
+    ));
     first.finish().await;
     // After a clean finish the slot is free again.
     let mut ok = false;
     for _ in 0..50 {
-        if !slot::slot_info(&client, "busy").await.unwrap().unwrap().active {
+        if !slot::slot_info(&client, "busy")
+            .await
+            .unwrap()
+            .unwrap()
+            .active
+        {
             ok = true;
             break;
         }
@@ -68,12 +97,21 @@ async fn publication_missing() {
     slot::create_slot(&client, "p").await.unwrap();
     db.exec("insert into runtime.events (stream_id, stream_seq, event_type, owner_id) values ('run:a', 1, 'run.started', 'u')").await;
     let res = async {
-        let mut s = ReplicationStream::start(&db.secret(), "p", "no_such_pub", Lsn(0), StreamOptions::default()).await?;
+        let mut s = ReplicationStream::start(
+            &db.secret(),
+            "p",
+            "no_such_pub",
+            Lsn(0),
+            StreamOptions::default(),
+        )
+        .await?;
         loop {
             s.next().await?;
         }
     };
-    let r: Result<(), SourceError> = tokio::time::timeout(Duration::from_secs(20), res).await.unwrap();
+    let r: Result<(), SourceError> = tokio::time::timeout(Duration::from_secs(20), res)
+        .await
+        .unwrap();
     let e = r.unwrap_err();
     assert!(matches!(e, SourceError::PublicationMissing { .. }), "{e:?}");
     assert_eq!(
@@ -84,13 +122,23 @@ async fn publication_missing() {
 
 #[tokio::test]
 async fn wal_level_replica_names_the_fix() {
-    let cluster = pg::PgCluster::start(pg::PgOptions { wal_level: "replica", ssl: false, ..Default::default() }).await;
+    let cluster = pg::PgCluster::start(pg::PgOptions {
+        wal_level: "replica",
+        ssl: false,
+        ..Default::default()
+    })
+    .await;
     let db = cluster.fresh_db().await;
     let client = db.client().await;
     let e = slot::create_slot(&client, "s").await.unwrap_err();
     assert!(matches!(e, SourceError::WalLevel { .. }), "{e:?}");
-    assert!(one_line(&e).contains("ALTER SYSTEM SET wal_level = logical;` and restart Postgres"), "{e}");
-    let e = slot::create_slot_with_snapshot(&db.secret(), "s").await.unwrap_err();
+    assert!(
+        one_line(&e).contains("ALTER SYSTEM SET wal_level = logical;` and restart Postgres"),
+        "{e}"
+    );
+    let e = slot::create_slot_with_snapshot(&db.secret(), "s")
+        .await
+        .unwrap_err();
     assert!(matches!(e, SourceError::WalLevel { .. }), "{e:?}");
 }
 
@@ -99,7 +147,10 @@ async fn invalidated_slot_names_rebuild() {
     let cluster = pg::PgCluster::start(pg::PgOptions {
         ssl: false,
         max_slot_wal_keep_size: Some("1MB".into()),
-        extra_conf: vec!["min_wal_size = '32MB'".into(), "max_wal_size = '32MB'".into()],
+        extra_conf: vec![
+            "min_wal_size = '32MB'".into(),
+            "max_wal_size = '32MB'".into(),
+        ],
         ..Default::default()
     })
     .await;
@@ -112,9 +163,15 @@ async fn invalidated_slot_names_rebuild() {
     db.exec("checkpoint").await;
     let info = slot::slot_info(&client, "lost").await.unwrap().unwrap();
     assert!(info.is_lost(), "{info:?}");
-    let e = ReplicationStream::start(&db.secret(), "lost", "projector_events", Lsn(0), StreamOptions::default())
-        .await
-        .unwrap_err();
+    let e = ReplicationStream::start(
+        &db.secret(),
+        "lost",
+        "projector_events",
+        Lsn(0),
+        StreamOptions::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, SourceError::SlotInvalidated { .. }), "{e:?}");
     assert!(one_line(&e).contains("run `projector rebuild`"), "{e}");
     assert!(!e.is_transient());

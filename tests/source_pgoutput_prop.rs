@@ -6,7 +6,9 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use projector::source::event::EventDecoder;
-use projector::source::pgoutput::{decode, encode, streamed_xid, Column, PgOutputMessage as M, Relation, TupleValue};
+use projector::source::pgoutput::{
+    decode, encode, streamed_xid, Column, PgOutputMessage as M, Relation, TupleValue,
+};
 
 fn name() -> impl Strategy<Value = String> {
     "[a-z_\u{e9}\u{4e2d}]{0,12}"
@@ -16,8 +18,10 @@ fn value() -> impl Strategy<Value = TupleValue> {
     prop_oneof![
         Just(TupleValue::Null),
         Just(TupleValue::Unchanged),
-        proptest::collection::vec(any::<u8>(), 0..40).prop_map(|v| TupleValue::Text(Bytes::from(v))),
-        proptest::collection::vec(any::<u8>(), 0..40).prop_map(|v| TupleValue::Binary(Bytes::from(v))),
+        proptest::collection::vec(any::<u8>(), 0..40)
+            .prop_map(|v| TupleValue::Text(Bytes::from(v))),
+        proptest::collection::vec(any::<u8>(), 0..40)
+            .prop_map(|v| TupleValue::Binary(Bytes::from(v))),
     ]
 }
 
@@ -28,40 +32,241 @@ fn tuple() -> impl Strategy<Value = Vec<TupleValue>> {
 fn message() -> impl Strategy<Value = M> {
     let x = proptest::option::of(any::<u32>());
     prop_oneof![
-        (any::<u64>(), any::<i64>(), any::<u32>()).prop_map(|(final_lsn, commit_time, xid)| M::Begin { final_lsn, commit_time, xid }),
-        (any::<u8>(), any::<u64>(), any::<u64>(), any::<i64>()).prop_map(|(flags, commit_lsn, end_lsn, commit_time)| M::Commit { flags, commit_lsn, end_lsn, commit_time }),
-        (any::<u64>(), name()).prop_map(|(commit_lsn, name)| M::Origin { commit_lsn, name }),
-        (x.clone(), any::<u32>(), name(), name(), any::<u8>(), proptest::collection::vec((any::<u8>(), name(), any::<u32>(), any::<i32>()), 0..6)).prop_map(
-            |(xid, oid, namespace, name, replica_identity, cols)| M::Relation(Relation {
+        (any::<u64>(), any::<i64>(), any::<u32>()).prop_map(|(final_lsn, commit_time, xid)| {
+            M::Begin {
+                final_lsn,
+                commit_time,
                 xid,
-                oid,
-                namespace,
-                name,
-                replica_identity,
-                columns: cols.into_iter().map(|(flags, name, type_oid, type_modifier)| Column { flags, name, type_oid, type_modifier }).collect(),
-            })
+            }
+        }),
+        (any::<u8>(), any::<u64>(), any::<u64>(), any::<i64>()).prop_map(
+            |(flags, commit_lsn, end_lsn, commit_time)| M::Commit {
+                flags,
+                commit_lsn,
+                end_lsn,
+                commit_time
+            }
         ),
-        (x.clone(), any::<u32>(), name(), name()).prop_map(|(xid, oid, namespace, name)| M::Type { xid, oid, namespace, name }),
-        (x.clone(), any::<u32>(), tuple()).prop_map(|(xid, relation, new)| M::Insert { xid, relation, new }),
-        (x.clone(), any::<u32>(), proptest::option::of(tuple()), any::<bool>(), tuple()).prop_map(|(xid, relation, k, is_key, new)| {
-            let (key, old) = if is_key { (k, None) } else { (None, k) };
-            M::Update { xid, relation, key, old, new }
+        (any::<u64>(), name()).prop_map(|(commit_lsn, name)| M::Origin { commit_lsn, name }),
+        (
+            x.clone(),
+            any::<u32>(),
+            name(),
+            name(),
+            any::<u8>(),
+            proptest::collection::vec((any::<u8>(), name(), any::<u32>(), any::<i32>()), 0..6)
+        )
+            .prop_map(
+                |(xid, oid, namespace, name, replica_identity, cols)| M::Relation(Relation {
+                    xid,
+                    oid,
+                    namespace,
+                    name,
+                    replica_identity,
+                    columns: cols
+                        .into_iter()
+                        .map(|(flags, name, type_oid, type_modifier)| Column {
+                            flags,
+                            name,
+                            type_oid,
+                            type_modifier
+                        })
+                        .collect(),
+                })
+            ),
+        (x.clone(), any::<u32>(), name(), name()).prop_map(|(xid, oid, namespace, name)| M::Type {
+            xid,
+            oid,
+            namespace,
+            name
         }),
+        (x.clone(), any::<u32>(), tuple()).prop_map(|(xid, relation, new)| M::Insert {
+            xid,
+            relation,
+            new
+        }),
+        (
+            x.clone(),
+            any::<u32>(),
+            proptest::option::of(tuple()),
+            any::<bool>(),
+            tuple()
+        )
+            .prop_map(|(xid, relation, k, is_key, new)| {
+                let (key, old) = if is_key { (k, None) } else { (None, k) };
+                M::Update {
+                    xid,
+                    relation,
+                    key,
+                    old,
+                    new,
+                }
+            }),
         (x.clone(), any::<u32>(), tuple(), any::<bool>()).prop_map(|(xid, relation, t, is_key)| {
-            let (key, old) = if is_key { (Some(t), None) } else { (None, Some(t)) };
-            M::Delete { xid, relation, key, old }
+            let (key, old) = if is_key {
+                (Some(t), None)
+            } else {
+                (None, Some(t))
+            };
+            M::Delete {
+                xid,
+                relation,
+                key,
+                old,
+            }
         }),
-        (x.clone(), any::<u8>(), proptest::collection::vec(any::<u32>(), 0..5)).prop_map(|(xid, options, relations)| M::Truncate { xid, options, relations }),
-        (x, any::<u8>(), any::<u64>(), name(), proptest::collection::vec(any::<u8>(), 0..50)).prop_map(|(xid, flags, lsn, prefix, c)| M::Message { xid, flags, lsn, prefix, content: Bytes::from(c) }),
-        (any::<u32>(), any::<bool>()).prop_map(|(xid, first_segment)| M::StreamStart { xid, first_segment }),
+        (
+            x.clone(),
+            any::<u8>(),
+            proptest::collection::vec(any::<u32>(), 0..5)
+        )
+            .prop_map(|(xid, options, relations)| M::Truncate {
+                xid,
+                options,
+                relations
+            }),
+        (
+            x,
+            any::<u8>(),
+            any::<u64>(),
+            name(),
+            proptest::collection::vec(any::<u8>(), 0..50)
+        )
+            .prop_map(|(xid, flags, lsn, prefix, c)| M::Message {
+                xid,
+                flags,
+                lsn,
+                prefix,
+                content: Bytes::from(c)
+            }),
+        (any::<u32>(), any::<bool>())
+            .prop_map(|(xid, first_segment)| M::StreamStart { xid, first_segment }),
         Just(M::StreamStop),
-        (any::<u32>(), any::<u8>(), any::<u64>(), any::<u64>(), any::<i64>()).prop_map(|(xid, flags, commit_lsn, end_lsn, commit_time)| M::StreamCommit { xid, flags, commit_lsn, end_lsn, commit_time }),
-        (any::<u32>(), any::<u32>(), proptest::option::of((any::<u64>(), any::<i64>()))).prop_map(|(xid, subxid, a)| M::StreamAbort { xid, subxid, abort_lsn: a.map(|a| a.0), abort_time: a.map(|a| a.1) }),
-        (any::<u64>(), any::<u64>(), any::<i64>(), any::<u32>(), name()).prop_map(|(prepare_lsn, end_lsn, prepare_time, xid, gid)| M::BeginPrepare { prepare_lsn, end_lsn, prepare_time, xid, gid }),
-        (any::<u8>(), any::<u64>(), any::<u64>(), any::<i64>(), any::<u32>(), name()).prop_map(|(flags, prepare_lsn, end_lsn, prepare_time, xid, gid)| M::Prepare { flags, prepare_lsn, end_lsn, prepare_time, xid, gid }),
-        (any::<u8>(), any::<u64>(), any::<u64>(), any::<i64>(), any::<u32>(), name()).prop_map(|(flags, prepare_lsn, end_lsn, prepare_time, xid, gid)| M::StreamPrepare { flags, prepare_lsn, end_lsn, prepare_time, xid, gid }),
-        (any::<u8>(), any::<u64>(), any::<u64>(), any::<i64>(), any::<u32>(), name()).prop_map(|(flags, commit_lsn, end_lsn, commit_time, xid, gid)| M::CommitPrepared { flags, commit_lsn, end_lsn, commit_time, xid, gid }),
-        (any::<u8>(), any::<u64>(), any::<u64>(), any::<i64>(), any::<i64>(), any::<u32>(), name()).prop_map(|(flags, prepare_end_lsn, rollback_end_lsn, prepare_time, rollback_time, xid, gid)| M::RollbackPrepared { flags, prepare_end_lsn, rollback_end_lsn, prepare_time, rollback_time, xid, gid }),
+        (
+            any::<u32>(),
+            any::<u8>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<i64>()
+        )
+            .prop_map(
+                |(xid, flags, commit_lsn, end_lsn, commit_time)| M::StreamCommit {
+                    xid,
+                    flags,
+                    commit_lsn,
+                    end_lsn,
+                    commit_time
+                }
+            ),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            proptest::option::of((any::<u64>(), any::<i64>()))
+        )
+            .prop_map(|(xid, subxid, a)| M::StreamAbort {
+                xid,
+                subxid,
+                abort_lsn: a.map(|a| a.0),
+                abort_time: a.map(|a| a.1)
+            }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<i64>(),
+            any::<u32>(),
+            name()
+        )
+            .prop_map(
+                |(prepare_lsn, end_lsn, prepare_time, xid, gid)| M::BeginPrepare {
+                    prepare_lsn,
+                    end_lsn,
+                    prepare_time,
+                    xid,
+                    gid
+                }
+            ),
+        (
+            any::<u8>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<i64>(),
+            any::<u32>(),
+            name()
+        )
+            .prop_map(
+                |(flags, prepare_lsn, end_lsn, prepare_time, xid, gid)| M::Prepare {
+                    flags,
+                    prepare_lsn,
+                    end_lsn,
+                    prepare_time,
+                    xid,
+                    gid
+                }
+            ),
+        (
+            any::<u8>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<i64>(),
+            any::<u32>(),
+            name()
+        )
+            .prop_map(|(flags, prepare_lsn, end_lsn, prepare_time, xid, gid)| {
+                M::StreamPrepare {
+                    flags,
+                    prepare_lsn,
+                    end_lsn,
+                    prepare_time,
+                    xid,
+                    gid,
+                }
+            }),
+        (
+            any::<u8>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<i64>(),
+            any::<u32>(),
+            name()
+        )
+            .prop_map(|(flags, commit_lsn, end_lsn, commit_time, xid, gid)| {
+                M::CommitPrepared {
+                    flags,
+                    commit_lsn,
+                    end_lsn,
+                    commit_time,
+                    xid,
+                    gid,
+                }
+            }),
+        (
+            any::<u8>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<i64>(),
+            any::<i64>(),
+            any::<u32>(),
+            name()
+        )
+            .prop_map(
+                |(
+                    flags,
+                    prepare_end_lsn,
+                    rollback_end_lsn,
+                    prepare_time,
+                    rollback_time,
+                    xid,
+                    gid,
+                )| M::RollbackPrepared {
+                    flags,
+                    prepare_end_lsn,
+                    rollback_end_lsn,
+                    prepare_time,
+                    rollback_time,
+                    xid,
+                    gid
+                }
+            ),
     ]
 }
 

@@ -22,15 +22,25 @@ async fn streams_inserts_as_positioned_events() {
                 ('run:a', 2, 'run.started', 'u1', '{}');",
     )
     .await;
-    let mut s = ReplicationStream::start(&db.secret(), "smoke", "projector_events", Lsn(0), StreamOptions::default())
-        .await
-        .unwrap();
+    let mut s = ReplicationStream::start(
+        &db.secret(),
+        "smoke",
+        "projector_events",
+        Lsn(0),
+        StreamOptions::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(s.proto_version, 3);
     let mut dec = EventDecoder::new();
     let mut events = vec![];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while events.len() < 2 {
-        let m = tokio::time::timeout_at(deadline, s.next()).await.unwrap().unwrap().unwrap();
+        let m = tokio::time::timeout_at(deadline, s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let WalMessage::XLogData { data, .. } = m {
             dec.feed(&data).unwrap();
             while let Some(e) = dec.pop() {

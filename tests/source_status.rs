@@ -12,7 +12,12 @@ use projector::source::slot;
 use projector::source::stream::{ReplicationStream, StreamOptions, WalMessage};
 
 async fn confirmed(client: &tokio_postgres::Client, s: &str) -> Lsn {
-    slot::slot_info(client, s).await.unwrap().unwrap().confirmed_flush_lsn.unwrap()
+    slot::slot_info(client, s)
+        .await
+        .unwrap()
+        .unwrap()
+        .confirmed_flush_lsn
+        .unwrap()
 }
 
 #[tokio::test]
@@ -27,13 +32,23 @@ async fn confirmed_flush_is_exactly_what_we_report() {
         ))
         .await;
     }
-    let mut s = ReplicationStream::start(&db.secret(), "st", "projector_events", Lsn(0), StreamOptions::default())
-        .await
-        .unwrap();
+    let mut s = ReplicationStream::start(
+        &db.secret(),
+        "st",
+        "projector_events",
+        Lsn(0),
+        StreamOptions::default(),
+    )
+    .await
+    .unwrap();
     let mut dec = EventDecoder::new();
     let mut ends = vec![];
     while ends.len() < 2 {
-        let m = tokio::time::timeout(Duration::from_secs(20), s.next()).await.unwrap().unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(20), s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let WalMessage::XLogData { data, .. } = m {
             dec.feed(&data).unwrap();
             while let Some(e) = dec.pop() {
@@ -58,13 +73,21 @@ async fn confirmed_flush_is_exactly_what_we_report() {
     // Keep the stream busy for a while: it must not move past `a`.
     let idle = async {
         loop {
-            if let Ok(Some(WalMessage::Keepalive { reply_requested: true, .. })) = s.next().await {
+            if let Ok(Some(WalMessage::Keepalive {
+                reply_requested: true,
+                ..
+            })) = s.next().await
+            {
                 s.send_status(b, a, a, false).await.unwrap();
             }
         }
     };
     let _ = tokio::time::timeout(Duration::from_millis(1500), idle).await;
-    assert_eq!(confirmed(&client, "st").await, a, "never past what we report");
+    assert_eq!(
+        confirmed(&client, "st").await,
+        a,
+        "never past what we report"
+    );
     s.send_status(b, b, b, false).await.unwrap();
     for _ in 0..100 {
         got = confirmed(&client, "st").await;
@@ -76,16 +99,28 @@ async fn confirmed_flush_is_exactly_what_we_report() {
     assert_eq!(got, b);
     s.finish().await;
     // Restarting resumes at confirmed_flush_lsn: nothing is replayed.
-    let mut s = ReplicationStream::start(&db.secret(), "st", "projector_events", Lsn(0), StreamOptions::default())
-        .await
-        .unwrap();
+    let mut s = ReplicationStream::start(
+        &db.secret(),
+        "st",
+        "projector_events",
+        Lsn(0),
+        StreamOptions::default(),
+    )
+    .await
+    .unwrap();
     db.exec("insert into runtime.events (stream_id, stream_seq, event_type, owner_id) values ('run:a', 3, 'run.step', 'u')").await;
     let mut dec = EventDecoder::new();
     loop {
-        let m = tokio::time::timeout(Duration::from_secs(20), s.next()).await.unwrap().unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(20), s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let WalMessage::XLogData { data, .. } = m {
             dec.feed(&data).unwrap();
-            if let Some(SourceEvent::Event(ev)) = std::iter::from_fn(|| dec.pop()).find(|e| matches!(e, SourceEvent::Event(_))) {
+            if let Some(SourceEvent::Event(ev)) =
+                std::iter::from_fn(|| dec.pop()).find(|e| matches!(e, SourceEvent::Event(_)))
+            {
                 assert_eq!(ev.stream_seq, 3);
                 assert!(ev.position.commit_lsn > b);
                 break;
@@ -104,28 +139,42 @@ async fn answered_keepalives_outlive_wal_sender_timeout() {
     slot::create_slot(&client, "silent").await.unwrap();
     let url = db.secret();
     let answering = async {
-        let mut s = ReplicationStream::start(&url, "answer", "projector_events", Lsn(0), StreamOptions::default())
-            .await
-            .unwrap();
+        let mut s = ReplicationStream::start(
+            &url,
+            "answer",
+            "projector_events",
+            Lsn(0),
+            StreamOptions::default(),
+        )
+        .await
+        .unwrap();
         let mut flush = Lsn(0);
         let mut replies = 0;
         let until = tokio::time::Instant::now() + Duration::from_secs(12);
         while let Ok(m) = tokio::time::timeout_at(until, s.next()).await {
-            match m.unwrap().unwrap() {
-                WalMessage::Keepalive { reply_requested: true, wal_end, .. } => {
-                    flush = flush.max(wal_end);
-                    s.send_status(flush, flush, flush, false).await.unwrap();
-                    replies += 1;
-                }
-                _ => {}
+            if let WalMessage::Keepalive {
+                reply_requested: true,
+                wal_end,
+                ..
+            } = m.unwrap().unwrap()
+            {
+                flush = flush.max(wal_end);
+                s.send_status(flush, flush, flush, false).await.unwrap();
+                replies += 1;
             }
         }
         (s, replies)
     };
     let silent = async {
-        let mut s = ReplicationStream::start(&url, "silent", "projector_events", Lsn(0), StreamOptions::default())
-            .await
-            .unwrap();
+        let mut s = ReplicationStream::start(
+            &url,
+            "silent",
+            "projector_events",
+            Lsn(0),
+            StreamOptions::default(),
+        )
+        .await
+        .unwrap();
         let t0 = std::time::Instant::now();
         let r = tokio::time::timeout(Duration::from_secs(14), async {
             loop {
@@ -146,10 +195,16 @@ async fn answered_keepalives_outlive_wal_sender_timeout() {
     db.exec("insert into runtime.events (stream_id, stream_seq, event_type, owner_id) values ('run:k', 1, 'run.step', 'u')").await;
     let mut dec = EventDecoder::new();
     let ev = loop {
-        let m = tokio::time::timeout(Duration::from_secs(20), s.next()).await.unwrap().unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(20), s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let WalMessage::XLogData { data, .. } = m {
             dec.feed(&data).unwrap();
-            if let Some(SourceEvent::Event(ev)) = std::iter::from_fn(|| dec.pop()).find(|e| matches!(e, SourceEvent::Event(_))) {
+            if let Some(SourceEvent::Event(ev)) =
+                std::iter::from_fn(|| dec.pop()).find(|e| matches!(e, SourceEvent::Event(_)))
+            {
                 break ev;
             }
         }

@@ -139,12 +139,13 @@ impl PgConn {
         frontend::startup_message(params.iter().copied(), &mut self.wbuf)?;
         self.flush().await?;
         let password = || {
-            info.password.as_ref().map(|p| p.expose().as_bytes()).ok_or_else(|| {
-                SourceError::AuthFailed {
+            info.password
+                .as_ref()
+                .map(|p| p.expose().as_bytes())
+                .ok_or_else(|| SourceError::AuthFailed {
                     user: info.user.clone(),
                     message: "the server asks for a password and DATABASE_URL has none".into(),
-                }
-            })
+                })
         };
         let mut scram: Option<ScramSha256> = None;
         loop {
@@ -186,14 +187,18 @@ impl PgConn {
                             // We do not do channel binding: 'n' (not supported)
                             // is the honest flag whether or not TLS is on.
                             let s = ScramSha256::new(password()?, ChannelBinding::unsupported());
-                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.wbuf)?;
+                            frontend::sasl_initial_response(
+                                SCRAM_SHA_256,
+                                s.message(),
+                                &mut self.wbuf,
+                            )?;
                             self.flush().await?;
                             scram = Some(s);
                         }
                         11 => {
-                            let s = scram
-                                .as_mut()
-                                .ok_or_else(|| SourceError::Protocol("SASL continue before start".into()))?;
+                            let s = scram.as_mut().ok_or_else(|| {
+                                SourceError::Protocol("SASL continue before start".into())
+                            })?;
                             s.update(&body).map_err(|e| SourceError::AuthFailed {
                                 user: info.user.clone(),
                                 message: e.to_string(),
@@ -202,9 +207,9 @@ impl PgConn {
                             self.flush().await?;
                         }
                         12 => {
-                            let s = scram
-                                .as_mut()
-                                .ok_or_else(|| SourceError::Protocol("SASL final before start".into()))?;
+                            let s = scram.as_mut().ok_or_else(|| {
+                                SourceError::Protocol("SASL final before start".into())
+                            })?;
                             s.finish(&body).map_err(|e| SourceError::AuthFailed {
                                 user: info.user.clone(),
                                 message: format!("server proof rejected: {e}"),
@@ -288,7 +293,8 @@ impl PgConn {
             return Ok(None);
         }
         let tag = self.rbuf[0];
-        let len = u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]) as usize;
+        let len =
+            u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]) as usize;
         if !(4..=MAX_FRAME).contains(&len) {
             return Err(SourceError::Protocol(format!("invalid frame length {len}")));
         }
@@ -363,7 +369,9 @@ fn parse_data_row(body: &[u8]) -> Result<Row, SourceError> {
 pub fn parse_error_fields(body: &[u8]) -> ServerError {
     let mut e = ServerError::default();
     for field in body.split(|b| *b == 0) {
-        let Some((&t, v)) = field.split_first() else { continue };
+        let Some((&t, v)) = field.split_first() else {
+            continue;
+        };
         let v = String::from_utf8_lossy(v).into_owned();
         match t {
             b'V' => e.severity = v,

@@ -24,8 +24,8 @@ impl SslMode {
             "verify-full" => SslMode::VerifyFull,
             other => {
                 return Err(SourceError::Config(format!(
-                    "sslmode={other:?} is not one of disable, prefer, require, verify-ca, verify-full"
-                )))
+                "sslmode={other:?} is not one of disable, prefer, require, verify-ca, verify-full"
+            )))
             }
         })
     }
@@ -49,7 +49,9 @@ pub struct ConnInfo {
 impl ConnInfo {
     pub fn parse(url: &str) -> Result<ConnInfo, SourceError> {
         let u = url::Url::parse(url).map_err(|e| {
-            SourceError::Config(format!("{e}; expected postgres://user:password@host:5432/dbname"))
+            SourceError::Config(format!(
+                "{e}; expected postgres://user:password@host:5432/dbname"
+            ))
         })?;
         if u.scheme() != "postgres" && u.scheme() != "postgresql" {
             return Err(SourceError::Config(format!(
@@ -79,7 +81,11 @@ impl ConnInfo {
             connect_timeout: None,
         };
         let path = u.path().trim_start_matches('/');
-        info.dbname = if path.is_empty() { info.user.clone() } else { dec(path)? };
+        info.dbname = if path.is_empty() {
+            info.user.clone()
+        } else {
+            dec(path)?
+        };
         for (k, v) in u.query_pairs() {
             match &*k {
                 "sslmode" => info.sslmode = SslMode::parse(&v)?,
@@ -146,7 +152,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.user, "pro@j");
         assert_eq!(c.password.as_ref().unwrap().expose(), "p/w");
-        assert_eq!((c.host.as_str(), c.port, c.dbname.as_str()), ("db.example", 6543, "app"));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.dbname.as_str()),
+            ("db.example", 6543, "app")
+        );
         assert_eq!(c.sslmode, SslMode::VerifyFull);
         assert!(!format!("{c:?}").contains("p/w"));
         assert!(ConnInfo::parse("postgres://h/db?sslmode=bogus").is_err());

@@ -34,7 +34,9 @@ pub enum SourceError {
     Tls { host: String, message: String },
     #[error("invalid DATABASE_URL: {0}")]
     Config(String),
-    #[error("connection to Postgres failed: {0}; check that the server is up and reachable (retrying)")]
+    #[error(
+        "connection to Postgres failed: {0}; check that the server is up and reachable (retrying)"
+    )]
     Io(#[from] std::io::Error),
     #[error("Postgres closed the replication connection; reconnecting")]
     Closed,
@@ -77,7 +79,8 @@ impl SourceError {
                 slot: ctx.slot.clone().unwrap_or_default(),
             },
             "42704" if msg.contains("publication") => SourceError::PublicationMissing {
-                publication: quoted(msg).unwrap_or_else(|| ctx.publication.clone().unwrap_or_default()),
+                publication: quoted(msg)
+                    .unwrap_or_else(|| ctx.publication.clone().unwrap_or_default()),
             },
             "28P01" | "28000" => SourceError::AuthFailed {
                 user: ctx.user.clone().unwrap_or_default(),
@@ -89,11 +92,9 @@ impl SourceError {
                     message: msg.clone(),
                 }
             }
-            "55000" | "58P01" | "XX000"
-                if msg.contains("wal_level") =>
-            {
-                SourceError::WalLevel { message: msg.clone() }
-            }
+            "55000" | "58P01" | "XX000" if msg.contains("wal_level") => SourceError::WalLevel {
+                message: msg.clone(),
+            },
             "55000" | "58P01" | "XX000"
                 if full.contains("can no longer get changes")
                     || full.contains("invalidated")

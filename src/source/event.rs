@@ -27,10 +27,21 @@ pub enum ViolationKind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceEvent {
-    Begin { final_lsn: Lsn, commit_time_us: i64, xid: u32 },
+    Begin {
+        final_lsn: Lsn,
+        commit_time_us: i64,
+        xid: u32,
+    },
     Event(RuntimeEvent),
-    Commit { commit_lsn: Lsn, end_lsn: Lsn, commit_time_us: i64 },
-    Violation { kind: ViolationKind, detail: String },
+    Commit {
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_time_us: i64,
+    },
+    Violation {
+        kind: ViolationKind,
+        detail: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +50,9 @@ pub enum EventError {
     Decode(#[from] DecodeError),
     #[error("change for relation oid {0} before its Relation message")]
     UnknownRelation(u32),
-    #[error("runtime.events row does not match the contract: {0}; apply sql/001_runtime_events.sql")]
+    #[error(
+        "runtime.events row does not match the contract: {0}; apply sql/001_runtime_events.sql"
+    )]
     Schema(String),
     #[error("pgoutput stream out of order: {0}")]
     Order(String),
@@ -59,8 +72,15 @@ struct EventColumns {
 
 /// A change inside a streamed transaction, not yet positioned.
 enum Pending {
-    Event { subxid: u32, ev: RuntimeEvent },
-    Violation { subxid: u32, kind: ViolationKind, detail: String },
+    Event {
+        subxid: u32,
+        ev: RuntimeEvent,
+    },
+    Violation {
+        subxid: u32,
+        kind: ViolationKind,
+        detail: String,
+    },
 }
 
 #[derive(Default)]
@@ -120,9 +140,15 @@ impl EventDecoder {
 
     /// Queues the events of one decoded message (use `feed` for bytes, which
     /// also tracks stream blocks).
+    // The `if`s use `?`, so they cannot become match guards.
+    #[allow(clippy::collapsible_match)]
     pub fn push(&mut self, msg: PgOutputMessage) -> Result<(), EventError> {
         match msg {
-            PgOutputMessage::Begin { final_lsn, commit_time, xid } => {
+            PgOutputMessage::Begin {
+                final_lsn,
+                commit_time,
+                xid,
+            } => {
                 self.txn = Some((Lsn(final_lsn), 0));
                 self.ready.push_back(SourceEvent::Begin {
                     final_lsn: Lsn(final_lsn),
@@ -130,7 +156,12 @@ impl EventDecoder {
                     xid,
                 });
             }
-            PgOutputMessage::Commit { commit_lsn, end_lsn, commit_time, .. } => {
+            PgOutputMessage::Commit {
+                commit_lsn,
+                end_lsn,
+                commit_time,
+                ..
+            } => {
                 self.txn = None;
                 self.ready.push_back(SourceEvent::Commit {
                     commit_lsn: Lsn(commit_lsn),
@@ -151,21 +182,40 @@ impl EventDecoder {
                     self.emit_event(xid, ev)?;
                 }
             }
-            PgOutputMessage::Update { xid, relation, new, .. } => {
+            PgOutputMessage::Update {
+                xid, relation, new, ..
+            } => {
                 if self.is_events(relation)? {
                     let seq = self.seq_of(&new);
-                    self.emit_violation(xid, ViolationKind::Update, format!("UPDATE of runtime.events row seq={seq}"))?;
+                    self.emit_violation(
+                        xid,
+                        ViolationKind::Update,
+                        format!("UPDATE of runtime.events row seq={seq}"),
+                    )?;
                 }
             }
-            PgOutputMessage::Delete { xid, relation, key, old } => {
+            PgOutputMessage::Delete {
+                xid,
+                relation,
+                key,
+                old,
+            } => {
                 if self.is_events(relation)? {
                     let seq = key.or(old).map(|t| self.seq_of(&t)).unwrap_or_default();
-                    self.emit_violation(xid, ViolationKind::Delete, format!("DELETE of runtime.events row seq={seq}"))?;
+                    self.emit_violation(
+                        xid,
+                        ViolationKind::Delete,
+                        format!("DELETE of runtime.events row seq={seq}"),
+                    )?;
                 }
             }
             PgOutputMessage::Truncate { xid, relations, .. } => {
                 if self.events_oid.is_some_and(|o| relations.contains(&o)) {
-                    self.emit_violation(xid, ViolationKind::Truncate, "TRUNCATE of runtime.events".into())?;
+                    self.emit_violation(
+                        xid,
+                        ViolationKind::Truncate,
+                        "TRUNCATE of runtime.events".into(),
+                    )?;
                 }
             }
             PgOutputMessage::StreamStart { xid, .. } => {
@@ -177,11 +227,21 @@ impl EventDecoder {
                 self.stream.in_stream = false;
                 self.stream_xid = None;
             }
-            PgOutputMessage::StreamCommit { xid, commit_lsn, end_lsn, commit_time, .. } => {
+            PgOutputMessage::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                commit_time,
+                ..
+            } => {
                 let pending = self.streamed.remove(&xid).unwrap_or_default();
                 let lsn = Lsn(commit_lsn);
                 let t = pg_time_to_unix_us(commit_time);
-                self.ready.push_back(SourceEvent::Begin { final_lsn: lsn, commit_time_us: t, xid });
+                self.ready.push_back(SourceEvent::Begin {
+                    final_lsn: lsn,
+                    commit_time_us: t,
+                    xid,
+                });
                 let mut ordinal = 0;
                 for p in pending {
                     match p {
@@ -190,19 +250,25 @@ impl EventDecoder {
                             ordinal += 1;
                             self.ready.push_back(SourceEvent::Event(ev));
                         }
-                        Pending::Violation { kind, detail, .. } => {
-                            self.ready.push_back(SourceEvent::Violation { kind, detail })
-                        }
+                        Pending::Violation { kind, detail, .. } => self
+                            .ready
+                            .push_back(SourceEvent::Violation { kind, detail }),
                     }
                 }
-                self.ready.push_back(SourceEvent::Commit { commit_lsn: lsn, end_lsn: Lsn(end_lsn), commit_time_us: t });
+                self.ready.push_back(SourceEvent::Commit {
+                    commit_lsn: lsn,
+                    end_lsn: Lsn(end_lsn),
+                    commit_time_us: t,
+                });
             }
             PgOutputMessage::StreamAbort { xid, subxid, .. } => {
                 if xid == subxid {
                     self.streamed.remove(&xid);
                 } else if let Some(v) = self.streamed.get_mut(&xid) {
                     v.retain(|p| match p {
-                        Pending::Event { subxid: s, .. } | Pending::Violation { subxid: s, .. } => *s != subxid,
+                        Pending::Event { subxid: s, .. } | Pending::Violation { subxid: s, .. } => {
+                            *s != subxid
+                        }
                     });
                 }
             }
@@ -223,7 +289,10 @@ impl EventDecoder {
     fn emit_event(&mut self, xid: Option<u32>, mut ev: RuntimeEvent) -> Result<(), EventError> {
         match (xid, self.stream_xid) {
             (Some(sub), Some(top)) if self.stream.in_stream => {
-                self.streamed.entry(top).or_default().push(Pending::Event { subxid: sub, ev });
+                self.streamed
+                    .entry(top)
+                    .or_default()
+                    .push(Pending::Event { subxid: sub, ev });
                 Ok(())
             }
             _ => {
@@ -239,12 +308,26 @@ impl EventDecoder {
         }
     }
 
-    fn emit_violation(&mut self, xid: Option<u32>, kind: ViolationKind, detail: String) -> Result<(), EventError> {
+    fn emit_violation(
+        &mut self,
+        xid: Option<u32>,
+        kind: ViolationKind,
+        detail: String,
+    ) -> Result<(), EventError> {
         match (xid, self.stream_xid) {
             (Some(sub), Some(top)) if self.stream.in_stream => {
-                self.streamed.entry(top).or_default().push(Pending::Violation { subxid: sub, kind, detail });
+                self.streamed
+                    .entry(top)
+                    .or_default()
+                    .push(Pending::Violation {
+                        subxid: sub,
+                        kind,
+                        detail,
+                    });
             }
-            _ => self.ready.push_back(SourceEvent::Violation { kind, detail }),
+            _ => self
+                .ready
+                .push_back(SourceEvent::Violation { kind, detail }),
         }
         Ok(())
     }
@@ -267,8 +350,12 @@ impl EventDecoder {
             match t.get(i) {
                 Some(TupleValue::Text(b)) => String::from_utf8(b.to_vec())
                     .map_err(|_| EventError::Schema(format!("column {name} is not UTF-8"))),
-                Some(other) => Err(EventError::Schema(format!("column {name} is {other:?}, expected text"))),
-                None => Err(EventError::Schema(format!("column {name} missing from tuple"))),
+                Some(other) => Err(EventError::Schema(format!(
+                    "column {name} is {other:?}, expected text"
+                ))),
+                None => Err(EventError::Schema(format!(
+                    "column {name} missing from tuple"
+                ))),
             }
         };
         let int = |i: usize, name: &str| -> Result<i64, EventError> {

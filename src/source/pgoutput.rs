@@ -26,6 +26,8 @@ pub enum DecodeError {
     Trailing(usize),
     #[error("empty message")]
     Empty,
+    #[error("invalid value {1} for {0}")]
+    Invalid(&'static str, u8),
 }
 
 /// One column value of a TupleData.
@@ -68,12 +70,33 @@ pub struct Relation {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PgOutputMessage {
-    Begin { final_lsn: u64, commit_time: i64, xid: u32 },
-    Commit { flags: u8, commit_lsn: u64, end_lsn: u64, commit_time: i64 },
-    Origin { commit_lsn: u64, name: String },
+    Begin {
+        final_lsn: u64,
+        commit_time: i64,
+        xid: u32,
+    },
+    Commit {
+        flags: u8,
+        commit_lsn: u64,
+        end_lsn: u64,
+        commit_time: i64,
+    },
+    Origin {
+        commit_lsn: u64,
+        name: String,
+    },
     Relation(Relation),
-    Type { xid: Option<u32>, oid: u32, namespace: String, name: String },
-    Insert { xid: Option<u32>, relation: u32, new: Vec<TupleValue> },
+    Type {
+        xid: Option<u32>,
+        oid: u32,
+        namespace: String,
+        name: String,
+    },
+    Insert {
+        xid: Option<u32>,
+        relation: u32,
+        new: Vec<TupleValue>,
+    },
     /// `key` is the 'K' (replica identity key) tuple, `old` the 'O' (full
     /// old row) tuple; at most one is present.
     Update {
@@ -89,16 +112,60 @@ pub enum PgOutputMessage {
         key: Option<Vec<TupleValue>>,
         old: Option<Vec<TupleValue>>,
     },
-    Truncate { xid: Option<u32>, options: u8, relations: Vec<u32> },
-    Message { xid: Option<u32>, flags: u8, lsn: u64, prefix: String, content: Bytes },
-    StreamStart { xid: u32, first_segment: bool },
+    Truncate {
+        xid: Option<u32>,
+        options: u8,
+        relations: Vec<u32>,
+    },
+    Message {
+        xid: Option<u32>,
+        flags: u8,
+        lsn: u64,
+        prefix: String,
+        content: Bytes,
+    },
+    StreamStart {
+        xid: u32,
+        first_segment: bool,
+    },
     StreamStop,
-    StreamCommit { xid: u32, flags: u8, commit_lsn: u64, end_lsn: u64, commit_time: i64 },
+    StreamCommit {
+        xid: u32,
+        flags: u8,
+        commit_lsn: u64,
+        end_lsn: u64,
+        commit_time: i64,
+    },
     /// `abort_lsn`/`abort_time` are sent by protocol v4 with parallel streaming.
-    StreamAbort { xid: u32, subxid: u32, abort_lsn: Option<u64>, abort_time: Option<i64> },
-    BeginPrepare { prepare_lsn: u64, end_lsn: u64, prepare_time: i64, xid: u32, gid: String },
-    Prepare { flags: u8, prepare_lsn: u64, end_lsn: u64, prepare_time: i64, xid: u32, gid: String },
-    CommitPrepared { flags: u8, commit_lsn: u64, end_lsn: u64, commit_time: i64, xid: u32, gid: String },
+    StreamAbort {
+        xid: u32,
+        subxid: u32,
+        abort_lsn: Option<u64>,
+        abort_time: Option<i64>,
+    },
+    BeginPrepare {
+        prepare_lsn: u64,
+        end_lsn: u64,
+        prepare_time: i64,
+        xid: u32,
+        gid: String,
+    },
+    Prepare {
+        flags: u8,
+        prepare_lsn: u64,
+        end_lsn: u64,
+        prepare_time: i64,
+        xid: u32,
+        gid: String,
+    },
+    CommitPrepared {
+        flags: u8,
+        commit_lsn: u64,
+        end_lsn: u64,
+        commit_time: i64,
+        xid: u32,
+        gid: String,
+    },
     RollbackPrepared {
         flags: u8,
         prepare_end_lsn: u64,
@@ -108,7 +175,14 @@ pub enum PgOutputMessage {
         xid: u32,
         gid: String,
     },
-    StreamPrepare { flags: u8, prepare_lsn: u64, end_lsn: u64, prepare_time: i64, xid: u32, gid: String },
+    StreamPrepare {
+        flags: u8,
+        prepare_lsn: u64,
+        end_lsn: u64,
+        prepare_time: i64,
+        xid: u32,
+        gid: String,
+    },
 }
 
 /// Tracks Stream Start / Stream Stop so that data messages are decoded with
@@ -352,7 +426,11 @@ pub fn decode(data: &[u8], in_stream: bool) -> Result<PgOutputMessage, DecodeErr
         }
         b'S' => PgOutputMessage::StreamStart {
             xid: c.u32("xid")?,
-            first_segment: c.u8("first segment")? == 1,
+            first_segment: match c.u8("first segment")? {
+                0 => false,
+                1 => true,
+                v => return Err(DecodeError::Invalid("first segment", v)),
+            },
         },
         b'E' => PgOutputMessage::StreamStop,
         b'c' => PgOutputMessage::StreamCommit {
@@ -392,9 +470,23 @@ pub fn decode(data: &[u8], in_stream: bool) -> Result<PgOutputMessage, DecodeErr
             let xid = c.u32("xid")?;
             let gid = c.cstr("gid")?;
             if tag == b'P' {
-                PgOutputMessage::Prepare { flags, prepare_lsn, end_lsn, prepare_time, xid, gid }
+                PgOutputMessage::Prepare {
+                    flags,
+                    prepare_lsn,
+                    end_lsn,
+                    prepare_time,
+                    xid,
+                    gid,
+                }
             } else {
-                PgOutputMessage::StreamPrepare { flags, prepare_lsn, end_lsn, prepare_time, xid, gid }
+                PgOutputMessage::StreamPrepare {
+                    flags,
+                    prepare_lsn,
+                    end_lsn,
+                    prepare_time,
+                    xid,
+                    gid,
+                }
             }
         }
         b'K' => PgOutputMessage::CommitPrepared {
@@ -441,13 +533,18 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
                 TupleValue::Null => o.push(b'n'),
                 TupleValue::Unchanged => o.push(b'u'),
                 TupleValue::Text(b) | TupleValue::Binary(b) => {
-                    o.push(if matches!(v, TupleValue::Text(_)) { b't' } else { b'b' });
+                    o.push(if matches!(v, TupleValue::Text(_)) {
+                        b't'
+                    } else {
+                        b'b'
+                    });
                     o.extend_from_slice(&(b.len() as i32).to_be_bytes());
                     o.extend_from_slice(b);
                 }
             }
         }
     }
+    #[allow(clippy::too_many_arguments)]
     fn prep(o: &mut Vec<u8>, tag: u8, flags: u8, a: u64, b: u64, t: i64, x: u32, gid: &str) {
         o.push(tag);
         o.push(flags);
@@ -460,13 +557,22 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
     use PgOutputMessage as M;
     let mut o = Vec::new();
     match m {
-        M::Begin { final_lsn, commit_time, xid: x } => {
+        M::Begin {
+            final_lsn,
+            commit_time,
+            xid: x,
+        } => {
             o.push(b'B');
             o.extend_from_slice(&final_lsn.to_be_bytes());
             o.extend_from_slice(&commit_time.to_be_bytes());
             o.extend_from_slice(&x.to_be_bytes());
         }
-        M::Commit { flags, commit_lsn, end_lsn, commit_time } => {
+        M::Commit {
+            flags,
+            commit_lsn,
+            end_lsn,
+            commit_time,
+        } => {
             o.push(b'C');
             o.push(*flags);
             o.extend_from_slice(&commit_lsn.to_be_bytes());
@@ -493,21 +599,36 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
                 o.extend_from_slice(&c.type_modifier.to_be_bytes());
             }
         }
-        M::Type { xid: x, oid, namespace, name } => {
+        M::Type {
+            xid: x,
+            oid,
+            namespace,
+            name,
+        } => {
             o.push(b'Y');
             xid(&mut o, x);
             o.extend_from_slice(&oid.to_be_bytes());
             cstr(&mut o, namespace);
             cstr(&mut o, name);
         }
-        M::Insert { xid: x, relation, new } => {
+        M::Insert {
+            xid: x,
+            relation,
+            new,
+        } => {
             o.push(b'I');
             xid(&mut o, x);
             o.extend_from_slice(&relation.to_be_bytes());
             o.push(b'N');
             tuple(&mut o, new);
         }
-        M::Update { xid: x, relation, key, old, new } => {
+        M::Update {
+            xid: x,
+            relation,
+            key,
+            old,
+            new,
+        } => {
             o.push(b'U');
             xid(&mut o, x);
             o.extend_from_slice(&relation.to_be_bytes());
@@ -521,7 +642,12 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
             o.push(b'N');
             tuple(&mut o, new);
         }
-        M::Delete { xid: x, relation, key, old } => {
+        M::Delete {
+            xid: x,
+            relation,
+            key,
+            old,
+        } => {
             o.push(b'D');
             xid(&mut o, x);
             o.extend_from_slice(&relation.to_be_bytes());
@@ -533,7 +659,11 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
                 tuple(&mut o, k);
             }
         }
-        M::Truncate { xid: x, options, relations } => {
+        M::Truncate {
+            xid: x,
+            options,
+            relations,
+        } => {
             o.push(b'T');
             xid(&mut o, x);
             o.extend_from_slice(&(relations.len() as u32).to_be_bytes());
@@ -542,7 +672,13 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
                 o.extend_from_slice(&r.to_be_bytes());
             }
         }
-        M::Message { xid: x, flags, lsn, prefix, content } => {
+        M::Message {
+            xid: x,
+            flags,
+            lsn,
+            prefix,
+            content,
+        } => {
             o.push(b'M');
             xid(&mut o, x);
             o.push(*flags);
@@ -551,13 +687,22 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
             o.extend_from_slice(&(content.len() as u32).to_be_bytes());
             o.extend_from_slice(content);
         }
-        M::StreamStart { xid: x, first_segment } => {
+        M::StreamStart {
+            xid: x,
+            first_segment,
+        } => {
             o.push(b'S');
             o.extend_from_slice(&x.to_be_bytes());
             o.push(*first_segment as u8);
         }
         M::StreamStop => o.push(b'E'),
-        M::StreamCommit { xid: x, flags, commit_lsn, end_lsn, commit_time } => {
+        M::StreamCommit {
+            xid: x,
+            flags,
+            commit_lsn,
+            end_lsn,
+            commit_time,
+        } => {
             o.push(b'c');
             o.extend_from_slice(&x.to_be_bytes());
             o.push(*flags);
@@ -565,7 +710,12 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
             o.extend_from_slice(&end_lsn.to_be_bytes());
             o.extend_from_slice(&commit_time.to_be_bytes());
         }
-        M::StreamAbort { xid: x, subxid, abort_lsn, abort_time } => {
+        M::StreamAbort {
+            xid: x,
+            subxid,
+            abort_lsn,
+            abort_time,
+        } => {
             o.push(b'A');
             o.extend_from_slice(&x.to_be_bytes());
             o.extend_from_slice(&subxid.to_be_bytes());
@@ -574,7 +724,13 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
                 o.extend_from_slice(&t.to_be_bytes());
             }
         }
-        M::BeginPrepare { prepare_lsn, end_lsn, prepare_time, xid: x, gid } => {
+        M::BeginPrepare {
+            prepare_lsn,
+            end_lsn,
+            prepare_time,
+            xid: x,
+            gid,
+        } => {
             o.push(b'b');
             o.extend_from_slice(&prepare_lsn.to_be_bytes());
             o.extend_from_slice(&end_lsn.to_be_bytes());
@@ -582,16 +738,66 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
             o.extend_from_slice(&x.to_be_bytes());
             cstr(&mut o, gid);
         }
-        M::Prepare { flags, prepare_lsn, end_lsn, prepare_time, xid: x, gid } => {
-            prep(&mut o, b'P', *flags, *prepare_lsn, *end_lsn, *prepare_time, *x, gid)
-        }
-        M::StreamPrepare { flags, prepare_lsn, end_lsn, prepare_time, xid: x, gid } => {
-            prep(&mut o, b'p', *flags, *prepare_lsn, *end_lsn, *prepare_time, *x, gid)
-        }
-        M::CommitPrepared { flags, commit_lsn, end_lsn, commit_time, xid: x, gid } => {
-            prep(&mut o, b'K', *flags, *commit_lsn, *end_lsn, *commit_time, *x, gid)
-        }
-        M::RollbackPrepared { flags, prepare_end_lsn, rollback_end_lsn, prepare_time, rollback_time, xid: x, gid } => {
+        M::Prepare {
+            flags,
+            prepare_lsn,
+            end_lsn,
+            prepare_time,
+            xid: x,
+            gid,
+        } => prep(
+            &mut o,
+            b'P',
+            *flags,
+            *prepare_lsn,
+            *end_lsn,
+            *prepare_time,
+            *x,
+            gid,
+        ),
+        M::StreamPrepare {
+            flags,
+            prepare_lsn,
+            end_lsn,
+            prepare_time,
+            xid: x,
+            gid,
+        } => prep(
+            &mut o,
+            b'p',
+            *flags,
+            *prepare_lsn,
+            *end_lsn,
+            *prepare_time,
+            *x,
+            gid,
+        ),
+        M::CommitPrepared {
+            flags,
+            commit_lsn,
+            end_lsn,
+            commit_time,
+            xid: x,
+            gid,
+        } => prep(
+            &mut o,
+            b'K',
+            *flags,
+            *commit_lsn,
+            *end_lsn,
+            *commit_time,
+            *x,
+            gid,
+        ),
+        M::RollbackPrepared {
+            flags,
+            prepare_end_lsn,
+            rollback_end_lsn,
+            prepare_time,
+            rollback_time,
+            xid: x,
+            gid,
+        } => {
             o.push(b'r');
             o.push(*flags);
             o.extend_from_slice(&prepare_end_lsn.to_be_bytes());

@@ -36,7 +36,10 @@ fn lsn(s: Option<String>) -> Option<Lsn> {
     s.and_then(|s| s.parse().ok())
 }
 
-pub async fn slot_info(client: &tokio_postgres::Client, slot: &str) -> Result<Option<SlotInfo>, SourceError> {
+pub async fn slot_info(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<Option<SlotInfo>, SourceError> {
     let row = client
         .query_opt(
             "select slot_name::text, plugin::text, database::text, active, active_pid,
@@ -80,10 +83,16 @@ pub async fn drop_slot(client: &tokio_postgres::Client, slot: &str) -> Result<bo
     if slot_info(client, slot).await?.is_none() {
         return Ok(false);
     }
-    match client.execute("select pg_drop_replication_slot($1)", &[&slot]).await {
+    match client
+        .execute("select pg_drop_replication_slot($1)", &[&slot])
+        .await
+    {
         Ok(_) => Ok(true),
         Err(e) => Err(match SourceError::from(e) {
-            SourceError::SlotInUse { message, .. } => SourceError::SlotInUse { slot: slot.into(), message },
+            SourceError::SlotInUse { message, .. } => SourceError::SlotInUse {
+                slot: slot.into(),
+                message,
+            },
             SourceError::SlotMissing { .. } => return Ok(false),
             other => other,
         }),
@@ -109,13 +118,22 @@ impl SnapshotSlot {
     }
 }
 
-pub async fn create_slot_with_snapshot(url: &Secret, slot: &str) -> Result<SnapshotSlot, SourceError> {
+pub async fn create_slot_with_snapshot(
+    url: &Secret,
+    slot: &str,
+) -> Result<SnapshotSlot, SourceError> {
     let mut conn = connect_replication(url).await?;
     conn.ctx.slot = Some(slot.to_string());
     let cmd = if conn.server_major() >= 15 {
-        format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')", quote_ident(slot))
+        format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
+            quote_ident(slot)
+        )
     } else {
-        format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", quote_ident(slot))
+        format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+            quote_ident(slot)
+        )
     };
     let rows = conn.simple_query(&cmd).await?;
     let row = rows
@@ -127,12 +145,13 @@ pub async fn create_slot_with_snapshot(url: &Secret, slot: &str) -> Result<Snaps
         .cloned()
         .flatten()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| SourceError::Protocol("CREATE_REPLICATION_SLOT: no consistent_point".into()))?;
-    let snapshot_name = row
-        .get(2)
-        .cloned()
-        .flatten()
-        .ok_or_else(|| SourceError::Protocol("CREATE_REPLICATION_SLOT: no snapshot name".into()))?;
+        .ok_or_else(|| {
+            SourceError::Protocol("CREATE_REPLICATION_SLOT: no consistent_point".into())
+        })?;
+    let snapshot_name =
+        row.get(2).cloned().flatten().ok_or_else(|| {
+            SourceError::Protocol("CREATE_REPLICATION_SLOT: no snapshot name".into())
+        })?;
     Ok(SnapshotSlot {
         slot: slot.to_string(),
         consistent_point,

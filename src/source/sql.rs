@@ -40,7 +40,10 @@ pub async fn connect_info(info: &ConnInfo) -> Result<tokio_postgres::Client, Sou
     let cfg = pg_config(info);
     let client = match tls::client_config(info)? {
         None => {
-            let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| map_err(info, e))?;
+            let (client, conn) = cfg
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| map_err(info, e))?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -60,9 +63,17 @@ pub async fn connect_info(info: &ConnInfo) -> Result<tokio_postgres::Client, Sou
 
 fn map_err(info: &ConnInfo, e: tokio_postgres::Error) -> SourceError {
     match SourceError::from(e) {
-        SourceError::AuthFailed { message, .. } => SourceError::AuthFailed { user: info.user.clone(), message },
-        SourceError::Sql(m) if m.contains("certificate") || m.contains("tls") || m.contains("TLS") => {
-            SourceError::Tls { host: info.host.clone(), message: m }
+        SourceError::AuthFailed { message, .. } => SourceError::AuthFailed {
+            user: info.user.clone(),
+            message,
+        },
+        SourceError::Sql(m)
+            if m.contains("certificate") || m.contains("tls") || m.contains("TLS") =>
+        {
+            SourceError::Tls {
+                host: info.host.clone(),
+                message: m,
+            }
         }
         other => other,
     }

@@ -146,7 +146,9 @@ impl ReplicationStream {
         conn.ctx.publication = Some(publication.to_string());
         let system = identify_system(&mut conn).await?;
         let major = conn.server_major();
-        let proto = opts.proto_version.unwrap_or_else(|| proto_for_server(major));
+        let proto = opts
+            .proto_version
+            .unwrap_or_else(|| proto_for_server(major));
         let streaming = opts.streaming && proto >= 2;
         let mut options = vec![
             format!("proto_version '{proto}'"),

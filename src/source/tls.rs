@@ -9,7 +9,9 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 
 use crate::source::conninfo::{ConnInfo, SslMode};
 use crate::source::error::SourceError;
@@ -59,12 +61,18 @@ fn root_store(info: &ConnInfo) -> Result<RootCertStore, SourceError> {
         None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         Some(path) => {
             let pem = std::fs::read(path).map_err(|e| {
-                tls_err(info, format!("cannot read sslrootcert {}: {e}", path.display()))
+                tls_err(
+                    info,
+                    format!("cannot read sslrootcert {}: {e}", path.display()),
+                )
             })?;
             let mut n = 0;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
                 let cert = cert.map_err(|e| {
-                    tls_err(info, format!("bad PEM in sslrootcert {}: {e}", path.display()))
+                    tls_err(
+                        info,
+                        format!("bad PEM in sslrootcert {}: {e}", path.display()),
+                    )
                 })?;
                 store
                     .add(cert)

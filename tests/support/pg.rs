@@ -149,7 +149,10 @@ fn spawn_long_lived(cmd: Command) -> std::io::Result<Child> {
         Mutex::new(tx)
     });
     let (rtx, rrx) = mpsc::channel();
-    tx.lock().unwrap().send((cmd, rtx)).expect("pg-spawner alive");
+    tx.lock()
+        .unwrap()
+        .send((cmd, rtx))
+        .expect("pg-spawner alive");
     rrx.recv().expect("pg-spawner reply")
 }
 
@@ -159,10 +162,8 @@ fn as_postgres(cmd: &mut Command, die_with_parent: bool) {
             if die_with_parent {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             }
-            if libc::geteuid() == 0 {
-                if libc::setgid(PG_GID) != 0 || libc::setuid(PG_UID) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            if libc::geteuid() == 0 && (libc::setgid(PG_GID) != 0 || libc::setuid(PG_UID) != 0) {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
@@ -192,19 +193,37 @@ fn free_port() -> u16 {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    run(Command::new("openssl").current_dir(dir).args(args), "openssl");
+    run(
+        Command::new("openssl").current_dir(dir).args(args),
+        "openssl",
+    );
 }
 
 fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     for ca in ["ca", "wrong-ca"] {
         let mut a = vec!["req", "-x509"];
         a.extend(ec);
         let (k, c) = (format!("{ca}.key"), format!("{ca}.crt"));
         a.extend([
-            "-keyout", &k, "-out", &c, "-days", "3", "-subj", "/CN=projector test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            &k,
+            "-out",
+            &c,
+            "-days",
+            "3",
+            "-subj",
+            "/CN=projector test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ]);
         openssl(dir, &a);
     }
@@ -215,13 +234,33 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
     .unwrap();
     let mut a = vec!["req"];
     a.extend(ec);
-    a.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    a.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
     openssl(dir, &a);
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.crt", "-days", "3", "-extfile", "ext.cnf",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "3",
+            "-extfile",
+            "ext.cnf",
         ],
     );
     (dir.join("ca.crt"), dir.join("wrong-ca.crt"))
@@ -243,11 +282,16 @@ impl PgCluster {
         chown_pg(&dir);
         let data = dir.join("data");
         let mut initdb = Command::new("initdb");
-        initdb
-            .current_dir(&dir)
-            .args(["-D"])
-            .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"]);
+        initdb.current_dir(&dir).args(["-D"]).arg(&data).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
         as_postgres(&mut initdb, false);
         run(&mut initdb, "initdb");
 
@@ -317,7 +361,9 @@ impl PgCluster {
                 "create role md5_users nologin; create role password_users nologin;",
             )
             .await;
-        cluster.exec("postgres", "create database projector_template").await;
+        cluster
+            .exec("postgres", "create database projector_template")
+            .await;
         let schema = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/sql/001_runtime_events.sql"
@@ -358,7 +404,11 @@ impl PgCluster {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let log = self.log();
-            if log.get(log_start..).unwrap_or("").contains("ready to accept connections") {
+            if log
+                .get(log_start..)
+                .unwrap_or("")
+                .contains("ready to accept connections")
+            {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -401,7 +451,10 @@ impl PgCluster {
     }
 
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
     }
 
     pub async fn client(&self, db: &str) -> tokio_postgres::Client {
@@ -425,7 +478,11 @@ impl PgCluster {
     /// Creates a LOGIN role authenticated by `auth` (see module doc);
     /// `attrs` e.g. "REPLICATION" or "".
     pub async fn create_user(&self, name: &str, password: &str, auth: Auth, attrs: &str) {
-        let enc = if auth == Auth::Md5 { "md5" } else { "scram-sha-256" };
+        let enc = if auth == Auth::Md5 {
+            "md5"
+        } else {
+            "scram-sha-256"
+        };
         let group = match auth {
             Auth::Md5 => "grant md5_users to",
             Auth::Password => "grant password_users to",
