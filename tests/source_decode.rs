@@ -115,7 +115,7 @@ impl Replica {
                     .map(|k| row(&k, None)[0].clone().unwrap())
                     .unwrap_or_else(|| new[0].as_text().unwrap().to_string());
                 let prev = t.remove(&old_key);
-                if new.iter().any(|v| *v == TupleValue::Unchanged) {
+                if new.contains(&TupleValue::Unchanged) {
                     self.unchanged_seen += 1;
                 }
                 let r = row(&new, prev.as_ref());

@@ -1,5 +1,6 @@
 //! `projector setup`: findings with the SQL that fixes them; `--apply`
-//! creates the publication and the slot idempotently.
+//! creates the publication and the slot idempotently. Slots are
+//! cluster-wide: every test uses its own slot name.
 #[path = "support/pg.rs"]
 mod pg;
 
@@ -81,4 +82,60 @@ async fn doctor_reports_and_apply_fixes() {
         r.get("publication").unwrap().fix.as_deref(),
         Some("ALTER PUBLICATION \"narrow\" ADD TABLE runtime.events;")
     );
+}
+
+#[tokio::test]
+async fn least_privilege_role_script_is_enough_to_stream_and_read() {
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let out = std::process::Command::new("psql")
+        .arg(&db.url)
+        .args(["-v", "ON_ERROR_STOP=1", "-v", "password='r0le pw'", "-f"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/role.sql"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    db.exec("select pg_create_logical_replication_slot('projector_role', 'pgoutput')")
+        .await;
+    let url = Secret::new(db.url_as("projector", "r0le%20pw", "sslmode=disable"));
+    let r = doctor(&url, "projector_role", "projector_events", false)
+        .await
+        .unwrap();
+    assert!(!r.failed(), "{:#?}", r.findings);
+    let client = projector::source::sql::connect(&url).await.unwrap();
+    client
+        .query("select count(*) from runtime.events", &[])
+        .await
+        .unwrap();
+    // ... and nothing else: no writes.
+    let e = client
+        .execute("insert into runtime.events (stream_id, stream_seq, event_type, owner_id) values ('a', 1, 'b', 'c')", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("permission denied") || format!("{e:?}").contains("42501"),
+        "{e:?}"
+    );
+    let mut s = projector::source::stream::ReplicationStream::start(
+        &url,
+        "projector_role",
+        "projector_events",
+        projector::event::Lsn(0),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    s.send_status(
+        projector::event::Lsn(0),
+        projector::event::Lsn(0),
+        projector::event::Lsn(0),
+        false,
+    )
+    .await
+    .unwrap();
+    s.finish().await;
 }

@@ -152,17 +152,15 @@ async fn answered_keepalives_outlive_wal_sender_timeout() {
         let mut replies = 0;
         let until = tokio::time::Instant::now() + Duration::from_secs(12);
         while let Ok(m) = tokio::time::timeout_at(until, s.next()).await {
-            match m.unwrap().unwrap() {
-                WalMessage::Keepalive {
-                    reply_requested: true,
-                    wal_end,
-                    ..
-                } => {
-                    flush = flush.max(wal_end);
-                    s.send_status(flush, flush, flush, false).await.unwrap();
-                    replies += 1;
-                }
-                _ => {}
+            if let WalMessage::Keepalive {
+                reply_requested: true,
+                wal_end,
+                ..
+            } = m.unwrap().unwrap()
+            {
+                flush = flush.max(wal_end);
+                s.send_status(flush, flush, flush, false).await.unwrap();
+                replies += 1;
             }
         }
         (s, replies)

@@ -140,6 +140,8 @@ impl EventDecoder {
 
     /// Queues the events of one decoded message (use `feed` for bytes, which
     /// also tracks stream blocks).
+    // The `if`s use `?`, so they cannot become match guards.
+    #[allow(clippy::collapsible_match)]
     pub fn push(&mut self, msg: PgOutputMessage) -> Result<(), EventError> {
         match msg {
             PgOutputMessage::Begin {

@@ -26,6 +26,8 @@ pub enum DecodeError {
     Trailing(usize),
     #[error("empty message")]
     Empty,
+    #[error("invalid value {1} for {0}")]
+    Invalid(&'static str, u8),
 }
 
 /// One column value of a TupleData.
@@ -424,7 +426,11 @@ pub fn decode(data: &[u8], in_stream: bool) -> Result<PgOutputMessage, DecodeErr
         }
         b'S' => PgOutputMessage::StreamStart {
             xid: c.u32("xid")?,
-            first_segment: c.u8("first segment")? == 1,
+            first_segment: match c.u8("first segment")? {
+                0 => false,
+                1 => true,
+                v => return Err(DecodeError::Invalid("first segment", v)),
+            },
         },
         b'E' => PgOutputMessage::StreamStop,
         b'c' => PgOutputMessage::StreamCommit {
@@ -538,6 +544,7 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
             }
         }
     }
+    #[allow(clippy::too_many_arguments)]
     fn prep(o: &mut Vec<u8>, tag: u8, flags: u8, a: u64, b: u64, t: i64, x: u32, gid: &str) {
         o.push(tag);
         o.push(flags);

@@ -18,6 +18,8 @@
 //!   127.0.0.1); `db.url_host(host, user, password, query)` for TLS names;
 //!   `db.client().await` (tokio-postgres, superuser); `db.exec(sql).await`
 //!   (batch); `db.secret()` = `url` as `projector::config::Secret`.
+//!   Replication slots are cluster-wide (not per database): give every test
+//!   its own slot name, e.g. `db.slot_name()` (= `s_<dbname>`).
 //! - Users: `cluster.create_user(name, password, Auth::Scram|Md5|Password,
 //!   "REPLICATION").await` sets `password_encryption` to match, creates the
 //!   LOGIN role and puts it in the group that pg_hba maps to that method
@@ -162,10 +164,8 @@ fn as_postgres(cmd: &mut Command, die_with_parent: bool) {
             if die_with_parent {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             }
-            if libc::geteuid() == 0 {
-                if libc::setgid(PG_GID) != 0 || libc::setuid(PG_UID) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            if libc::geteuid() == 0 && (libc::setgid(PG_GID) != 0 || libc::setuid(PG_UID) != 0) {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
@@ -543,6 +543,11 @@ pub struct TestDb {
 impl TestDb {
     pub fn secret(&self) -> projector::config::Secret {
         projector::config::Secret::new(self.url.clone())
+    }
+
+    /// A replication slot name unique to this database (slots are cluster-wide).
+    pub fn slot_name(&self) -> String {
+        format!("s_{}", self.dbname)
     }
 
     /// URL for another user on host 127.0.0.1; `query` without the `?`.
