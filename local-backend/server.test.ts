@@ -130,6 +130,7 @@ test("function error shape names the key; system error shapes", async () => {
   const argErr = ok(await call("POST", "/api/mutation", { path: "projector:setActive", args: { generation: "x" } }));
   expect(argErr.status).toBe(200);
   expect(argErr.body.status).toBe("error");
+  expect(argErr.body.errorMessage).toMatch(/ArgumentValidationError/);
 });
 
 test("int64 args and results use the $integer encoding", async () => {

@@ -209,9 +209,16 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
   function functionError(e: unknown) {
     const err = e as any;
     const isConvexError = err && typeof err === "object" && Symbol.for("ConvexError") in err && err[Symbol.for("ConvexError")];
+    const msg: string = err?.message ?? String(e);
+    // Argument validation fails inside the function on Convex too (HTTP 200, status "error").
+    const name = isConvexError
+      ? "ConvexError"
+      : msg.startsWith("Validator error") || msg.startsWith("ArgumentValidationError")
+        ? "ArgumentValidationError"
+        : (err?.name ?? "Error");
     const body: Record<string, unknown> = {
       status: "error",
-      errorMessage: `Uncaught ${isConvexError ? "ConvexError" : (err?.name ?? "Error")}: ${err?.message ?? String(e)}`,
+      errorMessage: `Uncaught ${name}: ${msg}`,
       logLines: [],
     };
     if (isConvexError && err.data !== undefined) body.errorData = convexToJson(err.data);
