@@ -189,6 +189,11 @@ test("fault injection: status, latency, drop before and after commit", async () 
   ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} }));
   expect(Date.now() - t0).toBeGreaterThanOrEqual(240);
 
+  // A path-scoped fault skips other functions and is not consumed by them.
+  await call("POST", "/_faults", { kind: "status", status: 500, count: 1, path: "projector:apply" });
+  expect(ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} })).status).toBe(200);
+  expect(ok(await call("POST", "/api/mutation", apply("f1", 21))).status).toBe(500);
+
   await call("POST", "/_faults", { kind: "status", status: 503, count: 5 });
   await call("POST", "/_faults", { kind: "clear" });
   expect(ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} })).status).toBe(200);
