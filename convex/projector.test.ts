@@ -209,6 +209,15 @@ describe("apply", () => {
     expect(await dump(t, "runs")).toEqual([]);
   });
 
+  test("deadLetters may be omitted", async () => {
+    const t = newT();
+    const r = await t.mutation(internal.projector.apply, {
+      generation: G,
+      writes: [{ table: "threads", key: "t", position: pos(1), doc: thread("t", "u") }],
+    });
+    expect(r).toEqual({ applied: 1, skipped: 0, deadLettersInserted: 0, deadLettersSkipped: 0 });
+  });
+
   test("dead letters are idempotent by eventSeq", async () => {
     const t = newT();
     const a = await t.mutation(internal.projector.apply, {
@@ -267,6 +276,10 @@ describe("page", () => {
     const all = await dump(t, "workers");
     expect(all).toHaveLength(20);
     expect(new Set(all.map((d) => `${d.generation}/${d.key}`)).size).toBe(20);
+    const nullGen: any = await t.query(internal.projector.page, { table: "workers", generation: null, limit: 50 });
+    expect(nullGen.docs).toHaveLength(20);
+    expect(nullGen.nextCursor).toBeNull();
+    await expect(t.query(internal.projector.page, { table: "workers", cursor: null, limit: 0 })).rejects.toThrow(/limit/);
     const empty = await t.query(internal.projector.page, { table: "runs", generation: 1, cursor: null, limit: 5 });
     expect(empty).toEqual({ docs: [], nextCursor: null });
   });

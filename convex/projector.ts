@@ -72,7 +72,8 @@ export const apply = internalMutation({
     writes: v.array(
       v.object({ table: writableTable, key: v.string(), position: v.string(), doc: v.any() }),
     ),
-    deadLetters: v.array(v.object({ key: v.string(), position: v.string(), doc: v.any() })),
+    // Optional so a writes-only batch may omit it; same meaning as [].
+    deadLetters: v.optional(v.array(v.object({ key: v.string(), position: v.string(), doc: v.any() }))),
   },
   returns: v.object({
     applied: v.number(),
@@ -80,7 +81,7 @@ export const apply = internalMutation({
     deadLettersInserted: v.number(),
     deadLettersSkipped: v.number(),
   }),
-  handler: async (ctx, { generation, writes, deadLetters }) => {
+  handler: async (ctx, { generation, writes, deadLetters = [] }) => {
     checkGeneration(generation);
     // Validate everything first: a bad document anywhere fails the call with
     // nothing written (a throw would roll back anyway; this makes it cheap).
@@ -165,8 +166,9 @@ export const load = internalQuery({
 export const page = internalQuery({
   args: {
     table: anyTable,
-    generation: v.optional(v.number()),
-    cursor: v.union(v.string(), v.null()),
+    // null and absent both mean "every generation" / "from the start".
+    generation: v.optional(v.union(v.number(), v.null())),
+    cursor: v.optional(v.union(v.string(), v.null())),
     limit: v.number(),
   },
   handler: async (ctx, { table, generation, cursor, limit }) => {
@@ -175,10 +177,10 @@ export const page = internalQuery({
     }
     const t = table as AnyTable;
     const q =
-      generation === undefined
+      generation === undefined || generation === null
         ? ctx.db.query(t)
         : ctx.db.query(t).withIndex("by_generation_key", (q) => q.eq("generation", generation));
-    const res = await q.paginate({ cursor, numItems: limit });
+    const res = await q.paginate({ cursor: cursor ?? null, numItems: limit });
     return {
       docs: res.page.map((d) => stripSystem(d as any)),
       nextCursor: res.isDone ? null : res.continueCursor,

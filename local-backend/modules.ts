@@ -16,7 +16,9 @@ function walk(dir: string): string[] {
     const p = join(dir, e.name);
     if (e.isDirectory()) {
       if (e.name !== "node_modules") out.push(...walk(p));
-    } else if (/\.(ts|js)$/.test(e.name) && !/\.d\.ts$/.test(e.name) && !/\.test\.ts$/.test(e.name)) {
+    } else if (/\.(ts|js)$/.test(e.name) && (e.name.split(".").length === 2 || dir.endsWith("_generated")) && !e.name.endsWith(".d.ts")) {
+      // Like the Convex bundler: names with several dots (tests, test setup,
+      // auth.config) are not function modules; `_generated/*.js` are needed.
       out.push(p);
     }
   }

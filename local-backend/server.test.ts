@@ -130,6 +130,7 @@ test("function error shape names the key; system error shapes", async () => {
   const argErr = ok(await call("POST", "/api/mutation", { path: "projector:setActive", args: { generation: "x" } }));
   expect(argErr.status).toBe(200);
   expect(argErr.body.status).toBe("error");
+  expect(argErr.body.errorMessage).toMatch(/ArgumentValidationError/);
 });
 
 test("int64 args and results use the $integer encoding", async () => {
@@ -187,6 +188,11 @@ test("fault injection: status, latency, drop before and after commit", async () 
   const t0 = Date.now();
   ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} }));
   expect(Date.now() - t0).toBeGreaterThanOrEqual(240);
+
+  // A path-scoped fault skips other functions and is not consumed by them.
+  await call("POST", "/_faults", { kind: "status", status: 500, count: 1, path: "projector:apply" });
+  expect(ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} })).status).toBe(200);
+  expect(ok(await call("POST", "/api/mutation", apply("f1", 21))).status).toBe(500);
 
   await call("POST", "/_faults", { kind: "status", status: 503, count: 5 });
   await call("POST", "/_faults", { kind: "clear" });

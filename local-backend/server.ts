@@ -32,11 +32,13 @@ export const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
 type Kind = "query" | "mutation" | "action";
 
-type Fault =
-  | { kind: "status"; status: number; count: number; retryAfterSeconds?: number }
-  | { kind: "latency"; ms: number; count: number }
-  | { kind: "drop_before"; count: number }
-  | { kind: "drop_after"; count: number };
+/** `path`, when set, limits a fault to calls of that function (e.g. "projector:apply"). */
+type Fault = { count: number; path?: string } & (
+  | { kind: "status"; status: number; retryAfterSeconds?: number }
+  | { kind: "latency"; ms: number }
+  | { kind: "drop_before" }
+  | { kind: "drop_after" }
+);
 
 export interface Stats {
   mutations: number;
@@ -148,8 +150,8 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
     res.end(text);
   }
 
-  function takeFault(): Fault | null {
-    const f = faults.find((x) => x.count > 0);
+  function takeFault(path: string): Fault | null {
+    const f = faults.find((x) => x.count > 0 && (x.path === undefined || x.path === path));
     if (!f) return null;
     f.count--;
     faults = faults.filter((x) => x.count > 0);
@@ -209,9 +211,16 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
   function functionError(e: unknown) {
     const err = e as any;
     const isConvexError = err && typeof err === "object" && Symbol.for("ConvexError") in err && err[Symbol.for("ConvexError")];
+    const msg: string = err?.message ?? String(e);
+    // Argument validation fails inside the function on Convex too (HTTP 200, status "error").
+    const name = isConvexError
+      ? "ConvexError"
+      : msg.startsWith("Validator error") || msg.startsWith("ArgumentValidationError")
+        ? "ArgumentValidationError"
+        : (err?.name ?? "Error");
     const body: Record<string, unknown> = {
       status: "error",
-      errorMessage: `Uncaught ${isConvexError ? "ConvexError" : (err?.name ?? "Error")}: ${err?.message ?? String(e)}`,
+      errorMessage: `Uncaught ${name}: ${msg}`,
       logLines: [],
     };
     if (isConvexError && err.data !== undefined) body.errorData = convexToJson(err.data);
@@ -268,7 +277,7 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
       throw new HttpError(400, "BadRequest", `'${fn.name}' is a ${fn.kind}, not a ${expected}`);
     }
 
-    const fault = takeFault();
+    const fault = takeFault(fn.name);
     if (fault?.kind === "status") return statusFault(res, fault);
     if (fault?.kind === "latency") await new Promise((r) => setTimeout(r, fault.ms));
     if (fault?.kind === "drop_before") {
@@ -302,6 +311,8 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
     }
     const count = f?.count ?? 1;
     const okCount = Number.isSafeInteger(count) && count >= 1;
+    if (f?.path !== undefined && typeof f.path !== "string") throw new HttpError(400, "BadRequest", "path must be a string");
+    const path: string | undefined = f?.path?.replace(/\.js:/, ":");
     switch (f?.kind) {
       case "clear":
         faults = [];
@@ -310,18 +321,18 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
         if (!okCount || !Number.isSafeInteger(f.status) || f.status < 400 || f.status > 599) {
           throw new HttpError(400, "BadRequest", "status fault needs status 400..599 and count >= 1");
         }
-        faults.push({ kind: "status", status: f.status, count, retryAfterSeconds: f.retryAfterSeconds });
+        faults.push({ kind: "status", status: f.status, count, path, retryAfterSeconds: f.retryAfterSeconds });
         break;
       case "latency":
         if (!okCount || typeof f.ms !== "number" || f.ms < 0) {
           throw new HttpError(400, "BadRequest", "latency fault needs ms >= 0 and count >= 1");
         }
-        faults.push({ kind: "latency", ms: f.ms, count });
+        faults.push({ kind: "latency", ms: f.ms, count, path });
         break;
       case "drop_before":
       case "drop_after":
         if (!okCount) throw new HttpError(400, "BadRequest", "count must be >= 1");
-        faults.push({ kind: f.kind, count });
+        faults.push({ kind: f.kind, count, path });
         break;
       default:
         throw new HttpError(400, "BadRequest", "kind must be status|latency|drop_before|drop_after|clear");
@@ -356,6 +367,11 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
       }
     }
   });
+
+  // Longer than HTTP clients' idle pools (reqwest: 90 s), so the server never
+  // closes a kept-alive connection the client is about to reuse.
+  server.keepAliveTimeout = 120_000;
+  server.headersTimeout = 125_000;
 
   const host = opts.host ?? "127.0.0.1";
   await new Promise<void>((ok, fail) => {
