@@ -399,8 +399,10 @@ pub fn doc_json(doc: &Doc) -> Value {
 /// class in the metrics.
 fn counted_retry(metrics: &Metrics, function: &'static str) -> RetryPolicy {
     let metrics = metrics.clone();
-    RetryPolicy::forever().with_hook(std::sync::Arc::new(move |e: &SinkError, _attempt, _delay| {
-        metrics.convex_retry(function);
-        metrics.convex_error(e.is_transient(), e.class());
-    }))
+    RetryPolicy::forever().with_hook(std::sync::Arc::new(
+        move |e: &SinkError, _attempt, _delay| {
+            metrics.convex_retry(function);
+            metrics.convex_error(e.is_transient(), e.class());
+        },
+    ))
 }
