@@ -92,7 +92,12 @@ pub fn spawn(
             max_bytes: job.max_request_bytes,
             rejected: Vec::new(),
         };
-        let writes: Vec<Write> = job.writes.iter().map(to_write).collect();
+        // If the request must be split, every event's stream document
+        // (runs, workers, inboxes) goes in the last mutation: a crash between
+        // mutations then replays the event into the documents that lack it,
+        // instead of skipping it because its stream document has it.
+        let mut writes: Vec<Write> = job.writes.iter().map(to_write).collect();
+        writes.sort_by_key(|w| matches!(w.table.as_str(), "runs" | "workers" | "inboxes"));
         let dls: Vec<DeadLetterWrite> = job.dead_letters.iter().map(to_dead_letter).collect();
         sender.send(writes, dls).await;
         // Rejected documents: their events become dead letters.
