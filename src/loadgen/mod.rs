@@ -233,7 +233,14 @@ fn clock_prefix() -> String {
         n /= 36;
     }
     s.reverse();
-    format!("lg{}", String::from_utf8_lossy(&s))
+    // Plus a random letter pair: two invocations in the same millisecond differ.
+    let r: u16 = rand::random::<u16>() % (26 * 26);
+    format!(
+        "lg{}{}{}",
+        String::from_utf8_lossy(&s),
+        char::from(b'a' + (r / 26) as u8),
+        char::from(b'a' + (r % 26) as u8)
+    )
 }
 
 /// Writes the load described by `spec` and reports what was written.
