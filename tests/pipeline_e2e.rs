@@ -78,11 +78,45 @@ async fn loadgen_traffic_ends_exact_in_convex() {
         &[],
     );
 
-    let report = generate(&db.secret(), small_spec(3000, 0.05))
-        .await
-        .unwrap();
+    // Scrape /metrics while traffic flows: progress gauges must move with it
+    // and never claim more than was received.
+    let port = proc.metrics_port;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(async move {
+        let (mut max_lag, mut last_decoded, mut samples) = (0.0f64, 0.0f64, 0);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+                if let Ok(text) = r.text().await {
+                    let v = |n| projector_proc::metric_sum(&text, n);
+                    let (recv, conf) = (
+                        v("projector_received_lsn_bytes"),
+                        v("projector_confirmed_lsn_bytes"),
+                    );
+                    assert!(conf <= recv, "confirmed {conf} beyond received {recv}");
+                    let decoded = v("projector_events_decoded_total");
+                    assert!(decoded >= last_decoded, "decoded went backwards");
+                    last_decoded = decoded;
+                    max_lag = max_lag.max(v("projector_lag_bytes"));
+                    samples += 1;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stop_rx.changed() => return (max_lag, samples),
+            }
+        }
+    });
+    let spec = LoadSpec {
+        rate: 1500.0,
+        ..small_spec(3000, 0.05)
+    };
+    let report = generate(&db.secret(), spec).await.unwrap();
     assert_eq!(report.total, 3000);
     wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
+    stop_tx.send(true).unwrap();
+    let (max_lag, samples) = sampler.await.unwrap();
+    assert!(samples > 10, "only {samples} scrapes");
+    assert!(max_lag > 0.0, "lag never rose above 0 during traffic");
 
     // The metrics add up: decoded = folded + skipped + ignored + dead-lettered.
     let text = proc.metrics().await.expect("metrics endpoint");
@@ -98,6 +132,8 @@ async fn loadgen_traffic_ends_exact_in_convex() {
         "{text}"
     );
     assert_eq!(v("projector_events_ignored_total"), report.ignored as f64);
+    assert!(v("projector_writes_applied_total") > 0.0);
+    assert!(v("projector_commit_to_ack_seconds_count") > 0.0);
 
     let outcome = assert_exact(&db, &convex).await;
     let dl = outcome

@@ -36,15 +36,10 @@ pub use traffic::Mix;
 /// Opens an ordinary SQL connection (the one place loadgen connects; to be
 /// switched to `crate::source::sql::connect` for TLS).
 pub async fn connect_sql(url: &Secret) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls)
+    // Same TLS rules (sslmode, sslrootcert) as the rest of the projector.
+    crate::source::sql::connect(url)
         .await
-        .with_context(|| format!("connecting to {}", redact_url(url.expose())))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "loadgen connection closed");
-        }
-    });
-    Ok(client)
+        .with_context(|| format!("connecting to {}", redact_url(url.expose())))
 }
 
 /// What to generate. `Default` is a sensible small load; set at least one
