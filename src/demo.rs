@@ -100,6 +100,9 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
             rate = (decoded - last.1) as f64 / dt;
             last = (now, decoded);
         }
+        if bar.is_hidden() && dt >= 1.0 {
+            tracing::info!(decoded, events_per_s = rate as u64, lag_bytes = metrics.lag_bytes.get(), "demo progress");
+        }
         bar.set_position(decoded.min(args.events));
         bar.set_message(format!(
             "{rate:>6.0} events/s  lag {} bytes  {} dead letters",
