@@ -101,7 +101,12 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
             last = (now, decoded);
         }
         if bar.is_hidden() && dt >= 1.0 {
-            tracing::info!(decoded, events_per_s = rate as u64, lag_bytes = metrics.lag_bytes.get(), "demo progress");
+            tracing::info!(
+                decoded,
+                events_per_s = rate as u64,
+                lag_bytes = metrics.lag_bytes.get(),
+                "demo progress"
+            );
         }
         bar.set_position(decoded.min(args.events));
         bar.set_message(format!(

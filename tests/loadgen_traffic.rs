@@ -7,151 +7,8 @@ use std::time::Duration;
 use projector::config::Secret;
 use projector::loadgen::{generate, LoadSpec, MalformedKind, Mix};
 
-/// A throwaway cluster (initdb as the `postgres` OS user when we are root),
-/// with the DESIGN §2 schema applied. Killed on drop.
-/// TODO(lead): switch to tests/support/pg.rs once merged.
-mod cluster {
-    use std::net::TcpListener;
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    pub const SCHEMA: &str = "
-        create schema if not exists runtime;
-        create table runtime.events (
-          seq         bigint generated always as identity primary key,
-          stream_id   text        not null,
-          stream_seq  bigint      not null,
-          event_type  text        not null,
-          owner_id    text        not null,
-          payload     jsonb       not null default '{}',
-          occurred_at timestamptz not null default now(),
-          unique (stream_id, stream_seq)
-        );
-        create publication projector_events for table runtime.events;";
-
-    pub struct Cluster {
-        _dir: tempfile::TempDir,
-        child: Child,
-        pub port: u16,
-    }
-
-    /// Runs `cmd` as the `postgres` OS user when we are root (initdb and
-    /// postgres refuse root), so that the child pid is postgres itself.
-    fn as_postgres(cmd: &str) -> Command {
-        use std::os::unix::process::CommandExt;
-        let mut c = Command::new(cmd);
-        if unsafe { libc::geteuid() } == 0 {
-            let id = |flag: &str| -> u32 {
-                let out = Command::new("id")
-                    .args([flag, "postgres"])
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-            };
-            c.uid(id("-u")).gid(id("-g"));
-        }
-        c
-    }
-
-    impl Cluster {
-        pub fn start() -> Cluster {
-            let dir = tempfile::tempdir().unwrap();
-            let root = unsafe { libc::geteuid() } == 0;
-            if root {
-                let ok = Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(dir.path())
-                    .status()
-                    .unwrap()
-                    .success();
-                assert!(ok, "chown of the temp dir failed");
-            }
-            let data = dir.path().join("data");
-            let out = as_postgres("initdb")
-                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-                .arg(&data)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let socket_dir = dir.path().to_string_lossy().into_owned();
-            let child = as_postgres("postgres")
-                .arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string(), "-k", &socket_dir])
-                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-                .args(["-c", "wal_level=logical"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let c = Cluster {
-                _dir: dir,
-                child,
-                port,
-            };
-            let start = Instant::now();
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    start.elapsed() < Duration::from_secs(30),
-                    "postgres did not start"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            c
-        }
-
-        pub fn url(&self, db: &str) -> String {
-            format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
-        }
-
-        /// A fresh database with the schema.
-        pub async fn database(&self, name: &str) -> String {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let admin = loop {
-                match tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls).await {
-                    Ok((c, conn)) => {
-                        tokio::spawn(conn);
-                        break c;
-                    }
-                    Err(e) if Instant::now() < deadline => {
-                        let _ = e;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => panic!("cannot connect: {e}"),
-                }
-            };
-            admin
-                .batch_execute(&format!("create database {name}"))
-                .await
-                .unwrap();
-            let (c, conn) = tokio_postgres::connect(&self.url(name), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            c.batch_execute(SCHEMA).await.unwrap();
-            self.url(name)
-        }
-    }
-
-    impl Drop for Cluster {
-        fn drop(&mut self) {
-            // SIGQUIT: immediate shutdown of postgres and its children.
-            unsafe {
-                libc::kill(self.child.id() as i32, libc::SIGQUIT);
-            }
-            let _ = self.child.wait();
-        }
-    }
-}
+#[path = "support/pg.rs"]
+mod pg;
 
 async fn client(url: &str) -> tokio_postgres::Client {
     let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -217,8 +74,8 @@ async fn counts_by_type(c: &tokio_postgres::Client) -> BTreeMap<String, i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_writers_keep_streams_contiguous_and_cover_all_families() {
-    let pg = cluster::Cluster::start();
-    let url = pg.database("lg_families").await;
+    let db = pg::shared().await.fresh_db().await;
+    let url = db.url.clone();
     let secret = Secret::new(url.clone());
     let spec = LoadSpec {
         events: Some(3000),
@@ -321,8 +178,8 @@ async fn three_writers_keep_streams_contiguous_and_cover_all_families() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_fraction_covers_every_kind() {
-    let pg = cluster::Cluster::start();
-    let url = pg.database("lg_malformed").await;
+    let db = pg::shared().await.fresh_db().await;
+    let url = db.url.clone();
     let report = generate(
         &Secret::new(url.clone()),
         LoadSpec {
@@ -420,8 +277,8 @@ async fn malformed_fraction_covers_every_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_is_roughly_respected_and_stop_ends_an_open_load() {
-    let pg = cluster::Cluster::start();
-    let url = pg.database("lg_rate").await;
+    let db = pg::shared().await.fresh_db().await;
+    let url = db.url.clone();
     let secret = Secret::new(url.clone());
     let report = generate(
         &secret,
