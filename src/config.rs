@@ -141,37 +141,40 @@ pub struct CommonArgs {
     /// Convex admin or deploy key (also read from CONVEX_SELF_HOSTED_ADMIN_KEY).
     #[arg(long, env = "CONVEX_ADMIN_KEY", hide_env_values = true)]
     pub convex_admin_key: Option<String>,
-    /// Logical replication slot name.
+    /// Logical replication slot name [default: projector].
     #[arg(long, env = "PROJECTOR_SLOT")]
     pub slot: Option<String>,
-    /// Publication on runtime.events.
+    /// Publication on runtime.events [default: projector_events].
     #[arg(long, env = "PROJECTOR_PUBLICATION")]
     pub publication: Option<String>,
-    /// Address of /metrics, /healthz and /readyz.
+    /// Address of /metrics, /healthz and /readyz [default: 127.0.0.1:9187].
     #[arg(long, env = "PROJECTOR_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
-    /// Close a batch at this many events.
+    /// Close a batch at this many events [default: 4096].
     #[arg(long, env = "PROJECTOR_BATCH_MAX_EVENTS")]
     pub batch_max_events: Option<usize>,
-    /// Close a batch at this many bytes of mutation arguments.
+    /// Close a batch at this many bytes of events; also the largest mutation
+    /// we send (Convex allows 16 MiB) [default: 2097152].
     #[arg(long, env = "PROJECTOR_BATCH_MAX_BYTES")]
     pub batch_max_bytes: Option<usize>,
-    /// Close a batch this many milliseconds after its first event.
+    /// Close a batch this many milliseconds after its first event [default: 5].
     #[arg(long, env = "PROJECTOR_BATCH_FILL_MS")]
     pub batch_fill_ms: Option<u64>,
-    /// Batches in flight to Convex at once.
+    /// Batches in flight to Convex at once [default: 4].
     #[arg(long, env = "PROJECTOR_MAX_INFLIGHT_BATCHES")]
     pub max_inflight_batches: Option<usize>,
-    /// Byte budget of events read but not yet acknowledged (backpressure).
+    /// Byte budget of events read but not yet acknowledged; reading stops
+    /// when it is full (backpressure) [default: 16777216].
     #[arg(long, env = "PROJECTOR_INFLIGHT_BYTES")]
     pub inflight_bytes: Option<usize>,
-    /// Byte budget of the reducer state cache.
+    /// Byte budget of the reducer state cache [default: 16777216].
     #[arg(long, env = "PROJECTOR_CACHE_BYTES")]
     pub cache_bytes: Option<usize>,
-    /// Interval of standby status updates to Postgres.
+    /// Interval of standby status updates to Postgres, milliseconds; keep it
+    /// well under wal_sender_timeout [default: 1000].
     #[arg(long, env = "PROJECTOR_STATUS_INTERVAL_MS")]
     pub status_interval_ms: Option<u64>,
-    /// Timeout of one Convex HTTP request.
+    /// Timeout of one Convex HTTP request, milliseconds [default: 30000].
     #[arg(long, env = "PROJECTOR_CONVEX_TIMEOUT_MS")]
     pub convex_timeout_ms: Option<u64>,
 }
