@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{demo, loadgen, pipeline, rebuild, setup, status, verify};
+use crate::{demo, loadgen, pipeline, rebuild, setup, sink, status, verify};
 
 /// Postgres-to-Convex CDC: streams runtime.events through a logical
 /// replication slot (pgoutput), folds events into read models and writes them
@@ -37,6 +37,9 @@ pub enum Command {
     /// Everything on this machine: throwaway Postgres, local Convex, traffic,
     /// live progress and a final verification.
     Demo(demo::DemoArgs),
+    /// Convex-wire server that acknowledges every write (benchmarks).
+    #[command(hide = true)]
+    NullSink(sink::null::NullSinkArgs),
 }
 
 impl Cli {
@@ -49,6 +52,7 @@ impl Cli {
             Command::Setup(a) => setup::main(a).await,
             Command::Loadgen(a) => loadgen::main(a).await,
             Command::Demo(a) => demo::main(a).await,
+            Command::NullSink(a) => sink::null::main(a).await,
         };
         match result {
             Ok(code) => code,
@@ -56,7 +60,9 @@ impl Cli {
                 // `{:#}` prints the whole cause chain on one line.
                 tracing::error!("{e:#}");
                 eprintln!("error: {e:#}");
-                ExitCode::from(1)
+                // 1 is a negative verdict (verify divergent, status lagging,
+                // setup findings); 2 means the command could not complete.
+                ExitCode::from(2)
             }
         }
     }

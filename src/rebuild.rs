@@ -1,17 +1,417 @@
-//! `projector rebuild`: not implemented yet.
+//! `projector rebuild`: replay the whole history into a new generation from
+//! a fresh slot, then switch clients to it atomically.
+//!
+//! ```text
+//!  phase snapshot: new slot S' (SNAPSHOT 'export') ── history at the snapshot,
+//!                  seq order, positions (0, seq) ──▶ Engine ──▶ generation g+1
+//!  phase catchup:  stream S' from its consistent point until caught up
+//!  switch:         setActive(g+1, expected g)      (clients move atomically)
+//!  phase cleanup:  drop the old slot, purge generation g in chunks
+//! ```
+//!
+//! Meanwhile generation g keeps serving clients and a running `run` service
+//! keeps streaming the old slot into it: two pipelines side by side, one
+//! writer each. After the switch the service notices the new active
+//! generation, releases the old slot and takes over S'.
+//!
+//! Interruptible: the phase is recorded in `projectorState` (generation 0,
+//! key `rebuild`) before each step, and every step is idempotent. An
+//! interrupted snapshot copy cannot continue (its exported snapshot died
+//! with the connection), so it restarts: drop S', purge g+1, copy again.
+//! The slot name is recorded before the slot is created, so a resumed or
+//! repeated rebuild never leaks one.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::Args;
+use futures::TryStreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use crate::config::CommonArgs;
+use crate::config::{CommonArgs, Settings};
+use crate::metrics::{Health, Metrics};
+use crate::pipeline::engine::Engine;
+use crate::sink::{ConvexClient, RetryPolicy, SinkError};
+
+/// Tables purged when a generation is retired.
+const ALL_TABLES: [&str; 7] = [
+    "runs",
+    "timelines",
+    "threads",
+    "workers",
+    "inboxes",
+    "deadLetters",
+    "projectorState",
+];
+const PURGE_CHUNK: u64 = 500;
+const STATE_KEY: &str = "rebuild";
+const SLOT_KEY: &str = "slot";
 
 #[derive(Args, Debug)]
 pub struct RebuildArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Keep the old generation's documents (skip the purge).
+    #[arg(long)]
+    pub keep_old: bool,
+    /// How long to wait for a running service to release the old slot after
+    /// the switch before giving up on dropping it (it is retried next time).
+    #[arg(long, default_value_t = 60)]
+    pub release_wait_secs: u64,
 }
 
-pub async fn main(_args: RebuildArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`projector rebuild` is not implemented yet")
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildRecord {
+    pub target: u64,
+    pub slot: String,
+    pub from: Option<u64>,
+    pub old_slot: Option<String>,
+    pub phase: Phase,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Snapshot,
+    Catchup,
+    Cleanup,
+}
+
+/// The slot that feeds `generation`: recorded by a rebuild, else the
+/// configured one.
+pub async fn slot_for_generation(
+    client: &ConvexClient,
+    generation: u64,
+    configured: &str,
+) -> Result<String, SinkError> {
+    let v = client.get_state(generation, SLOT_KEY).await?;
+    Ok(v.as_ref()
+        .and_then(|v| v.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| configured.to_string()))
+}
+
+async fn save(client: &ConvexClient, rec: Option<&RebuildRecord>) -> Result<(), SinkError> {
+    let value = match rec {
+        Some(r) => serde_json::to_value(r).map_err(|e| SinkError::Decode(e.to_string()))?,
+        None => serde_json::Value::Null,
+    };
+    let retry = RetryPolicy::bounded(20);
+    crate::sink::with_retry(&retry, "setState", || {
+        let value = value.clone();
+        async move { client.set_state(0, STATE_KEY, value).await }
+    })
+    .await
+}
+
+pub async fn main(args: RebuildArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.common.resolve()?;
+    let metrics = Metrics::new()?;
+    let shutdown = crate::pipeline::run::shutdown_signal();
+    let summary = rebuild(
+        &settings,
+        &metrics,
+        shutdown,
+        args.keep_old,
+        Duration::from_secs(args.release_wait_secs),
+    )
+    .await?;
+    match summary {
+        Some(s) => {
+            println!(
+                "rebuild complete: generation {} is active ({} events of history in {:.1} s, {:.0} events/s); slot {}",
+                s.generation,
+                s.history_events,
+                s.elapsed.as_secs_f64(),
+                s.history_events as f64 / s.copy_elapsed.as_secs_f64().max(1e-9),
+                s.slot
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            println!("rebuild interrupted; run `projector rebuild` again to resume");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+pub struct Summary {
+    pub generation: u64,
+    pub slot: String,
+    pub history_events: u64,
+    pub elapsed: Duration,
+    pub copy_elapsed: Duration,
+}
+
+/// Runs (or resumes) a rebuild to completion. `None` when interrupted.
+pub async fn rebuild(
+    settings: &Settings,
+    metrics: &Metrics,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    keep_old: bool,
+    release_wait: Duration,
+) -> anyhow::Result<Option<Summary>> {
+    let started = Instant::now();
+    let db_url = settings.database_url()?.clone();
+    let (url, key) = settings.convex()?;
+    let client = Arc::new(ConvexClient::new(
+        url,
+        key.clone(),
+        settings.tuning.convex_timeout,
+    )?);
+    let sql = crate::source::sql::connect(&db_url).await?;
+
+    let existing: Option<RebuildRecord> = client
+        .get_state(0, STATE_KEY)
+        .await?
+        .filter(|v| !v.is_null())
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "projectorState `rebuild` record is unreadable ({e}); delete it to start over"
+            )
+        })?;
+    let mut rec = match existing {
+        Some(r) => {
+            tracing::info!(target = r.target, phase = ?r.phase, "resuming an interrupted rebuild");
+            r
+        }
+        None => {
+            let active = client.get_active().await?;
+            let target = active.unwrap_or(0) + 1;
+            let old_slot = match active {
+                Some(g) => Some(slot_for_generation(&client, g, &settings.slot).await?),
+                None => None,
+            };
+            let r = RebuildRecord {
+                target,
+                slot: format!("{}_g{}", settings.slot, target),
+                from: active,
+                old_slot,
+                phase: Phase::Snapshot,
+            };
+            save(&client, Some(&r)).await?;
+            r
+        }
+    };
+
+    let mut history_events = 0;
+    let mut copy_elapsed = Duration::ZERO;
+    if rec.phase == Phase::Snapshot {
+        // Start clean: a previous attempt's slot and documents are useless.
+        crate::source::slot::drop_slot(&sql, &rec.slot).await?;
+        purge_generation(&client, rec.target).await?;
+        let copy_started = Instant::now();
+        match copy_snapshot(settings, &client, &rec, metrics, &mut shutdown).await? {
+            Some(n) => history_events = n,
+            None => return Ok(None),
+        }
+        copy_elapsed = copy_started.elapsed();
+        rec.phase = Phase::Catchup;
+        save(&client, Some(&rec)).await?;
+    }
+
+    if rec.phase == Phase::Catchup {
+        if *shutdown.borrow() {
+            return Ok(None);
+        }
+        // Stream the new slot into the new generation until caught up.
+        let mut s = settings.clone();
+        s.slot = rec.slot.clone();
+        let code = crate::pipeline::run::run_service(
+            &s,
+            Some(rec.target),
+            true,
+            metrics.clone(),
+            Health::new(crate::pipeline::run::WEDGED_AFTER),
+            shutdown.clone(),
+        )
+        .await?;
+        if *shutdown.borrow() {
+            return Ok(None);
+        }
+        if code != ExitCode::SUCCESS {
+            anyhow::bail!("catching up the new slot {} failed", rec.slot);
+        }
+        client
+            .set_state(rec.target, SLOT_KEY, json!({ "name": rec.slot }))
+            .await?;
+        let (ok, active) = client.set_active(rec.target, rec.from).await?;
+        if !ok && active != Some(rec.target) {
+            anyhow::bail!(
+                "the active generation changed under the rebuild (expected {:?}, found {:?}); run `projector rebuild` again",
+                rec.from,
+                active
+            );
+        }
+        tracing::info!(generation = rec.target, "switched the active generation");
+        rec.phase = Phase::Cleanup;
+        save(&client, Some(&rec)).await?;
+    }
+
+    if rec.phase == Phase::Cleanup {
+        if let Some(old) = &rec.old_slot {
+            if old != &rec.slot {
+                drop_when_released(&sql, old, release_wait).await?;
+            }
+        }
+        if let (Some(old), false) = (rec.from, keep_old) {
+            purge_generation(&client, old).await?;
+        }
+        save(&client, None).await?;
+    }
+    Ok(Some(Summary {
+        generation: rec.target,
+        slot: rec.slot,
+        history_events,
+        elapsed: started.elapsed(),
+        copy_elapsed,
+    }))
+}
+
+/// Folds the history visible at the new slot's snapshot into the target
+/// generation. Returns the number of events, or None when interrupted.
+async fn copy_snapshot(
+    settings: &Settings,
+    client: &Arc<ConvexClient>,
+    rec: &RebuildRecord,
+    metrics: &Metrics,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<u64>> {
+    let db_url = settings.database_url()?;
+    let snap = crate::source::slot::create_slot_with_snapshot(db_url, &rec.slot).await?;
+    tracing::info!(slot = %rec.slot, consistent_point = %snap.consistent_point, "created the new slot; copying history at its snapshot");
+    let sql = crate::source::sql::connect(db_url).await?;
+    crate::history::begin_snapshot(&sql, Some(&snap.snapshot_name)).await?;
+    let total = crate::history::count(&sql, 0).await?;
+    metrics.rebuild_events_planned.set(total as i64);
+    let bar = progress_bar(total);
+    let (mut engine, mut acks) = Engine::new(
+        client.clone(),
+        rec.target,
+        settings.tuning.clone(),
+        metrics.clone(),
+    );
+    let stream = crate::history::events(&sql, 0).await?;
+    futures::pin_mut!(stream);
+    let mut n = 0u64;
+    while let Some(ev) = stream.try_next().await? {
+        if *shutdown.borrow() {
+            bar.abandon_with_message("interrupted");
+            return Ok(None);
+        }
+        let full = engine.push(ev);
+        n += 1;
+        if n % 1024 == 0 {
+            bar.set_position(n);
+            metrics.rebuild_events_copied.set(n as i64);
+        }
+        while let Ok(ack) = acks.try_recv() {
+            engine.handle_ack(ack);
+        }
+        if full || !engine.can_read() {
+            while !engine.has_slot() {
+                match acks.recv().await {
+                    Some(ack) => engine.handle_ack(ack),
+                    None => anyhow::bail!("the dispatch channel closed"),
+                }
+            }
+            engine.close_batch().await?;
+        }
+    }
+    // Flush the rest and wait for every acknowledgement.
+    loop {
+        if engine.has_open_batch() && engine.has_slot() {
+            engine.close_batch().await?;
+            continue;
+        }
+        if engine.inflight_batches() == 0 && !engine.has_open_batch() {
+            break;
+        }
+        match acks.recv().await {
+            Some(ack) => engine.handle_ack(ack),
+            None => anyhow::bail!("the dispatch channel closed"),
+        }
+    }
+    sql.batch_execute("COMMIT").await?;
+    snap.release().await;
+    bar.set_position(n);
+    metrics.rebuild_events_copied.set(n as i64);
+    bar.finish_with_message("history copied");
+    Ok(Some(n))
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} rebuild [{bar:40}] {pos}/{len} events  {per_sec}  ETA {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        // Not a terminal: log lines instead of a bar.
+        let bar = ProgressBar::hidden();
+        tokio::spawn({
+            let bar = bar.clone();
+            async move {
+                while !bar.is_finished() {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    tracing::info!(copied = bar.position(), total, "rebuild progress");
+                }
+            }
+        });
+        bar
+    }
+}
+
+/// Deletes every document of a generation, in chunks under the limits.
+pub async fn purge_generation(client: &ConvexClient, generation: u64) -> Result<u64, SinkError> {
+    let retry = RetryPolicy::bounded(20);
+    let mut total = 0;
+    for table in ALL_TABLES {
+        loop {
+            let (deleted, done) = crate::sink::with_retry(&retry, "purge", || async move {
+                client.purge(generation, table, PURGE_CHUNK).await
+            })
+            .await?;
+            total += deleted;
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Drops a slot once no consumer holds it (a running service moves to the
+/// new generation within seconds of the switch).
+async fn drop_when_released(
+    sql: &tokio_postgres::Client,
+    slot: &str,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match crate::source::slot::slot_info(sql, slot).await? {
+            None => return Ok(()),
+            Some(info) if !info.active => {
+                crate::source::slot::drop_slot(sql, slot).await?;
+                tracing::info!(slot, "dropped the old slot");
+                return Ok(());
+            }
+            Some(_) if Instant::now() >= deadline => {
+                anyhow::bail!("the old slot {slot} is still in use after {wait:?}; stop the consumer or run `projector rebuild` again to finish the cleanup")
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
 }

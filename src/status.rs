@@ -1,17 +1,146 @@
-//! `projector status`: not implemented yet.
+//! `projector status`: slot health, progress and lag, the active
+//! generation and dead letters, for people and for scripts.
+//!
+//! Exit codes: 0 healthy, 1 lagging (or slot inactive), 3 slot lost or
+//! missing, 2 could not tell (an error).
 
 use std::process::ExitCode;
 
 use clap::Args;
+use serde::Serialize;
 
 use crate::config::CommonArgs;
+use crate::sink::ConvexClient;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Lag (bytes of WAL not yet confirmed) above which status is "lagging".
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_lag_bytes: u64,
 }
 
-pub async fn main(_args: StatusArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`projector status` is not implemented yet")
+pub const EXIT_HEALTHY: u8 = 0;
+pub const EXIT_LAGGING: u8 = 1;
+pub const EXIT_ERROR: u8 = 2;
+pub const EXIT_SLOT_LOST: u8 = 3;
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub slot: String,
+    pub slot_exists: bool,
+    pub active: Option<bool>,
+    pub active_pid: Option<i32>,
+    pub restart_lsn: Option<String>,
+    pub confirmed_flush_lsn: Option<String>,
+    pub current_wal_lsn: String,
+    pub wal_status: Option<String>,
+    pub safe_wal_size: Option<i64>,
+    pub retained_wal_bytes: Option<i64>,
+    pub lag_bytes: Option<i64>,
+    pub active_generation: Option<u64>,
+    pub dead_letters: Option<usize>,
+    pub verdict: &'static str,
+}
+
+pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.common.resolve()?;
+    let db_url = settings.database_url()?;
+    let sql = crate::source::sql::connect(db_url).await?;
+    let info = crate::source::slot::slot_info(&sql, &settings.slot).await?;
+    let current = crate::history::current_wal_lsn(&sql).await?;
+    let (active_generation, dead_letters) = match settings.convex() {
+        Ok((url, key)) => {
+            let client = ConvexClient::new(url, key.clone(), settings.tuning.convex_timeout)?;
+            let g = client.get_active().await?;
+            let dl = match g {
+                Some(g) => Some(crate::verify::dump(&client, "deadLetters", g).await?.len()),
+                None => None,
+            };
+            (g, dl)
+        }
+        Err(_) => (None, None),
+    };
+    let lag = info
+        .as_ref()
+        .and_then(|i| i.confirmed_flush_lsn)
+        .map(|c| current.0 as i64 - c.0 as i64);
+    let retained = info
+        .as_ref()
+        .and_then(|i| i.restart_lsn)
+        .map(|r| current.0 as i64 - r.0 as i64);
+    let (verdict, code) = match &info {
+        None => (
+            "slot missing: run `projector setup --apply` (or `projector rebuild`)",
+            EXIT_SLOT_LOST,
+        ),
+        Some(i) if i.is_lost() => (
+            "slot lost (WAL removed): run `projector rebuild`",
+            EXIT_SLOT_LOST,
+        ),
+        Some(i) if !i.active => ("slot inactive: no projector is streaming", EXIT_LAGGING),
+        Some(_) if lag.is_some_and(|l| l > args.max_lag_bytes as i64) => ("lagging", EXIT_LAGGING),
+        Some(_) => ("healthy", EXIT_HEALTHY),
+    };
+    let status = Status {
+        slot: settings.slot.clone(),
+        slot_exists: info.is_some(),
+        active: info.as_ref().map(|i| i.active),
+        active_pid: info.as_ref().and_then(|i| i.active_pid),
+        restart_lsn: info
+            .as_ref()
+            .and_then(|i| i.restart_lsn)
+            .map(|l| l.to_string()),
+        confirmed_flush_lsn: info
+            .as_ref()
+            .and_then(|i| i.confirmed_flush_lsn)
+            .map(|l| l.to_string()),
+        current_wal_lsn: current.to_string(),
+        wal_status: info.as_ref().and_then(|i| i.wal_status.clone()),
+        safe_wal_size: info.as_ref().and_then(|i| i.safe_wal_size),
+        retained_wal_bytes: retained,
+        lag_bytes: lag,
+        active_generation,
+        dead_letters,
+        verdict,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", render(&status));
+    }
+    Ok(ExitCode::from(code))
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+pub fn render(s: &Status) -> String {
+    format!(
+        "slot {slot}: {exists}, active {active} (pid {pid})\n  \
+         restart_lsn {restart}  confirmed_flush_lsn {confirmed}  current {current}\n  \
+         wal_status {ws}  safe_wal_size {safe}  retained WAL {retained} bytes  lag {lag} bytes\n\
+         convex: active generation {g}, dead letters {dl}\n\
+         verdict: {verdict}\n",
+        slot = s.slot,
+        exists = if s.slot_exists { "exists" } else { "MISSING" },
+        active = opt(&s.active),
+        pid = opt(&s.active_pid),
+        restart = opt(&s.restart_lsn),
+        confirmed = opt(&s.confirmed_flush_lsn),
+        current = s.current_wal_lsn,
+        ws = opt(&s.wal_status),
+        safe = opt(&s.safe_wal_size),
+        retained = opt(&s.retained_wal_bytes),
+        lag = opt(&s.lag_bytes),
+        g = opt(&s.active_generation),
+        dl = opt(&s.dead_letters),
+        verdict = s.verdict,
+    )
 }

@@ -1,1 +1,47 @@
-//! Projection reducers: pure folds of runtime events into documents.
+//! Projection reducers: pure, deterministic folds of runtime events into the
+//! Convex read models of DESIGN §3.
+//!
+//! ```text
+//! RuntimeEvent ─plan()─▶ Ignored | DeadLetter | Fold(Folding{keys, data})
+//!                                                  │ states of keys (cache / Convex / memory)
+//!                                                  ▼
+//!                        fold() ─▶ Folded{changed} | Skipped | DeadLetter(out_of_order)
+//! ```
+//!
+//! Within a stream, documents follow `stream_seq` order; across streams only
+//! `threads` is shared and it uses commutative folds (count, max, arg-max by
+//! `seq`), so the final state depends only on the set of events. Every
+//! document carries the position of the last event folded into it; events at
+//! or below it are skipped, which makes replays harmless.
+
+pub mod dead_letter;
+pub mod doc;
+pub mod event_type;
+pub mod fold;
+pub mod inboxes;
+pub mod memory;
+pub mod payload;
+pub mod runs;
+pub mod table;
+pub mod threads;
+pub mod time;
+pub mod timelines;
+pub mod truncate;
+pub mod validate;
+pub mod workers;
+
+pub use dead_letter::DeadLetter;
+pub use doc::{Doc, DocError, Stored};
+pub use event_type::{EventType, Family};
+pub use fold::{fold, FoldOutcome, StateAccess};
+pub use inboxes::{InboxDoc, InboxItem};
+pub use memory::MemoryFold;
+pub use runs::{RunDoc, RunStatus};
+pub use table::{DocKey, Table};
+pub use threads::ThreadDoc;
+pub use timelines::{TimelineDoc, TimelineItem};
+pub use validate::{plan, EventData, Folding, IgnoreReason, Plan};
+pub use workers::{WorkerDoc, WorkerStatus};
+
+#[cfg(test)]
+mod tests;

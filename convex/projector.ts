@@ -1,0 +1,274 @@
+/**
+ * Internal functions the Rust projector calls with the admin key (BRIEF
+ * "Convex function interface", DESIGN §4–5). Never callable by clients.
+ *
+ *   apply     guarded upsert of a batch: per (table, generation, key) write only
+ *             if the incoming position is newer (string order == position order);
+ *             dead letters insert-once by key. One call = one transaction.
+ *   load      stored states for hydration of the reducer cache.
+ *   page      dump a table (verify, export, tests), cursor-paginated.
+ *   getActive / setActive   the active generation (compare-and-set).
+ *   purge     delete a generation in bounded chunks.
+ *   getState / setState     projector bookkeeping in `projectorState`.
+ */
+import { ConvexError, getConvexSize, v } from "convex/values";
+import { internalMutation, internalQuery } from "./_generated/server";
+import { checkValue } from "./check";
+import {
+  anyTable,
+  deadLetterDoc,
+  docValidators,
+  writableTable,
+  type AnyTable,
+  type WritableTable,
+} from "./validators";
+import { ACTIVE_GENERATION, ACTIVE_KEY, readActive } from "./active";
+
+/** `Position::encode()`: "%016x:%016x"; fixed width makes string order == position order. */
+const POSITION = /^[0-9a-f]{16}:[0-9a-f]{16}$/;
+
+/** Convex's limit on one document's size. */
+const MAX_DOCUMENT_BYTES = 1024 * 1024;
+
+/** Bytes read by one purge call before it stops (Convex allows 16 MiB). */
+const PURGE_READ_BUDGET = 8 * 1024 * 1024;
+/** Documents deleted by one purge call at most (Convex allows 16,000 writes). */
+const PURGE_MAX = 8000;
+
+/** A definite error: `errorMessage` is readable, `errorData` carries {code, message, table?, key?}. */
+function fail(code: string, message: string, data: Record<string, string> = {}): never {
+  const e = new ConvexError({ code, message, ...data });
+  e.message = message;
+  throw e;
+}
+
+function invalid(message: string, data: Record<string, string>): never {
+  fail("InvalidDocument", message, data);
+}
+
+function checkGeneration(generation: number) {
+  if (!Number.isSafeInteger(generation) || generation < 0) {
+    fail("InvalidArgument", `generation must be a non-negative integer, got ${generation}`);
+  }
+}
+
+function checkPosition(table: string, key: string, position: string) {
+  if (!POSITION.test(position)) {
+    invalid(`${table} key ${JSON.stringify(key)}: position ${JSON.stringify(position)} is not "%016x:%016x"`, {
+      table,
+      key,
+    });
+  }
+}
+
+function stripSystem(doc: Record<string, unknown>) {
+  const { _id, _creationTime, ...rest } = doc;
+  return rest;
+}
+
+export const apply = internalMutation({
+  args: {
+    generation: v.number(),
+    writes: v.array(
+      v.object({ table: writableTable, key: v.string(), position: v.string(), doc: v.any() }),
+    ),
+    // Optional so a writes-only batch may omit it; same meaning as [].
+    deadLetters: v.optional(v.array(v.object({ key: v.string(), position: v.string(), doc: v.any() }))),
+  },
+  returns: v.object({
+    applied: v.number(),
+    skipped: v.number(),
+    deadLettersInserted: v.number(),
+    deadLettersSkipped: v.number(),
+  }),
+  handler: async (ctx, { generation, writes, deadLetters = [] }) => {
+    checkGeneration(generation);
+    // Validate everything first: a bad document anywhere fails the call with
+    // nothing written (a throw would roll back anyway; this makes it cheap).
+    for (const w of writes) {
+      checkPosition(w.table, w.key, w.position);
+      const err = checkValue(docValidators[w.table], w.doc);
+      if (err) invalid(`${w.table} key ${JSON.stringify(w.key)}: ${err}`, { table: w.table, key: w.key });
+    }
+    for (const d of deadLetters) {
+      checkPosition("deadLetters", d.key, d.position);
+      const err = checkValue(deadLetterDoc, d.doc);
+      if (err) invalid(`deadLetters key ${JSON.stringify(d.key)}: ${err}`, { table: "deadLetters", key: d.key });
+    }
+
+    let applied = 0;
+    let skipped = 0;
+    for (const w of writes) {
+      const existing = await ctx.db
+        .query(w.table)
+        .withIndex("by_generation_key", (q) => q.eq("generation", generation).eq("key", w.key))
+        .unique();
+      const full = { ...w.doc, key: w.key, generation, position: w.position };
+      // Checked here, not up front: Convex would reject the write itself, and
+      // our error names the key so the sink can isolate it.
+      const size = getConvexSize(full);
+      if (size > MAX_DOCUMENT_BYTES) {
+        invalid(`${w.table} key ${JSON.stringify(w.key)}: document is ${size} bytes, over Convex's 1 MiB limit`, {
+          table: w.table,
+          key: w.key,
+        });
+      }
+      if (existing === null) {
+        await ctx.db.insert(w.table, full);
+        applied++;
+      } else if (w.position > existing.position) {
+        await ctx.db.replace(existing._id, full);
+        applied++;
+      } else {
+        skipped++;
+      }
+    }
+
+    let deadLettersInserted = 0;
+    let deadLettersSkipped = 0;
+    for (const d of deadLetters) {
+      const existing = await ctx.db
+        .query("deadLetters")
+        .withIndex("by_generation_key", (q) => q.eq("generation", generation).eq("key", d.key))
+        .unique();
+      if (existing === null) {
+        await ctx.db.insert("deadLetters", { ...d.doc, key: d.key, generation, position: d.position });
+        deadLettersInserted++;
+      } else {
+        deadLettersSkipped++;
+      }
+    }
+    return { applied, skipped, deadLettersInserted, deadLettersSkipped };
+  },
+});
+
+export const load = internalQuery({
+  args: {
+    generation: v.number(),
+    table: v.union(writableTable, v.literal("deadLetters")),
+    keys: v.array(v.string()),
+  },
+  handler: async (ctx, { generation, table, keys }) => {
+    const out: { key: string; position: string; doc: Record<string, unknown> }[] = [];
+    for (const key of new Set(keys)) {
+      const found = await ctx.db
+        .query(table)
+        .withIndex("by_generation_key", (q) => q.eq("generation", generation).eq("key", key))
+        .unique();
+      if (found === null) continue;
+      const { _id, _creationTime, key: k, generation: g, position, ...doc } = found as any;
+      out.push({ key: k, position, doc });
+    }
+    return out;
+  },
+});
+
+export const page = internalQuery({
+  args: {
+    table: anyTable,
+    // null and absent both mean "every generation" / "from the start".
+    generation: v.optional(v.union(v.number(), v.null())),
+    cursor: v.optional(v.union(v.string(), v.null())),
+    limit: v.number(),
+  },
+  handler: async (ctx, { table, generation, cursor, limit }) => {
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > 8192) {
+      fail("InvalidArgument", `limit must be 1..8192, got ${limit}`);
+    }
+    const t = table as AnyTable;
+    const q =
+      generation === undefined || generation === null
+        ? ctx.db.query(t)
+        : ctx.db.query(t).withIndex("by_generation_key", (q) => q.eq("generation", generation));
+    const res = await q.paginate({ cursor: cursor ?? null, numItems: limit });
+    return {
+      docs: res.page.map((d) => stripSystem(d as any)),
+      nextCursor: res.isDone ? null : res.continueCursor,
+    };
+  },
+});
+
+export const getActive = internalQuery({
+  args: {},
+  returns: v.union(v.number(), v.null()),
+  handler: async (ctx) => (await readActive(ctx))?.value ?? null,
+});
+
+export const setActive = internalMutation({
+  args: { generation: v.number(), expected: v.union(v.number(), v.null()) },
+  returns: v.object({ ok: v.boolean(), active: v.union(v.number(), v.null()) }),
+  handler: async (ctx, { generation, expected }) => {
+    checkGeneration(generation);
+    const doc = await readActive(ctx);
+    const current: number | null = doc?.value ?? null;
+    if (current !== expected) return { ok: false, active: current };
+    if (doc === null) {
+      await ctx.db.insert("projectorState", {
+        key: ACTIVE_KEY,
+        generation: ACTIVE_GENERATION,
+        value: generation,
+      });
+    } else {
+      await ctx.db.patch(doc._id, { value: generation });
+    }
+    return { ok: true, active: generation };
+  },
+});
+
+export const purge = internalMutation({
+  args: { generation: v.number(), table: anyTable, limit: v.number() },
+  returns: v.object({ deleted: v.number(), done: v.boolean() }),
+  handler: async (ctx, { generation, table, limit }) => {
+    if (!Number.isSafeInteger(limit) || limit < 1) {
+      fail("InvalidArgument", `limit must be a positive integer, got ${limit}`);
+    }
+    const max = Math.min(limit, PURGE_MAX);
+    const t = table as AnyTable;
+    let deleted = 0;
+    let bytes = 0;
+    let done = true;
+    const q = ctx.db.query(t).withIndex("by_generation_key", (q) => q.eq("generation", generation));
+    for await (const doc of q) {
+      if (deleted >= max || bytes >= PURGE_READ_BUDGET) {
+        done = false;
+        break;
+      }
+      // The active-generation pointer lives in projectorState at generation 0.
+      if (t === "projectorState" && generation === ACTIVE_GENERATION && (doc as any).key === ACTIVE_KEY) {
+        continue;
+      }
+      bytes += getConvexSize(doc as any);
+      await ctx.db.delete(doc._id);
+      deleted++;
+    }
+    return { deleted, done };
+  },
+});
+
+export const getState = internalQuery({
+  args: { generation: v.number(), key: v.string() },
+  handler: async (ctx, { generation, key }) => {
+    const doc = await ctx.db
+      .query("projectorState")
+      .withIndex("by_generation_key", (q) => q.eq("generation", generation).eq("key", key))
+      .unique();
+    return doc?.value ?? null;
+  },
+});
+
+export const setState = internalMutation({
+  args: { generation: v.number(), key: v.string(), value: v.any() },
+  returns: v.null(),
+  handler: async (ctx, { generation, key, value }) => {
+    if (generation === ACTIVE_GENERATION && key === ACTIVE_KEY) {
+      fail("InvalidArgument", 'projectorState (0, "active") is reserved; use projector:setActive');
+    }
+    const doc = await ctx.db
+      .query("projectorState")
+      .withIndex("by_generation_key", (q) => q.eq("generation", generation).eq("key", key))
+      .unique();
+    if (doc === null) await ctx.db.insert("projectorState", { key, generation, value });
+    else await ctx.db.patch(doc._id, { value });
+    return null;
+  },
+});

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Static checks of the deployment files; no container engine needed.
+#   deploy/check.sh            (from anywhere; CI calls it too)
+# Runs: docker-compose config -q, promtool check config/rules (each only if
+# installed: apt-get install docker-compose prometheus), JSON syntax of the
+# Grafana dashboard.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+status=0
+if command -v docker-compose >/dev/null 2>&1; then
+  INSTANCE_SECRET=${INSTANCE_SECRET:-check-only} docker-compose -f docker-compose.yml config -q \
+    && echo "docker-compose.yml: ok" || status=1
+elif docker compose version >/dev/null 2>&1; then
+  INSTANCE_SECRET=${INSTANCE_SECRET:-check-only} docker compose -f docker-compose.yml config -q \
+    && echo "docker-compose.yml: ok" || status=1
+else
+  echo "note: docker-compose not installed, compose file not checked (apt-get install docker-compose)"
+fi
+
+if command -v promtool >/dev/null 2>&1; then
+  promtool check config deploy/prometheus.yml || status=1
+  promtool check rules deploy/alerts.yml || status=1
+  (cd deploy && promtool test rules alerts_test.yml) || status=1
+else
+  echo "note: promtool not installed, rules not checked (apt-get install prometheus)"
+fi
+
+python3 -m json.tool deploy/grafana/projector.json >/dev/null \
+  && echo "deploy/grafana/projector.json: ok" || status=1
+exit $status

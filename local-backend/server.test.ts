@@ -1,0 +1,212 @@
+// @vitest-environment node
+// Starts the real `npm run local-backend` on a free port and talks HTTP to it.
+import { spawn, type ChildProcess } from "node:child_process";
+import { request } from "node:http";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, expect, test } from "vitest";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const ADMIN = "test-admin-key-123";
+let child: ChildProcess;
+let url = "";
+
+beforeAll(async () => {
+  child = spawn("npm", ["run", "--silent", "local-backend", "--", "--port", "0", "--admin-key", ADMIN], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  url = await new Promise<string>((ok, fail) => {
+    let out = "";
+    const timer = setTimeout(() => fail(new Error(`no listening line: ${out}`)), 20000);
+    child.stdout!.on("data", (d) => {
+      out += d;
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        ok(m[1]!);
+      }
+    });
+    child.stderr!.on("data", (d) => (out += d));
+    child.on("exit", (c) => fail(new Error(`exited ${c}: ${out}`)));
+  });
+}, 30000);
+
+afterAll(() => {
+  if (child?.pid) process.kill(-child.pid, "SIGTERM");
+});
+
+type Res = { status: number; headers: Record<string, any>; body: any } | { dropped: true };
+
+function call(method: string, path: string, body?: unknown, auth: string | null = `Convex ${ADMIN}`): Promise<Res> {
+  return new Promise((ok, fail) => {
+    const data = body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body);
+    const req = request(
+      url + path,
+      { method, headers: { ...(auth ? { authorization: auth } : {}), "content-type": "application/json" }, agent: false },
+      (res) => {
+        let text = "";
+        res.on("data", (d) => (text += d));
+        res.on("end", () => {
+          let parsed: any = text;
+          try {
+            parsed = JSON.parse(text);
+          } catch {}
+          ok({ status: res.statusCode!, headers: res.headers, body: parsed });
+        });
+        res.on("error", () => ok({ dropped: true }));
+      },
+    );
+    req.on("error", (e: any) => (e.code === "ECONNRESET" || e.message === "socket hang up" ? ok({ dropped: true }) : fail(e)));
+    if (data !== undefined) req.write(data);
+    req.end();
+  });
+}
+
+const pos = (n: number) => `${n.toString(16).padStart(16, "0")}:0000000000000000`;
+const thread = (k: string, owner: string, runCount: number) => ({
+  threadId: k,
+  runCount,
+  latestRunId: "r",
+  latestRunSeq: 1,
+  ownerId: owner,
+  updatedAt: 5,
+});
+const apply = (key: string, p: number, runCount = 1) => ({
+  path: "projector:apply",
+  format: "json",
+  args: { generation: 1, writes: [{ table: "threads", key, position: pos(p), doc: thread(key, "alice", runCount) }], deadLetters: [] },
+});
+const ok = (r: Res) => {
+  if ("dropped" in r) throw new Error("dropped");
+  return r;
+};
+
+test("version", async () => {
+  const r = ok(await call("GET", "/version", undefined, null));
+  expect(r.status).toBe(200);
+});
+
+test("internal functions need the admin key", async () => {
+  for (const auth of [null, "Convex wrong-key", "Bearer x.eyJzdWIiOiJhbGljZSJ9.y"]) {
+    const r = ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} }, auth));
+    expect(r.status).toBe(401);
+    expect(r.body).toMatchObject({ code: expect.any(String), message: expect.any(String) });
+  }
+  expect(ok(await call("GET", "/_stats", undefined, null)).status).toBe(401);
+  expect(ok(await call("POST", "/_faults", { kind: "clear" }, null)).status).toBe(401);
+});
+
+test("success shape, run path, guarded upsert", async () => {
+  const a = ok(await call("POST", "/api/mutation", apply("t1", 10)));
+  expect(a.status).toBe(200);
+  expect(a.body).toEqual({
+    status: "success",
+    value: { applied: 1, skipped: 0, deadLettersInserted: 0, deadLettersSkipped: 0 },
+    logLines: [],
+  });
+  const b = ok(await call("POST", "/api/run/projector/apply", { args: apply("t1", 9).args, format: "json" }));
+  expect(b.body.value).toMatchObject({ applied: 0, skipped: 1 });
+  const page = ok(
+    await call("POST", "/api/query", { path: "projector:page", args: { table: "threads", generation: 1, cursor: null, limit: 10 } }),
+  );
+  expect(page.body.value.docs).toHaveLength(1);
+  expect(page.body.value.nextCursor).toBeNull();
+});
+
+test("function error shape names the key; system error shapes", async () => {
+  const bad: any = apply("t2", 11);
+  delete bad.args.writes[0].doc.updatedAt;
+  const r = ok(await call("POST", "/api/mutation", bad));
+  expect(r.status).toBe(200);
+  expect(r.body.status).toBe("error");
+  expect(r.body.errorMessage).toMatch(/threads key "t2": updatedAt: missing/);
+  expect(r.body.errorData).toMatchObject({ code: "InvalidDocument", table: "threads", key: "t2" });
+
+  expect(ok(await call("POST", "/api/query", { path: "nope:fn", args: {} })).status).toBe(404);
+  expect(ok(await call("POST", "/api/query", "{not json")).status).toBe(400);
+  expect(ok(await call("POST", "/api/query", { path: "projector:apply", args: {} })).status).toBe(400);
+  const argErr = ok(await call("POST", "/api/mutation", { path: "projector:setActive", args: { generation: "x" } }));
+  expect(argErr.status).toBe(200);
+  expect(argErr.body.status).toBe("error");
+  expect(argErr.body.errorMessage).toMatch(/ArgumentValidationError/);
+});
+
+test("int64 args and results use the $integer encoding", async () => {
+  const v = { $integer: Buffer.from(new BigInt64Array([5n]).buffer).toString("base64") };
+  const s = ok(await call("POST", "/api/mutation", { path: "projector:setState", args: { generation: 1, key: "i", value: v } }));
+  expect(s.body.status).toBe("success");
+  const g = ok(await call("POST", "/api/query", { path: "projector:getState", args: { generation: 1, key: "i" } }));
+  expect(g.body.value).toEqual(v);
+});
+
+test("bearer identity scopes public queries", async () => {
+  await call("POST", "/api/mutation", { path: "projector:setActive", args: { generation: 1, expected: null } });
+  const jwt = (sub: string) => `Bearer h.${Buffer.from(JSON.stringify({ sub, iss: "test" })).toString("base64url")}.s`;
+  const alice = ok(await call("POST", "/api/query", { path: "threads:list", args: {} }, jwt("alice")));
+  expect(alice.body.value.map((d: any) => d.key)).toEqual(["t1"]);
+  const bob = ok(await call("POST", "/api/query", { path: "threads:list", args: {} }, jwt("bob")));
+  expect(bob.body.value).toEqual([]);
+  const anon = ok(await call("POST", "/api/query", { path: "threads:get", args: { threadId: "t1" } }, null));
+  expect(anon.body).toMatchObject({ status: "success", value: null });
+});
+
+test("fault injection: status, latency, drop before and after commit", async () => {
+  const stats0 = ok(await call("GET", "/_stats")).body;
+
+  expect(ok(await call("POST", "/_faults", { kind: "status", status: 429, count: 1, retryAfterSeconds: 3 })).status).toBe(200);
+  const r429 = ok(await call("POST", "/api/mutation", apply("f1", 20)));
+  expect(r429.status).toBe(429);
+  expect(r429.headers["retry-after"]).toBe("3");
+  expect(r429.body).toMatchObject({ code: expect.any(String), message: expect.any(String) });
+
+  for (const status of [500, 503]) {
+    await call("POST", "/_faults", { kind: "status", status, count: 1 });
+    const r = ok(await call("POST", "/api/mutation", apply("f1", 20)));
+    expect(r.status).toBe(status);
+    expect(r.body.code).toEqual(expect.any(String));
+  }
+  // None of the faulted calls executed.
+  let load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["f1"] } }));
+  expect(load.body.value).toEqual([]);
+
+  await call("POST", "/_faults", { kind: "drop_before", count: 1 });
+  expect(await call("POST", "/api/mutation", apply("f1", 20))).toEqual({ dropped: true });
+  load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["f1"] } }));
+  expect(load.body.value).toEqual([]);
+
+  await call("POST", "/_faults", { kind: "drop_after", count: 1 });
+  expect(await call("POST", "/api/mutation", apply("f1", 20))).toEqual({ dropped: true });
+  load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["f1"] } }));
+  expect(load.body.value).toHaveLength(1); // committed although the client saw a dropped connection
+  // The retry is absorbed by the position guard.
+  const retry = ok(await call("POST", "/api/mutation", apply("f1", 20)));
+  expect(retry.body.value).toMatchObject({ applied: 0, skipped: 1 });
+
+  await call("POST", "/_faults", { kind: "latency", ms: 250, count: 1 });
+  const t0 = Date.now();
+  ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} }));
+  expect(Date.now() - t0).toBeGreaterThanOrEqual(240);
+
+  // A path-scoped fault skips other functions and is not consumed by them.
+  await call("POST", "/_faults", { kind: "status", status: 500, count: 1, path: "projector:apply" });
+  expect(ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} })).status).toBe(200);
+  expect(ok(await call("POST", "/api/mutation", apply("f1", 21))).status).toBe(500);
+
+  await call("POST", "/_faults", { kind: "status", status: 503, count: 5 });
+  await call("POST", "/_faults", { kind: "clear" });
+  expect(ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} })).status).toBe(200);
+  expect(ok(await call("POST", "/_faults", { kind: "bogus" })).status).toBe(400);
+
+  const stats1 = ok(await call("GET", "/_stats")).body;
+  expect(stats1.writes - stats0.writes).toBe(1);
+  expect(stats1.mutations - stats0.mutations).toBe(2);
+});
+
+test("bodies over 16 MiB get 413", async () => {
+  const big = JSON.stringify({ path: "projector:getActive", args: { pad: "x".repeat(16 * 1024 * 1024) } });
+  const r = ok(await call("POST", "/api/query", big));
+  expect(r.status).toBe(413);
+  expect(r.body.code).toBe("PayloadTooLarge");
+});

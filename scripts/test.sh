@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, Rust tests (real Postgres, the real
+# Convex functions behind the local backend), the Convex vitest suite, and the
+# deployment files. This is what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+. scripts/env.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== npm test (convex/ functions and local backend, vitest + convex-test)"
+npm test
+echo "== deploy files"
+if [ -x deploy/check.sh ]; then deploy/check.sh; fi
+echo "== cargo test"
+cargo test --locked -- --test-threads "${PROJECTOR_TEST_THREADS:-4}"

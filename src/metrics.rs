@@ -1,1 +1,0 @@
-//! Metric names, the registry and the /metrics, /healthz, /readyz server.

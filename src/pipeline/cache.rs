@@ -1,0 +1,154 @@
+//! The reducer state cache: the current document of every key the pipeline
+//! has touched recently, bounded by bytes.
+//!
+//! A key is *pinned* while a batch that writes it is in flight: Convex may
+//! not hold that state yet, so a pinned key is never evicted (and therefore
+//! never re-read from Convex, which could return an older state). Unpinned
+//! keys are evicted least-recently-used first when the byte budget is
+//! exceeded; a miss is hydrated from Convex by the caller in one batched
+//! `load` per table. An entry may hold `None`: "Convex has no such document".
+
+use std::collections::HashMap;
+
+use crate::projection::{DocKey, Stored};
+
+/// Fixed overhead we charge per entry (map slot, key string header, tick).
+const ENTRY_OVERHEAD: usize = 96;
+
+struct Entry {
+    state: Option<Stored>,
+    bytes: usize,
+    pins: u32,
+    used: u64,
+}
+
+pub struct StateCache {
+    entries: HashMap<DocKey, Entry>,
+    bytes: usize,
+    budget: usize,
+    tick: u64,
+    /// Absent entry returned by `get_mut` for keys not loaded: the fold only
+    /// asks for keys that were loaded first, this is a safety net.
+    scratch: Option<Stored>,
+}
+
+fn entry_bytes(key: &DocKey, state: &Option<Stored>) -> usize {
+    ENTRY_OVERHEAD + key.key.len() + state.as_ref().map_or(0, |s| s.doc.approx_bytes())
+}
+
+impl StateCache {
+    pub fn new(budget: usize) -> Self {
+        StateCache {
+            entries: HashMap::new(),
+            bytes: 0,
+            budget,
+            tick: 0,
+            scratch: None,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains(&self, key: &DocKey) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    pub fn get(&self, key: &DocKey) -> Option<&Option<Stored>> {
+        self.entries.get(key).map(|e| &e.state)
+    }
+
+    /// Inserts a state loaded from Convex. Never replaces a cached entry: the
+    /// cache is at least as new as Convex for every key it holds.
+    pub fn insert_loaded(&mut self, key: DocKey, state: Option<Stored>) {
+        if self.entries.contains_key(&key) {
+            return;
+        }
+        self.tick += 1;
+        let bytes = entry_bytes(&key, &state);
+        self.bytes += bytes;
+        self.entries.insert(
+            key,
+            Entry {
+                state,
+                bytes,
+                pins: 0,
+                used: self.tick,
+            },
+        );
+    }
+
+    /// Recomputes the byte charge of a key after its state changed.
+    pub fn touch(&mut self, key: &DocKey) {
+        self.tick += 1;
+        if let Some(e) = self.entries.get_mut(key) {
+            let bytes = entry_bytes(key, &e.state);
+            self.bytes = self.bytes + bytes - e.bytes;
+            e.bytes = bytes;
+            e.used = self.tick;
+        }
+    }
+
+    pub fn pin(&mut self, key: &DocKey) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.pins += 1;
+        }
+    }
+
+    pub fn unpin(&mut self, key: &DocKey) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.pins = e.pins.saturating_sub(1);
+        }
+    }
+
+    /// Drops a key whatever its pins: used when Convex rejected its write, so
+    /// the next event re-reads what Convex really holds.
+    pub fn forget(&mut self, key: &DocKey) {
+        if let Some(e) = self.entries.remove(key) {
+            self.bytes -= e.bytes;
+        }
+    }
+
+    /// Evicts unpinned entries, least recently used first, until the cache
+    /// is at three quarters of its budget (so eviction runs rarely).
+    pub fn evict_if_needed(&mut self) {
+        if self.bytes <= self.budget {
+            return;
+        }
+        let target = self.budget / 4 * 3;
+        let mut candidates: Vec<(u64, DocKey)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.pins == 0)
+            .map(|(k, e)| (e.used, k.clone()))
+            .collect();
+        candidates.sort_unstable_by_key(|(used, _)| *used);
+        for (_, key) in candidates {
+            if self.bytes <= target {
+                break;
+            }
+            self.forget(&key);
+        }
+    }
+}
+
+impl crate::projection::StateAccess for StateCache {
+    fn get_mut(&mut self, key: &DocKey) -> &mut Option<Stored> {
+        match self.entries.get_mut(key) {
+            Some(e) => &mut e.state,
+            None => {
+                self.scratch = None;
+                &mut self.scratch
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Sending one closed batch to Convex, off the main loop.
+//!
+//! Transient failures (network, timeouts, 429, 5xx) are retried with
+//! backoff, forever: the batch is simply not acknowledged meanwhile, so
+//! nothing is confirmed to Postgres. A definite failure (the mutation
+//! rejected a document) splits the request in halves until the offending
+//! document is alone; its events become dead letters and everything else is
+//! applied. A request too large for one mutation is sent in chunks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::event::Position;
+use crate::metrics::Metrics;
+use crate::pipeline::watermark::BatchId;
+use crate::projection::{DeadLetter, DocKey, Table};
+use crate::sink::{ApplyRequest, ConvexClient, DeadLetterWrite, RetryPolicy, SinkError, Write};
+
+pub struct PlannedWrite {
+    pub key: DocKey,
+    pub position: Position,
+    pub doc: serde_json::Value,
+}
+
+pub struct Dispatch {
+    pub id: BatchId,
+    pub generation: u64,
+    pub writes: Vec<PlannedWrite>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// For each written key, the events folded into it (as dead-letter
+    /// templates, reason filled in on rejection).
+    pub events_by_key: HashMap<DocKey, Vec<DeadLetter>>,
+    pub event_bytes: usize,
+    pub commit_times_us: Vec<i64>,
+    pub max_request_bytes: usize,
+}
+
+/// What comes back to the engine for each batch.
+pub struct Ack {
+    pub id: BatchId,
+    pub written: Vec<DocKey>,
+    pub rejected: Vec<DocKey>,
+    pub event_bytes: usize,
+    pub commit_times_us: Vec<i64>,
+    pub tables: Vec<&'static str>,
+}
+
+fn to_write(w: &PlannedWrite) -> Write {
+    Write {
+        table: w.key.table.as_str().to_string(),
+        key: w.key.key.clone(),
+        position: w.position.encode(),
+        doc: w.doc.clone(),
+    }
+}
+
+fn to_dead_letter(d: &DeadLetter) -> DeadLetterWrite {
+    DeadLetterWrite {
+        key: d.key(),
+        position: d.position.encode(),
+        doc: d.to_json(),
+    }
+}
+
+pub fn spawn(
+    client: Arc<ConvexClient>,
+    retry: RetryPolicy,
+    metrics: Metrics,
+    job: Dispatch,
+    ack_tx: mpsc::UnboundedSender<Ack>,
+) {
+    tokio::spawn(async move {
+        let mut tables: Vec<&'static str> = Vec::new();
+        for w in &job.writes {
+            let t = w.key.table.as_str();
+            if !tables.contains(&t) {
+                tables.push(t);
+            }
+        }
+        if !job.dead_letters.is_empty() {
+            tables.push("deadLetters");
+        }
+        let written: Vec<DocKey> = job.writes.iter().map(|w| w.key.clone()).collect();
+        let mut sender = Sender {
+            client,
+            retry,
+            metrics,
+            generation: job.generation,
+            max_bytes: job.max_request_bytes,
+            rejected: Vec::new(),
+        };
+        // If the request must be split, every event's stream document
+        // (runs, workers, inboxes) goes in the last mutation: a crash between
+        // mutations then replays the event into the documents that lack it,
+        // instead of skipping it because its stream document has it.
+        let mut writes: Vec<Write> = job.writes.iter().map(to_write).collect();
+        writes.sort_by_key(|w| matches!(w.table.as_str(), "runs" | "workers" | "inboxes"));
+        let dls: Vec<DeadLetterWrite> = job.dead_letters.iter().map(to_dead_letter).collect();
+        sender.send(writes, dls).await;
+        // Rejected documents: their events become dead letters.
+        let mut extra = Vec::new();
+        for (key, message) in &sender.rejected {
+            for template in job.events_by_key.get(key).into_iter().flatten() {
+                let mut dl = template.clone();
+                dl.reason = format!("sink_rejected: {message}");
+                extra.push(to_dead_letter(&dl));
+            }
+        }
+        if !extra.is_empty() {
+            sender.send(Vec::new(), extra).await;
+        }
+        let ack = Ack {
+            id: job.id,
+            written,
+            rejected: sender.rejected.into_iter().map(|(k, _)| k).collect(),
+            event_bytes: job.event_bytes,
+            commit_times_us: job.commit_times_us,
+            tables,
+        };
+        // The engine may be gone (shutdown after a second signal): fine.
+        let _ = ack_tx.send(ack);
+    });
+}
+
+struct Sender {
+    client: Arc<ConvexClient>,
+    retry: RetryPolicy,
+    metrics: Metrics,
+    generation: u64,
+    max_bytes: usize,
+    rejected: Vec<(DocKey, String)>,
+}
+
+impl Sender {
+    /// Applies writes and dead letters, in as many mutations as the byte
+    /// limit needs, isolating definite rejections.
+    async fn send(&mut self, writes: Vec<Write>, dead_letters: Vec<DeadLetterWrite>) {
+        let mut stack = vec![ApplyRequest {
+            generation: self.generation,
+            writes,
+            dead_letters,
+        }];
+        while let Some(req) = stack.pop() {
+            let body = match req.encode() {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode a Convex request; dropping it");
+                    continue;
+                }
+            };
+            let parts = req.writes.len() + req.dead_letters.len();
+            if body.len() > self.max_bytes && parts > 1 {
+                stack.extend(split(req).into_iter().rev());
+                continue;
+            }
+            let started = Instant::now();
+            let client = self.client.clone();
+            let result = crate::sink::with_retry(&self.retry, "apply", || {
+                let client = client.clone();
+                let body = body.clone();
+                async move { client.apply_encoded(body).await }
+            })
+            .await;
+            self.metrics
+                .observe_convex_request("apply", started.elapsed().as_secs_f64());
+            match result {
+                Ok(r) => {
+                    self.metrics.batches_applied_total.inc();
+                    self.metrics.writes_applied_total.inc_by(r.applied);
+                    self.metrics.writes_skipped_total.inc_by(r.skipped);
+                    self.metrics
+                        .dead_letters_written_total
+                        .inc_by(r.dead_letters_inserted);
+                }
+                Err(e) if e.is_deployment_error() => {
+                    // A wrong key or missing functions: every document would
+                    // fail the same way. Keep the batch, confirm nothing, and
+                    // say what to fix until someone fixes it.
+                    tracing::error!(error = %e, "Convex refuses our requests (admin key, deployment or functions); retrying in 10 s without confirming progress");
+                    self.metrics.convex_error(false, "deployment");
+                    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                    stack.push(req);
+                }
+                Err(e) if !e.is_transient() && parts > 1 => {
+                    self.metrics.convex_error(false, e.class());
+                    tracing::warn!(error = %e, parts, "Convex rejected a batch; splitting it to isolate the document");
+                    stack.extend(split(req).into_iter().rev());
+                }
+                Err(e) => {
+                    if let Some(w) = req.writes.first() {
+                        let key = DocKey {
+                            table: Table::parse(&w.table).unwrap_or(Table::Runs),
+                            key: w.key.clone(),
+                        };
+                        tracing::error!(table = %w.table, key = %w.key, error = %e, "Convex rejected a document; its events become dead letters");
+                        self.rejected.push((key, short(&e)));
+                    } else {
+                        tracing::error!(error = %e, "Convex rejected a dead letter; it is logged here and dropped");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn short(e: &SinkError) -> String {
+    let s = e.to_string();
+    s.chars().take(500).collect()
+}
+
+/// Halves a request: writes first, then dead letters.
+fn split(req: ApplyRequest) -> Vec<ApplyRequest> {
+    let ApplyRequest {
+        generation,
+        mut writes,
+        mut dead_letters,
+    } = req;
+    let total = writes.len() + dead_letters.len();
+    let half = total / 2;
+    let (w2, d2) = if writes.len() >= half {
+        (writes.split_off(half), std::mem::take(&mut dead_letters))
+    } else {
+        let rest = half - writes.len();
+        (Vec::new(), dead_letters.split_off(rest))
+    };
+    vec![
+        ApplyRequest {
+            generation,
+            writes,
+            dead_letters,
+        },
+        ApplyRequest {
+            generation,
+            writes: w2,
+            dead_letters: d2,
+        },
+    ]
+}

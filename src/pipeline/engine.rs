@@ -1,0 +1,408 @@
+//! The projection engine: events in, guarded writes out, acknowledgements
+//! back, and the LSN that is safe to confirm.
+//!
+//! ```text
+//!  push(event) ─▶ plan ─▶ OpenBatch ──close──▶ hydrate misses (Convex load)
+//!                                             │
+//!                                             ▼
+//!                           fold into StateCache (pin written keys)
+//!                                             │
+//!                        spawn: apply (retry transient; split definite)
+//!                                             │
+//!  handle_ack(ack) ◀─────────── ack channel ◀─┘   unpin, Watermark::ack
+//! ```
+//!
+//! Correctness: the cache is never older than Convex for a key it holds
+//! (pinned keys are never evicted, so never re-read while a write is in
+//! flight), every write is a full state guarded by position, and the
+//! watermark confirms a commit only after every batch holding its events
+//! was acknowledged. A crash anywhere therefore loses nothing (Postgres
+//! re-sends from the confirmed LSN) and duplicates nothing (the position
+//! guard and the per-document skip absorb the replay).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::config::Tuning;
+use crate::event::{Lsn, Position, RuntimeEvent};
+use crate::metrics::Metrics;
+use crate::pipeline::batch::{Item, OpenBatch};
+use crate::pipeline::cache::StateCache;
+use crate::pipeline::dispatch::{self, Ack, Dispatch};
+use crate::pipeline::watermark::{BatchId, Watermark};
+use crate::projection::{self, Doc, DocKey, FoldOutcome, Plan, Stored, Table};
+use crate::sink::{ConvexClient, RetryPolicy, SinkError};
+
+/// Keys per `load` call: one index lookup each, far under Convex's limits.
+const LOAD_CHUNK: usize = 256;
+
+pub struct Engine {
+    client: Arc<ConvexClient>,
+    generation: u64,
+    tuning: Tuning,
+    retry: RetryPolicy,
+    retry_load: RetryPolicy,
+    backpressured: std::cell::Cell<bool>,
+    metrics: Metrics,
+    cache: StateCache,
+    open: OpenBatch,
+    open_id: Option<BatchId>,
+    watermark: Watermark,
+    inflight_batches: usize,
+    inflight_bytes: usize,
+    ack_tx: mpsc::UnboundedSender<Ack>,
+    /// The flush LSN, readable while the engine is borrowed (status ticks
+    /// during a long hydration).
+    flush_shared: Arc<AtomicU64>,
+    txn_commit_time_us: i64,
+}
+
+impl Engine {
+    pub fn new(
+        client: Arc<ConvexClient>,
+        generation: u64,
+        tuning: Tuning,
+        metrics: Metrics,
+    ) -> (Engine, mpsc::UnboundedReceiver<Ack>) {
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let engine = Engine {
+            client,
+            generation,
+            cache: StateCache::new(tuning.cache_bytes),
+            tuning,
+            retry: counted_retry(&metrics, "apply"),
+            retry_load: counted_retry(&metrics, "load"),
+            backpressured: std::cell::Cell::new(false),
+            metrics,
+            open: OpenBatch::default(),
+            open_id: None,
+            watermark: Watermark::new(Lsn(0)),
+            inflight_batches: 0,
+            inflight_bytes: 0,
+            ack_tx,
+            flush_shared: Arc::new(AtomicU64::new(0)),
+            txn_commit_time_us: 0,
+        };
+        (engine, ack_rx)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Starts progress tracking at the slot's confirmed position (after a
+    /// connect or reconnect; call only when [`Engine::is_drained`]).
+    pub fn reset_progress(&mut self, start: Lsn) {
+        self.watermark = Watermark::new(start);
+        self.publish_flush();
+    }
+
+    pub fn flush_lsn(&self) -> Lsn {
+        self.watermark.flush_lsn()
+    }
+
+    pub fn received_lsn(&self) -> Lsn {
+        self.watermark.received_lsn()
+    }
+
+    pub fn flush_handle(&self) -> Arc<AtomicU64> {
+        self.flush_shared.clone()
+    }
+
+    fn publish_flush(&self) {
+        let flush = self.watermark.flush_lsn();
+        self.flush_shared.store(flush.0, Ordering::Relaxed);
+        self.metrics.flushed_lsn_bytes.set(flush.0 as f64);
+    }
+
+    pub fn observe_wal_end(&mut self, lsn: Lsn) {
+        self.watermark.observe_wal_end(lsn);
+        self.metrics
+            .received_lsn_bytes
+            .set(self.watermark.received_lsn().0 as f64);
+        self.publish_flush();
+    }
+
+    pub fn begin(&mut self, commit_time_us: i64) {
+        self.watermark.begin();
+        self.txn_commit_time_us = commit_time_us;
+    }
+
+    pub fn commit(&mut self, end_lsn: Lsn) {
+        self.watermark.commit(end_lsn);
+        self.metrics
+            .received_lsn_bytes
+            .set(self.watermark.received_lsn().0 as f64);
+        self.publish_flush();
+    }
+
+    /// Plans one event into the open batch. Returns true when the batch is
+    /// full and should be closed before reading more.
+    pub fn push(&mut self, ev: RuntimeEvent) -> bool {
+        self.metrics.events_decoded_total.inc();
+        match projection::plan(&ev) {
+            Plan::Ignored(reason) => {
+                self.metrics
+                    .events_ignored_total
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
+                return false;
+            }
+            Plan::DeadLetter(dl) => {
+                self.inflight_bytes += crate::pipeline::batch::EVENT_OVERHEAD + dl.payload.len();
+                self.open.push_dead_letter(dl);
+            }
+            Plan::Fold(folding) => {
+                self.inflight_bytes += crate::pipeline::batch::event_bytes(&ev);
+                self.open.push_fold(folding, ev);
+            }
+        }
+        let id = *self
+            .open_id
+            .get_or_insert_with(|| self.watermark.peek_batch_id());
+        self.watermark.event_in_batch(id);
+        if self.txn_commit_time_us != 0 {
+            self.open.note_commit_time(self.txn_commit_time_us);
+        }
+        self.metrics.inflight_bytes.set(self.inflight_bytes as i64);
+        self.batch_full()
+    }
+
+    pub fn has_open_batch(&self) -> bool {
+        !self.open.is_empty()
+    }
+
+    pub fn batch_full(&self) -> bool {
+        self.open
+            .is_full(self.tuning.batch_max_events, self.tuning.batch_max_bytes)
+    }
+
+    /// When the open batch must close by time.
+    pub fn batch_deadline(&self) -> Option<Instant> {
+        self.open.opened_at.map(|t| t + self.tuning.batch_fill)
+    }
+
+    /// A batch may be dispatched now.
+    pub fn has_slot(&self) -> bool {
+        self.inflight_batches < self.tuning.max_inflight_batches
+    }
+
+    /// Reading more is allowed: the byte budget has room and a full batch is
+    /// not waiting for a slot. Otherwise this is backpressure.
+    pub fn can_read(&self) -> bool {
+        let full_and_waiting = self.batch_full() && !self.has_slot();
+        let ok = self.inflight_bytes < self.tuning.inflight_bytes && !full_and_waiting;
+        if self.backpressured.replace(!ok) == ok {
+            // Changed: record it (the metric keeps the paused seconds).
+            self.metrics.set_backpressure(!ok);
+        }
+        ok
+    }
+
+    pub fn inflight_batches(&self) -> usize {
+        self.inflight_batches
+    }
+
+    /// Nothing open, nothing in flight.
+    pub fn is_drained(&self) -> bool {
+        self.open.is_empty() && self.inflight_batches == 0
+    }
+
+    /// Closes the open batch: hydrates the keys the cache lacks, folds,
+    /// and dispatches the writes. Call only when [`Engine::has_slot`].
+    pub async fn close_batch(&mut self) -> Result<(), SinkError> {
+        if self.open.is_empty() {
+            return Ok(());
+        }
+        self.hydrate().await?;
+        let batch = self.open.take();
+        let id = self.watermark.next_batch_id();
+        debug_assert_eq!(Some(id), self.open_id);
+        self.open_id = None;
+
+        let span = tracing::debug_span!("batch", id, events = batch.len());
+        let _enter = span.enter();
+
+        let mut dead_letters = Vec::new();
+        // Insertion-ordered set of written keys, and the events behind each
+        // (needed to dead-letter them if Convex rejects the document).
+        let mut changed: Vec<DocKey> = Vec::new();
+        let mut changed_set: HashSet<DocKey> = HashSet::new();
+        let mut events_by_key: HashMap<DocKey, Vec<projection::DeadLetter>> = HashMap::new();
+        let mut event_bytes = 0usize;
+        let mut first: Option<Position> = None;
+        let mut last: Option<Position> = None;
+        for item in batch.items {
+            match item {
+                Item::DeadLetter(dl) => {
+                    event_bytes += crate::pipeline::batch::EVENT_OVERHEAD + dl.payload.len();
+                    self.metrics
+                        .events_dead_lettered_total
+                        .with_label_values(&[dl.code()])
+                        .inc();
+                    dead_letters.push(dl);
+                }
+                Item::Fold(folding, ev) => {
+                    event_bytes += crate::pipeline::batch::event_bytes(&ev);
+                    first.get_or_insert(ev.position);
+                    last = Some(ev.position);
+                    match projection::fold(&folding, &mut self.cache) {
+                        FoldOutcome::Folded { changed: keys } => {
+                            self.metrics.events_folded_total.inc();
+                            for k in keys {
+                                events_by_key
+                                    .entry(k.clone())
+                                    .or_default()
+                                    .push(projection::DeadLetter::new(&ev, String::new()));
+                                if changed_set.insert(k.clone()) {
+                                    changed.push(k);
+                                }
+                            }
+                        }
+                        FoldOutcome::Skipped => self.metrics.events_skipped_total.inc(),
+                        FoldOutcome::DeadLetter(dl) => {
+                            self.metrics
+                                .events_dead_lettered_total
+                                .with_label_values(&[dl.code()])
+                                .inc();
+                            dead_letters.push(dl);
+                        }
+                    }
+                }
+            }
+        }
+        tracing::debug!(
+            first = first.map(|p| p.to_string()),
+            last = last.map(|p| p.to_string()),
+            writes = changed.len(),
+            dead_letters = dead_letters.len(),
+            "batch folded"
+        );
+
+        let mut writes = Vec::with_capacity(changed.len());
+        for key in &changed {
+            if let Some(Some(stored)) = self.cache.get(key) {
+                writes.push(dispatch::PlannedWrite {
+                    key: key.clone(),
+                    position: stored.position,
+                    doc: stored.doc.to_json(),
+                });
+            }
+            self.cache.pin(key);
+            self.cache.touch(key);
+        }
+        self.cache.evict_if_needed();
+
+        let job = Dispatch {
+            id,
+            generation: self.generation,
+            writes,
+            dead_letters,
+            events_by_key,
+            event_bytes,
+            commit_times_us: batch.commit_times_us,
+            max_request_bytes: self.tuning.batch_max_bytes,
+        };
+        self.inflight_batches += 1;
+        self.metrics
+            .inflight_batches
+            .set(self.inflight_batches as i64);
+        dispatch::spawn(
+            self.client.clone(),
+            self.retry.clone(),
+            self.metrics.clone(),
+            job,
+            self.ack_tx.clone(),
+        );
+        Ok(())
+    }
+
+    /// Loads every key of the open batch the cache does not hold, one
+    /// `load` per table and chunk, retrying transient failures.
+    async fn hydrate(&mut self) -> Result<(), SinkError> {
+        let mut missing: HashMap<Table, Vec<String>> = HashMap::new();
+        for k in &self.open.keys {
+            if !self.cache.contains(k) {
+                missing.entry(k.table).or_default().push(k.key.clone());
+            }
+        }
+        for (table, keys) in missing {
+            for chunk in keys.chunks(LOAD_CHUNK) {
+                let client = self.client.clone();
+                let generation = self.generation;
+                let loaded = crate::sink::with_retry(&self.retry_load, "load", || {
+                    let client = client.clone();
+                    async move { client.load(generation, table.as_str(), chunk).await }
+                })
+                .await?;
+                let mut found: HashMap<String, Stored> = HashMap::with_capacity(loaded.len());
+                for d in loaded {
+                    let position = Position::decode(&d.position).map_err(SinkError::Decode)?;
+                    let doc = Doc::from_json(table, d.doc)
+                        .map_err(|e| SinkError::Decode(format!("{table:?} {}: {e}", d.key)))?;
+                    found.insert(d.key, Stored { position, doc });
+                }
+                for key in chunk {
+                    let state = found.remove(key);
+                    self.cache.insert_loaded(
+                        DocKey {
+                            table,
+                            key: key.clone(),
+                        },
+                        state,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes an acknowledgement: unpins, forgets rejected keys, advances
+    /// the watermark.
+    pub fn handle_ack(&mut self, ack: Ack) {
+        for k in &ack.written {
+            self.cache.unpin(k);
+        }
+        for k in &ack.rejected {
+            self.cache.forget(k);
+        }
+        self.inflight_batches -= 1;
+        self.inflight_bytes = self.inflight_bytes.saturating_sub(ack.event_bytes);
+        self.watermark.ack(ack.id);
+        self.metrics
+            .inflight_batches
+            .set(self.inflight_batches as i64);
+        self.metrics.inflight_bytes.set(self.inflight_bytes as i64);
+        let now_us = chrono::Utc::now().timestamp_micros();
+        for t in &ack.commit_times_us {
+            let lag = (now_us - t) as f64 / 1e6;
+            for table in &ack.tables {
+                self.metrics.observe_commit_to_ack(table, lag);
+            }
+            self.metrics.lag_seconds.set(lag.max(0.0));
+        }
+        self.publish_flush();
+    }
+}
+
+/// The value a document would have in Convex, for tests and verify.
+pub fn doc_json(doc: &Doc) -> Value {
+    doc.to_json()
+}
+
+/// Retries forever on transient errors, counting each retry and error
+/// class in the metrics.
+fn counted_retry(metrics: &Metrics, function: &'static str) -> RetryPolicy {
+    let metrics = metrics.clone();
+    RetryPolicy::forever().with_hook(std::sync::Arc::new(
+        move |e: &SinkError, _attempt, _delay| {
+            metrics.convex_retry(function);
+            metrics.convex_error(e.is_transient(), e.class());
+        },
+    ))
+}

@@ -1,0 +1,22 @@
+//! The apply loop and `projector run`.
+//!
+//! ```text
+//!  ReplicationStream ──XLogData──▶ pgoutput::decode ──▶ EventDecoder ──▶ Engine::push
+//!        ▲   │ keepalive                                                 │ close batch
+//!        │   └──────────▶ Engine::observe_wal_end                        ▼
+//!        │                                                     dispatch (tasks) ─▶ Convex
+//!        └── standby status (timer; reply-requested at once) ◀── flush LSN ◀── acks
+//! ```
+//!
+//! One task owns the stream and the engine; Convex calls run in spawned
+//! tasks, so status updates to Postgres never wait on the sink. Reading
+//! stops (backpressure) while the in-flight byte budget is full.
+
+pub mod batch;
+pub mod cache;
+pub mod dispatch;
+pub mod engine;
+pub mod run;
+pub mod watermark;
+
+pub use run::{main, RunArgs};

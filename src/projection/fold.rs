@@ -1,0 +1,83 @@
+//! Folding a planned event into its documents, with the position skip of
+//! DESIGN §4 and the out-of-order rule of §3.
+//!
+//! ```text
+//! Folding ─▶ primary doc (runs / workers / inboxes) position >= event?  ──yes──▶ Skipped
+//!            primary lastStreamSeq >= event stream_seq?                 ──yes──▶ DeadLetter(out_of_order)
+//!            for each key: doc position >= event? skip : fold, position := event
+//! ```
+//!
+//! Why the whole event is skipped when its primary document already holds
+//! it: the primary decides whether the event was folded or dead-lettered
+//! (out of order). Folding a secondary (a thread) on replay of an event that
+//! was dead-lettered would count it once too often. Every document an event
+//! touches is written in one atomic apply, so "primary holds it" implies
+//! "all its documents hold it". If writes of one event ever have to be split
+//! across calls, write the primary documents last.
+
+use super::dead_letter::DeadLetter;
+use super::doc::{Doc, Stored};
+use super::table::DocKey;
+use super::validate::Folding;
+
+/// Gives the fold the current state of a document (`None`: does not exist).
+pub trait StateAccess {
+    fn get_mut(&mut self, key: &DocKey) -> &mut Option<Stored>;
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum FoldOutcome {
+    /// Documents whose state changed; their position is now the event's.
+    Folded { changed: Vec<DocKey> },
+    /// Every document already held the event (replay).
+    Skipped,
+    /// Nothing folded: the event is a dead letter (`out_of_order`).
+    DeadLetter(DeadLetter),
+}
+
+/// Folds one planned event. `states` must answer for every key of
+/// [`Folding::keys`].
+pub fn fold(f: &Folding, states: &mut dyn StateAccess) -> FoldOutcome {
+    let keys = f.keys();
+    let Some(primary) = keys.first() else {
+        return FoldOutcome::Skipped;
+    };
+    if let Some(stored) = states.get_mut(primary) {
+        if stored.position >= f.position {
+            return FoldOutcome::Skipped;
+        }
+        if let Some(last) = stored.doc.last_stream_seq() {
+            if f.stream_seq <= last {
+                return FoldOutcome::DeadLetter(f.dead_letter(format!(
+                    "out_of_order: stream_seq {} is not after lastStreamSeq {last} of {}",
+                    f.stream_seq, primary
+                )));
+            }
+        }
+    }
+    let mut changed = Vec::with_capacity(keys.len());
+    for key in keys {
+        let slot = states.get_mut(key);
+        match slot {
+            Some(stored) if stored.position >= f.position => continue,
+            Some(stored) => {
+                stored.doc.apply(key, f);
+                stored.position = f.position;
+            }
+            None => {
+                let mut doc = Doc::empty(key, f);
+                doc.apply(key, f);
+                *slot = Some(Stored {
+                    position: f.position,
+                    doc,
+                });
+            }
+        }
+        changed.push(key.clone());
+    }
+    if changed.is_empty() {
+        FoldOutcome::Skipped
+    } else {
+        FoldOutcome::Folded { changed }
+    }
+}

@@ -1,0 +1,84 @@
+//! `inboxes` (key = userId): the newest 50 notifications, newest first,
+//! with read marks; `unreadCount` counts unread items in the list.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use super::runs::{opt_len, set_owner};
+use super::validate::{EventData, Folding};
+
+/// Notifications kept per inbox.
+pub const INBOX_CAP: usize = 50;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboxItem {
+    pub id: String,
+    pub title: String,
+    pub body: Option<String>,
+    pub created_at: i64,
+    pub read: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboxDoc {
+    pub user_id: String,
+    pub owner_id: String,
+    pub unread_count: u64,
+    /// Folded notification.created events (all, not only those in the list).
+    pub total_count: u64,
+    /// Newest first (a deque: a new notification is a push at the front).
+    pub items: VecDeque<InboxItem>,
+    pub last_stream_seq: i64,
+}
+
+impl InboxDoc {
+    pub fn empty(f: &Folding) -> Self {
+        InboxDoc {
+            user_id: f.entity_id().to_owned(),
+            owner_id: String::new(),
+            unread_count: 0,
+            total_count: 0,
+            items: VecDeque::new(),
+            last_stream_seq: i64::MIN,
+        }
+    }
+
+    pub fn apply(&mut self, f: &Folding) {
+        set_owner(&mut self.owner_id, &f.owner_id);
+        self.last_stream_seq = f.stream_seq;
+        match &f.data {
+            EventData::NotificationCreated { id, title, body } => {
+                self.total_count += 1;
+                self.items.truncate(INBOX_CAP - 1);
+                self.items.push_front(InboxItem {
+                    id: id.clone(),
+                    title: title.clone(),
+                    body: body.clone(),
+                    created_at: f.at,
+                    read: false,
+                });
+            }
+            EventData::NotificationRead { id } => {
+                // Unknown ids (never seen, or fallen off the list) are a no-op.
+                for item in self.items.iter_mut().filter(|i| &i.id == id) {
+                    item.read = true;
+                }
+            }
+            _ => {}
+        }
+        self.unread_count = self.items.iter().filter(|i| !i.read).count() as u64;
+    }
+
+    pub fn approx_bytes(&self) -> usize {
+        96 + self.user_id.len()
+            + self.owner_id.len()
+            + self
+                .items
+                .iter()
+                .map(|i| 48 + i.id.len() + i.title.len() + opt_len(&i.body))
+                .sum::<usize>()
+    }
+}

@@ -1,0 +1,67 @@
+//! The projection tables and the key of one document in them.
+
+use std::fmt;
+
+/// A projection table in Convex (dead letters are separate: see
+/// [`super::DeadLetter`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    Runs,
+    Timelines,
+    Threads,
+    Workers,
+    Inboxes,
+}
+
+impl Table {
+    pub const ALL: [Table; 5] = [
+        Table::Runs,
+        Table::Timelines,
+        Table::Threads,
+        Table::Workers,
+        Table::Inboxes,
+    ];
+
+    /// The Convex table name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Table::Runs => "runs",
+            Table::Timelines => "timelines",
+            Table::Threads => "threads",
+            Table::Workers => "workers",
+            Table::Inboxes => "inboxes",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One document: its table and its key (runId, threadId, workerId, userId).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DocKey {
+    pub table: Table,
+    pub key: String,
+}
+
+impl DocKey {
+    pub fn new(table: Table, key: impl Into<String>) -> Self {
+        DocKey {
+            table,
+            key: key.into(),
+        }
+    }
+}
+
+impl fmt::Display for DocKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.table, self.key)
+    }
+}

@@ -1,0 +1,174 @@
+//! `occurred_at` → epoch milliseconds, with a fast path for the two forms
+//! we actually receive (Postgres text `2026-11-23 08:00:00.123456+00` and
+//! RFC 3339 `2026-11-23T08:00:00.123456+00:00`). Anything the fast path
+//! does not recognise exactly goes to [`crate::event::parse_timestamp_ms`]
+//! (chrono), which stays the definition; the fast path is tested against it.
+//! chrono's format parser costs ~0.5 µs per event, this ~20 ns.
+
+use crate::event::parse_timestamp_ms;
+
+/// Epoch ms, truncated toward negative infinity; `None` when unparseable.
+pub fn occurred_at_ms(s: &str) -> Option<i64> {
+    fast(s.trim()).or_else(|| parse_timestamp_ms(s))
+}
+
+fn digits(b: &[u8], from: usize, n: usize) -> Option<i64> {
+    let part = b.get(from..from + n)?;
+    let mut v = 0i64;
+    for &c in part {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + i64::from(c - b'0');
+    }
+    Some(v)
+}
+
+fn fast(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    // Postgres prints `date time+HH[:MM]`; RFC 3339 `dateTtime(Z|+HH:MM)`.
+    let rfc3339 = match b[10] {
+        b' ' => false,
+        b'T' => true,
+        _ => return None,
+    };
+    let year = digits(b, 0, 4)?;
+    let month = digits(b, 5, 2)?;
+    let day = digits(b, 8, 2)?;
+    let hour = digits(b, 11, 2)?;
+    let minute = digits(b, 14, 2)?;
+    let second = digits(b, 17, 2)?;
+    if !(1000..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 || n > 9 {
+            return None;
+        }
+        nanos = digits(b, start, n)? * 10i64.pow(9 - n as u32);
+    }
+    // Offset: `+HH` or `+HH:MM` (Postgres), `Z`.
+    let offset_secs = match b.get(i)? {
+        b'Z' if rfc3339 && i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') => {
+            let oh = digits(b, i + 1, 2)?;
+            let om = match b.len() - (i + 3) {
+                0 if !rfc3339 => 0,
+                3 if b[i + 3] == b':' => digits(b, i + 4, 2)?,
+                _ => return None,
+            };
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let off = oh * 3600 + om * 60;
+            if *sign == b'-' {
+                -off
+            } else {
+                off
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    Some(secs * 1000 + nanos / 1_000_000)
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn fast_path_agrees_with_chrono_on_known_forms() {
+        for s in [
+            "2026-11-23 08:00:00.001999+00",
+            "2026-11-23T08:00:00.001999+00:00",
+            "2026-11-23 10:00:00+02",
+            "2026-11-23 10:00:00+05:30",
+            "2026-11-23 10:00:00-09:30",
+            "2024-02-29 23:59:59.999999+00",
+            "2000-03-01T00:00:00Z",
+            "1969-12-31 23:59:59.9995+00",
+            "1000-01-01 00:00:00+00",
+            "9999-12-31 23:59:59.123456789+00",
+        ] {
+            assert_eq!(fast(s), parse_timestamp_ms(s), "{s}");
+            assert!(fast(s).is_some(), "{s} should take the fast path");
+        }
+        for s in [
+            "2025-02-29 00:00:00+00",
+            "2026-13-01 00:00:00+00",
+            "infinity",
+            "",
+            "2026-11-23 08:00:00+0000",
+        ] {
+            assert_eq!(fast(s), None, "{s}");
+            assert_eq!(occurred_at_ms(s), parse_timestamp_ms(s), "{s}");
+        }
+        assert_eq!(
+            occurred_at_ms(" 2026-11-23 08:00:00.001999+00 "),
+            Some(1_795_420_800_001)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_chrono(
+            y in 1000i64..=9999, mo in 0i64..=13, d in 0i64..=32, h in 0i64..=24, mi in 0i64..=60,
+            sec in 0i64..=60, frac in prop::option::of("[0-9]{1,10}"), sep in prop::sample::select(vec![" ", "T"]),
+            off in prop::sample::select(vec!["+00", "-00", "+00:00", "Z", "+02", "-07", "+05:30", "-09:30", "+23:59", "+24", "+0100", "+01:60", ""]),
+        ) {
+            let s = format!(
+                "{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}:{sec:02}{}{off}",
+                frac.map(|f| format!(".{f}")).unwrap_or_default()
+            );
+            prop_assert_eq!(occurred_at_ms(&s), parse_timestamp_ms(&s), "{}", s);
+            if let Some(v) = fast(&s) {
+                prop_assert_eq!(Some(v), parse_timestamp_ms(&s), "{}", s);
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! A throwaway PostgreSQL cluster for `demo`: `initdb` into a temp dir (as
+//! the `postgres` OS user when we are root, since initdb refuses root), a
+//! free port on 127.0.0.1, `wal_level=logical`. The server is started with
+//! `PR_SET_PDEATHSIG`, so it dies with us even on SIGKILL; drop stops it
+//! and removes the directory.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::Secret;
+
+pub struct LocalPostgres {
+    dir: PathBuf,
+    pub port: u16,
+    child: Child,
+}
+
+pub struct LocalDb {
+    pub name: String,
+    pub url: Secret,
+}
+
+/// uid/gid of the `postgres` OS user, when we run as root.
+fn postgres_user() -> anyhow::Result<Option<(u32, u32)>> {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        return Ok(None);
+    }
+    let out = Command::new("id").args(["-u", "postgres"]).output()?;
+    let uid = String::from_utf8_lossy(&out.stdout).trim().parse::<u32>();
+    let out = Command::new("id").args(["-g", "postgres"]).output()?;
+    let gid = String::from_utf8_lossy(&out.stdout).trim().parse::<u32>();
+    match (uid, gid) {
+        (Ok(u), Ok(g)) => Ok(Some((u, g))),
+        _ => anyhow::bail!("running as root, but there is no `postgres` OS user to run initdb as (apt-get install postgresql creates it)"),
+    }
+}
+
+fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+}
+
+fn find_binary(name: &str) -> PathBuf {
+    if let Ok(path) = std::env::var("PATH") {
+        for d in std::env::split_paths(&path) {
+            if d.join(name).is_file() {
+                return d.join(name);
+            }
+        }
+    }
+    // Debian keeps server binaries off PATH.
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|r| {
+            r.filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    versions.pop().unwrap_or_else(|| PathBuf::from(name))
+}
+
+impl LocalPostgres {
+    pub async fn start() -> anyhow::Result<LocalPostgres> {
+        let user = postgres_user()?;
+        let dir = std::env::temp_dir().join(format!(
+            "projector-pg-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+        }
+        let data = dir.join("data");
+        let mut initdb = Command::new(find_binary("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        as_user(&mut initdb, user);
+        let out = initdb.output().map_err(|e| {
+            anyhow::anyhow!(
+                "cannot run initdb ({e}); install PostgreSQL: apt-get install -y postgresql"
+            )
+        })?;
+        if !out.status.success() {
+            anyhow::bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let port = crate::sandbox::convex::free_port()?;
+        let mut pg = Command::new(find_binary("postgres"));
+        pg.arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&dir)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "wal_level=logical",
+                "-c",
+                "max_wal_senders=20",
+                "-c",
+                "max_replication_slots=20",
+                "-c",
+                "wal_sender_timeout=10s",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(
+                dir.join("postgres.log"),
+            )?));
+        as_user(&mut pg, user);
+        // SAFETY: prctl in the child before exec, async-signal-safe.
+        unsafe {
+            pg.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = pg.spawn()?;
+        let me = LocalPostgres { dir, port, child };
+        me.wait_ready().await?;
+        Ok(me)
+    }
+
+    fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls).await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    anyhow::bail!(
+                        "PostgreSQL did not start within 30 s: {e}; log: {}",
+                        self.dir.join("postgres.log").display()
+                    )
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Creates a database with `sql/001_runtime_events.sql` applied.
+    pub async fn create_database(&self, name: &str) -> anyhow::Result<LocalDb> {
+        let (admin, conn) =
+            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let (db, conn) = tokio_postgres::connect(&self.url(name), tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        db.batch_execute(SCHEMA).await?;
+        Ok(LocalDb {
+            name: name.to_string(),
+            url: Secret::new(self.url(name)),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The schema every database of ours starts from.
+pub const SCHEMA: &str = include_str!("../../sql/001_runtime_events.sql");
+
+impl Drop for LocalPostgres {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,300 @@
+//! Typed calls to the internal functions of `convex/projector.ts` (the wire
+//! contract of the team brief). One attempt each; wrap them in
+//! [`crate::sink::with_retry`].
+//!
+//! `apply` is the hot path: [`ApplyRequest::encode`] serialises the whole
+//! HTTP body once, so the caller can size the batch from `body.len()` and
+//! resend the same `Bytes` on retries without serialising again.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::sink::client::{decode_value, encode_body, ConvexClient, Kind};
+use crate::sink::encoding::{count, opt_count};
+use crate::sink::error::SinkError;
+use crate::sink::retry::{with_retry, RetryPolicy};
+
+pub const APPLY: &str = "projector:apply";
+pub const LOAD: &str = "projector:load";
+pub const PAGE: &str = "projector:page";
+pub const GET_ACTIVE: &str = "projector:getActive";
+pub const SET_ACTIVE: &str = "projector:setActive";
+pub const PURGE: &str = "projector:purge";
+pub const GET_STATE: &str = "projector:getState";
+pub const SET_STATE: &str = "projector:setState";
+
+/// One guarded upsert: `doc` replaces the stored document of
+/// `(generation, key)` in `table` if `position` is greater than the stored
+/// one. `doc` holds the projection fields (no `key/generation/position`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Write {
+    pub table: String,
+    pub key: String,
+    pub position: String,
+    pub doc: Value,
+}
+
+/// One dead letter, inserted once per `(generation, key = eventSeq)`.
+/// `doc` = `{eventSeq, streamId, streamSeq, eventType, reason, payload}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetterWrite {
+    pub key: String,
+    pub position: String,
+    pub doc: Value,
+}
+
+/// The arguments of one `projector:apply` (atomic on the Convex side).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyRequest {
+    pub generation: u64,
+    pub writes: Vec<Write>,
+    pub dead_letters: Vec<DeadLetterWrite>,
+}
+
+impl ApplyRequest {
+    /// The complete HTTP body of the mutation; `len()` is what counts
+    /// against the argument-size limit (plus ~40 bytes of envelope).
+    pub fn encode(&self) -> Result<Bytes, SinkError> {
+        encode_body(APPLY, self)
+    }
+}
+
+/// What `projector:apply` reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyResult {
+    #[serde(deserialize_with = "count")]
+    pub applied: u64,
+    #[serde(deserialize_with = "count")]
+    pub skipped: u64,
+    #[serde(deserialize_with = "count", default)]
+    pub dead_letters_inserted: u64,
+    #[serde(deserialize_with = "count", default)]
+    pub dead_letters_skipped: u64,
+}
+
+/// A stored document as `projector:load` returns it; `doc` is without
+/// `_id, _creationTime, key, generation, position`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LoadedDoc {
+    pub key: String,
+    pub position: String,
+    pub doc: Value,
+}
+
+/// One page of `projector:page`: whole documents (incl. `key`,
+/// `generation`, `position`), `next_cursor == None` when done.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Page {
+    pub docs: Vec<Value>,
+    #[serde(rename = "nextCursor")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SetActiveAnswer {
+    ok: bool,
+    #[serde(deserialize_with = "opt_count", default)]
+    active: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct PurgeAnswer {
+    #[serde(deserialize_with = "count")]
+    deleted: u64,
+    done: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct OptCount(#[serde(deserialize_with = "opt_count")] Option<u64>);
+
+impl ConvexClient {
+    /// `projector:apply` with a request encoded here.
+    pub async fn apply(&self, req: &ApplyRequest) -> Result<ApplyResult, SinkError> {
+        self.apply_encoded(req.encode()?).await
+    }
+
+    /// `projector:apply` with a body from [`ApplyRequest::encode`]
+    /// (`Bytes` clones are cheap: retry with the same body).
+    pub async fn apply_encoded(&self, body: Bytes) -> Result<ApplyResult, SinkError> {
+        let v = self.send(Kind::Mutation, APPLY, body).await?;
+        decode_value(APPLY, v)
+    }
+
+    /// Stored states of the `keys` that exist in `table` for `generation`.
+    pub async fn load(
+        &self,
+        generation: u64,
+        table: &str,
+        keys: &[String],
+    ) -> Result<Vec<LoadedDoc>, SinkError> {
+        self.query(
+            LOAD,
+            json!({"generation": generation, "table": table, "keys": keys}),
+        )
+        .await
+    }
+
+    /// One page of `table` (all generations when `generation` is `None`).
+    pub async fn page(
+        &self,
+        table: &str,
+        generation: Option<u64>,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page, SinkError> {
+        let mut args = Map::new();
+        args.insert("table".into(), json!(table));
+        if let Some(g) = generation {
+            // `v.optional` accepts an absent field, not `null`.
+            args.insert("generation".into(), json!(g));
+        }
+        args.insert("cursor".into(), json!(cursor));
+        args.insert("limit".into(), json!(limit));
+        self.query(PAGE, Value::Object(args)).await
+    }
+
+    /// The generation clients read, `None` before the first `set_active`.
+    pub async fn get_active(&self) -> Result<Option<u64>, SinkError> {
+        let v: OptCount = self.query(GET_ACTIVE, json!({})).await?;
+        Ok(v.0)
+    }
+
+    /// Compare-and-set of the active generation: switches to `generation`
+    /// only if the active one is `expected`. Returns `(ok, active now)`.
+    pub async fn set_active(
+        &self,
+        generation: u64,
+        expected: Option<u64>,
+    ) -> Result<(bool, Option<u64>), SinkError> {
+        let a: SetActiveAnswer = self
+            .mutation(
+                SET_ACTIVE,
+                json!({"generation": generation, "expected": expected}),
+            )
+            .await?;
+        Ok((a.ok, a.active))
+    }
+
+    /// Deletes up to `limit` documents of `generation` from `table`.
+    /// Returns `(deleted, done)`; call again until `done`.
+    pub async fn purge(
+        &self,
+        generation: u64,
+        table: &str,
+        limit: u64,
+    ) -> Result<(u64, bool), SinkError> {
+        let a: PurgeAnswer = self
+            .mutation(
+                PURGE,
+                json!({"generation": generation, "table": table, "limit": limit}),
+            )
+            .await?;
+        Ok((a.deleted, a.done))
+    }
+
+    /// A `projectorState` value, `None` if absent (or stored as `null`).
+    pub async fn get_state(&self, generation: u64, key: &str) -> Result<Option<Value>, SinkError> {
+        let v: Value = self
+            .query(GET_STATE, json!({"generation": generation, "key": key}))
+            .await?;
+        Ok((!v.is_null()).then_some(v))
+    }
+
+    /// Upserts a `projectorState` value.
+    pub async fn set_state(
+        &self,
+        generation: u64,
+        key: &str,
+        value: Value,
+    ) -> Result<(), SinkError> {
+        let _: Value = self
+            .mutation(
+                SET_STATE,
+                json!({"generation": generation, "key": key, "value": value}),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// The active generation; on a fresh deployment, makes generation 1
+/// active (compare-and-set, so two replicas starting at once agree).
+pub async fn ensure_active_generation(
+    client: &ConvexClient,
+    policy: &RetryPolicy,
+) -> Result<u64, SinkError> {
+    if let Some(g) = with_retry(policy, "getActive", || client.get_active()).await? {
+        return Ok(g);
+    }
+    let (ok, active) = with_retry(policy, "setActive", || client.set_active(1, None)).await?;
+    match active {
+        Some(g) => Ok(g),
+        None if ok => Ok(1),
+        None => Err(SinkError::Protocol {
+            path: SET_ACTIVE.into(),
+            why: "setActive(1, expected null) failed but reports no active generation".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_body_is_the_wire_format() {
+        let req = ApplyRequest {
+            generation: 3,
+            writes: vec![Write {
+                table: "runs".into(),
+                key: "r1".into(),
+                position: "0000000000000001:0000000000000000".into(),
+                doc: json!({"runId": "r1", "eventCount": 2}),
+            }],
+            dead_letters: vec![DeadLetterWrite {
+                key: "7".into(),
+                position: "0000000000000001:0000000000000001".into(),
+                doc: json!({"eventSeq": 7}),
+            }],
+        };
+        let body = req.encode().unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "path": "projector:apply",
+                "args": {
+                    "generation": 3,
+                    "writes": [{"table": "runs", "key": "r1",
+                        "position": "0000000000000001:0000000000000000",
+                        "doc": {"runId": "r1", "eventCount": 2}}],
+                    "deadLetters": [{"key": "7",
+                        "position": "0000000000000001:0000000000000001",
+                        "doc": {"eventSeq": 7}}]
+                },
+                "format": "json"
+            })
+        );
+    }
+
+    #[test]
+    fn results_accept_float_counts() {
+        let r: ApplyResult = serde_json::from_value(json!({
+            "applied": 2.0, "skipped": 1, "deadLettersInserted": 0, "deadLettersSkipped": 0.0
+        }))
+        .unwrap();
+        assert_eq!(r.applied, 2);
+        assert_eq!(r.skipped, 1);
+        assert!(
+            serde_json::from_value::<ApplyResult>(json!({"applied": -1, "skipped": 0})).is_err()
+        );
+        let a: OptCount = serde_json::from_value(json!(null)).unwrap();
+        assert_eq!(a.0, None);
+        let a: OptCount = serde_json::from_value(json!(4.0)).unwrap();
+        assert_eq!(a.0, Some(4));
+    }
+}

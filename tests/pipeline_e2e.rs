@@ -1,0 +1,156 @@
+//! End to end: loadgen traffic with concurrent writers → `projector run`
+//! (the real binary) → the real Convex functions in the local backend;
+//! afterwards every document equals a fresh fold of runtime.events.
+
+#[path = "support/convex_backend.rs"]
+mod convex_backend;
+#[path = "support/pg.rs"]
+mod pg;
+#[path = "support/projector.rs"]
+mod projector_proc;
+
+use std::time::Duration;
+
+use convex_backend::ConvexBackend;
+use projector::loadgen::{generate, LoadSpec};
+use projector_proc::{wait_caught_up, Projector};
+
+pub const SLOT: &str = "projector";
+
+pub fn small_spec(events: u64, malformed: f64) -> LoadSpec {
+    LoadSpec {
+        events: Some(events),
+        rate: 0.0,
+        writers: 3,
+        runs: 40,
+        workers: 15,
+        users: 15,
+        malformed_fraction: malformed,
+        batch: 20,
+        ..LoadSpec::default()
+    }
+}
+
+async fn assert_exact(db: &pg::TestDb, convex: &ConvexBackend) -> projector::verify::Outcome {
+    let client = convex.client(Duration::from_secs(30));
+    let generation = client
+        .get_active()
+        .await
+        .unwrap()
+        .expect("an active generation");
+    let outcome = projector::verify::verify(
+        &db.secret(),
+        Some(SLOT),
+        &client,
+        generation,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("verify runs");
+    let text = projector::verify::compare::render(&outcome.report);
+    eprintln!("{text}");
+    assert!(
+        outcome
+            .report
+            .tables
+            .get("runs")
+            .is_some_and(|t| t.matching > 0),
+        "no runs at all:\n{text}"
+    );
+    assert!(outcome.caught_up, "not caught up\n{text}");
+    assert!(outcome.report.is_exact(), "divergent:\n{text}");
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_traffic_ends_exact_in_convex() {
+    let db = pg::shared().await.fresh_db().await;
+    let sql = db.client().await;
+    projector::source::slot::create_slot(&sql, SLOT)
+        .await
+        .unwrap();
+    let convex = ConvexBackend::start();
+    let mut proc = Projector::spawn(
+        &db.url,
+        convex.url(),
+        convex.admin_key().expose(),
+        SLOT,
+        &[],
+    );
+
+    // Scrape /metrics while traffic flows: progress gauges must move with it
+    // and never claim more than was received.
+    let port = proc.metrics_port;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(async move {
+        let (mut max_lag, mut last_decoded, mut samples) = (0.0f64, 0.0f64, 0);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+                if let Ok(text) = r.text().await {
+                    let v = |n| projector_proc::metric_sum(&text, n);
+                    let (recv, conf) = (
+                        v("projector_received_lsn_bytes"),
+                        v("projector_confirmed_lsn_bytes"),
+                    );
+                    assert!(conf <= recv, "confirmed {conf} beyond received {recv}");
+                    let decoded = v("projector_events_decoded_total");
+                    assert!(decoded >= last_decoded, "decoded went backwards");
+                    last_decoded = decoded;
+                    max_lag = max_lag.max(v("projector_lag_bytes"));
+                    samples += 1;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stop_rx.changed() => return (max_lag, samples),
+            }
+        }
+    });
+    let spec = LoadSpec {
+        rate: 1500.0,
+        ..small_spec(3000, 0.05)
+    };
+    let report = generate(&db.secret(), spec).await.unwrap();
+    assert_eq!(report.total, 3000);
+    wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
+    stop_tx.send(true).unwrap();
+    let (max_lag, samples) = sampler.await.unwrap();
+    assert!(samples > 10, "only {samples} scrapes");
+    assert!(max_lag > 0.0, "lag never rose above 0 during traffic");
+
+    // The metrics add up: decoded = folded + skipped + ignored + dead-lettered.
+    let text = proc.metrics().await.expect("metrics endpoint");
+    let v = |n| projector_proc::metric_sum(&text, n);
+    let decoded = v("projector_events_decoded_total");
+    assert_eq!(decoded, 3000.0, "{text}");
+    assert_eq!(
+        decoded,
+        v("projector_events_folded_total")
+            + v("projector_events_skipped_total")
+            + v("projector_events_ignored_total")
+            + v("projector_events_dead_lettered_total"),
+        "{text}"
+    );
+    assert_eq!(v("projector_events_ignored_total"), report.ignored as f64);
+    assert!(v("projector_writes_applied_total") > 0.0);
+    assert!(v("projector_commit_to_ack_seconds_count") > 0.0);
+
+    let outcome = assert_exact(&db, &convex).await;
+    let dl = outcome
+        .report
+        .tables
+        .get("deadLetters")
+        .map(|t| t.matching)
+        .unwrap_or(0);
+    assert!(
+        dl as u64 >= report.dead_letters,
+        "every malformed event is a dead letter: {dl} < {}",
+        report.dead_letters
+    );
+
+    proc.term();
+    let status = tokio::time::timeout(Duration::from_secs(30), proc.wait())
+        .await
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+}

@@ -1,0 +1,148 @@
+//! Runs the real `projector` binary as a child process (so tests can
+//! SIGKILL it), and reads replication progress from Postgres.
+#![allow(dead_code)]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+pub struct Projector {
+    pub child: Child,
+    pub metrics_port: u16,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Projector {
+    /// `projector run` with the given connection settings; extra env wins.
+    pub fn spawn(
+        db_url: &str,
+        convex_url: &str,
+        admin_key: &str,
+        slot: &str,
+        extra: &[(&str, &str)],
+    ) -> Projector {
+        let metrics_port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_projector"));
+        cmd.arg("run")
+            .env("DATABASE_URL", db_url)
+            .env("CONVEX_URL", convex_url)
+            .env("CONVEX_ADMIN_KEY", admin_key)
+            .env("PROJECTOR_SLOT", slot)
+            .env(
+                "PROJECTOR_METRICS_ADDR",
+                format!("127.0.0.1:{metrics_port}"),
+            )
+            .env("PROJECTOR_STATUS_INTERVAL_MS", "200")
+            .env(
+                "RUST_LOG",
+                std::env::var("PROJECTOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("PROJECTOR_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .kill_on_drop(true);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn projector");
+        Projector {
+            child,
+            metrics_port,
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(pid) = self.child.id() {
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+
+    pub fn term(&mut self) {
+        if let Some(pid) = self.child.id() {
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().await.expect("wait projector")
+    }
+
+    pub async fn metrics(&self) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        reqwest::get(url).await.ok()?.text().await.ok()
+    }
+
+    pub async fn ready(&self) -> bool {
+        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
+        matches!(reqwest::get(url).await, Ok(r) if r.status().is_success())
+    }
+}
+
+/// Reads one sample value of a metric (first line that starts with `name`).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+pub async fn current_wal_lsn(sql: &tokio_postgres::Client) -> u64 {
+    let row = sql
+        .query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
+        .await
+        .expect("current lsn");
+    row.get::<_, i64>(0) as u64
+}
+
+pub async fn confirmed_lsn(sql: &tokio_postgres::Client, slot: &str) -> Option<u64> {
+    let row = sql
+        .query_opt(
+            "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .expect("slot query")?;
+    row.get::<_, Option<i64>>(0).map(|v| v as u64)
+}
+
+/// Waits until `slot` confirmed at least the WAL position current now.
+pub async fn wait_caught_up(sql: &tokio_postgres::Client, slot: &str, timeout: Duration) {
+    let target = current_wal_lsn(sql).await;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if confirmed_lsn(sql, slot).await.unwrap_or(0) >= target {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slot {slot} did not catch up to {target:X} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sum of every sample of a metric (all label sets).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum()
+}
