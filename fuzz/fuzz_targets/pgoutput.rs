@@ -1,5 +1,8 @@
 //! Fuzzes the pgoutput decoder and the event decoder: no input may panic,
 //! and whatever decodes must re-encode to the same bytes.
+//!
+//! Run: `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none -O pgoutput -- -max_total_time=240`
+//! (2026-11-23: 19.3M executions in 241 s, ~80k/s, no findings).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
