@@ -15,8 +15,6 @@ use convex_backend::ConvexBackend;
 use projector::loadgen::{generate, LoadSpec};
 use projector_proc::{wait_caught_up, Projector};
 
-pub const SLOT: &str = "projector";
-
 pub fn small_spec(events: u64, malformed: f64) -> LoadSpec {
     LoadSpec {
         events: Some(events),
@@ -31,7 +29,11 @@ pub fn small_spec(events: u64, malformed: f64) -> LoadSpec {
     }
 }
 
-async fn assert_exact(db: &pg::TestDb, convex: &ConvexBackend) -> projector::verify::Outcome {
+async fn assert_exact(
+    db: &pg::TestDb,
+    convex: &ConvexBackend,
+    slot: &str,
+) -> projector::verify::Outcome {
     let client = convex.client(Duration::from_secs(30));
     let generation = client
         .get_active()
@@ -40,7 +42,7 @@ async fn assert_exact(db: &pg::TestDb, convex: &ConvexBackend) -> projector::ver
         .expect("an active generation");
     let outcome = projector::verify::verify(
         &db.secret(),
-        Some(SLOT),
+        Some(slot),
         &client,
         generation,
         Duration::from_secs(60),
@@ -66,7 +68,9 @@ async fn assert_exact(db: &pg::TestDb, convex: &ConvexBackend) -> projector::ver
 async fn loadgen_traffic_ends_exact_in_convex() {
     let db = pg::shared().await.fresh_db().await;
     let sql = db.client().await;
-    projector::source::slot::create_slot(&sql, SLOT)
+    // Slots are cluster-wide: one name per test database.
+    let slot = db.slot_name();
+    projector::source::slot::create_slot(&sql, &slot)
         .await
         .unwrap();
     let convex = ConvexBackend::start();
@@ -74,7 +78,7 @@ async fn loadgen_traffic_ends_exact_in_convex() {
         &db.url,
         convex.url(),
         convex.admin_key().expose(),
-        SLOT,
+        &slot,
         &[],
     );
 
@@ -112,7 +116,7 @@ async fn loadgen_traffic_ends_exact_in_convex() {
     };
     let report = generate(&db.secret(), spec).await.unwrap();
     assert_eq!(report.total, 3000);
-    wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
+    wait_caught_up(&sql, &slot, Duration::from_secs(120)).await;
     stop_tx.send(true).unwrap();
     let (max_lag, samples) = sampler.await.unwrap();
     assert!(samples > 10, "only {samples} scrapes");
@@ -135,7 +139,7 @@ async fn loadgen_traffic_ends_exact_in_convex() {
     assert!(v("projector_writes_applied_total") > 0.0);
     assert!(v("projector_commit_to_ack_seconds_count") > 0.0);
 
-    let outcome = assert_exact(&db, &convex).await;
+    let outcome = assert_exact(&db, &convex, &slot).await;
     let dl = outcome
         .report
         .tables
