@@ -508,6 +508,15 @@ async fn poison_input_is_dead_lettered_and_a_rejected_document_is_isolated() {
         ..spec(0.3)
     };
     let r1 = generate(&db.secret(), s(1)).await.unwrap();
+    // The poison events go in while other traffic flows, so they share
+    // batches with good documents.
+    let secret = db.secret();
+    let spec2 = LoadSpec {
+        rate: 300.0,
+        ..s(2)
+    };
+    let h2 = tokio::spawn(async move { generate(&secret, spec2).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(500)).await;
     sql.batch_execute(&format!(
         "INSERT INTO runtime.events (stream_id, stream_seq, event_type, owner_id, payload) VALUES
           ('run:{POISON}', 1, 'run.created', 'u-poison', '{{\"thread_id\":\"poison-thread\",\"title\":\"t\"}}'),
@@ -517,7 +526,7 @@ async fn poison_input_is_dead_lettered_and_a_rejected_document_is_isolated() {
     ))
     .await
     .unwrap();
-    let r2 = generate(&db.secret(), s(2)).await.unwrap();
+    let r2 = h2.await.unwrap();
     wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
 
     let poison_seqs: BTreeSet<String> = sql
