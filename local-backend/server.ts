@@ -9,7 +9,10 @@
  *        → 200 {status:"success", value, logLines} | 200 {status:"error", errorMessage, errorData?, logLines}
  *        → non-2xx {code, message}: 400 bad request, 401 auth, 404 unknown function, 413 too large
  *   GET  /version
- *   POST /_faults (admin)  {kind:"status"|"latency"|"drop_before"|"drop_after"|"clear", ...}
+ *   POST /_faults (admin)  {kind:"status"|"latency"|"drop_before"|"drop_after"|"reject_key"|"clear", ...}
+ *        reject_key {key}: until "clear", every `projector:apply` whose writes hold that key
+ *        fails definitively ({status:"error"}, errorData {code:"InvalidDocument", table, key}),
+ *        like a document Convex refuses (too large, invalid field): tests isolation.
  *   GET  /_stats  (admin)  {mutations, queries, actions, writes, faults}
  *
  * Auth: `Authorization: Convex <admin key>` may call everything;
@@ -76,6 +79,8 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
   const t = convexTest({ schema, modules, transactionLimits: true });
   const stats: Stats = { mutations: 0, queries: 0, actions: 0, writes: 0, faults: 0 };
   let faults: Fault[] = [];
+  /** Keys whose `apply` writes are rejected definitively (fault `reject_key`). */
+  let rejectKeys = new Set<string>();
   let queue: Promise<unknown> = Promise.resolve();
 
   // Run one function call at a time.
@@ -286,6 +291,21 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
     }
 
     let out: Record<string, unknown>;
+    const rejected =
+      fn.name === "projector:apply" && Array.isArray(args.writes)
+        ? args.writes.find((w: any) => w && rejectKeys.has(w.key))
+        : undefined;
+    if (rejected) {
+      stats.faults++;
+      const message = `${rejected.table} key ${JSON.stringify(rejected.key)}: rejected (injected fault reject_key)`;
+      send(res, 200, {
+        status: "error",
+        errorMessage: `Uncaught ConvexError: ${message}`,
+        errorData: { code: "InvalidDocument", message, table: String(rejected.table), key: String(rejected.key) },
+        logLines: [],
+      });
+      return;
+    }
     try {
       const value = await execute(fn.kind, fn.name, args, auth);
       out = { status: "success", value: convexToJson(value === undefined ? null : value), logLines: [] };
@@ -316,6 +336,11 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
     switch (f?.kind) {
       case "clear":
         faults = [];
+        rejectKeys = new Set();
+        break;
+      case "reject_key":
+        if (typeof f.key !== "string") throw new HttpError(400, "BadRequest", "reject_key fault needs a string key");
+        rejectKeys.add(f.key);
         break;
       case "status":
         if (!okCount || !Number.isSafeInteger(f.status) || f.status < 400 || f.status > 599) {
@@ -335,7 +360,7 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
         faults.push({ kind: f.kind, count, path });
         break;
       default:
-        throw new HttpError(400, "BadRequest", "kind must be status|latency|drop_before|drop_after|clear");
+        throw new HttpError(400, "BadRequest", "kind must be status|latency|drop_before|drop_after|reject_key|clear");
     }
     send(res, 200, { faults });
   }

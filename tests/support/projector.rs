@@ -28,9 +28,23 @@ impl Projector {
         slot: &str,
         extra: &[(&str, &str)],
     ) -> Projector {
+        Self::spawn_args(db_url, convex_url, admin_key, slot, &[], extra)
+    }
+
+    /// Like [`Projector::spawn`], with extra arguments after `run`
+    /// (e.g. `--exit-when-caught-up`).
+    pub fn spawn_args(
+        db_url: &str,
+        convex_url: &str,
+        admin_key: &str,
+        slot: &str,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Projector {
         let metrics_port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_projector"));
         cmd.arg("run")
+            .args(args)
             .env("DATABASE_URL", db_url)
             .env("CONVEX_URL", convex_url)
             .env("CONVEX_ADMIN_KEY", admin_key)
@@ -91,6 +105,39 @@ impl Projector {
         let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
         matches!(reqwest::get(url).await, Ok(r) if r.status().is_success())
     }
+
+    /// Polls `/readyz` every 50 ms until it answers `want`; the time it took,
+    /// or None after `timeout`.
+    pub async fn wait_ready(&self, want: bool, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.ready().await == want {
+                return Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+/// Sum of the samples of a metric whose label set contains `label`
+/// (e.g. `reason="unknown_type"`).
+pub fn metric_labeled(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum()
+}
+
+/// `X/Y` text form of an LSN (for `::pg_lsn` casts).
+pub fn lsn_text(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 
 /// Reads one sample value of a metric (first line that starts with `name`).

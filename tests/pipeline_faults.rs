@@ -1,0 +1,702 @@
+//! The "must show" fault tests of the pipeline, against the real binary,
+//! real Postgres and the project's real Convex functions (local backend):
+//!
+//! - SIGKILL at random moments under traffic, with a progress-safety check
+//!   after every kill (the slot never confirmed an event Convex lacks);
+//! - every Convex fault kind of the local backend, mid-stream;
+//! - a Postgres restart mid-stream (reconnect, `/readyz` flips);
+//! - two replicas on one slot (standby takeover time);
+//! - poison input (malformed events, a document Convex rejects);
+//! - an idle slot (WAL of other tables) keeps advancing.
+//!
+//! Each test uses its own database and slot name (slots are cluster-wide).
+
+#[path = "support/convex_backend.rs"]
+mod convex_backend;
+#[path = "support/pg.rs"]
+mod pg;
+#[path = "support/projector.rs"]
+mod projector_proc;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use convex_backend::ConvexBackend;
+use projector::event::RuntimeEvent;
+use projector::loadgen::{generate, LoadReport, LoadSpec, MalformedKind};
+use projector::projection::{plan, Plan};
+use projector::sink::ConvexClient;
+use projector::verify::compare::Finding;
+use projector_proc::{
+    confirmed_lsn, lsn_text, metric_labeled, metric_sum, wait_caught_up, Projector,
+};
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+fn spec(malformed: f64) -> LoadSpec {
+    LoadSpec {
+        writers: 2,
+        runs: 30,
+        workers: 10,
+        users: 10,
+        malformed_fraction: malformed,
+        batch: 10,
+        ..LoadSpec::default()
+    }
+}
+
+/// Loadgen at `rate` events/s until the returned sender says stop.
+fn traffic(db: &pg::TestDb, rate: f64) -> (watch::Sender<bool>, JoinHandle<LoadReport>) {
+    let (tx, rx) = watch::channel(false);
+    let secret = db.secret();
+    let s = LoadSpec {
+        rate,
+        stop: Some(rx),
+        ..spec(0.02)
+    };
+    let h = tokio::spawn(async move { generate(&secret, s).await.expect("loadgen") });
+    (tx, h)
+}
+
+async fn stop_traffic(tx: watch::Sender<bool>, h: JoinHandle<LoadReport>) -> LoadReport {
+    let _ = tx.send(true);
+    h.await.expect("loadgen task")
+}
+
+fn spawn(db: &pg::TestDb, convex: &ConvexBackend, slot: &str, env: &[(&str, &str)]) -> Projector {
+    Projector::spawn(
+        &db.url,
+        convex.url(),
+        convex.admin_key().expose(),
+        slot,
+        env,
+    )
+}
+
+async fn verify(
+    db: &pg::TestDb,
+    convex: &ConvexBackend,
+    slot: &str,
+) -> (projector::verify::Outcome, String) {
+    let client = convex.client(Duration::from_secs(30));
+    let generation = client
+        .get_active()
+        .await
+        .unwrap()
+        .expect("an active generation");
+    let outcome = projector::verify::verify(
+        &db.secret(),
+        Some(slot),
+        &client,
+        generation,
+        Duration::from_secs(90),
+    )
+    .await
+    .expect("verify runs");
+    let text = projector::verify::compare::render(&outcome.report);
+    (outcome, text)
+}
+
+/// verify is exact, caught up, and has runs.
+async fn assert_exact(
+    db: &pg::TestDb,
+    convex: &ConvexBackend,
+    slot: &str,
+) -> projector::verify::Outcome {
+    let (outcome, text) = verify(db, convex, slot).await;
+    eprintln!("{text}");
+    assert!(
+        outcome
+            .report
+            .tables
+            .get("runs")
+            .is_some_and(|t| t.matching > 0),
+        "no runs at all:\n{text}"
+    );
+    assert!(outcome.caught_up, "not caught up\n{text}");
+    assert!(outcome.report.is_exact(), "divergent:\n{text}");
+    outcome
+}
+
+async fn new_slot(db: &pg::TestDb, slot: &str) -> tokio_postgres::Client {
+    let sql = db.client().await;
+    projector::source::slot::create_slot(&sql, slot)
+        .await
+        .unwrap();
+    sql
+}
+
+// ---------------------------------------------------------------- 1. crash
+
+/// Every event in runtime.events, by seq.
+async fn events_by_seq(sql: &tokio_postgres::Client) -> HashMap<i64, RuntimeEvent> {
+    use futures::TryStreamExt;
+    let stream = projector::history::events(sql, 0).await.unwrap();
+    futures::pin_mut!(stream);
+    let mut out = HashMap::new();
+    while let Some(ev) = stream.try_next().await.unwrap() {
+        out.insert(ev.seq, ev);
+    }
+    out
+}
+
+/// Seqs of the runtime.events INSERTs of transactions committed at or
+/// before `upto`, read through the `test_decoding` observer slot.
+async fn committed_seqs_before(
+    sql: &tokio_postgres::Client,
+    observer: &str,
+    upto: u64,
+) -> Vec<i64> {
+    let rows = sql
+        .query(
+            "SELECT data FROM pg_logical_slot_peek_changes($1, $2::text::pg_lsn, NULL)",
+            &[&observer, &lsn_text(upto)],
+        )
+        .await
+        .unwrap();
+    let mut seqs = Vec::new();
+    for r in rows {
+        let data: String = r.get(0);
+        if !data.starts_with("table runtime.events: INSERT:") {
+            continue;
+        }
+        let rest = data
+            .split("seq[bigint]:")
+            .nth(1)
+            .expect("test_decoding line has seq");
+        let n: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        seqs.push(n.parse().unwrap());
+    }
+    seqs
+}
+
+/// Convex holds every event that Postgres considers confirmed (`upto`):
+/// its stream document is at or past its stream_seq, or it is a dead letter.
+/// Returns how many folded/dead-lettered events were checked.
+async fn assert_confirmed_events_in_convex(
+    sql: &tokio_postgres::Client,
+    client: &ConvexClient,
+    observer: &str,
+    upto: u64,
+) -> usize {
+    let Some(generation) = client.get_active().await.unwrap() else {
+        return 0;
+    };
+    let seqs = committed_seqs_before(sql, observer, upto).await;
+    let all = events_by_seq(sql).await;
+    // (table, key) → max stream_seq needed; seq → must be dead letter.
+    let mut need_doc: BTreeMap<(String, String), Vec<(i64, i64)>> = BTreeMap::new();
+    let mut need_dl: BTreeSet<i64> = BTreeSet::new();
+    let mut may_dl: BTreeSet<i64> = BTreeSet::new();
+    for s in &seqs {
+        let ev = all.get(s).expect("peeked event is in the table");
+        match plan(ev) {
+            Plan::Ignored(_) => {}
+            Plan::DeadLetter(_) => {
+                need_dl.insert(*s);
+            }
+            Plan::Fold(f) => {
+                let k = &f.keys()[0];
+                need_doc
+                    .entry((k.table.as_str().to_string(), k.key.clone()))
+                    .or_default()
+                    .push((*s, ev.stream_seq));
+                may_dl.insert(*s);
+            }
+        }
+    }
+    let mut dl_keys: Vec<String> = need_dl
+        .iter()
+        .chain(may_dl.iter())
+        .map(|s| s.to_string())
+        .collect();
+    dl_keys.sort();
+    let mut dls: BTreeSet<i64> = BTreeSet::new();
+    for chunk in dl_keys.chunks(200) {
+        for d in client.load(generation, "deadLetters", chunk).await.unwrap() {
+            dls.insert(d.key.parse().unwrap());
+        }
+    }
+    for s in &need_dl {
+        assert!(
+            dls.contains(s),
+            "confirmed_flush_lsn {} passed dead letter seq {s}, which Convex lacks",
+            lsn_text(upto)
+        );
+    }
+    let mut by_table: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (t, k) in need_doc.keys() {
+        by_table.entry(t.clone()).or_default().push(k.clone());
+    }
+    let mut stored: HashMap<(String, String), f64> = HashMap::new();
+    for (t, keys) in &by_table {
+        for chunk in keys.chunks(200) {
+            for d in client.load(generation, t, chunk).await.unwrap() {
+                let last = d
+                    .doc
+                    .get("lastStreamSeq")
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(-1.0);
+                stored.insert((t.clone(), d.key), last);
+            }
+        }
+    }
+    for ((t, k), evs) in &need_doc {
+        let last = stored.get(&(t.clone(), k.clone())).copied().unwrap_or(-1.0);
+        for (seq, stream_seq) in evs {
+            assert!(
+                last >= *stream_seq as f64 || dls.contains(seq),
+                "confirmed_flush_lsn {} passed event seq {seq} ({t}:{k} stream_seq {stream_seq}), \
+                 but Convex has lastStreamSeq {last} and no dead letter",
+                lsn_text(upto)
+            );
+        }
+    }
+    need_dl.len() + may_dl.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_is_exact_and_never_confirms_early() {
+    const SLOT: &str = "crash";
+    const OBSERVER: &str = "crash_observer";
+    let started = Instant::now();
+    let db = pg::shared().await.fresh_db().await;
+    let sql = new_slot(&db, SLOT).await;
+    sql.execute(
+        "SELECT pg_create_logical_replication_slot($1, 'test_decoding')",
+        &[&OBSERVER],
+    )
+    .await
+    .unwrap();
+    let convex = ConvexBackend::start();
+    let client = convex.client(Duration::from_secs(30));
+    let (tx, h) = traffic(&db, 150.0);
+    let mut rng = rand::thread_rng();
+    let mut confirmed = Vec::new();
+    let mut checked = 0;
+    for kill in 0..12 {
+        let mut p = spawn(&db, &convex, SLOT, &[]);
+        let ms = rng.gen_range(200..3000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        p.kill9();
+        let _ = p.wait().await;
+        // Dead: nothing more is confirmed. C must not pass unacknowledged events.
+        let c = confirmed_lsn(&sql, SLOT).await.unwrap_or(0);
+        let n = assert_confirmed_events_in_convex(&sql, &client, OBSERVER, c).await;
+        eprintln!(
+            "kill {kill} after {ms} ms: confirmed {} ({n} events checked)",
+            lsn_text(c)
+        );
+        checked = n;
+        confirmed.push(c);
+    }
+    assert!(
+        confirmed.windows(2).filter(|w| w[1] > w[0]).count() >= 3,
+        "progress must advance between kills: {confirmed:?}"
+    );
+    assert!(checked > 0, "the safety check saw no confirmed events");
+    let report = stop_traffic(tx, h).await;
+    eprintln!("traffic: {} events", report.total);
+    let mut p = spawn(&db, &convex, SLOT, &[]);
+    wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
+    let c = confirmed_lsn(&sql, SLOT).await.unwrap_or(0);
+    assert_confirmed_events_in_convex(&sql, &client, OBSERVER, c).await;
+    assert_exact(&db, &convex, SLOT).await;
+    p.term();
+    let _ = tokio::time::timeout(Duration::from_secs(30), p.wait()).await;
+    sql.execute("SELECT pg_drop_replication_slot($1)", &[&OBSERVER])
+        .await
+        .unwrap();
+    eprintln!("crash test took {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------- 2. Convex faults
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_convex_fault_kind_mid_stream_ends_exact() {
+    const SLOT: &str = "convexfaults";
+    let started = Instant::now();
+    let db = pg::shared().await.fresh_db().await;
+    let sql = new_slot(&db, SLOT).await;
+    let convex = ConvexBackend::start();
+    let p = spawn(
+        &db,
+        &convex,
+        SLOT,
+        &[("PROJECTOR_CONVEX_TIMEOUT_MS", "1000")],
+    );
+    let (tx, h) = traffic(&db, 150.0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let faults = [
+        json!({"kind": "status", "status": 429, "count": 3, "retryAfterSeconds": 1}),
+        json!({"kind": "status", "status": 500, "count": 3}),
+        json!({"kind": "status", "status": 503, "count": 3}),
+        json!({"kind": "latency", "ms": 2500, "count": 2}),
+        json!({"kind": "drop_before", "count": 3}),
+        json!({"kind": "drop_after", "count": 3}),
+    ];
+    let mut armed = 0u64;
+    for f in faults {
+        let before = convex.stats().await["faults"].as_u64().unwrap();
+        let count = f["count"].as_u64().unwrap();
+        convex.fault(f.clone()).await;
+        armed += count;
+        // Wait until the projector has run into all of them.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while convex.stats().await["faults"].as_u64().unwrap() < before + count {
+            assert!(Instant::now() < deadline, "fault {f} not consumed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("fault {f} consumed after {:?}", started.elapsed());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = stop_traffic(tx, h).await;
+    wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
+    let metrics = p.metrics().await.expect("metrics");
+    let retries = metric_sum(&metrics, "projector_convex_retries_total");
+    let errors = metric_sum(&metrics, "projector_convex_errors_total");
+    eprintln!(
+        "{} events, {armed} faults armed, retries {retries}, errors {errors}",
+        report.total
+    );
+    assert!(retries >= 10.0, "faults must have been retried:\n{metrics}");
+    assert_exact(&db, &convex, SLOT).await;
+    eprintln!("convex faults test took {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------- 3. Postgres restart
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_mid_stream_reconnects_and_readyz_follows() {
+    const SLOT: &str = "pgrestart";
+    let started = Instant::now();
+    let cluster = pg::PgCluster::start(pg::PgOptions::default()).await;
+    let db = cluster.fresh_db().await;
+    let sql = new_slot(&db, SLOT).await;
+    let convex = ConvexBackend::start();
+    let p = spawn(&db, &convex, SLOT, &[]);
+    assert!(
+        p.wait_ready(true, Duration::from_secs(30)).await.is_some(),
+        "ready before the restart"
+    );
+    // A backlog the projector is still working through when Postgres goes.
+    let r1 = generate(
+        &db.secret(),
+        LoadSpec {
+            events: Some(1500),
+            ..spec(0.02)
+        },
+    )
+    .await
+    .unwrap();
+    drop(sql);
+    tokio::task::block_in_place(|| cluster.stop());
+    let down = p.wait_ready(false, Duration::from_secs(15)).await;
+    assert!(
+        down.is_some(),
+        "/readyz must turn not-ready while Postgres is down"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!p.ready().await, "still not ready while Postgres is down");
+    tokio::task::block_in_place(|| cluster.start_again());
+    let up = p.wait_ready(true, Duration::from_secs(45)).await;
+    assert!(
+        up.is_some(),
+        "/readyz must turn ready again after Postgres is back"
+    );
+    eprintln!("not-ready after {down:?}; ready again {up:?} after restart");
+    let r2 = generate(
+        &db.secret(),
+        LoadSpec {
+            events: Some(500),
+            ..spec(0.02)
+        },
+    )
+    .await
+    .unwrap();
+    let sql = db.client().await;
+    wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
+    let outcome = assert_exact(&db, &convex, SLOT).await;
+    assert_eq!(outcome.events, r1.total + r2.total);
+    eprintln!("pg restart test took {:?}", started.elapsed());
+}
+
+// ------------------------------------------------------------------ 4. HA
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_replica_takes_over_after_sigkill() {
+    const SLOT: &str = "ha";
+    let started = Instant::now();
+    let db = pg::shared().await.fresh_db().await;
+    let sql = new_slot(&db, SLOT).await;
+    let convex = ConvexBackend::start();
+    let mut a = spawn(&db, &convex, SLOT, &[]);
+    assert!(
+        a.wait_ready(true, Duration::from_secs(30)).await.is_some(),
+        "first replica ready"
+    );
+    let mut b = spawn(&db, &convex, SLOT, &[]);
+    let (tx, h) = traffic(&db, 150.0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(a.ready().await, "the active replica stays ready");
+    assert!(
+        !b.ready().await,
+        "the standby is not ready while the slot is in use"
+    );
+    let m = b.metrics().await.expect("standby serves metrics");
+    assert_eq!(
+        projector_proc::metric_value(&m, "projector_ready"),
+        Some(0.0),
+        "{m}"
+    );
+
+    a.kill9();
+    let killed = Instant::now();
+    let _ = a.wait().await;
+    let took = b.wait_ready(true, Duration::from_secs(30)).await;
+    let took = took.map(|_| killed.elapsed());
+    eprintln!(
+        "STANDBY TAKEOVER: {:?} after SIGKILL of the active replica",
+        took
+    );
+    let took = took.expect("standby must take over within 30 s");
+    assert!(took < Duration::from_secs(10), "takeover took {took:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = stop_traffic(tx, h).await;
+    wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
+    let outcome = assert_exact(&db, &convex, SLOT).await;
+    assert_eq!(outcome.events, report.total);
+    b.term();
+    let _ = tokio::time::timeout(Duration::from_secs(30), b.wait()).await;
+    eprintln!("HA test took {:?}", started.elapsed());
+}
+
+// --------------------------------------------------------------- 5. poison
+
+/// The dead-letter reason code each dead-letter kind of loadgen produces.
+fn code_of(kind: MalformedKind) -> &'static str {
+    use MalformedKind::*;
+    match kind {
+        PayloadArray | PayloadString => "payload_not_object",
+        RequiredMissing | RequiredNull => "missing_field",
+        WrongType | OptionalWrongType => "wrong_type",
+        TokensNegative | TokensFractional | TokensTooLarge | TokensString => "invalid_tokens",
+        EmptyId | LongId => "invalid_id",
+        UnknownType | PrefixMismatch => "ignored",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_input_is_dead_lettered_and_a_rejected_document_is_isolated() {
+    const SLOT: &str = "poison";
+    const POISON: &str = "poison-run";
+    let started = Instant::now();
+    let db = pg::shared().await.fresh_db().await;
+    let sql = new_slot(&db, SLOT).await;
+    let convex = ConvexBackend::start();
+    // Convex refuses any write of the document(s) keyed `poison-run`.
+    convex
+        .fault(json!({"kind": "reject_key", "key": POISON}))
+        .await;
+    let p = spawn(&db, &convex, SLOT, &[]);
+    let s = |seed| LoadSpec {
+        events: Some(700),
+        seed,
+        id_prefix: Some(format!("p{seed}")),
+        ..spec(0.3)
+    };
+    let r1 = generate(&db.secret(), s(1)).await.unwrap();
+    // The poison events go in while other traffic flows, so they share
+    // batches with good documents.
+    let secret = db.secret();
+    let spec2 = LoadSpec {
+        rate: 300.0,
+        ..s(2)
+    };
+    let h2 = tokio::spawn(async move { generate(&secret, spec2).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sql.batch_execute(&format!(
+        "INSERT INTO runtime.events (stream_id, stream_seq, event_type, owner_id, payload) VALUES
+          ('run:{POISON}', 1, 'run.created', 'u-poison', '{{\"thread_id\":\"poison-thread\",\"title\":\"t\"}}'),
+          ('run:{POISON}', 2, 'run.started', 'u-poison', '{{}}');
+         INSERT INTO runtime.events (stream_id, stream_seq, event_type, owner_id, payload) VALUES
+          ('run:{POISON}', 3, 'run.step', 'u-poison', '{{\"name\":\"s\"}}');"
+    ))
+    .await
+    .unwrap();
+    let r2 = h2.await.unwrap();
+    wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
+
+    let poison_seqs: BTreeSet<String> = sql
+        .query(
+            "SELECT seq FROM runtime.events WHERE stream_id = $1",
+            &[&format!("run:{POISON}")],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, i64>(0).to_string())
+        .collect();
+    assert_eq!(poison_seqs.len(), 3);
+
+    let (outcome, text) = verify(&db, &convex, SLOT).await;
+    eprintln!("{text}");
+    assert!(outcome.caught_up, "{text}");
+    // Exactly the rejected documents differ: missing, and their events are
+    // dead letters instead; everything else (incl. the thread the poison run
+    // belongs to) is exact.
+    let mut expected: BTreeSet<Finding> = BTreeSet::new();
+    for t in ["runs", "timelines"] {
+        expected.insert(Finding::Missing {
+            table: t.into(),
+            key: POISON.into(),
+        });
+    }
+    for s in &poison_seqs {
+        expected.insert(Finding::Extra {
+            table: "deadLetters".into(),
+            key: s.clone(),
+        });
+    }
+    let got: BTreeSet<Finding> = outcome.report.divergent.iter().cloned().collect();
+    assert_eq!(got, expected, "{text}");
+    assert!(outcome.report.tables["threads"].matching > 0);
+
+    // Every malformed kind: dead-lettered exactly once (keys are seqs, so
+    // "once" is by construction; the counts prove none is missing or extra).
+    let client = convex.client(Duration::from_secs(30));
+    let generation = client.get_active().await.unwrap().unwrap();
+    let dls = projector::verify::dump(&client, "deadLetters", generation)
+        .await
+        .unwrap();
+    let mut by_code: BTreeMap<String, u64> = BTreeMap::new();
+    for (k, d) in &dls {
+        if poison_seqs.contains(k) {
+            let reason = d["reason"].as_str().unwrap();
+            assert!(reason.starts_with("sink_rejected"), "{reason}");
+            continue;
+        }
+        let reason = d["reason"].as_str().unwrap();
+        let code = reason.split(':').next().unwrap().to_string();
+        *by_code.entry(code).or_default() += 1;
+    }
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ignored: BTreeMap<MalformedKind, u64> = BTreeMap::new();
+    for r in [&r1, &r2] {
+        for (k, n) in &r.malformed {
+            if k.is_ignored() {
+                *ignored.entry(*k).or_default() += n;
+            } else {
+                *want.entry(code_of(*k).to_string()).or_default() += n;
+            }
+        }
+    }
+    for k in MalformedKind::ALL {
+        assert!(
+            r1.malformed.get(&k).copied().unwrap_or(0) + r2.malformed.get(&k).copied().unwrap_or(0)
+                > 0,
+            "loadgen wrote no {k:?}"
+        );
+    }
+    assert_eq!(
+        by_code, want,
+        "dead letters by reason vs loadgen's malformed kinds"
+    );
+    assert_eq!(
+        outcome.report.tables["deadLetters"].matching as u64,
+        r1.dead_letters + r2.dead_letters,
+        "MemoryFold's dead letters == loadgen's"
+    );
+    // Ignored kinds are counted, by reason.
+    let m = p.metrics().await.expect("metrics");
+    let ign = |l| metric_labeled(&m, "projector_events_ignored_total", l);
+    assert_eq!(
+        ign("reason=\"unknown_type\""),
+        ignored
+            .get(&MalformedKind::UnknownType)
+            .copied()
+            .unwrap_or(0) as f64,
+        "{m}"
+    );
+    assert_eq!(
+        ign("reason=\"prefix_mismatch\""),
+        ignored
+            .get(&MalformedKind::PrefixMismatch)
+            .copied()
+            .unwrap_or(0) as f64,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "projector_events_decoded_total"),
+        (r1.total + r2.total + 3) as f64
+    );
+    eprintln!(
+        "poison: {} events, {} dead letters, ignored {:?}, took {:?}",
+        r1.total + r2.total + 3,
+        dls.len(),
+        ignored,
+        started.elapsed()
+    );
+}
+
+// ------------------------------------------------------------- 6. idle
+
+/// The WAL insert position (ahead of `pg_current_wal_lsn` when commits do
+/// not flush at once).
+async fn insert_lsn(sql: &tokio_postgres::Client) -> u64 {
+    let row = sql
+        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint", &[])
+        .await
+        .unwrap();
+    row.get::<_, i64>(0) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_slot_advances_with_other_wal_traffic() {
+    const SLOT: &str = "idle";
+    let db = pg::shared().await.fresh_db().await;
+    let sql = new_slot(&db, SLOT).await;
+    sql.batch_execute("CREATE TABLE public.other (id bigserial primary key, v text)")
+        .await
+        .unwrap();
+    let sink = projector::sink::NullSink::start_local().await.unwrap();
+    let p = Projector::spawn(&db.url, &sink.url(), "null|key", SLOT, &[]);
+    assert!(p.wait_ready(true, Duration::from_secs(30)).await.is_some());
+    let before = insert_lsn(&sql).await;
+    for i in 0..200 {
+        sql.execute(
+            "INSERT INTO public.other (v) VALUES ($1)",
+            &[&format!("row {i}")],
+        )
+        .await
+        .unwrap();
+    }
+    let after = insert_lsn(&sql).await;
+    assert!(after > before);
+    let start = Instant::now();
+    loop {
+        let c = confirmed_lsn(&sql, SLOT).await.unwrap_or(0);
+        if c >= after {
+            eprintln!(
+                "idle slot confirmed {} (>= {} after, {} before the traffic) in {:?}",
+                lsn_text(c),
+                lsn_text(after),
+                lsn_text(before),
+                start.elapsed()
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "confirmed_flush_lsn {} stuck below {} (before traffic {})",
+            lsn_text(c),
+            lsn_text(after),
+            lsn_text(before)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = p.metrics().await.unwrap();
+    assert_eq!(metric_sum(&m, "projector_events_decoded_total"), 0.0);
+}
