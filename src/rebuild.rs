@@ -304,7 +304,7 @@ async fn catch_up_and_switch(
 
     // 1. Catch up: confirm the WAL position read just before, until doing so is quick.
     loop {
-        let w = crate::history::current_wal_lsn(sql).await?;
+        let w = wal_insert_lsn(sql).await?;
         let t0 = Instant::now();
         loop {
             if *shutdown.borrow() {
@@ -367,6 +367,16 @@ async fn catch_up_and_switch(
     }
     stream.stop().await?;
     Ok(true)
+}
+
+/// The WAL insert position: every transaction committed so far ends at or
+/// before it (`pg_current_wal_lsn()`, the write position, can lag it when
+/// `synchronous_commit` is off).
+async fn wal_insert_lsn(sql: &tokio_postgres::Client) -> anyhow::Result<crate::event::Lsn> {
+    let row = sql
+        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint", &[])
+        .await?;
+    Ok(crate::event::Lsn(row.get::<_, i64>(0).max(0) as u64))
 }
 
 /// The in-process stream of the new slot.

@@ -61,7 +61,7 @@ async fn verify_names_changed_missing_and_extra_documents() {
         SLOT,
         &[],
     );
-    projector_proc::wait_caught_up(&sql, SLOT, Duration::from_secs(90)).await;
+    cli::wait_confirmed(&sql, SLOT, Duration::from_secs(90)).await;
 
     // Exact: library call and the binary with --json.
     let client = convex.client(Duration::from_secs(30));

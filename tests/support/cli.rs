@@ -128,3 +128,37 @@ pub fn vm_rss_kib(pid: u32) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// The WAL insert position (with `synchronous_commit = off`,
+/// `pg_current_wal_lsn()` — the write position — can lag committed work).
+pub async fn insert_lsn(sql: &tokio_postgres::Client) -> u64 {
+    let row = sql
+        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint", &[])
+        .await
+        .expect("insert lsn");
+    row.get::<_, i64>(0) as u64
+}
+
+/// Waits until `slot` confirmed every transaction committed before the call.
+pub async fn wait_confirmed(sql: &tokio_postgres::Client, slot: &str, timeout: Duration) {
+    let target = insert_lsn(sql).await;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let row = sql
+            .query_opt(
+                "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .expect("slot query");
+        let confirmed = row.and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(0) as u64;
+        if confirmed >= target {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slot {slot} did not confirm {target:X} within {timeout:?} (at {confirmed:X})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
