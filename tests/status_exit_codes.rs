@@ -90,7 +90,10 @@ async fn status_reports_healthy_lagging_inactive_and_missing() {
     assert_eq!(s["wal_status"], "reserved", "{s}");
     let (code, text, _) = env.run(&["status"], Duration::from_secs(30)).await;
     assert_eq!(code, 0);
-    assert!(text.contains("verdict: healthy") && text.contains(SLOT), "{text}");
+    assert!(
+        text.contains("verdict: healthy") && text.contains(SLOT),
+        "{text}"
+    );
 
     // Lagging: the consumer is stuck (SIGSTOP) while events arrive.
     signal(&service, libc::SIGSTOP);
@@ -119,7 +122,9 @@ async fn status_reports_healthy_lagging_inactive_and_missing() {
     let mut service = service;
     service.term();
     assert!(service.wait().await.success());
-    projector::source::slot::drop_slot(&sql, SLOT).await.unwrap();
+    projector::source::slot::drop_slot(&sql, SLOT)
+        .await
+        .unwrap();
     let (code, s) = status(&env, &[]).await;
     assert_eq!(code, 3, "{s}");
     assert_eq!(s["slot_exists"], false, "{s}");

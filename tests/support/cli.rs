@@ -20,7 +20,11 @@ pub struct Env {
 
 impl Env {
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_projector"));
+        // PROJECTOR_BIN: run another build (e.g. target/release/projector
+        // from a debug test binary).
+        let bin = std::env::var("PROJECTOR_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_projector").to_string());
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .env("DATABASE_URL", &self.db_url)
             .env("CONVEX_URL", &self.convex_url)
