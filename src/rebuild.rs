@@ -205,7 +205,7 @@ pub async fn rebuild(
     let mut copy_elapsed = Duration::ZERO;
     if rec.phase == Phase::Snapshot {
         // Start clean: a previous attempt's slot and documents are useless.
-        crate::source::slot::drop_slot(&sql, &rec.slot).await?;
+        drop_slot_retrying(&sql, &rec.slot).await?;
         purge_generation(&client, rec.target).await?;
         let copy_started = Instant::now();
         match copy_snapshot(settings, &client, &rec, metrics, &mut shutdown).await? {
@@ -221,38 +221,19 @@ pub async fn rebuild(
         if *shutdown.borrow() {
             return Ok(None);
         }
-        // Stream the new slot into the new generation until caught up.
-        let mut s = settings.clone();
-        s.slot = rec.slot.clone();
-        let code = crate::pipeline::run::run_service(
-            &s,
-            Some(rec.target),
-            true,
-            metrics.clone(),
-            Health::new(crate::pipeline::run::WEDGED_AFTER),
-            shutdown.clone(),
+        if !catch_up_and_switch(
+            settings,
+            &client,
+            &sql,
+            &mut rec,
+            metrics,
+            &shutdown,
+            release_wait,
         )
-        .await?;
-        if *shutdown.borrow() {
+        .await?
+        {
             return Ok(None);
         }
-        if code != ExitCode::SUCCESS {
-            anyhow::bail!("catching up the new slot {} failed", rec.slot);
-        }
-        client
-            .set_state(rec.target, SLOT_KEY, json!({ "name": rec.slot }))
-            .await?;
-        let (ok, active) = client.set_active(rec.target, rec.from).await?;
-        if !ok && active != Some(rec.target) {
-            anyhow::bail!(
-                "the active generation changed under the rebuild (expected {:?}, found {:?}); run `projector rebuild` again",
-                rec.from,
-                active
-            );
-        }
-        tracing::info!(generation = rec.target, "switched the active generation");
-        rec.phase = Phase::Cleanup;
-        save(&client, Some(&rec)).await?;
     }
 
     if rec.phase == Phase::Cleanup {
@@ -273,6 +254,163 @@ pub async fn rebuild(
         elapsed: started.elapsed(),
         copy_elapsed,
     }))
+}
+
+/// How far behind the WAL the new slot may be when the switch happens: the
+/// catch-up loop measures how long confirming the current WAL position
+/// took and switches once that is short.
+const SWITCH_LAG: Duration = Duration::from_millis(1500);
+
+/// Streams the new slot into the new generation (in this process, in the
+/// background) until it has confirmed the WAL position current moments
+/// before, then switches the active generation while the stream keeps
+/// running, and keeps it running until the old slot's consumer (a `run`
+/// service following the active generation) has let go, so the new
+/// generation never freezes for longer than the service's hand-over.
+/// `false` when interrupted.
+async fn catch_up_and_switch(
+    settings: &Settings,
+    client: &ConvexClient,
+    sql: &tokio_postgres::Client,
+    rec: &mut RebuildRecord,
+    metrics: &Metrics,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+    release_wait: Duration,
+) -> anyhow::Result<bool> {
+    let mut s = settings.clone();
+    s.slot = rec.slot.clone();
+    // Frequent status updates: the switch waits on the confirmed LSN.
+    s.tuning.status_interval = s.tuning.status_interval.min(Duration::from_millis(100));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stream = {
+        let metrics = metrics.clone();
+        let target = rec.target;
+        tokio::spawn(async move {
+            crate::pipeline::run::run_service(
+                &s,
+                Some(target),
+                false,
+                metrics,
+                Health::new(crate::pipeline::run::WEDGED_AFTER),
+                stop_rx,
+            )
+            .await
+        })
+    };
+    let stream = StreamTask {
+        handle: Some(stream),
+        stop: stop_tx,
+    };
+
+    // 1. Catch up: confirm the WAL position read just before, until doing so is quick.
+    loop {
+        let w = wal_insert_lsn(sql).await?;
+        let t0 = Instant::now();
+        loop {
+            if *shutdown.borrow() {
+                stream.stop().await?;
+                return Ok(false);
+            }
+            if stream.is_finished() {
+                stream.stop().await?;
+                anyhow::bail!(
+                    "streaming the new slot {} stopped before it caught up",
+                    rec.slot
+                );
+            }
+            let confirmed = crate::source::slot::slot_info(sql, &rec.slot)
+                .await?
+                .and_then(|i| i.confirmed_flush_lsn);
+            if confirmed.is_some_and(|c| c >= w) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = t0.elapsed();
+        tracing::info!(lsn = %w, took_ms = took.as_millis() as u64, "the new generation confirmed the WAL position");
+        if took <= SWITCH_LAG {
+            break;
+        }
+    }
+
+    // 2. Switch (the stream keeps running).
+    client
+        .set_state(rec.target, SLOT_KEY, json!({ "name": rec.slot }))
+        .await?;
+    let (ok, active) = client.set_active(rec.target, rec.from).await?;
+    if !ok && active != Some(rec.target) {
+        stream.stop().await?;
+        anyhow::bail!(
+            "the active generation changed under the rebuild (expected {:?}, found {:?}); run `projector rebuild` again",
+            rec.from,
+            active
+        );
+    }
+    tracing::info!(generation = rec.target, "switched the active generation");
+    metrics.generation_active.set(rec.target as i64);
+    rec.phase = Phase::Cleanup;
+    save(client, Some(rec)).await?;
+
+    // 3. Keep the new generation moving until the old slot's consumer has
+    // moved on (it follows the active generation), then hand the new slot over.
+    if let Some(old) = rec.old_slot.as_deref().filter(|o| *o != rec.slot) {
+        let deadline = Instant::now() + release_wait;
+        loop {
+            let held = crate::source::slot::slot_info(sql, old)
+                .await?
+                .is_some_and(|i| i.active);
+            if !held || Instant::now() >= deadline || *shutdown.borrow() || stream.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    stream.stop().await?;
+    Ok(true)
+}
+
+/// The WAL insert position: every transaction committed so far ends at or
+/// before it (`pg_current_wal_lsn()`, the write position, can lag it when
+/// `synchronous_commit` is off).
+async fn wal_insert_lsn(sql: &tokio_postgres::Client) -> anyhow::Result<crate::event::Lsn> {
+    let row = sql
+        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint", &[])
+        .await?;
+    Ok(crate::event::Lsn(row.get::<_, i64>(0).max(0) as u64))
+}
+
+/// The in-process stream of the new slot.
+struct StreamTask {
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<ExitCode>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl StreamTask {
+    fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Stops the stream (in-flight writes finish, the slot is confirmed).
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        match self.handle.take() {
+            Some(h) => match h.await {
+                Ok(Ok(code)) if code == ExitCode::SUCCESS => Ok(()),
+                Ok(Ok(code)) => anyhow::bail!("streaming the new slot ended with {code:?}"),
+                Ok(Err(e)) => Err(e.context("streaming the new slot")),
+                Err(e) => anyhow::bail!("the new slot's stream task failed: {e}"),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for StreamTask {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
 }
 
 /// Folds the history visible at the new slot's snapshot into the target
@@ -390,6 +528,21 @@ pub async fn purge_generation(client: &ConvexClient, generation: u64) -> Result<
         }
     }
     Ok(total)
+}
+
+/// Drops a slot left by an interrupted attempt; its walsender may take a
+/// moment to notice that the killed process is gone.
+async fn drop_slot_retrying(sql: &tokio_postgres::Client, slot: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match crate::source::slot::drop_slot(sql, slot).await {
+            Ok(_) => return Ok(()),
+            Err(crate::source::SourceError::SlotInUse { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Drops a slot once no consumer holds it (a running service moves to the

@@ -51,20 +51,25 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
     let db_url = settings.database_url()?;
     let sql = crate::source::sql::connect(db_url).await?;
-    let info = crate::source::slot::slot_info(&sql, &settings.slot).await?;
-    let current = crate::history::current_wal_lsn(&sql).await?;
+    // The slot that feeds the active generation (a rebuild records its own).
+    let mut slot = settings.slot.clone();
     let (active_generation, dead_letters) = match settings.convex() {
         Ok((url, key)) => {
             let client = ConvexClient::new(url, key.clone(), settings.tuning.convex_timeout)?;
             let g = client.get_active().await?;
             let dl = match g {
-                Some(g) => Some(crate::verify::dump(&client, "deadLetters", g).await?.len()),
+                Some(g) => {
+                    slot = crate::rebuild::slot_for_generation(&client, g, &settings.slot).await?;
+                    Some(crate::verify::dump(&client, "deadLetters", g).await?.len())
+                }
                 None => None,
             };
             (g, dl)
         }
         Err(_) => (None, None),
     };
+    let info = crate::source::slot::slot_info(&sql, &slot).await?;
+    let current = crate::history::current_wal_lsn(&sql).await?;
     let lag = info
         .as_ref()
         .and_then(|i| i.confirmed_flush_lsn)
@@ -87,7 +92,7 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         Some(_) => ("healthy", EXIT_HEALTHY),
     };
     let status = Status {
-        slot: settings.slot.clone(),
+        slot,
         slot_exists: info.is_some(),
         active: info.as_ref().map(|i| i.active),
         active_pid: info.as_ref().and_then(|i| i.active_pid),

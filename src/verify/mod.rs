@@ -55,9 +55,10 @@ pub async fn main(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             anyhow::anyhow!("Convex has no active generation yet: start `projector run` (or `projector rebuild`) first")
         })?,
     };
+    let slot = crate::rebuild::slot_for_generation(&client, generation, &settings.slot).await?;
     let outcome = verify(
         &db_url,
-        Some(&settings.slot),
+        Some(&slot),
         &client,
         generation,
         Duration::from_secs(args.wait_secs),

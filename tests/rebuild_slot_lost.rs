@@ -1,0 +1,174 @@
+//! Slot invalidation (`max_slot_wal_keep_size`): with the projector stopped,
+//! WAL grows until the slot is `lost`; then `run` exits 3 with a clear error,
+//! `status` reports the slot lost (exit 3, `--json`), and `rebuild` restores
+//! an exact projection (dropping the lost slot).
+
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/convex_backend.rs"]
+mod convex_backend;
+#[path = "support/history_sql.rs"]
+mod history_sql;
+#[path = "support/pg.rs"]
+mod pg;
+#[path = "support/projector.rs"]
+mod projector_proc;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SLOT: &str = "projector";
+
+fn shape(events: u64) -> history_sql::Shape {
+    history_sql::Shape {
+        events,
+        runs: 30,
+        workers: 6,
+        users: 5,
+        threads: 8,
+    }
+}
+
+async fn wal_status(sql: &tokio_postgres::Client) -> Option<String> {
+    sql.query_opt(
+        "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+        &[&SLOT],
+    )
+    .await
+    .unwrap()
+    .and_then(|r| r.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_slot_stops_run_shows_in_status_and_rebuild_restores() {
+    let cluster = pg::PgCluster::start(pg::PgOptions {
+        ssl: false,
+        max_slot_wal_keep_size: Some("1MB".into()),
+        extra_conf: vec![
+            "wal_keep_size = 0".into(),
+            "min_wal_size = '32MB'".into(),
+            "max_wal_size = '64MB'".into(),
+        ],
+        ..pg::PgOptions::default()
+    })
+    .await;
+    let db = cluster.fresh_db().await;
+    let sql = db.client().await;
+    projector::source::slot::create_slot(&sql, SLOT)
+        .await
+        .unwrap();
+    let convex = convex_backend::ConvexBackend::start();
+    let env = cli::Env {
+        db_url: db.url.clone(),
+        convex_url: convex.url().to_string(),
+        admin_key: convex.admin_key().expose().to_string(),
+        slot: SLOT.into(),
+    };
+    sql.batch_execute(&history_sql::insert_sql("a", shape(2000), 0))
+        .await
+        .unwrap();
+    let mut service = projector_proc::Projector::spawn(
+        &db.url,
+        convex.url(),
+        convex.admin_key().expose(),
+        SLOT,
+        &[],
+    );
+    cli::wait_confirmed(&sql, SLOT, Duration::from_secs(60)).await;
+    service.term();
+    assert!(service.wait().await.success());
+
+    // Stopped projector; WAL piles up until the slot is invalidated.
+    sql.batch_execute("CREATE TABLE filler (x text)")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut round = 0u64;
+    while wal_status(&sql).await.as_deref() != Some("lost") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "slot not lost: {:?}",
+            wal_status(&sql).await
+        );
+        sql.batch_execute(&history_sql::insert_sql(
+            &format!("b{round}"),
+            shape(300),
+            0,
+        ))
+        .await
+        .unwrap();
+        sql.batch_execute(
+            "INSERT INTO filler SELECT repeat(md5(i::text), 30) FROM generate_series(1, 5000) i;
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        )
+        .await
+        .unwrap();
+        round += 1;
+    }
+    eprintln!("slot lost after {round} rounds, {:?}", started.elapsed());
+
+    // `run` refuses with a clear error and exit code 3.
+    let (code, out, err) = env.run(&["run"], Duration::from_secs(60)).await;
+    assert_eq!(code, 3, "run on a lost slot:\n{out}\n{err}");
+    assert!(
+        err.contains(SLOT) && err.contains("rebuild"),
+        "the error names the slot and the remedy:\n{err}"
+    );
+
+    // `status` reports it (text and JSON).
+    let (code, out, _) = env
+        .run(&["status", "--json"], Duration::from_secs(30))
+        .await;
+    assert_eq!(code, 3, "{out}");
+    let s: Value = serde_json::from_str(&out).expect("status --json parses");
+    assert_eq!(s["wal_status"], "lost", "{out}");
+    assert_eq!(s["slot"], SLOT, "{out}");
+    assert!(s["verdict"].as_str().unwrap().contains("rebuild"), "{out}");
+    let (code, out, _) = env.run(&["status"], Duration::from_secs(30)).await;
+    assert_eq!(code, 3);
+    assert!(out.contains("slot lost"), "{out}");
+
+    // `rebuild` restores an exact projection and drops the lost slot.
+    let (code, out, err) = env.run(&["rebuild"], Duration::from_secs(120)).await;
+    assert_eq!(code, 0, "rebuild:\n{out}\n{err}");
+    let new_slot = format!("{SLOT}_g2");
+    assert_eq!(cli::slots(&sql, &db.dbname).await, vec![new_slot.clone()]);
+    let mut service = projector_proc::Projector::spawn(
+        &db.url,
+        convex.url(),
+        convex.admin_key().expose(),
+        SLOT,
+        &[],
+    );
+    cli::wait_confirmed(&sql, &new_slot, Duration::from_secs(60)).await;
+    let client = convex.client(Duration::from_secs(30));
+    let outcome = projector::verify::verify(
+        &db.secret(),
+        Some(&new_slot),
+        &client,
+        2,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let text = projector::verify::compare::render(&outcome.report);
+    assert!(outcome.caught_up && outcome.report.is_exact(), "{text}");
+    let total_events = 2000 + 300 * round;
+    assert_eq!(outcome.events, total_events, "{text}");
+    // Every event is in: event counts over runs add up to the run events.
+    let runs = projector::verify::dump(&client, "runs", 2).await.unwrap();
+    let folded: f64 = runs.values().filter_map(|d| d["eventCount"].as_f64()).sum();
+    assert_eq!(folded as u64, (2000 * 7 / 10) + round * (300 * 7 / 10));
+
+    // Healthy again.
+    let (code, out, _) = env
+        .run(&["status", "--json"], Duration::from_secs(30))
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["slot"], new_slot.as_str(), "{out}");
+    assert_eq!(s["active_generation"], 2, "{out}");
+    service.term();
+    let _ = tokio::time::timeout(Duration::from_secs(30), service.wait()).await;
+}

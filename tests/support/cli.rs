@@ -1,0 +1,168 @@
+//! Helpers for rebuild/verify/status tests: run a `projector` subcommand as
+//! the real binary, call public client queries as a user, list slots.
+//! Include with `#[path = "support/cli.rs"] mod cli;`.
+#![allow(dead_code)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+/// The environment every subcommand needs.
+pub struct Env {
+    pub db_url: String,
+    pub convex_url: String,
+    pub admin_key: String,
+    pub slot: String,
+}
+
+impl Env {
+    pub fn command(&self, args: &[&str]) -> Command {
+        // PROJECTOR_BIN: run another build (e.g. target/release/projector
+        // from a debug test binary).
+        let bin = std::env::var("PROJECTOR_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_projector").to_string());
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env("DATABASE_URL", &self.db_url)
+            .env("CONVEX_URL", &self.convex_url)
+            .env("CONVEX_ADMIN_KEY", &self.admin_key)
+            .env("PROJECTOR_SLOT", &self.slot)
+            .env(
+                "PROJECTOR_METRICS_ADDR",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env("PROJECTOR_STATUS_INTERVAL_MS", "200")
+            .env(
+                "RUST_LOG",
+                std::env::var("PROJECTOR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs a subcommand to completion: (exit code, stdout, stderr).
+    pub async fn run(&self, args: &[&str], timeout: Duration) -> (i32, String, String) {
+        let out = tokio::time::timeout(timeout, self.command(args).output())
+            .await
+            .unwrap_or_else(|_| panic!("projector {args:?} did not finish within {timeout:?}"))
+            .expect("spawn projector");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Spawns a subcommand with stdout/stderr piped (or inherited with
+    /// PROJECTOR_TEST_LOG).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        let mut cmd = self.command(args);
+        if std::env::var_os("PROJECTOR_TEST_LOG").is_some() {
+            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        } else {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        cmd.spawn().expect("spawn projector")
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// An unsigned JWT for `sub` (the local backend decodes, never verifies).
+pub fn jwt(sub: &str) -> String {
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.sig",
+        b.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
+        b.encode(json!({"sub": sub, "iss": "test"}).to_string())
+    )
+}
+
+/// A public query as user `sub`: `POST /api/query` with a bearer JWT.
+pub async fn user_query(
+    http: &reqwest::Client,
+    convex_url: &str,
+    sub: &str,
+    path: &str,
+    args: Value,
+) -> Result<Value, String> {
+    let r = http
+        .post(format!("{convex_url}/api/query"))
+        .bearer_auth(jwt(sub))
+        .json(&json!({"path": path, "args": args, "format": "json"}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    if !status.is_success() || v["status"] != "success" {
+        return Err(format!("{status}: {v}"));
+    }
+    Ok(v["value"].clone())
+}
+
+/// Names of the replication slots of database `db`, sorted.
+pub async fn slots(sql: &tokio_postgres::Client, db: &str) -> Vec<String> {
+    let rows = sql
+        .query(
+            "SELECT slot_name::text FROM pg_replication_slots WHERE database = $1 ORDER BY 1",
+            &[&db],
+        )
+        .await
+        .expect("list slots");
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// Resident set size of a process in KiB (Linux /proc).
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The WAL insert position (with `synchronous_commit = off`,
+/// `pg_current_wal_lsn()` — the write position — can lag committed work).
+pub async fn insert_lsn(sql: &tokio_postgres::Client) -> u64 {
+    let row = sql
+        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint", &[])
+        .await
+        .expect("insert lsn");
+    row.get::<_, i64>(0) as u64
+}
+
+/// Waits until `slot` confirmed every transaction committed before the call.
+pub async fn wait_confirmed(sql: &tokio_postgres::Client, slot: &str, timeout: Duration) {
+    let target = insert_lsn(sql).await;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let row = sql
+            .query_opt(
+                "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .expect("slot query");
+        let confirmed = row.and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(0) as u64;
+        if confirmed >= target {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slot {slot} did not confirm {target:X} within {timeout:?} (at {confirmed:X})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
