@@ -50,7 +50,7 @@ async fn rebuild_of_a_million_events_runs_in_bounded_memory() {
     // binary would be the bottleneck).
     let port = cli::free_port();
     let sink_url = format!("http://127.0.0.1:{port}");
-    let mut env = cli::Env {
+    let env = cli::Env {
         db_url: db.url.clone(),
         convex_url: sink_url.clone(),
         admin_key: "null-sink-key".into(),
@@ -65,7 +65,6 @@ async fn rebuild_of_a_million_events_runs_in_bounded_memory() {
         assert!(Instant::now() < deadline, "null sink did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    env.convex_url = sink_url.clone();
     let mut cmd = env.command(&["rebuild"]);
     cmd.env("RUST_LOG", "info")
         .stdout(Stdio::piped())
