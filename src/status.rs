@@ -44,6 +44,8 @@ pub struct Status {
     pub lag_bytes: Option<i64>,
     pub active_generation: Option<u64>,
     pub dead_letters: Option<usize>,
+    /// The record of a rebuild in progress (or interrupted), if any.
+    pub rebuild: Option<serde_json::Value>,
     pub verdict: &'static str,
 }
 
@@ -53,10 +55,12 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let sql = crate::source::sql::connect(db_url).await?;
     // The slot that feeds the active generation (a rebuild records its own).
     let mut slot = settings.slot.clone();
+    let mut rebuild = None;
     let (active_generation, dead_letters) = match settings.convex() {
         Ok((url, key)) => {
             let client = ConvexClient::new(url, key.clone(), settings.tuning.convex_timeout)?;
             let g = client.get_active().await?;
+            rebuild = client.get_state(0, "rebuild").await?;
             let dl = match g {
                 Some(g) => {
                     slot = crate::rebuild::slot_for_generation(&client, g, &settings.slot).await?;
@@ -111,6 +115,7 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         lag_bytes: lag,
         active_generation,
         dead_letters,
+        rebuild,
         verdict,
     };
     if args.json {
@@ -131,7 +136,7 @@ pub fn render(s: &Status) -> String {
         "slot {slot}: {exists}, active {active} (pid {pid})\n  \
          restart_lsn {restart}  confirmed_flush_lsn {confirmed}  current {current}\n  \
          wal_status {ws}  safe_wal_size {safe}  retained WAL {retained} bytes  lag {lag} bytes\n\
-         convex: active generation {g}, dead letters {dl}\n\
+         convex: active generation {g}, dead letters {dl}{rb}\n\
          verdict: {verdict}\n",
         slot = s.slot,
         exists = if s.slot_exists { "exists" } else { "MISSING" },
@@ -147,5 +152,9 @@ pub fn render(s: &Status) -> String {
         g = opt(&s.active_generation),
         dl = opt(&s.dead_letters),
         verdict = s.verdict,
+        rb = s.rebuild.as_ref().map_or_else(String::new, |r| format!(
+            "\nrebuild in progress (run `projector rebuild` to resume if interrupted): generation {} phase {} slot {}",
+            r["target"], r["phase"], r["slot"]
+        )),
     )
 }

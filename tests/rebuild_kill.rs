@@ -138,6 +138,15 @@ async fn rebuild_killed_anywhere_resumes_to_an_exact_state() {
             started.elapsed(),
             client.get_active().await.unwrap()
         );
+        if killed && kills.iter().all(|k: &(KillAt, bool, _)| !k.1) {
+            // `status` shows the interrupted rebuild.
+            let (_, out, err) = env
+                .run(&["status", "--json"], Duration::from_secs(30))
+                .await;
+            let s: serde_json::Value =
+                serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+            assert_eq!(s["rebuild"], state.clone().unwrap(), "{out}");
+        }
         kills.push((at, killed, state.map(|v| v["phase"].clone())));
         // Clients are served throughout: some generation is always active and non-empty.
         let active = client

@@ -201,6 +201,16 @@ async fn rebuild_under_traffic_switches_without_clients_noticing() {
             "the read model froze for 8 s (at round {i})"
         );
     }
+    // Longest time the read model did not move (traffic is ~60 events/s).
+    let mut stall = Duration::ZERO;
+    let mut since = rounds[0].0;
+    for w in rounds.windows(2) {
+        if total(&w[1]) > total(&w[0]) {
+            stall = stall.max(w[1].0.duration_since(since));
+            since = w[1].0;
+        }
+    }
+    eprintln!("longest stall of the read model seen by clients: {stall:?}");
     eprintln!(
         "checker: {} rounds, runs u0 {} -> {}",
         rounds.len(),
@@ -222,11 +232,7 @@ async fn rebuild_under_traffic_switches_without_clients_noticing() {
     .unwrap();
     let text = projector::verify::compare::render(&outcome.report);
     assert!(outcome.caught_up && outcome.report.is_exact(), "{text}");
-    assert_eq!(
-        outcome.report.tables["runs"].matching as u64 >= 200,
-        true,
-        "{text}"
-    );
+    assert!(outcome.report.tables["runs"].matching >= 200, "{text}");
     assert_eq!(cli::slots(&sql, &db.dbname).await, vec![new_slot.clone()]);
     for table in [
         "runs",
