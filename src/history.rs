@@ -43,37 +43,57 @@ pub async fn count(client: &Client, after_seq: i64) -> Result<u64, tokio_postgre
     Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
-/// Every event with `seq > after_seq`, in `seq` order, streamed.
+/// Rows fetched per round trip. A plain query would let the server stream
+/// the whole table into the client's buffers as fast as it can; a cursor
+/// keeps memory at one chunk.
+const FETCH_ROWS: usize = 4096;
+
+/// Every event with `seq > after_seq`, in `seq` order, streamed through a
+/// cursor of the current transaction (call [`begin_snapshot`] first).
 pub async fn events(
     client: &Client,
     after_seq: i64,
-) -> Result<impl Stream<Item = Result<RuntimeEvent, tokio_postgres::Error>>, tokio_postgres::Error>
-{
-    let rows = client
-        .query_raw(
-            SELECT_HISTORY,
-            [&after_seq as &(dyn tokio_postgres::types::ToSql + Sync)],
-        )
-        .await?;
-    Ok(rows.map_ok(|row| {
-        let seq: i64 = row.get(0);
-        RuntimeEvent {
-            seq,
-            stream_id: row.get(1),
-            stream_seq: row.get(2),
-            event_type: row.get(3),
-            owner_id: row.get(4),
-            payload: row.get(5),
-            occurred_at: row.get(6),
-            position: Position::snapshot(seq),
+) -> Result<
+    impl Stream<Item = Result<RuntimeEvent, tokio_postgres::Error>> + '_,
+    tokio_postgres::Error,
+> {
+    let declare = format!(
+        "DECLARE projector_history NO SCROLL CURSOR FOR {}",
+        SELECT_HISTORY.replace("$1", &after_seq.to_string())
+    );
+    client.batch_execute(&declare).await?;
+    let chunks = futures::stream::try_unfold(false, move |done| async move {
+        if done {
+            return Ok(None);
         }
-    }))
+        let fetch = format!("FETCH {FETCH_ROWS} FROM projector_history");
+        let rows = client.query(fetch.as_str(), &[]).await?;
+        let last = rows.len() < FETCH_ROWS;
+        let events: Vec<Result<RuntimeEvent, tokio_postgres::Error>> =
+            rows.iter().map(|row| Ok(to_event(row))).collect();
+        Ok(Some((futures::stream::iter(events), last)))
+    });
+    Ok(chunks.try_flatten())
+}
+
+fn to_event(row: &tokio_postgres::Row) -> RuntimeEvent {
+    let seq: i64 = row.get(0);
+    RuntimeEvent {
+        seq,
+        stream_id: row.get(1),
+        stream_seq: row.get(2),
+        event_type: row.get(3),
+        owner_id: row.get(4),
+        payload: row.get(5),
+        occurred_at: row.get(6),
+        position: Position::snapshot(seq),
+    }
 }
 
 /// The server's current WAL insert position.
 pub async fn current_wal_lsn(client: &Client) -> Result<crate::event::Lsn, tokio_postgres::Error> {
     let row = client
-        .query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
+        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint", &[])
         .await?;
     Ok(crate::event::Lsn(row.get::<_, i64>(0) as u64))
 }

@@ -151,7 +151,7 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
 
 pub async fn current_wal_lsn(sql: &tokio_postgres::Client) -> u64 {
     let row = sql
-        .query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
+        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint", &[])
         .await
         .expect("current lsn");
     row.get::<_, i64>(0) as u64
