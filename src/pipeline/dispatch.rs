@@ -180,10 +180,12 @@ impl Sender {
                     stack.push(req);
                 }
                 Err(e) if !e.is_transient() && parts > 1 => {
+                    self.metrics.convex_error(false, e.class());
                     tracing::warn!(error = %e, parts, "Convex rejected a batch; splitting it to isolate the document");
                     stack.extend(split(req).into_iter().rev());
                 }
                 Err(e) => {
+                    self.metrics.convex_error(false, e.class());
                     if let Some(w) = req.writes.first() {
                         let key = DocKey {
                             table: Table::parse(&w.table).unwrap_or(Table::Runs),

@@ -45,7 +45,9 @@ pub struct Engine {
     client: Arc<ConvexClient>,
     generation: u64,
     tuning: Tuning,
+    /// For `load` (hydration) and `apply` (dispatch); both count retries.
     retry: RetryPolicy,
+    retry_apply: RetryPolicy,
     metrics: Metrics,
     cache: StateCache,
     open: OpenBatch,
@@ -73,7 +75,8 @@ impl Engine {
             generation,
             cache: StateCache::new(tuning.cache_bytes),
             tuning,
-            retry: RetryPolicy::forever(),
+            retry: counted_retry(&metrics, "load"),
+            retry_apply: counted_retry(&metrics, "apply"),
             metrics,
             open: OpenBatch::default(),
             open_id: None,
@@ -307,7 +310,7 @@ impl Engine {
             .set(self.inflight_batches as i64);
         dispatch::spawn(
             self.client.clone(),
-            self.retry.clone(),
+            self.retry_apply.clone(),
             self.metrics.clone(),
             job,
             self.ack_tx.clone(),
@@ -381,6 +384,16 @@ impl Engine {
         }
         self.publish_flush();
     }
+}
+
+/// Retry forever, counting each retry (by function) and the transient
+/// error behind it (by class) in the metrics.
+fn counted_retry(metrics: &Metrics, function: &'static str) -> RetryPolicy {
+    let m = metrics.clone();
+    RetryPolicy::forever().with_hook(Arc::new(move |e: &SinkError, _n: u32, _d| {
+        m.convex_retries_total.with_label_values(&[function]).inc();
+        m.convex_error(e.is_transient(), e.class());
+    }))
 }
 
 /// The value a document would have in Convex, for tests and verify.
