@@ -399,6 +399,12 @@ async fn postgres_restart_mid_stream_reconnects_and_readyz_follows() {
     )
     .await
     .unwrap();
+    let confirmed = confirmed_lsn(&sql, SLOT).await.unwrap_or(0);
+    let end = insert_lsn(&sql).await;
+    assert!(
+        confirmed < end,
+        "the restart must come mid-stream (backlog not drained)"
+    );
     drop(sql);
     tokio::task::block_in_place(|| cluster.stop());
     let down = p.wait_ready(false, Duration::from_secs(15)).await;
