@@ -33,6 +33,8 @@ pub struct Dispatch {
     /// For each written key, the events folded into it (as dead-letter
     /// templates, reason filled in on rejection).
     pub events_by_key: HashMap<DocKey, Vec<DeadLetter>>,
+    /// Bytes counted against the in-flight budget (events and written
+    /// documents), released by the ack.
     pub event_bytes: usize,
     pub commit_times_us: Vec<i64>,
     pub max_request_bytes: usize,
@@ -48,12 +50,12 @@ pub struct Ack {
     pub tables: Vec<&'static str>,
 }
 
-fn to_write(w: &PlannedWrite) -> Write {
+fn to_write(w: PlannedWrite) -> Write {
     Write {
         table: w.key.table.as_str().to_string(),
-        key: w.key.key.clone(),
         position: w.position.encode(),
-        doc: w.doc.clone(),
+        key: w.key.key,
+        doc: w.doc,
     }
 }
 
@@ -92,7 +94,8 @@ pub fn spawn(
             max_bytes: job.max_request_bytes,
             rejected: Vec::new(),
         };
-        let writes: Vec<Write> = job.writes.iter().map(to_write).collect();
+        // Moved, not cloned: one JSON tree per document in flight, not two.
+        let writes: Vec<Write> = job.writes.into_iter().map(to_write).collect();
         let dls: Vec<DeadLetterWrite> = job.dead_letters.iter().map(to_dead_letter).collect();
         sender.send(writes, dls).await;
         // Rejected documents: their events become dead letters.

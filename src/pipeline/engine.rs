@@ -38,6 +38,11 @@ use crate::pipeline::watermark::{BatchId, Watermark};
 use crate::projection::{self, Doc, DocKey, FoldOutcome, Plan, Stored, Table};
 use crate::sink::{ConvexClient, RetryPolicy, SinkError};
 
+/// Memory of one document write in flight relative to the typed
+/// document's `approx_bytes`: it is held as a JSON tree (an ordered map per
+/// object, a heap string per key) plus its encoded request body.
+const WRITE_COST: usize = 8;
+
 /// Keys per `load` call: one index lookup each, far under Convex's limits.
 const LOAD_CHUNK: usize = 256;
 
@@ -281,8 +286,10 @@ impl Engine {
         );
 
         let mut writes = Vec::with_capacity(changed.len());
+        let mut write_bytes = 0usize;
         for key in &changed {
             if let Some(Some(stored)) = self.cache.get(key) {
+                write_bytes += WRITE_COST * stored.approx_bytes();
                 writes.push(dispatch::PlannedWrite {
                     key: key.clone(),
                     position: stored.position,
@@ -293,6 +300,12 @@ impl Engine {
             self.cache.touch(key);
         }
         self.cache.evict_if_needed();
+        // Written documents count against the in-flight budget until
+        // acknowledged: with large documents (timelines, inboxes) they, not
+        // the events, are most of the memory a batch holds.
+        self.inflight_bytes += write_bytes;
+        self.metrics.inflight_bytes.set(self.inflight_bytes as i64);
+        let event_bytes = event_bytes + write_bytes;
 
         let job = Dispatch {
             id,
