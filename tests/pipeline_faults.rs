@@ -279,16 +279,32 @@ async fn sigkill_at_random_moments_is_exact_and_never_confirms_early() {
     for kill in 0..12 {
         let mut p = spawn(&db, &convex, SLOT, &[]);
         let ms = rng.gen_range(200..3000);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        // Every other kill lands while a Convex request is held back (it
+        // executes 3 s later, after the check below): a projector that
+        // confirmed before the ack would be caught with the write missing.
+        let held = kill % 2 == 1 && ms > 800;
+        if held {
+            tokio::time::sleep(Duration::from_millis(ms - 600)).await;
+            convex
+                .fault(json!({"kind": "latency", "ms": 3000, "count": 1}))
+                .await;
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         p.kill9();
         let _ = p.wait().await;
         // Dead: nothing more is confirmed. C must not pass unacknowledged events.
         let c = confirmed_lsn(&sql, SLOT).await.unwrap_or(0);
         let n = assert_confirmed_events_in_convex(&sql, &client, OBSERVER, c).await;
         eprintln!(
-            "kill {kill} after {ms} ms: confirmed {} ({n} events checked)",
+            "kill {kill} after {ms} ms{}: confirmed {} ({n} events checked)",
+            if held { " (a request held back)" } else { "" },
             lsn_text(c)
         );
+        if held {
+            convex.clear_faults().await;
+        }
         checked = n;
         confirmed.push(c);
     }
