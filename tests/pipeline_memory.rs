@@ -4,8 +4,11 @@
 //! overrides) into the null sink with 16 MiB in-flight and 16 MiB cache
 //! budgets, while the test samples the child's VmRSS every 100 ms.
 //!
-//! Slow in debug builds, so ignored by default:
+//! Slow in debug builds (200k events take ~2 min), so ignored by default:
 //! `cargo test --release --test pipeline_memory -- --ignored --nocapture`.
+//! Measured (release, 2 shared cores, 2026-11-23): 1M events in 59.6 s
+//! (16.8k events/s), peak VmRSS 101.8 MiB. Before written documents counted
+//! against the in-flight budget: 383.5 MiB at the same rate.
 
 #[path = "support/pg.rs"]
 mod pg;
