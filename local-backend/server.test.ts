@@ -210,3 +210,24 @@ test("bodies over 16 MiB get 413", async () => {
   expect(r.status).toBe(413);
   expect(r.body.code).toBe("PayloadTooLarge");
 });
+
+test("fault injection: reject_key fails every apply that writes that key, until clear", async () => {
+  await call("POST", "/_faults", { kind: "reject_key", key: "rk1" });
+  for (let i = 0; i < 2; i++) {
+    const r = ok(await call("POST", "/api/mutation", apply("rk1", 30 + i)));
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({
+      status: "error",
+      errorData: { code: "InvalidDocument", table: "threads", key: "rk1" },
+    });
+  }
+  // Other keys are unaffected.
+  const other = ok(await call("POST", "/api/mutation", apply("rk2", 30)));
+  expect(other.body.value).toMatchObject({ applied: 1 });
+  const load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["rk1"] } }));
+  expect(load.body.value).toEqual([]);
+  expect(ok(await call("POST", "/_faults", { kind: "reject_key" })).status).toBe(400);
+  await call("POST", "/_faults", { kind: "clear" });
+  const after = ok(await call("POST", "/api/mutation", apply("rk1", 40)));
+  expect(after.body.value).toMatchObject({ applied: 1 });
+});

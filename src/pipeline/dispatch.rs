@@ -33,6 +33,8 @@ pub struct Dispatch {
     /// For each written key, the events folded into it (as dead-letter
     /// templates, reason filled in on rejection).
     pub events_by_key: HashMap<DocKey, Vec<DeadLetter>>,
+    /// Bytes counted against the in-flight budget (events and written
+    /// documents), released by the ack.
     pub event_bytes: usize,
     pub commit_times_us: Vec<i64>,
     pub max_request_bytes: usize,
@@ -48,12 +50,12 @@ pub struct Ack {
     pub tables: Vec<&'static str>,
 }
 
-fn to_write(w: &PlannedWrite) -> Write {
+fn to_write(w: PlannedWrite) -> Write {
     Write {
         table: w.key.table.as_str().to_string(),
-        key: w.key.key.clone(),
         position: w.position.encode(),
-        doc: w.doc.clone(),
+        key: w.key.key,
+        doc: w.doc,
     }
 }
 
@@ -96,7 +98,8 @@ pub fn spawn(
         // (runs, workers, inboxes) goes in the last mutation: a crash between
         // mutations then replays the event into the documents that lack it,
         // instead of skipping it because its stream document has it.
-        let mut writes: Vec<Write> = job.writes.iter().map(to_write).collect();
+        // Moved, not cloned: one JSON tree per document in flight, not two.
+        let mut writes: Vec<Write> = job.writes.into_iter().map(to_write).collect();
         writes.sort_by_key(|w| matches!(w.table.as_str(), "runs" | "workers" | "inboxes"));
         let dls: Vec<DeadLetterWrite> = job.dead_letters.iter().map(to_dead_letter).collect();
         sender.send(writes, dls).await;
@@ -190,6 +193,7 @@ impl Sender {
                     stack.extend(split(req).into_iter().rev());
                 }
                 Err(e) => {
+                    self.metrics.convex_error(false, e.class());
                     if let Some(w) = req.writes.first() {
                         let key = DocKey {
                             table: Table::parse(&w.table).unwrap_or(Table::Runs),

@@ -38,6 +38,11 @@ use crate::pipeline::watermark::{BatchId, Watermark};
 use crate::projection::{self, Doc, DocKey, FoldOutcome, Plan, Stored, Table};
 use crate::sink::{ConvexClient, RetryPolicy, SinkError};
 
+/// Memory of one document write in flight relative to the typed
+/// document's `approx_bytes`: it is held as a JSON tree (an ordered map per
+/// object, a heap string per key) plus its encoded request body.
+const WRITE_COST: usize = 8;
+
 /// Keys per `load` call: one index lookup each, far under Convex's limits.
 const LOAD_CHUNK: usize = 256;
 
@@ -45,8 +50,9 @@ pub struct Engine {
     client: Arc<ConvexClient>,
     generation: u64,
     tuning: Tuning,
+    /// For `load` (hydration) and `apply` (dispatch); both count retries.
     retry: RetryPolicy,
-    retry_load: RetryPolicy,
+    retry_apply: RetryPolicy,
     backpressured: std::cell::Cell<bool>,
     metrics: Metrics,
     cache: StateCache,
@@ -75,8 +81,8 @@ impl Engine {
             generation,
             cache: StateCache::new(tuning.cache_bytes),
             tuning,
-            retry: counted_retry(&metrics, "apply"),
-            retry_load: counted_retry(&metrics, "load"),
+            retry: counted_retry(&metrics, "load"),
+            retry_apply: counted_retry(&metrics, "apply"),
             backpressured: std::cell::Cell::new(false),
             metrics,
             open: OpenBatch::default(),
@@ -285,8 +291,10 @@ impl Engine {
         );
 
         let mut writes = Vec::with_capacity(changed.len());
+        let mut write_bytes = 0usize;
         for key in &changed {
             if let Some(Some(stored)) = self.cache.get(key) {
+                write_bytes += WRITE_COST * stored.approx_bytes();
                 writes.push(dispatch::PlannedWrite {
                     key: key.clone(),
                     position: stored.position,
@@ -297,6 +305,12 @@ impl Engine {
             self.cache.touch(key);
         }
         self.cache.evict_if_needed();
+        // Written documents count against the in-flight budget until
+        // acknowledged: with large documents (timelines, inboxes) they, not
+        // the events, are most of the memory a batch holds.
+        self.inflight_bytes += write_bytes;
+        self.metrics.inflight_bytes.set(self.inflight_bytes as i64);
+        let event_bytes = event_bytes + write_bytes;
 
         let job = Dispatch {
             id,
@@ -314,7 +328,7 @@ impl Engine {
             .set(self.inflight_batches as i64);
         dispatch::spawn(
             self.client.clone(),
-            self.retry.clone(),
+            self.retry_apply.clone(),
             self.metrics.clone(),
             job,
             self.ack_tx.clone(),
@@ -335,7 +349,7 @@ impl Engine {
             for chunk in keys.chunks(LOAD_CHUNK) {
                 let client = self.client.clone();
                 let generation = self.generation;
-                let loaded = crate::sink::with_retry(&self.retry_load, "load", || {
+                let loaded = crate::sink::with_retry(&self.retry, "load", || {
                     let client = client.clone();
                     async move { client.load(generation, table.as_str(), chunk).await }
                 })
@@ -390,19 +404,17 @@ impl Engine {
     }
 }
 
+/// Retry forever, counting each retry (by function) and the transient
+/// error behind it (by class) in the metrics.
+fn counted_retry(metrics: &Metrics, function: &'static str) -> RetryPolicy {
+    let m = metrics.clone();
+    RetryPolicy::forever().with_hook(Arc::new(move |e: &SinkError, _n: u32, _d| {
+        m.convex_retries_total.with_label_values(&[function]).inc();
+        m.convex_error(e.is_transient(), e.class());
+    }))
+}
+
 /// The value a document would have in Convex, for tests and verify.
 pub fn doc_json(doc: &Doc) -> Value {
     doc.to_json()
-}
-
-/// Retries forever on transient errors, counting each retry and error
-/// class in the metrics.
-fn counted_retry(metrics: &Metrics, function: &'static str) -> RetryPolicy {
-    let metrics = metrics.clone();
-    RetryPolicy::forever().with_hook(std::sync::Arc::new(
-        move |e: &SinkError, _attempt, _delay| {
-            metrics.convex_retry(function);
-            metrics.convex_error(e.is_transient(), e.class());
-        },
-    ))
 }
