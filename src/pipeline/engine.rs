@@ -20,7 +20,7 @@
 //! re-sends from the confirmed LSN) and duplicates nothing (the position
 //! guard and the per-document skip absorb the replay).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -223,10 +223,13 @@ impl Engine {
 
         let mut dead_letters = Vec::new();
         // Insertion-ordered set of written keys, and the events behind each
-        // (needed to dead-letter them if Convex rejects the document).
+        // (needed to dead-letter them if Convex rejects the document): the
+        // folded events move into the dispatch, keys refer to them by index,
+        // so nothing is copied per event on the hot path.
         let mut changed: Vec<DocKey> = Vec::new();
-        let mut changed_set: HashSet<DocKey> = HashSet::new();
-        let mut events_by_key: HashMap<DocKey, Vec<projection::DeadLetter>> = HashMap::new();
+        let mut slot_of: HashMap<DocKey, usize> = HashMap::new();
+        let mut events_of: Vec<Vec<u32>> = Vec::new();
+        let mut folded_events: Vec<RuntimeEvent> = Vec::new();
         let mut event_bytes = 0usize;
         let mut first: Option<Position> = None;
         let mut last: Option<Position> = None;
@@ -247,15 +250,21 @@ impl Engine {
                     match projection::fold(&folding, &mut self.cache) {
                         FoldOutcome::Folded { changed: keys } => {
                             self.metrics.events_folded_total.inc();
+                            let idx = folded_events.len() as u32;
                             for k in keys {
-                                events_by_key
-                                    .entry(k.clone())
-                                    .or_default()
-                                    .push(projection::DeadLetter::new(&ev, String::new()));
-                                if changed_set.insert(k.clone()) {
-                                    changed.push(k);
-                                }
+                                let slot = match slot_of.get(&k) {
+                                    Some(&slot) => slot,
+                                    None => {
+                                        let slot = changed.len();
+                                        slot_of.insert(k.clone(), slot);
+                                        changed.push(k);
+                                        events_of.push(Vec::new());
+                                        slot
+                                    }
+                                };
+                                events_of[slot].push(idx);
                             }
+                            folded_events.push(ev);
                         }
                         FoldOutcome::Skipped => self.metrics.events_skipped_total.inc(),
                         FoldOutcome::DeadLetter(dl) => {
@@ -283,7 +292,7 @@ impl Engine {
                 writes.push(dispatch::PlannedWrite {
                     key: key.clone(),
                     position: stored.position,
-                    doc: stored.doc.to_json(),
+                    doc: stored.doc.clone(),
                 });
             }
             self.cache.pin(key);
@@ -296,7 +305,9 @@ impl Engine {
             generation: self.generation,
             writes,
             dead_letters,
-            events_by_key,
+            events: folded_events,
+            events_by_key: slot_of,
+            events_of,
             event_bytes,
             commit_times_us: batch.commit_times_us,
             max_request_bytes: self.tuning.batch_max_bytes,
