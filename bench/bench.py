@@ -216,7 +216,8 @@ def drain(pg, events, repeat, perf):
             cmd = [BIN, "run", "--slot", ps, "--exit-when-caught-up",
                    "--metrics-addr", "127.0.0.1:0"]
             if perf and i == 0:
-                cmd = ["perf", "record", "-e", "cpu-clock", "-F", "999", "-g",
+                cmd = ["perf", "record", "-e", "cpu-clock", "-F", "999",
+                       "--call-graph", os.environ.get("BENCH_PERF_CALLGRAPH", "fp"),
                        "-o", perf, "--"] + cmd
             pv = timed(cmd, env=projector_env(pg, sink.url))
             after = sink.stats()

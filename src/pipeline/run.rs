@@ -439,7 +439,7 @@ async fn session(
                         health.mark_progress();
                     }
                     WalMessage::XLogData { data, wal_end, .. } => {
-                        decoder.feed(&data).map_err(|e| SourceError::Protocol(e.to_string()))?;
+                        decoder.feed_bytes(&data).map_err(|e| SourceError::Protocol(e.to_string()))?;
                         while let Some(ev) = decoder.pop() {
                             match ev {
                                 SourceEvent::Begin { commit_time_us, .. } => engine.begin(commit_time_us),
