@@ -293,6 +293,11 @@ def max_bound(buckets):
     return float("nan")
 
 
+def lsn_int(s):
+    hi, lo = s.split("/")
+    return (int(hi, 16) << 32) + int(lo, 16)
+
+
 def latency(pg, sink_name, convex_url, key, rate, secs, n):
     slot = f"lat_{sink_name}_{rate}_{n}"
     pg.sql(f"SELECT pg_create_logical_replication_slot('{slot}','pgoutput')")
@@ -314,13 +319,25 @@ def latency(pg, sink_name, convex_url, key, rate, secs, n):
         t0 = time.monotonic()
         loadgen(pg, "--rate", str(rate), "--duration", f"{secs}s", "--seed", str(rate + n))
         achieved = None
-        time.sleep(2.0)  # let the tail be acknowledged
-        text = http_get(murl + "/metrics")
+        loaded = time.monotonic() - t0
+        # Wait until every event is acknowledged (flushed LSN reaches the
+        # WAL end), so slow sinks are measured in full.
+        end_lsn = lsn_int(pg.sql("SELECT pg_current_wal_lsn()"))
+        deadline = time.monotonic() + 300
+        text = ""
+        while time.monotonic() < deadline:
+            text = http_get(murl + "/metrics")
+            m = re.search(r"^projector_flushed_lsn_bytes (\S+)$", text, re.M)
+            if m and float(m.group(1)) >= end_lsn:
+                break
+            time.sleep(0.5)
+        else:
+            log("  warning: not caught up after 300 s; figures cover what was acknowledged")
         b = histogram(text)
         count = b[-1][1] if b else 0
         ev = re.search(r"^projector_events_decoded_total (\S+)$", text, re.M)
         if ev:
-            achieved = float(ev.group(1)) / (time.monotonic() - t0 - 2.0)
+            achieved = float(ev.group(1)) / loaded
         return dict(rate=rate, secs=secs, achieved=achieved, count=count,
                     p50=quantile(b, 0.5), p99=quantile(b, 0.99), max=max_bound(b))
     finally:
