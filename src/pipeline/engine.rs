@@ -327,7 +327,8 @@ impl Engine {
     }
 
     /// Loads every key of the open batch the cache does not hold, one
-    /// `load` per table and chunk, retrying transient failures.
+    /// `load` per table and chunk (all concurrently), retrying transient
+    /// failures.
     async fn hydrate(&mut self) -> Result<(), SinkError> {
         let mut missing: HashMap<Table, Vec<String>> = HashMap::new();
         for k in &self.open.keys {
@@ -335,32 +336,42 @@ impl Engine {
                 missing.entry(k.table).or_default().push(k.key.clone());
             }
         }
-        for (table, keys) in missing {
-            for chunk in keys.chunks(LOAD_CHUNK) {
-                let client = self.client.clone();
-                let generation = self.generation;
-                let loaded = crate::sink::with_retry(&self.retry, "load", || {
+        // Every table and chunk is loaded at once: one round trip per
+        // batch instead of one per table (the main loop waits on this).
+        let requests = missing
+            .iter()
+            .flat_map(|(&table, keys)| keys.chunks(LOAD_CHUNK).map(move |chunk| (table, chunk)));
+        let loads = requests.map(|(table, chunk)| {
+            let client = self.client.clone();
+            let generation = self.generation;
+            let retry = &self.retry;
+            async move {
+                let loaded = crate::sink::with_retry(retry, "load", || {
                     let client = client.clone();
                     async move { client.load(generation, table.as_str(), chunk).await }
                 })
                 .await?;
-                let mut found: HashMap<String, Stored> = HashMap::with_capacity(loaded.len());
-                for d in loaded {
-                    let position = Position::decode(&d.position).map_err(SinkError::Decode)?;
-                    let doc = Doc::from_json(table, d.doc)
-                        .map_err(|e| SinkError::Decode(format!("{table:?} {}: {e}", d.key)))?;
-                    found.insert(d.key, Stored { position, doc });
-                }
-                for key in chunk {
-                    let state = found.remove(key);
-                    self.cache.insert_loaded(
-                        DocKey {
-                            table,
-                            key: key.clone(),
-                        },
-                        state,
-                    );
-                }
+                Ok::<_, SinkError>((table, chunk, loaded))
+            }
+        });
+        let results = futures::future::try_join_all(loads).await?;
+        for (table, chunk, loaded) in results {
+            let mut found: HashMap<String, Stored> = HashMap::with_capacity(loaded.len());
+            for d in loaded {
+                let position = Position::decode(&d.position).map_err(SinkError::Decode)?;
+                let doc = Doc::from_json(table, d.doc)
+                    .map_err(|e| SinkError::Decode(format!("{table:?} {}: {e}", d.key)))?;
+                found.insert(d.key, Stored { position, doc });
+            }
+            for key in chunk {
+                let state = found.remove(key);
+                self.cache.insert_loaded(
+                    DocKey {
+                        table,
+                        key: key.clone(),
+                    },
+                    state,
+                );
             }
         }
         Ok(())

@@ -117,7 +117,10 @@ struct OptCount(#[serde(deserialize_with = "opt_count")] Option<u64>);
 
 impl ConvexClient {
     /// `projector:apply` with a request encoded here.
-    pub async fn apply<D: Serialize>(&self, req: &ApplyRequest<D>) -> Result<ApplyResult, SinkError> {
+    pub async fn apply<D: Serialize>(
+        &self,
+        req: &ApplyRequest<D>,
+    ) -> Result<ApplyResult, SinkError> {
         self.apply_encoded(req.encode()?).await
     }
 
