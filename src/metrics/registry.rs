@@ -20,8 +20,10 @@ pub const CONVEX_LATENCY_BUCKETS: &[f64] = &[
 ];
 /// Buckets of commit→ack latency (seconds). `le="1"` is the lag SLO bound
 /// used by `deploy/alerts.yml`.
+/// Fine below 100 ms so the benchmark can read p50/p99 at low rates.
 pub const COMMIT_TO_ACK_BUCKETS: &[f64] = &[
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+    0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
 ];
 /// The `projection` label values of [`Inner::commit_to_ack_seconds`].
 pub const PROJECTIONS: &[&str] = &[

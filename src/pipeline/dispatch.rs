@@ -13,16 +13,17 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::event::Position;
+use crate::event::{Position, RuntimeEvent};
 use crate::metrics::Metrics;
 use crate::pipeline::watermark::BatchId;
-use crate::projection::{DeadLetter, DocKey, Table};
+use crate::projection::{DeadLetter, Doc, DocKey, Table};
 use crate::sink::{ApplyRequest, ConvexClient, DeadLetterWrite, RetryPolicy, SinkError, Write};
 
+/// A typed document snapshot: serialised once, straight into the body.
 pub struct PlannedWrite {
     pub key: DocKey,
     pub position: Position,
-    pub doc: serde_json::Value,
+    pub doc: Doc,
 }
 
 pub struct Dispatch {
@@ -30,9 +31,12 @@ pub struct Dispatch {
     pub generation: u64,
     pub writes: Vec<PlannedWrite>,
     pub dead_letters: Vec<DeadLetter>,
-    /// For each written key, the events folded into it (as dead-letter
-    /// templates, reason filled in on rejection).
-    pub events_by_key: HashMap<DocKey, Vec<DeadLetter>>,
+    /// The events folded in this batch; for each written key, the indexes
+    /// (into `events_of`, then `events`) of the events behind it, which
+    /// become dead letters if Convex rejects the document.
+    pub events: Vec<RuntimeEvent>,
+    pub events_by_key: HashMap<DocKey, usize>,
+    pub events_of: Vec<Vec<u32>>,
     /// Bytes counted against the in-flight budget (events and written
     /// documents), released by the ack.
     pub event_bytes: usize,
@@ -50,11 +54,11 @@ pub struct Ack {
     pub tables: Vec<&'static str>,
 }
 
-fn to_write(w: PlannedWrite) -> Write {
+fn to_write(w: PlannedWrite) -> Write<Doc> {
     Write {
         table: w.key.table.as_str().to_string(),
-        position: w.position.encode(),
         key: w.key.key,
+        position: w.position.encode(),
         doc: w.doc,
     }
 }
@@ -98,18 +102,22 @@ pub fn spawn(
         // (runs, workers, inboxes) goes in the last mutation: a crash between
         // mutations then replays the event into the documents that lack it,
         // instead of skipping it because its stream document has it.
-        // Moved, not cloned: one JSON tree per document in flight, not two.
-        let mut writes: Vec<Write> = job.writes.into_iter().map(to_write).collect();
+        let mut writes: Vec<Write<Doc>> = job.writes.into_iter().map(to_write).collect();
         writes.sort_by_key(|w| matches!(w.table.as_str(), "runs" | "workers" | "inboxes"));
         let dls: Vec<DeadLetterWrite> = job.dead_letters.iter().map(to_dead_letter).collect();
         sender.send(writes, dls).await;
         // Rejected documents: their events become dead letters.
         let mut extra = Vec::new();
         for (key, message) in &sender.rejected {
-            for template in job.events_by_key.get(key).into_iter().flatten() {
-                let mut dl = template.clone();
-                dl.reason = format!("sink_rejected: {message}");
-                extra.push(to_dead_letter(&dl));
+            let indexes = job
+                .events_by_key
+                .get(key)
+                .and_then(|&slot| job.events_of.get(slot));
+            for &i in indexes.into_iter().flatten() {
+                if let Some(ev) = job.events.get(i as usize) {
+                    let dl = DeadLetter::new(ev, format!("sink_rejected: {message}"));
+                    extra.push(to_dead_letter(&dl));
+                }
             }
         }
         if !extra.is_empty() {
@@ -140,7 +148,7 @@ struct Sender {
 impl Sender {
     /// Applies writes and dead letters, in as many mutations as the byte
     /// limit needs, isolating definite rejections.
-    async fn send(&mut self, writes: Vec<Write>, dead_letters: Vec<DeadLetterWrite>) {
+    async fn send(&mut self, writes: Vec<Write<Doc>>, dead_letters: Vec<DeadLetterWrite>) {
         let mut stack = vec![ApplyRequest {
             generation: self.generation,
             writes,
@@ -216,7 +224,7 @@ fn short(e: &SinkError) -> String {
 }
 
 /// Halves a request: writes first, then dead letters.
-fn split(req: ApplyRequest) -> Vec<ApplyRequest> {
+fn split(req: ApplyRequest<Doc>) -> Vec<ApplyRequest<Doc>> {
     let ApplyRequest {
         generation,
         mut writes,

@@ -20,7 +20,7 @@
 //! re-sends from the confirmed LSN) and duplicates nothing (the position
 //! guard and the per-document skip absorb the replay).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -236,10 +236,13 @@ impl Engine {
 
         let mut dead_letters = Vec::new();
         // Insertion-ordered set of written keys, and the events behind each
-        // (needed to dead-letter them if Convex rejects the document).
+        // (needed to dead-letter them if Convex rejects the document): the
+        // folded events move into the dispatch, keys refer to them by index,
+        // so nothing is copied per event on the hot path.
         let mut changed: Vec<DocKey> = Vec::new();
-        let mut changed_set: HashSet<DocKey> = HashSet::new();
-        let mut events_by_key: HashMap<DocKey, Vec<projection::DeadLetter>> = HashMap::new();
+        let mut slot_of: HashMap<DocKey, usize> = HashMap::new();
+        let mut events_of: Vec<Vec<u32>> = Vec::new();
+        let mut folded_events: Vec<RuntimeEvent> = Vec::new();
         let mut event_bytes = 0usize;
         let mut first: Option<Position> = None;
         let mut last: Option<Position> = None;
@@ -260,15 +263,21 @@ impl Engine {
                     match projection::fold(&folding, &mut self.cache) {
                         FoldOutcome::Folded { changed: keys } => {
                             self.metrics.events_folded_total.inc();
+                            let idx = folded_events.len() as u32;
                             for k in keys {
-                                events_by_key
-                                    .entry(k.clone())
-                                    .or_default()
-                                    .push(projection::DeadLetter::new(&ev, String::new()));
-                                if changed_set.insert(k.clone()) {
-                                    changed.push(k);
-                                }
+                                let slot = match slot_of.get(&k) {
+                                    Some(&slot) => slot,
+                                    None => {
+                                        let slot = changed.len();
+                                        slot_of.insert(k.clone(), slot);
+                                        changed.push(k);
+                                        events_of.push(Vec::new());
+                                        slot
+                                    }
+                                };
+                                events_of[slot].push(idx);
                             }
+                            folded_events.push(ev);
                         }
                         FoldOutcome::Skipped => self.metrics.events_skipped_total.inc(),
                         FoldOutcome::DeadLetter(dl) => {
@@ -298,7 +307,7 @@ impl Engine {
                 writes.push(dispatch::PlannedWrite {
                     key: key.clone(),
                     position: stored.position,
-                    doc: stored.doc.to_json(),
+                    doc: stored.doc.clone(),
                 });
             }
             self.cache.pin(key);
@@ -317,7 +326,9 @@ impl Engine {
             generation: self.generation,
             writes,
             dead_letters,
-            events_by_key,
+            events: folded_events,
+            events_by_key: slot_of,
+            events_of,
             event_bytes,
             commit_times_us: batch.commit_times_us,
             max_request_bytes: self.tuning.batch_max_bytes,
@@ -337,7 +348,8 @@ impl Engine {
     }
 
     /// Loads every key of the open batch the cache does not hold, one
-    /// `load` per table and chunk, retrying transient failures.
+    /// `load` per table and chunk (all concurrently), retrying transient
+    /// failures.
     async fn hydrate(&mut self) -> Result<(), SinkError> {
         let mut missing: HashMap<Table, Vec<String>> = HashMap::new();
         for k in &self.open.keys {
@@ -345,32 +357,42 @@ impl Engine {
                 missing.entry(k.table).or_default().push(k.key.clone());
             }
         }
-        for (table, keys) in missing {
-            for chunk in keys.chunks(LOAD_CHUNK) {
-                let client = self.client.clone();
-                let generation = self.generation;
-                let loaded = crate::sink::with_retry(&self.retry, "load", || {
+        // Every table and chunk is loaded at once: one round trip per
+        // batch instead of one per table (the main loop waits on this).
+        let requests = missing
+            .iter()
+            .flat_map(|(&table, keys)| keys.chunks(LOAD_CHUNK).map(move |chunk| (table, chunk)));
+        let loads = requests.map(|(table, chunk)| {
+            let client = self.client.clone();
+            let generation = self.generation;
+            let retry = &self.retry;
+            async move {
+                let loaded = crate::sink::with_retry(retry, "load", || {
                     let client = client.clone();
                     async move { client.load(generation, table.as_str(), chunk).await }
                 })
                 .await?;
-                let mut found: HashMap<String, Stored> = HashMap::with_capacity(loaded.len());
-                for d in loaded {
-                    let position = Position::decode(&d.position).map_err(SinkError::Decode)?;
-                    let doc = Doc::from_json(table, d.doc)
-                        .map_err(|e| SinkError::Decode(format!("{table:?} {}: {e}", d.key)))?;
-                    found.insert(d.key, Stored { position, doc });
-                }
-                for key in chunk {
-                    let state = found.remove(key);
-                    self.cache.insert_loaded(
-                        DocKey {
-                            table,
-                            key: key.clone(),
-                        },
-                        state,
-                    );
-                }
+                Ok::<_, SinkError>((table, chunk, loaded))
+            }
+        });
+        let results = futures::future::try_join_all(loads).await?;
+        for (table, chunk, loaded) in results {
+            let mut found: HashMap<String, Stored> = HashMap::with_capacity(loaded.len());
+            for d in loaded {
+                let position = Position::decode(&d.position).map_err(SinkError::Decode)?;
+                let doc = Doc::from_json(table, d.doc)
+                    .map_err(|e| SinkError::Decode(format!("{table:?} {}: {e}", d.key)))?;
+                found.insert(d.key, Stored { position, doc });
+            }
+            for key in chunk {
+                let state = found.remove(key);
+                self.cache.insert_loaded(
+                    DocKey {
+                        table,
+                        key: key.clone(),
+                    },
+                    state,
+                );
             }
         }
         Ok(())

@@ -381,6 +381,12 @@ async fn session(
                 return Ok(SessionEnd::CaughtUp);
             }
         }
+        // A full batch waiting for a slot closes first (reads below would
+        // overfill it: the stream is polled before the fill deadline).
+        if engine.batch_full() && engine.has_slot() {
+            close_with_status(engine, &mut stream, &flush, &mut status).await?;
+            continue;
+        }
         let deadline = engine.batch_deadline().filter(|_| engine.has_slot());
         let can_read = engine.can_read();
         tokio::select! {
@@ -418,9 +424,6 @@ async fn session(
                 metrics.set_lsns(engine.received_lsn().0, f.0, f.0);
                 health.mark_progress();
             }
-            _ = async { sleep_until(deadline.map(Instant::from_std).unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
-                close_with_status(engine, &mut stream, &flush, &mut status).await?;
-            }
             msg = stream.next(), if can_read => {
                 let Some(msg) = msg? else {
                     return Err(SourceError::Closed.into());
@@ -436,7 +439,7 @@ async fn session(
                         health.mark_progress();
                     }
                     WalMessage::XLogData { data, wal_end, .. } => {
-                        decoder.feed(&data).map_err(|e| SourceError::Protocol(e.to_string()))?;
+                        decoder.feed_bytes(&data).map_err(|e| SourceError::Protocol(e.to_string()))?;
                         while let Some(ev) = decoder.pop() {
                             match ev {
                                 SourceEvent::Begin { commit_time_us, .. } => engine.begin(commit_time_us),
@@ -458,6 +461,13 @@ async fn session(
                         health.mark_progress();
                     }
                 }
+            }
+            // After the stream (biased): while WAL is ready to read, the
+            // batch keeps filling up to its size limits (a backlog drains in
+            // full batches: fewer mutations, more coalescing); the fill time
+            // closes it as soon as the stream has nothing ready.
+            _ = async { sleep_until(deadline.map(Instant::from_std).unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
+                close_with_status(engine, &mut stream, &flush, &mut status).await?;
             }
         }
     }

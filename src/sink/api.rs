@@ -27,12 +27,16 @@ pub const SET_STATE: &str = "projector:setState";
 /// One guarded upsert: `doc` replaces the stored document of
 /// `(generation, key)` in `table` if `position` is greater than the stored
 /// one. `doc` holds the projection fields (no `key/generation/position`).
+///
+/// `D` is any serialisable document: the pipeline sends typed
+/// [`crate::projection::Doc`]s, serialised once straight into the body
+/// (no intermediate `Value`); tools and tests use `Value`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Write {
+pub struct Write<D = Value> {
     pub table: String,
     pub key: String,
     pub position: String,
-    pub doc: Value,
+    pub doc: D,
 }
 
 /// One dead letter, inserted once per `(generation, key = eventSeq)`.
@@ -47,13 +51,13 @@ pub struct DeadLetterWrite {
 /// The arguments of one `projector:apply` (atomic on the Convex side).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ApplyRequest {
+pub struct ApplyRequest<D = Value> {
     pub generation: u64,
-    pub writes: Vec<Write>,
+    pub writes: Vec<Write<D>>,
     pub dead_letters: Vec<DeadLetterWrite>,
 }
 
-impl ApplyRequest {
+impl<D: Serialize> ApplyRequest<D> {
     /// The complete HTTP body of the mutation; `len()` is what counts
     /// against the argument-size limit (plus ~40 bytes of envelope).
     pub fn encode(&self) -> Result<Bytes, SinkError> {
@@ -113,7 +117,10 @@ struct OptCount(#[serde(deserialize_with = "opt_count")] Option<u64>);
 
 impl ConvexClient {
     /// `projector:apply` with a request encoded here.
-    pub async fn apply(&self, req: &ApplyRequest) -> Result<ApplyResult, SinkError> {
+    pub async fn apply<D: Serialize>(
+        &self,
+        req: &ApplyRequest<D>,
+    ) -> Result<ApplyResult, SinkError> {
         self.apply_encoded(req.encode()?).await
     }
 

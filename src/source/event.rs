@@ -128,6 +128,13 @@ impl EventDecoder {
         self.push(msg)
     }
 
+    /// [`EventDecoder::feed`] for an XLogData payload held in `Bytes`:
+    /// column values are not copied before they become event strings.
+    pub fn feed_bytes(&mut self, data: &bytes::Bytes) -> Result<(), EventError> {
+        let msg = self.stream.decode_bytes(data)?;
+        self.push(msg)
+    }
+
     /// The next ready event, in order.
     pub fn pop(&mut self) -> Option<SourceEvent> {
         self.ready.pop_front()
@@ -346,9 +353,9 @@ impl EventDecoder {
             .cols
             .as_ref()
             .ok_or_else(|| EventError::Schema("no Relation message for runtime.events".into()))?;
-        let text = |i: usize, name: &str| -> Result<String, EventError> {
+        let str_of = |i: usize, name: &str| -> Result<&str, EventError> {
             match t.get(i) {
-                Some(TupleValue::Text(b)) => String::from_utf8(b.to_vec())
+                Some(TupleValue::Text(b)) => std::str::from_utf8(b)
                     .map_err(|_| EventError::Schema(format!("column {name} is not UTF-8"))),
                 Some(other) => Err(EventError::Schema(format!(
                     "column {name} is {other:?}, expected text"
@@ -358,8 +365,11 @@ impl EventDecoder {
                 ))),
             }
         };
+        let text = |i: usize, name: &str| -> Result<String, EventError> {
+            str_of(i, name).map(str::to_owned)
+        };
         let int = |i: usize, name: &str| -> Result<i64, EventError> {
-            text(i, name)?
+            str_of(i, name)?
                 .parse()
                 .map_err(|_| EventError::Schema(format!("column {name} is not an integer")))
         };

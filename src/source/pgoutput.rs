@@ -195,6 +195,17 @@ pub struct StreamState {
 impl StreamState {
     pub fn decode(&mut self, data: &[u8]) -> Result<PgOutputMessage, DecodeError> {
         let m = decode(data, self.in_stream)?;
+        self.track(m)
+    }
+
+    /// [`StreamState::decode`] without copying column values: they are
+    /// slices of `data` (the XLogData frame).
+    pub fn decode_bytes(&mut self, data: &Bytes) -> Result<PgOutputMessage, DecodeError> {
+        let m = decode_bytes(data, self.in_stream)?;
+        self.track(m)
+    }
+
+    fn track(&mut self, m: PgOutputMessage) -> Result<PgOutputMessage, DecodeError> {
         match m {
             PgOutputMessage::StreamStart { .. } => self.in_stream = true,
             PgOutputMessage::StreamStop => self.in_stream = false,
@@ -206,6 +217,8 @@ impl StreamState {
 
 struct Cur<'a> {
     b: &'a [u8],
+    /// The buffer `b` lies in, when column values may share it.
+    src: Option<&'a Bytes>,
 }
 
 impl<'a> Cur<'a> {
@@ -273,7 +286,11 @@ impl<'a> Cur<'a> {
                     if len < 0 {
                         return Err(DecodeError::Negative("column length"));
                     }
-                    let v = Bytes::copy_from_slice(self.take(len as usize, "column value")?);
+                    let raw = self.take(len as usize, "column value")?;
+                    let v = match self.src {
+                        Some(src) => src.slice_ref(raw),
+                        None => Bytes::copy_from_slice(raw),
+                    };
                     if k == b't' {
                         TupleValue::Text(v)
                     } else {
@@ -290,8 +307,21 @@ impl<'a> Cur<'a> {
 
 /// Decodes one pgoutput message. `in_stream`: inside a Stream Start/Stop block.
 pub fn decode(data: &[u8], in_stream: bool) -> Result<PgOutputMessage, DecodeError> {
+    decode_in(data, None, in_stream)
+}
+
+/// [`decode`] with column values as zero-copy slices of `data`.
+pub fn decode_bytes(data: &Bytes, in_stream: bool) -> Result<PgOutputMessage, DecodeError> {
+    decode_in(data, Some(data), in_stream)
+}
+
+fn decode_in<'a>(
+    data: &'a [u8],
+    src: Option<&'a Bytes>,
+    in_stream: bool,
+) -> Result<PgOutputMessage, DecodeError> {
     let (&tag, rest) = data.split_first().ok_or(DecodeError::Empty)?;
-    let mut c = Cur { b: rest };
+    let mut c = Cur { b: rest, src };
     let m = match tag {
         b'B' => PgOutputMessage::Begin {
             final_lsn: c.u64("final_lsn")?,

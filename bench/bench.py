@@ -1,0 +1,437 @@
+#!/usr/bin/env python3
+"""Benchmarks of `projector` side by side with pg_recvlogical (stdlib only).
+
+  1. drain:   a backlog of N loadgen events (realistic mix), 2*R slots created
+              at the same LSN before loading; each round drains one slot with
+              pg_recvlogical (pgoutput -> /dev/null) and the next with
+              `projector run --exit-when-caught-up` against the null sink.
+              Reports rows/s of both, their ratio (same round), projector CPU
+              per event, peak RSS, and mutations / document writes per 1,000
+              events (null sink /_stats).
+  2. latency: `projector run` following a live loadgen at steady rates;
+              commit -> Convex ack p50/p99/max from the
+              `projector_commit_to_ack_seconds` histogram (interpolated inside
+              buckets, like histogram_quantile; "max" is the upper bound of the
+              highest non-empty bucket), against the null sink and, at small
+              scale, the local Convex backend.
+
+Usage: bench/bench.py [--events N] [--repeat R] [--rates 2000,10000]
+                      [--latency-secs S] [--convex-rates 200,2000]
+                      [--convex-secs S] [--skip-drain] [--skip-latency]
+                      [--perf FILE]   (record the projector drain with perf)
+Prints a Markdown report on stdout; progress on stderr.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "projector")
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def as_postgres():
+    if os.getuid() == 0:
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+
+        def f():
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+
+        return f
+    return None
+
+
+class Postgres:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="projector-bench.")
+        os.chmod(self.dir, 0o777)
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        subprocess.run(
+            ["initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync",
+             "-E", "UTF8", "--locale=C"],
+            check=True, stdout=subprocess.DEVNULL, preexec_fn=as_postgres())
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write(f"""
+listen_addresses = '127.0.0.1'
+port = {self.port}
+unix_socket_directories = '{self.dir}'
+wal_level = logical
+max_wal_senders = 20
+max_replication_slots = 40
+fsync = off
+synchronous_commit = on
+full_page_writes = off
+shared_buffers = 256MB
+max_wal_size = 16GB
+log_min_messages = warning
+""")
+        subprocess.run(
+            ["pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "pg.log"), "-w", "start"],
+            check=True, stdout=subprocess.DEVNULL, preexec_fn=as_postgres())
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def sql(self, q):
+        r = subprocess.run(["psql", "-qAtX", self.url, "-c", q], check=True,
+                           capture_output=True, text=True)
+        return r.stdout.strip()
+
+    def stop(self):
+        subprocess.run(["pg_ctl", "-D", self.data, "-m", "immediate", "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       preexec_fn=as_postgres())
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def timed(cmd, env=None, stdout=subprocess.DEVNULL):
+    """Runs cmd; returns (elapsed s, user s, sys s, peak RSS KiB) of that child."""
+    t = time.monotonic()
+    p = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(p.pid, 0)
+    el = time.monotonic() - t
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err = p.stderr.read().decode(errors="replace")
+    if p.returncode != 0:
+        sys.exit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
+    return el, ru.ru_utime, ru.ru_stime, ru.ru_maxrss
+
+
+def http_get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def wait_http(url, secs=30):
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        try:
+            return http_get(url, timeout=1)
+        except Exception:
+            time.sleep(0.1)
+    sys.exit(f"{url} did not answer within {secs}s")
+
+
+class NullSink:
+    def __init__(self):
+        self.port = free_port()
+        self.p = subprocess.Popen([BIN, "null-sink", "--port", str(self.port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_http(self.url + "/_stats")
+
+    def stats(self):
+        return json.loads(http_get(self.url + "/_stats"))
+
+    def stop(self):
+        self.p.terminate()
+        self.p.wait()
+
+
+class LocalConvex:
+    def __init__(self):
+        self.port = free_port()
+        self.key = "bench-" + os.urandom(8).hex()
+        self.p = subprocess.Popen(
+            ["npm", "run", "local-backend", "--", "--port", str(self.port), "--admin-key", self.key],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)
+        end = time.monotonic() + 120
+        for line in self.p.stdout:
+            if "listening" in line:
+                break
+            if time.monotonic() > end:
+                sys.exit("local backend did not start")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        try:
+            os.killpg(self.p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        self.p.wait()
+
+
+def projector_env(pg, convex_url, key="bench"):
+    env = dict(os.environ)
+    env.update(DATABASE_URL=pg.url, CONVEX_URL=convex_url, CONVEX_ADMIN_KEY=key,
+               RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+    return env
+
+
+def loadgen(pg, *args):
+    subprocess.run([BIN, "loadgen", "--database-url", pg.url, *args], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------- drain
+
+
+def drain(pg, events, repeat, perf):
+    slots = [(f"recv_{i}", f"proj_{i}") for i in range(repeat)]
+    for r, p in slots:
+        pg.sql(f"SELECT pg_create_logical_replication_slot('{r}','pgoutput');"
+               f"SELECT pg_create_logical_replication_slot('{p}','pgoutput')")
+    start = pg.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name='proj_0'")
+    log(f"loading a backlog of {events} events (loadgen --rate 0)...")
+    t = time.monotonic()
+    loadgen(pg, "--events", str(events), "--rate", "0", "--seed", "1")
+    log(f"  loaded in {time.monotonic() - t:.1f}s")
+    end = pg.sql("SELECT pg_current_wal_lsn()")
+    rows = int(pg.sql("SELECT count(*) FROM runtime.events"))
+    wal = int(float(pg.sql(f"SELECT pg_wal_lsn_diff('{end}', '{start}')")))
+    sink = NullSink()
+    results = []
+    try:
+        for i, (rs, ps) in enumerate(slots):
+            log(f"round {i + 1}/{repeat}: pg_recvlogical...")
+            rv = timed(["pg_recvlogical", "-d", pg.url, "--slot", rs, "--start",
+                        "--endpos", end, "-o", "proto_version=1",
+                        "-o", "publication_names=projector_events", "-f", "/dev/null",
+                        "--no-loop"])
+            log(f"round {i + 1}/{repeat}: projector run (null sink)...")
+            before = sink.stats()
+            cmd = [BIN, "run", "--slot", ps, "--exit-when-caught-up",
+                   "--metrics-addr", "127.0.0.1:0"]
+            if perf and i == 0:
+                cmd = ["perf", "record", "-e", "cpu-clock", "-F", "999",
+                       "--call-graph", os.environ.get("BENCH_PERF_CALLGRAPH", "fp"),
+                       "-o", perf, "--"] + cmd
+            pv = timed(cmd, env=projector_env(pg, sink.url))
+            after = sink.stats()
+            d = {k: after[k] - before[k] for k in after}
+            results.append((rv, pv, d))
+            log(f"  recv {rows / rv[0]:,.0f} rows/s, projector {rows / pv[0]:,.0f} rows/s "
+                f"(ratio {rv[0] / pv[0]:.2f}), CPU {(pv[1] + pv[2]) / rows * 1e6:.2f} us/event, "
+                f"RSS {pv[3] / 1024:.1f} MiB, {d}")
+    finally:
+        sink.stop()
+    return rows, wal, results
+
+
+def report_drain(rows, wal, results, perf):
+    out = [f"### Backlog drain: {rows:,} events, {wal / 1e6:.0f} MB of WAL\n"]
+    if perf:
+        out.append("(round 1's projector ran under `perf record`; its figures carry that overhead)\n")
+    out.append("| round | pg_recvlogical s | rows/s | projector s | rows/s | ratio | projector CPU s "
+               "(user+sys) | CPU µs/event | peak RSS MiB | mutations /1k ev | writes /1k ev |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for i, (rv, pv, d) in enumerate(results):
+        cpu = pv[1] + pv[2]
+        out.append(
+            f"| {i + 1} | {rv[0]:.2f} | {rows / rv[0]:,.0f} | {pv[0]:.2f} | {rows / pv[0]:,.0f} | "
+            f"{rv[0] / pv[0]:.2f}× | {cpu:.2f} | {cpu / rows * 1e6:.2f} | {pv[3] / 1024:.1f} | "
+            f"{d['mutations'] / rows * 1000:.2f} | {d['writes'] / rows * 1000:.1f} |")
+    ratios = [rv[0] / pv[0] for rv, pv, _ in results]
+    cpus = [(pv[1] + pv[2]) / rows * 1e6 for _, pv, _ in results]
+    rss = [pv[3] / 1024 for _, pv, _ in results]
+    out.append("")
+    out.append(f"ratio projector/pg_recvlogical: {min(ratios):.2f}–{max(ratios):.2f}× "
+               f"(target ≥ 0.9); projector CPU: {min(cpus):.2f}–{max(cpus):.2f} s per million "
+               f"events (target ≤ 2); peak RSS {min(rss):.1f}–{max(rss):.1f} MiB (target ≤ 64)\n")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- latency
+
+BUCKET = re.compile(r'^projector_commit_to_ack_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$')
+
+
+def histogram(metrics_text):
+    """Cumulative buckets summed over the `projection` label: [(le, count)]."""
+    acc = {}
+    for line in metrics_text.splitlines():
+        m = BUCKET.match(line)
+        if m:
+            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+            acc[le] = acc.get(le, 0) + float(m.group(2))
+    return sorted(acc.items())
+
+
+def quantile(buckets, q):
+    total = buckets[-1][1] if buckets else 0
+    if total == 0:
+        return float("nan")
+    rank = q * total
+    prev_le, prev_c = 0.0, 0.0
+    for le, c in buckets:
+        if c >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * ((rank - prev_c) / max(c - prev_c, 1e-9))
+        prev_le, prev_c = le, c
+    return prev_le
+
+
+def max_bound(buckets):
+    total = buckets[-1][1] if buckets else 0
+    for le, c in buckets:
+        if c >= total:
+            return le
+    return float("nan")
+
+
+def lsn_int(s):
+    hi, lo = s.split("/")
+    return (int(hi, 16) << 32) + int(lo, 16)
+
+
+def latency(pg, sink_name, convex_url, key, rate, secs, n):
+    slot = f"lat_{sink_name}_{rate}_{n}"
+    pg.sql(f"SELECT pg_create_logical_replication_slot('{slot}','pgoutput')")
+    mport = free_port()
+    env = projector_env(pg, convex_url, key)
+    p = subprocess.Popen([BIN, "run", "--slot", slot, "--metrics-addr", f"127.0.0.1:{mport}"],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    murl = f"http://127.0.0.1:{mport}"
+    try:
+        wait_http(murl + "/healthz")
+        # Ready = connected and streaming.
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            try:
+                http_get(murl + "/readyz", timeout=1)
+                break
+            except Exception:
+                time.sleep(0.1)
+        t0 = time.monotonic()
+        loadgen(pg, "--rate", str(rate), "--duration", f"{secs}s", "--seed", str(rate + n))
+        achieved = None
+        loaded = time.monotonic() - t0
+        # Wait until every event is acknowledged (flushed LSN reaches the
+        # WAL end), so slow sinks are measured in full.
+        end_lsn = lsn_int(pg.sql("SELECT pg_current_wal_lsn()"))
+        deadline = time.monotonic() + 300
+        text = ""
+        while time.monotonic() < deadline:
+            text = http_get(murl + "/metrics")
+            m = re.search(r"^projector_flushed_lsn_bytes (\S+)$", text, re.M)
+            if m and float(m.group(1)) >= end_lsn:
+                break
+            time.sleep(0.5)
+        else:
+            log("  warning: not caught up after 300 s; figures cover what was acknowledged")
+        b = histogram(text)
+        count = b[-1][1] if b else 0
+        ev = re.search(r"^projector_events_decoded_total (\S+)$", text, re.M)
+        if ev:
+            achieved = float(ev.group(1)) / loaded
+        return dict(rate=rate, secs=secs, achieved=achieved, count=count,
+                    p50=quantile(b, 0.5), p99=quantile(b, 0.99), max=max_bound(b))
+    finally:
+        p.terminate()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        pg.sql(f"SELECT pg_drop_replication_slot('{slot}')")
+
+
+def report_latency(rows):
+    out = ["### Commit → Convex ack latency (steady loadgen rate)\n",
+           "| sink | target rate ev/s | achieved ev/s | seconds | observations | p50 ms | p99 ms | max ≤ ms |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for sink, r in rows:
+        ach = f"{r['achieved']:,.0f}" if r["achieved"] else "?"
+        out.append(f"| {sink} | {r['rate']:,} | {ach} | {r['secs']} | {r['count']:.0f} | "
+                   f"{r['p50'] * 1e3:.1f} | {r['p99'] * 1e3:.1f} | {r['max'] * 1e3:.0f} |")
+    out.append("")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- main
+
+
+def machine():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    pgv = subprocess.run(["postgres", "--version"], capture_output=True, text=True).stdout.strip()
+    load = open("/proc/loadavg").read().split()[:3]
+    return (f"Machine: {os.cpu_count()} cores ({cpu}), {pgv}, "
+            f"load average at start {' '.join(load)}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--rates", default="2000,10000")
+    ap.add_argument("--latency-secs", type=int, default=20)
+    ap.add_argument("--latency-repeat", type=int, default=2)
+    ap.add_argument("--convex-rates", default="200,2000")
+    ap.add_argument("--convex-secs", type=int, default=10)
+    ap.add_argument("--skip-drain", action="store_true")
+    ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-convex", action="store_true")
+    ap.add_argument("--perf", help="perf.data path: record round 1 of the projector drain")
+    a = ap.parse_args()
+    if not os.path.exists(BIN):
+        sys.exit("build first: cargo build --release")
+    print(machine())
+    pg = Postgres()
+    try:
+        pg.sql(open(os.path.join(ROOT, "sql", "001_runtime_events.sql")).read())
+        if not a.skip_drain:
+            rows, wal, res = drain(pg, a.events, a.repeat, a.perf)
+            print(report_drain(rows, wal, res, a.perf), flush=True)
+            # The drained backlog would only slow the latency runs' setup.
+            for (r, p) in [(f"recv_{i}", f"proj_{i}") for i in range(a.repeat)]:
+                pg.sql(f"SELECT pg_drop_replication_slot('{r}'); SELECT pg_drop_replication_slot('{p}')")
+        if not a.skip_latency:
+            lat = []
+            sink = NullSink()
+            try:
+                for rate in [int(x) for x in a.rates.split(",") if x]:
+                    for n in range(a.latency_repeat):
+                        log(f"latency: null sink at {rate}/s, run {n + 1}...")
+                        r = latency(pg, "null", sink.url, "bench", rate, a.latency_secs, n)
+                        log(f"  {r}")
+                        lat.append(("null sink", r))
+            finally:
+                sink.stop()
+            if not a.skip_convex:
+                for rate in [int(x) for x in a.convex_rates.split(",") if x]:
+                    for n in range(a.latency_repeat):
+                        # A fresh backend per run: it scans whole tables.
+                        cx = LocalConvex()
+                        try:
+                            log(f"latency: local Convex backend at {rate}/s, run {n + 1}...")
+                            r = latency(pg, "convex", cx.url, cx.key, rate, a.convex_secs, n)
+                            log(f"  {r}")
+                            lat.append(("local Convex backend", r))
+                        finally:
+                            cx.stop()
+            print(report_latency(lat), flush=True)
+    finally:
+        pg.stop()
+
+
+if __name__ == "__main__":
+    main()
