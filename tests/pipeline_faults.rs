@@ -133,12 +133,17 @@ async fn new_slot(db: &pg::TestDb, slot: &str) -> tokio_postgres::Client {
 /// Every event in runtime.events, by seq.
 async fn events_by_seq(sql: &tokio_postgres::Client) -> HashMap<i64, RuntimeEvent> {
     use futures::TryStreamExt;
-    let stream = projector::history::events(sql, 0).await.unwrap();
-    futures::pin_mut!(stream);
+    // history::events reads through a cursor: it needs a transaction.
+    projector::history::begin_snapshot(sql, None).await.unwrap();
     let mut out = HashMap::new();
-    while let Some(ev) = stream.try_next().await.unwrap() {
-        out.insert(ev.seq, ev);
+    {
+        let stream = projector::history::events(sql, 0).await.unwrap();
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.try_next().await.unwrap() {
+            out.insert(ev.seq, ev);
+        }
     }
+    sql.batch_execute("COMMIT").await.unwrap();
     out
 }
 
