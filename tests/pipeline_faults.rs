@@ -133,6 +133,7 @@ async fn new_slot(db: &pg::TestDb, slot: &str) -> tokio_postgres::Client {
 /// Every event in runtime.events, by seq.
 async fn events_by_seq(sql: &tokio_postgres::Client) -> HashMap<i64, RuntimeEvent> {
     use futures::TryStreamExt;
+    // history::events reads through a cursor: it needs a transaction.
     projector::history::begin_snapshot(sql, None).await.unwrap();
     let mut out = HashMap::new();
     {
