@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use projector::source::event::EventDecoder;
 use projector::source::pgoutput::{
-    decode, encode, streamed_xid, Column, PgOutputMessage as M, Relation, TupleValue,
+    decode, decode_bytes, encode, streamed_xid, Column, PgOutputMessage as M, Relation, TupleValue,
 };
 
 fn name() -> impl Strategy<Value = String> {
@@ -295,6 +295,9 @@ proptest! {
         // Data messages carry an xid exactly inside a stream block.
         let in_stream = matches!(streamed_xid(&m), Some(Some(_)));
         let bytes = encode(&m);
+        // The zero-copy path decodes to the same message.
+        let shared = Bytes::from(bytes.clone());
+        prop_assert_eq!(decode_bytes(&shared, in_stream), Ok(m.clone()));
         prop_assert_eq!(decode(&bytes, in_stream), Ok(m));
     }
 
