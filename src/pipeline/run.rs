@@ -147,7 +147,12 @@ pub async fn run_service(
                 generation: g,
                 follow_active: false,
             },
-            None => resolve_target(&client, &settings.slot).await?,
+            // Convex may be unreachable at startup (retried forever): a
+            // signal must still stop us.
+            None => tokio::select! {
+                r = resolve_target(&client, &settings.slot) => r?,
+                _ = shutdown.wait_for(|stop| *stop) => return Ok(ExitCode::SUCCESS),
+            },
         };
         match serve_target(
             settings,
