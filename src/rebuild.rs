@@ -474,6 +474,14 @@ async fn copy_snapshot(
         while let Ok(ack) = acks.try_recv() {
             engine.handle_ack(ack);
         }
+        // Backpressure: while batches are in flight and the byte budget is
+        // full, wait for acknowledgements instead of closing tiny batches.
+        while !engine.can_read() && engine.inflight_batches() > 0 && !full {
+            match acks.recv().await {
+                Some(ack) => engine.handle_ack(ack),
+                None => anyhow::bail!("the dispatch channel closed"),
+            }
+        }
         if full || !engine.can_read() {
             while !engine.has_slot() {
                 match acks.recv().await {
