@@ -574,6 +574,17 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
             }
         }
     }
+    /// The old-row part of Update and Delete: the key ('K') or the whole
+    /// old row ('O'), whichever the message carries.
+    fn key_or_old(o: &mut Vec<u8>, key: &Option<Vec<TupleValue>>, old: &Option<Vec<TupleValue>>) {
+        if let Some(k) = key {
+            o.push(b'K');
+            tuple(o, k);
+        } else if let Some(k) = old {
+            o.push(b'O');
+            tuple(o, k);
+        }
+    }
     #[allow(clippy::too_many_arguments)]
     fn prep(o: &mut Vec<u8>, tag: u8, flags: u8, a: u64, b: u64, t: i64, x: u32, gid: &str) {
         o.push(tag);
@@ -662,13 +673,7 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
             o.push(b'U');
             xid(&mut o, x);
             o.extend_from_slice(&relation.to_be_bytes());
-            if let Some(k) = key {
-                o.push(b'K');
-                tuple(&mut o, k);
-            } else if let Some(k) = old {
-                o.push(b'O');
-                tuple(&mut o, k);
-            }
+            key_or_old(&mut o, key, old);
             o.push(b'N');
             tuple(&mut o, new);
         }
@@ -681,13 +686,7 @@ pub fn encode(m: &PgOutputMessage) -> Vec<u8> {
             o.push(b'D');
             xid(&mut o, x);
             o.extend_from_slice(&relation.to_be_bytes());
-            if let Some(k) = key {
-                o.push(b'K');
-                tuple(&mut o, k);
-            } else if let Some(k) = old {
-                o.push(b'O');
-                tuple(&mut o, k);
-            }
+            key_or_old(&mut o, key, old);
         }
         M::Truncate {
             xid: x,
