@@ -35,33 +35,7 @@ async fn assert_exact(
     slot: &str,
 ) -> projector::verify::Outcome {
     let client = convex.client(Duration::from_secs(30));
-    let generation = client
-        .get_active()
-        .await
-        .unwrap()
-        .expect("an active generation");
-    let outcome = projector::verify::verify(
-        &db.secret(),
-        Some(slot),
-        &client,
-        generation,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("verify runs");
-    let text = projector::verify::compare::render(&outcome.report);
-    eprintln!("{text}");
-    assert!(
-        outcome
-            .report
-            .tables
-            .get("runs")
-            .is_some_and(|t| t.matching > 0),
-        "no runs at all:\n{text}"
-    );
-    assert!(outcome.caught_up, "not caught up\n{text}");
-    assert!(outcome.report.is_exact(), "divergent:\n{text}");
-    outcome
+    projector_proc::assert_exact_active(&db.secret(), &client, slot).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

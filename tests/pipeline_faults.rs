@@ -81,22 +81,7 @@ async fn verify(
     slot: &str,
 ) -> (projector::verify::Outcome, String) {
     let client = convex.client(Duration::from_secs(30));
-    let generation = client
-        .get_active()
-        .await
-        .unwrap()
-        .expect("an active generation");
-    let outcome = projector::verify::verify(
-        &db.secret(),
-        Some(slot),
-        &client,
-        generation,
-        Duration::from_secs(90),
-    )
-    .await
-    .expect("verify runs");
-    let text = projector::verify::compare::render(&outcome.report);
-    (outcome, text)
+    projector_proc::verify_active(&db.secret(), &client, slot).await
 }
 
 /// verify is exact, caught up, and has runs.
@@ -105,19 +90,8 @@ async fn assert_exact(
     convex: &ConvexBackend,
     slot: &str,
 ) -> projector::verify::Outcome {
-    let (outcome, text) = verify(db, convex, slot).await;
-    eprintln!("{text}");
-    assert!(
-        outcome
-            .report
-            .tables
-            .get("runs")
-            .is_some_and(|t| t.matching > 0),
-        "no runs at all:\n{text}"
-    );
-    assert!(outcome.caught_up, "not caught up\n{text}");
-    assert!(outcome.report.is_exact(), "divergent:\n{text}");
-    outcome
+    let client = convex.client(Duration::from_secs(30));
+    projector_proc::assert_exact_active(&db.secret(), &client, slot).await
 }
 
 async fn new_slot(db: &pg::TestDb, slot: &str) -> tokio_postgres::Client {

@@ -193,3 +193,50 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .filter_map(|v| v.parse::<f64>().ok())
         .sum()
 }
+
+/// Verifies the active generation against a fresh fold of the database
+/// (waiting up to 90 s for `slot` to confirm past the snapshot); returns
+/// the outcome and its human report.
+pub async fn verify_active(
+    db_url: &projector::config::Secret,
+    client: &projector::sink::ConvexClient,
+    slot: &str,
+) -> (projector::verify::Outcome, String) {
+    let generation = client
+        .get_active()
+        .await
+        .unwrap()
+        .expect("an active generation");
+    let outcome = projector::verify::verify(
+        db_url,
+        Some(slot),
+        client,
+        generation,
+        Duration::from_secs(90),
+    )
+    .await
+    .expect("verify runs");
+    let text = projector::verify::compare::render(&outcome.report);
+    (outcome, text)
+}
+
+/// verify is exact, caught up, and has runs.
+pub async fn assert_exact_active(
+    db_url: &projector::config::Secret,
+    client: &projector::sink::ConvexClient,
+    slot: &str,
+) -> projector::verify::Outcome {
+    let (outcome, text) = verify_active(db_url, client, slot).await;
+    eprintln!("{text}");
+    assert!(
+        outcome
+            .report
+            .tables
+            .get("runs")
+            .is_some_and(|t| t.matching > 0),
+        "no runs at all:\n{text}"
+    );
+    assert!(outcome.caught_up, "not caught up\n{text}");
+    assert!(outcome.report.is_exact(), "divergent:\n{text}");
+    outcome
+}
