@@ -224,7 +224,8 @@ def drain(pg, events, repeat, perf):
             d = {k: after[k] - before[k] for k in after}
             results.append((rv, pv, d))
             log(f"  recv {rows / rv[0]:,.0f} rows/s, projector {rows / pv[0]:,.0f} rows/s "
-                f"(ratio {rv[0] / pv[0]:.2f}), CPU {(pv[1] + pv[2]) / rows * 1e6:.2f} us/event, "
+                f"(ratio {rv[0] / pv[0]:.2f}), CPU {(pv[1] + pv[2]) / rows * 1e6:.2f} us/event "
+                f"(user {pv[1] / rows * 1e6:.2f}, sys {pv[2] / rows * 1e6:.2f}), "
                 f"RSS {pv[3] / 1024:.1f} MiB, {d}")
     finally:
         sink.stop()

@@ -43,6 +43,22 @@ pub enum Command {
 }
 
 impl Cli {
+    /// The tokio runtime this command runs on. `run` and `rebuild` are one
+    /// pipeline each: decode, fold and serialise on one thread, so events are
+    /// allocated and freed on the thread that made them and no task wakes
+    /// another core (the walsender needs the other one; measured in
+    /// BENCHMARKS.md). Traffic generation, verification and the demo fan out
+    /// over all cores.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = match self.command {
+            Command::Run(_) | Command::Rebuild(_) | Command::NullSink(_) => {
+                tokio::runtime::Builder::new_current_thread()
+            }
+            _ => tokio::runtime::Builder::new_multi_thread(),
+        };
+        builder.enable_all().build()
+    }
+
     pub async fn dispatch(self) -> ExitCode {
         let result = match self.command {
             Command::Run(a) => pipeline::main(a).await,

@@ -6,15 +6,13 @@
 //! of every key the cache lacks. Several events on one key coalesce into one
 //! write because the fold leaves one state per key.
 
-use std::collections::HashSet;
 use std::time::Instant;
 
-use crate::event::RuntimeEvent;
-use crate::projection::{DeadLetter, DocKey, Folding};
+use crate::projection::{DeadLetter, DocKeySet, Folding};
 
 /// What one event contributes to a batch.
 pub enum Item {
-    Fold(Box<Folding>, RuntimeEvent),
+    Fold(Box<Folding>),
     DeadLetter(DeadLetter),
 }
 
@@ -25,14 +23,10 @@ pub const EVENT_OVERHEAD: usize = 192;
 /// Convex allows 4,096 index ranges read per mutation; keep half as margin.
 pub const MAX_DISTINCT_KEYS: usize = 2_000;
 
-pub fn event_bytes(ev: &RuntimeEvent) -> usize {
-    EVENT_OVERHEAD + ev.payload.len() + ev.stream_id.len() + ev.event_type.len() + ev.owner_id.len()
-}
-
 #[derive(Default)]
 pub struct OpenBatch {
     pub items: Vec<Item>,
-    pub keys: HashSet<DocKey>,
+    pub keys: DocKeySet,
     pub dead_letters: usize,
     pub bytes: usize,
     pub opened_at: Option<Instant>,
@@ -56,15 +50,15 @@ impl OpenBatch {
         }
     }
 
-    pub fn push_fold(&mut self, folding: Folding, ev: RuntimeEvent) {
+    pub fn push_fold(&mut self, folding: Box<Folding>) {
         self.opened();
-        self.bytes += event_bytes(&ev);
+        self.bytes += folding.approx_bytes();
         for k in folding.keys() {
             if !self.keys.contains(k) {
                 self.keys.insert(k.clone());
             }
         }
-        self.items.push(Item::Fold(Box::new(folding), ev));
+        self.items.push(Item::Fold(folding));
     }
 
     pub fn push_dead_letter(&mut self, dl: DeadLetter) {

@@ -8,9 +8,7 @@
 //! exceeded; a miss is hydrated from Convex by the caller in one batched
 //! `load` per table. An entry may hold `None`: "Convex has no such document".
 
-use std::collections::HashMap;
-
-use crate::projection::{DocKey, Stored};
+use crate::projection::{DocKey, DocKeyMap, Stored};
 
 /// Fixed overhead we charge per entry (map slot, key string header, tick).
 const ENTRY_OVERHEAD: usize = 96;
@@ -23,7 +21,7 @@ struct Entry {
 }
 
 pub struct StateCache {
-    entries: HashMap<DocKey, Entry>,
+    entries: DocKeyMap<Entry>,
     bytes: usize,
     budget: usize,
     tick: u64,
@@ -39,7 +37,7 @@ fn entry_bytes(key: &DocKey, state: &Option<Stored>) -> usize {
 impl StateCache {
     pub fn new(budget: usize) -> Self {
         StateCache {
-            entries: HashMap::new(),
+            entries: DocKeyMap::default(),
             bytes: 0,
             budget,
             tick: 0,
@@ -96,6 +94,19 @@ impl StateCache {
             e.bytes = bytes;
             e.used = self.tick;
         }
+    }
+
+    /// Pins a key about to be written, recomputes its byte charge and marks
+    /// it used, in one lookup; returns its state.
+    pub fn pin_and_touch(&mut self, key: &DocKey) -> Option<&Stored> {
+        self.tick += 1;
+        let e = self.entries.get_mut(key)?;
+        e.pins += 1;
+        e.used = self.tick;
+        let bytes = entry_bytes(key, &e.state);
+        self.bytes = self.bytes + bytes - e.bytes;
+        e.bytes = bytes;
+        e.state.as_ref()
     }
 
     pub fn pin(&mut self, key: &DocKey) {

@@ -7,24 +7,28 @@
 //! document is alone; its events become dead letters and everything else is
 //! applied. A request too large for one mutation is sent in chunks.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::event::{Position, RuntimeEvent};
+use serde_json::value::RawValue;
+
+use crate::event::Position;
 use crate::metrics::Metrics;
 use crate::pipeline::watermark::BatchId;
-use crate::projection::{DeadLetter, Doc, DocKey, Table};
+use crate::projection::{DeadLetter, DocKey, DocKeyMap, Folding, Table};
 use crate::sink::{ApplyRequest, ConvexClient, DeadLetterWrite, RetryPolicy, SinkError, Write};
 
-/// A typed document snapshot: serialised once, straight into the body.
+/// A document snapshot, serialised once at batch close; request bodies
+/// copy it verbatim.
 pub struct PlannedWrite {
     pub key: DocKey,
     pub position: Position,
-    pub doc: Doc,
+    pub doc: Box<RawValue>,
 }
+
+type DocWrite = Write<Box<RawValue>>;
 
 pub struct Dispatch {
     pub id: BatchId,
@@ -34,8 +38,8 @@ pub struct Dispatch {
     /// The events folded in this batch; for each written key, the indexes
     /// (into `events_of`, then `events`) of the events behind it, which
     /// become dead letters if Convex rejects the document.
-    pub events: Vec<RuntimeEvent>,
-    pub events_by_key: HashMap<DocKey, usize>,
+    pub events: Vec<Box<Folding>>,
+    pub events_by_key: DocKeyMap<usize>,
     pub events_of: Vec<Vec<u32>>,
     /// Bytes counted against the in-flight budget (events and written
     /// documents), released by the ack.
@@ -54,7 +58,7 @@ pub struct Ack {
     pub tables: Vec<&'static str>,
 }
 
-fn to_write(w: PlannedWrite) -> Write<Doc> {
+fn to_write(w: PlannedWrite) -> DocWrite {
     Write {
         table: w.key.table.as_str().to_string(),
         key: w.key.key,
@@ -102,7 +106,7 @@ pub fn spawn(
         // (runs, workers, inboxes) goes in the last mutation: a crash between
         // mutations then replays the event into the documents that lack it,
         // instead of skipping it because its stream document has it.
-        let mut writes: Vec<Write<Doc>> = job.writes.into_iter().map(to_write).collect();
+        let mut writes: Vec<DocWrite> = job.writes.into_iter().map(to_write).collect();
         writes.sort_by_key(|w| matches!(w.table.as_str(), "runs" | "workers" | "inboxes"));
         let dls: Vec<DeadLetterWrite> = job.dead_letters.iter().map(to_dead_letter).collect();
         sender.send(writes, dls).await;
@@ -115,7 +119,7 @@ pub fn spawn(
                 .and_then(|&slot| job.events_of.get(slot));
             for &i in indexes.into_iter().flatten() {
                 if let Some(ev) = job.events.get(i as usize) {
-                    let dl = DeadLetter::new(ev, format!("sink_rejected: {message}"));
+                    let dl = ev.dead_letter(format!("sink_rejected: {message}"));
                     extra.push(to_dead_letter(&dl));
                 }
             }
@@ -148,7 +152,7 @@ struct Sender {
 impl Sender {
     /// Applies writes and dead letters, in as many mutations as the byte
     /// limit needs, isolating definite rejections.
-    async fn send(&mut self, writes: Vec<Write<Doc>>, dead_letters: Vec<DeadLetterWrite>) {
+    async fn send(&mut self, writes: Vec<DocWrite>, dead_letters: Vec<DeadLetterWrite>) {
         let mut stack = vec![ApplyRequest {
             generation: self.generation,
             writes,
@@ -224,7 +228,7 @@ fn short(e: &SinkError) -> String {
 }
 
 /// Halves a request: writes first, then dead letters.
-fn split(req: ApplyRequest<Doc>) -> Vec<ApplyRequest<Doc>> {
+fn split(req: ApplyRequest<Box<RawValue>>) -> Vec<ApplyRequest<Box<RawValue>>> {
     let ApplyRequest {
         generation,
         mut writes,

@@ -35,13 +35,22 @@ use crate::pipeline::batch::{Item, OpenBatch};
 use crate::pipeline::cache::StateCache;
 use crate::pipeline::dispatch::{self, Ack, Dispatch};
 use crate::pipeline::watermark::{BatchId, Watermark};
-use crate::projection::{self, Doc, DocKey, FoldOutcome, Plan, Stored, Table};
+use crate::projection::{self, Doc, DocKey, DocKeyMap, FoldOutcome, Folding, Plan, Stored, Table};
 use crate::sink::{ConvexClient, RetryPolicy, SinkError};
 
-/// Memory of one document write in flight relative to the typed
-/// document's `approx_bytes`: it is held as a JSON tree (an ordered map per
-/// object, a heap string per key) plus its encoded request body.
-const WRITE_COST: usize = 8;
+/// Memory of one document write in flight beyond its serialised JSON: the
+/// key, the position, and the copy inside the encoded request body.
+const WRITE_OVERHEAD: usize = 128;
+
+/// A transaction committed this long before the server sent it means we
+/// are draining a backlog (both times are the server's clock, so host clock
+/// skew does not matter).
+const CATCH_UP_LAG_US: i64 = 1_000_000;
+
+/// Fill time of a batch while catching up: batches close on size, not on
+/// the low-latency timer, whenever the walsender is a little slower than us
+/// (the backlog is waiting anyway; fuller batches coalesce more writes).
+const CATCH_UP_FILL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Keys per `load` call: one index lookup each, far under Convex's limits.
 const LOAD_CHUNK: usize = 256;
@@ -66,6 +75,8 @@ pub struct Engine {
     /// during a long hydration).
     flush_shared: Arc<AtomicU64>,
     txn_commit_time_us: i64,
+    /// When the server sent the newest WAL message (Unix µs, server clock).
+    sent_at_us: i64,
 }
 
 impl Engine {
@@ -93,6 +104,7 @@ impl Engine {
             ack_tx,
             flush_shared: Arc::new(AtomicU64::new(0)),
             txn_commit_time_us: 0,
+            sent_at_us: 0,
         };
         (engine, ack_rx)
     }
@@ -151,7 +163,7 @@ impl Engine {
     /// full and should be closed before reading more.
     pub fn push(&mut self, ev: RuntimeEvent) -> bool {
         self.metrics.events_decoded_total.inc();
-        match projection::plan(&ev) {
+        match projection::plan_owned(ev) {
             Plan::Ignored(reason) => {
                 self.metrics
                     .events_ignored_total
@@ -164,8 +176,9 @@ impl Engine {
                 self.open.push_dead_letter(dl);
             }
             Plan::Fold(folding) => {
-                self.inflight_bytes += crate::pipeline::batch::event_bytes(&ev);
-                self.open.push_fold(folding, ev);
+                let folding = Box::new(folding);
+                self.inflight_bytes += folding.approx_bytes();
+                self.open.push_fold(folding);
             }
         }
         let id = *self
@@ -188,9 +201,26 @@ impl Engine {
             .is_full(self.tuning.batch_max_events, self.tuning.batch_max_bytes)
     }
 
+    /// The server's send time (Unix µs) of the WAL message being decoded.
+    pub fn observe_send_time(&mut self, unix_us: i64) {
+        self.sent_at_us = unix_us;
+    }
+
+    /// Draining a backlog: the transaction being read committed well before
+    /// the server sent it.
+    pub fn catching_up(&self) -> bool {
+        self.txn_commit_time_us != 0
+            && self.sent_at_us.saturating_sub(self.txn_commit_time_us) > CATCH_UP_LAG_US
+    }
+
     /// When the open batch must close by time.
     pub fn batch_deadline(&self) -> Option<Instant> {
-        self.open.opened_at.map(|t| t + self.tuning.batch_fill)
+        let fill = if self.catching_up() {
+            self.tuning.batch_fill.max(CATCH_UP_FILL)
+        } else {
+            self.tuning.batch_fill
+        };
+        self.open.opened_at.map(|t| t + fill)
     }
 
     /// A batch may be dispatched now.
@@ -240,9 +270,9 @@ impl Engine {
         // folded events move into the dispatch, keys refer to them by index,
         // so nothing is copied per event on the hot path.
         let mut changed: Vec<DocKey> = Vec::new();
-        let mut slot_of: HashMap<DocKey, usize> = HashMap::new();
+        let mut slot_of: DocKeyMap<usize> = DocKeyMap::default();
         let mut events_of: Vec<Vec<u32>> = Vec::new();
-        let mut folded_events: Vec<RuntimeEvent> = Vec::new();
+        let mut folded_events: Vec<Box<Folding>> = Vec::with_capacity(batch.items.len());
         let mut event_bytes = 0usize;
         let mut first: Option<Position> = None;
         let mut last: Option<Position> = None;
@@ -256,10 +286,10 @@ impl Engine {
                         .inc();
                     dead_letters.push(dl);
                 }
-                Item::Fold(folding, ev) => {
-                    event_bytes += crate::pipeline::batch::event_bytes(&ev);
-                    first.get_or_insert(ev.position);
-                    last = Some(ev.position);
+                Item::Fold(folding) => {
+                    event_bytes += folding.approx_bytes();
+                    first.get_or_insert(folding.position);
+                    last = Some(folding.position);
                     match projection::fold(&folding, &mut self.cache) {
                         FoldOutcome::Folded { changed: keys } => {
                             self.metrics.events_folded_total.inc();
@@ -277,7 +307,7 @@ impl Engine {
                                 };
                                 events_of[slot].push(idx);
                             }
-                            folded_events.push(ev);
+                            folded_events.push(folding);
                         }
                         FoldOutcome::Skipped => self.metrics.events_skipped_total.inc(),
                         FoldOutcome::DeadLetter(dl) => {
@@ -299,19 +329,21 @@ impl Engine {
             "batch folded"
         );
 
+        // Each written document is serialised here, once, from the cache
+        // (no copy of the typed document): the request body is then a
+        // concatenation of these, and splitting a request re-encodes nothing.
         let mut writes = Vec::with_capacity(changed.len());
         let mut write_bytes = 0usize;
         for key in &changed {
-            if let Some(Some(stored)) = self.cache.get(key) {
-                write_bytes += WRITE_COST * stored.approx_bytes();
+            if let Some(stored) = self.cache.pin_and_touch(key) {
+                let doc = raw_doc(key, &stored.doc);
+                write_bytes += WRITE_OVERHEAD + 2 * doc.get().len();
                 writes.push(dispatch::PlannedWrite {
                     key: key.clone(),
                     position: stored.position,
-                    doc: stored.doc.clone(),
+                    doc,
                 });
             }
-            self.cache.pin(key);
-            self.cache.touch(key);
         }
         self.cache.evict_if_needed();
         // Written documents count against the in-flight budget until
@@ -434,6 +466,16 @@ fn counted_retry(metrics: &Metrics, function: &'static str) -> RetryPolicy {
         m.convex_retries_total.with_label_values(&[function]).inc();
         m.convex_error(e.is_transient(), e.class());
     }))
+}
+
+/// A document's JSON, serialised once. Our plain structs cannot fail to
+/// serialise; if one ever did, `null` goes out instead, Convex rejects it,
+/// and its events become `sink_rejected` dead letters: reported, not lost.
+fn raw_doc(key: &DocKey, doc: &Doc) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(doc).unwrap_or_else(|e| {
+        tracing::error!(%key, error = %e, "cannot serialise a document");
+        serde_json::value::to_raw_value(&Value::Null).unwrap_or_default()
+    })
 }
 
 /// The value a document would have in Convex, for tests and verify.

@@ -443,7 +443,8 @@ async fn session(
                         }
                         health.mark_progress();
                     }
-                    WalMessage::XLogData { data, wal_end, .. } => {
+                    WalMessage::XLogData { data, wal_end, server_time, .. } => {
+                        engine.observe_send_time(crate::source::stream::pg_to_unix_us(server_time));
                         decoder.feed_bytes(&data).map_err(|e| SourceError::Protocol(e.to_string()))?;
                         while let Some(ev) = decoder.pop() {
                             match ev {

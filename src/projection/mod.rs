@@ -37,10 +37,10 @@ pub use fold::{fold, FoldOutcome, StateAccess};
 pub use inboxes::{InboxDoc, InboxItem};
 pub use memory::MemoryFold;
 pub use runs::{RunDoc, RunStatus};
-pub use table::{DocKey, Table};
+pub use table::{DocKey, DocKeyMap, DocKeySet, Table};
 pub use threads::ThreadDoc;
 pub use timelines::{TimelineDoc, TimelineItem};
-pub use validate::{plan, EventData, Folding, IgnoreReason, Plan};
+pub use validate::{plan, plan_owned, EventData, Folding, IgnoreReason, Plan};
 pub use workers::{WorkerDoc, WorkerStatus};
 
 #[cfg(test)]

@@ -131,6 +131,15 @@ impl Folding {
         &self.keys
     }
 
+    /// Rough size in memory, for the in-flight byte budget.
+    pub fn approx_bytes(&self) -> usize {
+        crate::pipeline::batch::EVENT_OVERHEAD
+            + self.payload.len()
+            + self.stream_id.len()
+            + self.owner_id.len()
+            + self.keys.iter().map(|k| k.key.len()).sum::<usize>()
+    }
+
     /// The id after the stream prefix (runId, workerId, userId).
     pub fn entity_id(&self) -> &str {
         &self.keys[0].key
@@ -153,16 +162,88 @@ impl Folding {
 
 /// Plans one event (validation of DESIGN §2).
 pub fn plan(ev: &RuntimeEvent) -> Plan {
+    match check(ev) {
+        Checked::Ignored(reason) => Plan::Ignored(reason),
+        Checked::Invalid(reason) => Plan::DeadLetter(DeadLetter::new(ev, reason)),
+        Checked::Valid(v) => Plan::Fold(v.into_folding(
+            ev.seq,
+            ev.stream_id.clone(),
+            ev.stream_seq,
+            ev.owner_id.clone(),
+            ev.position,
+            ev.payload.clone(),
+        )),
+    }
+}
+
+/// [`plan`] for the pipeline's hot path: the event's strings move into the
+/// [`Folding`] instead of being copied.
+pub fn plan_owned(ev: RuntimeEvent) -> Plan {
+    match check(&ev) {
+        Checked::Ignored(reason) => Plan::Ignored(reason),
+        Checked::Invalid(reason) => Plan::DeadLetter(DeadLetter::new(&ev, reason)),
+        Checked::Valid(v) => Plan::Fold(v.into_folding(
+            ev.seq,
+            ev.stream_id,
+            ev.stream_seq,
+            ev.owner_id,
+            ev.position,
+            ev.payload,
+        )),
+    }
+}
+
+enum Checked {
+    Ignored(IgnoreReason),
+    Invalid(String),
+    Valid(Valid),
+}
+
+/// What validation derives from an event; the rest of a [`Folding`] is the
+/// event's own fields.
+struct Valid {
+    keys: Vec<DocKey>,
+    event_type: EventType,
+    at: i64,
+    data: EventData,
+}
+
+impl Valid {
+    fn into_folding(
+        self,
+        seq: i64,
+        stream_id: String,
+        stream_seq: i64,
+        owner_id: String,
+        position: Position,
+        payload: String,
+    ) -> Folding {
+        Folding {
+            keys: self.keys,
+            seq,
+            stream_id,
+            stream_seq,
+            event_type: self.event_type,
+            owner_id,
+            at: self.at,
+            position,
+            data: self.data,
+            payload,
+        }
+    }
+}
+
+fn check(ev: &RuntimeEvent) -> Checked {
     let Some(event_type) = EventType::parse(&ev.event_type) else {
-        return Plan::Ignored(IgnoreReason::UnknownType);
+        return Checked::Ignored(IgnoreReason::UnknownType);
     };
     let family = event_type.family();
     let Some(entity) = ev.stream_id.strip_prefix(family.prefix()) else {
-        return Plan::Ignored(IgnoreReason::PrefixMismatch);
+        return Checked::Ignored(IgnoreReason::PrefixMismatch);
     };
     match validate(ev, event_type, family, entity) {
-        Ok(f) => Plan::Fold(f),
-        Err(reason) => Plan::DeadLetter(DeadLetter::new(ev, reason)),
+        Ok(v) => Checked::Valid(v),
+        Err(reason) => Checked::Invalid(reason),
     }
 }
 
@@ -171,7 +252,7 @@ fn validate(
     event_type: EventType,
     family: Family,
     entity: &str,
-) -> Result<Folding, String> {
+) -> Result<Valid, String> {
     check_id("stream_id", entity)?;
     let p = match payload::read(&ev.payload) {
         Ok(p) => p,
@@ -188,11 +269,8 @@ fn validate(
         )
     })?;
 
-    let mut keys = Vec::with_capacity(if event_type == EventType::RunCreated {
-        3
-    } else {
-        1
-    });
+    // At most three keys (run.created); one allocation for any event.
+    let mut keys = Vec::with_capacity(3);
     keys.push(DocKey::new(family.primary_table(), entity));
     if family == Family::Run {
         keys.push(DocKey::new(Table::Timelines, entity));
@@ -200,17 +278,11 @@ fn validate(
             keys.push(DocKey::new(Table::Threads, thread_id.as_str()));
         }
     }
-    Ok(Folding {
+    Ok(Valid {
         keys,
-        seq: ev.seq,
-        stream_id: ev.stream_id.clone(),
-        stream_seq: ev.stream_seq,
         event_type,
-        owner_id: ev.owner_id.clone(),
         at,
-        position: ev.position,
         data,
-        payload: ev.payload.clone(),
     })
 }
 
