@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use crate::event::Position;
 use crate::metrics::Metrics;
 use crate::pipeline::watermark::BatchId;
-use crate::projection::{DeadLetter, DocKey, DocKeyMap, Folding, Table};
+use crate::projection::{DeadLetter, DocKey, DocKeyMap, FoldedEvent, Table};
 use crate::sink::{ApplyRequest, ConvexClient, DeadLetterWrite, RetryPolicy, SinkError, Write};
 
 /// A document snapshot, serialised once at batch close; request bodies
@@ -38,7 +38,7 @@ pub struct Dispatch {
     /// The events folded in this batch; for each written key, the indexes
     /// (into `events_of`, then `events`) of the events behind it, which
     /// become dead letters if Convex rejects the document.
-    pub events: Vec<Box<Folding>>,
+    pub events: Vec<FoldedEvent>,
     pub events_by_key: DocKeyMap<usize>,
     pub events_of: Vec<Vec<u32>>,
     /// Bytes counted against the in-flight budget (events and written

@@ -35,7 +35,9 @@ use crate::pipeline::batch::{Item, OpenBatch};
 use crate::pipeline::cache::StateCache;
 use crate::pipeline::dispatch::{self, Ack, Dispatch};
 use crate::pipeline::watermark::{BatchId, Watermark};
-use crate::projection::{self, Doc, DocKey, DocKeyMap, FoldOutcome, Folding, Plan, Stored, Table};
+use crate::projection::{
+    self, Doc, DocKey, DocKeyMap, FoldOutcome, FoldedEvent, Plan, Stored, Table,
+};
 use crate::sink::{ConvexClient, RetryPolicy, SinkError};
 
 /// Memory of one document write in flight beyond its serialised JSON: the
@@ -51,6 +53,11 @@ const CATCH_UP_LAG_US: i64 = 1_000_000;
 /// the low-latency timer, whenever the walsender is a little slower than us
 /// (the backlog is waiting anyway; fuller batches coalesce more writes).
 const CATCH_UP_FILL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Batch size limits (events, bytes) are this many times larger while
+/// catching up: a backlog drains in fewer, fuller batches, so several events
+/// of one document coalesce into one write (fewer Convex document writes).
+const CATCH_UP_SCALE: usize = 3;
 
 /// Keys per `load` call: one index lookup each, far under Convex's limits.
 const LOAD_CHUNK: usize = 256;
@@ -197,8 +204,15 @@ impl Engine {
     }
 
     pub fn batch_full(&self) -> bool {
-        self.open
-            .is_full(self.tuning.batch_max_events, self.tuning.batch_max_bytes)
+        let scale = if self.catching_up() {
+            CATCH_UP_SCALE
+        } else {
+            1
+        };
+        self.open.is_full(
+            self.tuning.batch_max_events * scale,
+            self.tuning.batch_max_bytes * scale,
+        )
     }
 
     /// The server's send time (Unix µs) of the WAL message being decoded.
@@ -272,7 +286,7 @@ impl Engine {
         let mut changed: Vec<DocKey> = Vec::new();
         let mut slot_of: DocKeyMap<usize> = DocKeyMap::default();
         let mut events_of: Vec<Vec<u32>> = Vec::new();
-        let mut folded_events: Vec<Box<Folding>> = Vec::with_capacity(batch.items.len());
+        let mut folded_events: Vec<FoldedEvent> = Vec::with_capacity(batch.items.len());
         let mut event_bytes = 0usize;
         let mut first: Option<Position> = None;
         let mut last: Option<Position> = None;
@@ -307,7 +321,7 @@ impl Engine {
                                 };
                                 events_of[slot].push(idx);
                             }
-                            folded_events.push(folding);
+                            folded_events.push(folding.into_folded());
                         }
                         FoldOutcome::Skipped => self.metrics.events_skipped_total.inc(),
                         FoldOutcome::DeadLetter(dl) => {

@@ -48,6 +48,11 @@ enum SessionEnd {
 /// How often a following service checks the active generation.
 const ACTIVE_CHECK: Duration = Duration::from_secs(3);
 
+/// While catching up, a read shorter than this is followed by a pause.
+const BULK_READ_BYTES: usize = 64 * 1024;
+/// The pause: the walsender fills the socket meanwhile (tens of KB per ms).
+const BULK_READ_PAUSE: Duration = Duration::from_millis(1);
+
 pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
     let metrics = Metrics::new()?;
@@ -394,6 +399,15 @@ async fn session(
         }
         let deadline = engine.batch_deadline().filter(|_| engine.has_slot());
         let can_read = engine.can_read();
+        // Bulk reads while catching up: when the last read emptied the
+        // socket with little data (we decode faster than the walsender
+        // sends), wait a moment so the next read returns many messages
+        // instead of waking up per message (a third of CPU went to
+        // recvfrom/epoll_wait). Only for a backlog: events that committed
+        // over a second ago are not delayed in any way that matters.
+        let pause = engine.catching_up()
+            && !stream.has_buffered_message()
+            && stream.last_read() < BULK_READ_BYTES;
         tokio::select! {
             biased;
             Ok(()) = shutdown.changed() => {
@@ -429,7 +443,12 @@ async fn session(
                 metrics.set_lsns(engine.received_lsn().0, f.0, f.0);
                 health.mark_progress();
             }
-            msg = stream.next(), if can_read => {
+            msg = async {
+                if pause {
+                    tokio::time::sleep(BULK_READ_PAUSE).await;
+                }
+                stream.next().await
+            }, if can_read => {
                 let Some(msg) = msg? else {
                     return Err(SourceError::Closed.into());
                 };

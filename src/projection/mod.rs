@@ -40,7 +40,7 @@ pub use runs::{RunDoc, RunStatus};
 pub use table::{DocKey, DocKeyMap, DocKeySet, Table};
 pub use threads::ThreadDoc;
 pub use timelines::{TimelineDoc, TimelineItem};
-pub use validate::{plan, plan_owned, EventData, Folding, IgnoreReason, Plan};
+pub use validate::{plan, plan_owned, EventData, FoldedEvent, Folding, IgnoreReason, Plan};
 pub use workers::{WorkerDoc, WorkerStatus};
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ pub struct PgConn {
     pub params: HashMap<String, String>,
     pub ctx: ErrorContext,
     pub tls: bool,
+    /// Bytes the last socket read returned.
+    last_read: usize,
 }
 
 impl std::fmt::Debug for PgConn {
@@ -121,6 +123,7 @@ impl PgConn {
                 ..Default::default()
             },
             tls: tls_used,
+            last_read: 0,
         };
         conn.startup(info, replication).await?;
         Ok(conn)
@@ -268,6 +271,19 @@ impl PgConn {
         Ok(())
     }
 
+    /// A whole frame is buffered: the next `read_frame` needs no syscall.
+    pub fn has_frame(&self) -> bool {
+        self.rbuf.len() >= 5 && {
+            let len = u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]);
+            self.rbuf.len() > len as usize
+        }
+    }
+
+    /// Bytes the last socket read returned.
+    pub fn last_read(&self) -> usize {
+        self.last_read
+    }
+
     pub fn wbuf(&mut self) -> &mut BytesMut {
         &mut self.wbuf
     }
@@ -285,6 +301,7 @@ impl PgConn {
             if n == 0 {
                 return Err(SourceError::Closed);
             }
+            self.last_read = n;
         }
     }
 

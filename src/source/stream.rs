@@ -221,6 +221,16 @@ impl ReplicationStream {
         }
     }
 
+    /// `next()` will return without reading the socket.
+    pub fn has_buffered_message(&self) -> bool {
+        self.done || self.conn.has_frame()
+    }
+
+    /// Bytes the last socket read returned.
+    pub fn last_read(&self) -> usize {
+        self.conn.last_read()
+    }
+
     /// Standby status update: everything up to `write`/`flush`/`apply` is
     /// received/durable/applied. Postgres sets `confirmed_flush_lsn` from
     /// `flush`.
