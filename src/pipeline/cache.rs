@@ -10,8 +10,14 @@
 
 use crate::projection::{DocKey, DocKeyMap, Stored};
 
-/// Fixed overhead we charge per entry (map slot, key string header, tick).
-const ENTRY_OVERHEAD: usize = 96;
+/// What an entry costs beyond its document's own `approx_bytes` (which
+/// already counts the document struct): its hash-table slot (key, entry and
+/// inline document) twice over, because a table runs between half and
+/// seven-eighths full, and the key's heap string. With 96 here the cache
+/// held twice its budget in real memory (BENCHMARKS.md: 1M drain, a 16 MiB
+/// budget cost ~18 MiB more RSS than an 8 MiB one).
+const ENTRY_OVERHEAD: usize =
+    2 * std::mem::size_of::<(DocKey, Entry)>() - std::mem::size_of::<crate::projection::Doc>() + 32;
 
 struct Entry {
     state: Option<Stored>,
