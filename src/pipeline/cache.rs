@@ -169,3 +169,39 @@ impl crate::projection::StateAccess for StateCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Lsn, Position};
+    use crate::projection::{Doc, Table, ThreadDoc};
+
+    fn thread(key: &str) -> Option<Stored> {
+        Some(Stored {
+            position: Position::new(Lsn(1), 0),
+            doc: Doc::Thread(ThreadDoc::empty(key)),
+        })
+    }
+
+    #[test]
+    fn an_entry_is_charged_at_least_its_hash_table_slot() {
+        let mut c = StateCache::new(usize::MAX);
+        c.insert_loaded(DocKey::new(Table::Threads, "t1"), thread("t1"));
+        assert!(c.bytes() >= std::mem::size_of::<(DocKey, Entry)>());
+    }
+
+    #[test]
+    fn eviction_keeps_pinned_keys_and_stays_within_budget() {
+        let mut c = StateCache::new(64 * 1024);
+        let pinned = DocKey::new(Table::Threads, "t0");
+        c.insert_loaded(pinned.clone(), thread("t0"));
+        assert!(c.pin_and_touch(&pinned).is_some());
+        for i in 1..1_000 {
+            c.insert_loaded(DocKey::new(Table::Threads, format!("t{i}")), thread("t"));
+        }
+        c.evict_if_needed();
+        assert!(c.bytes() <= 64 * 1024, "{} bytes", c.bytes());
+        assert!(c.contains(&pinned));
+        c.unpin(&pinned);
+    }
+}

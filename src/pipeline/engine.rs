@@ -496,3 +496,71 @@ fn raw_doc(key: &DocKey, doc: &Doc) -> Box<serde_json::value::RawValue> {
 pub fn doc_json(doc: &Doc) -> Value {
     doc.to_json()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn engine(tuning: Tuning) -> Engine {
+        let client = ConvexClient::new(
+            "http://127.0.0.1:9",
+            Secret::new("k"),
+            std::time::Duration::from_secs(1),
+        )
+        .expect("client");
+        let metrics = Metrics::new().expect("metrics");
+        Engine::new(Arc::new(client), 1, tuning, metrics).0
+    }
+
+    fn step(seq: i64) -> RuntimeEvent {
+        RuntimeEvent {
+            seq,
+            stream_id: format!("run:r{seq}"),
+            stream_seq: 1,
+            event_type: "run.started".into(),
+            owner_id: "u".into(),
+            payload: "{}".into(),
+            occurred_at: "2026-11-23 08:00:00+00".into(),
+            position: Position::new(Lsn(100), seq as u64),
+        }
+    }
+
+    #[test]
+    fn catching_up_means_a_commit_over_a_second_before_the_server_sent_it() {
+        let mut e = engine(Tuning::default());
+        assert!(!e.catching_up(), "nothing read yet");
+        let commit = 1_795_420_800_000_000;
+        e.begin(commit);
+        e.observe_send_time(commit + 400_000);
+        assert!(!e.catching_up(), "0.4 s behind is live traffic");
+        e.observe_send_time(commit + 1_500_000);
+        assert!(e.catching_up(), "1.5 s behind is a backlog");
+    }
+
+    #[test]
+    fn a_backlog_batch_fills_longer_and_holds_more_events() {
+        let tuning = Tuning {
+            batch_max_events: 4,
+            ..Tuning::default()
+        };
+        let mut e = engine(tuning.clone());
+        let commit = 1_795_420_800_000_000;
+        e.begin(commit);
+        e.observe_send_time(commit + 1_000);
+        for seq in 1..=4 {
+            e.push(step(seq));
+        }
+        assert!(e.batch_full(), "live: full at batch_max_events");
+        let opened = e.open.opened_at.expect("opened");
+        assert_eq!(e.batch_deadline(), Some(opened + tuning.batch_fill));
+
+        e.observe_send_time(commit + 5_000_000);
+        assert!(!e.batch_full(), "catching up: limits scale");
+        assert_eq!(e.batch_deadline(), Some(opened + CATCH_UP_FILL));
+        for seq in 5..=(4 * CATCH_UP_SCALE as i64) {
+            e.push(step(seq));
+        }
+        assert!(e.batch_full());
+    }
+}

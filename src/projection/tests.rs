@@ -504,3 +504,47 @@ fn documents_round_trip_through_json() {
     assert_eq!(Table::parse("inboxes"), Some(Table::Inboxes));
     assert_eq!(Table::parse("deadLetters"), None);
 }
+
+#[test]
+fn plan_owned_plans_exactly_like_plan() {
+    let events = [
+        ev(
+            1,
+            "run:r1",
+            1,
+            "run.created",
+            r#"{"thread_id":"t1","title":"T"}"#,
+        ),
+        ev(
+            2,
+            "run:r1",
+            2,
+            "run.usage",
+            r#"{"input_tokens":3,"output_tokens":4}"#,
+        ),
+        ev(3, "worker:w1", 1, "worker.started", r#"{"host":"h"}"#),
+        ev(
+            4,
+            "user:u1",
+            1,
+            "notification.created",
+            r#"{"notification_id":"n","title":"x"}"#,
+        ),
+        ev(5, "run:r2", 1, "run.created", r#"{"thread_id":""}"#),
+        ev(6, "run:r3", 1, "run.paused", "{}"),
+        ev(7, "run:r4", 1, "run.usage", "[1]"),
+    ];
+    for e in events {
+        assert_eq!(plan_owned(e.clone()), plan(&e), "{e:?}");
+    }
+}
+
+#[test]
+fn a_folded_event_dead_letters_like_the_event_itself() {
+    let e = ev(9, "run:r1", 4, "run.step", r#"{"name":"s","detail":"pad"}"#);
+    let folded = folding(&e).into_folded();
+    assert_eq!(
+        folded.dead_letter("sink_rejected: no".into()),
+        DeadLetter::new(&e, "sink_rejected: no".into())
+    );
+}
