@@ -107,7 +107,8 @@ log_min_messages = warning
 
 
 def timed(cmd, env=None, stdout=subprocess.DEVNULL):
-    """Runs cmd; returns (elapsed s, user s, sys s, peak RSS KiB) of that child."""
+    """Runs cmd; returns (elapsed s, user s, sys s, peak RSS KiB, voluntary and
+    involuntary context switches) of that child."""
     t = time.monotonic()
     p = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE)
     _, status, ru = os.wait4(p.pid, 0)
@@ -116,7 +117,7 @@ def timed(cmd, env=None, stdout=subprocess.DEVNULL):
     err = p.stderr.read().decode(errors="replace")
     if p.returncode != 0:
         sys.exit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
-    return el, ru.ru_utime, ru.ru_stime, ru.ru_maxrss
+    return el, ru.ru_utime, ru.ru_stime, ru.ru_maxrss, ru.ru_nvcsw, ru.ru_nivcsw
 
 
 def http_get(url, timeout=5):
@@ -215,6 +216,9 @@ def drain(pg, events, repeat, perf):
             before = sink.stats()
             cmd = [BIN, "run", "--slot", ps, "--exit-when-caught-up",
                    "--metrics-addr", "127.0.0.1:0"]
+            if os.environ.get("BENCH_WRAP") and i == 0:
+                # e.g. BENCH_WRAP="strace -f -c -o /tmp/strace.txt"
+                cmd = os.environ["BENCH_WRAP"].split() + cmd
             if perf and i == 0:
                 cmd = ["perf", "record", "-e", "cpu-clock", "-F", "999",
                        "--call-graph", os.environ.get("BENCH_PERF_CALLGRAPH", "fp"),
@@ -226,6 +230,7 @@ def drain(pg, events, repeat, perf):
             log(f"  recv {rows / rv[0]:,.0f} rows/s, projector {rows / pv[0]:,.0f} rows/s "
                 f"(ratio {rv[0] / pv[0]:.2f}), CPU {(pv[1] + pv[2]) / rows * 1e6:.2f} us/event "
                 f"(user {pv[1] / rows * 1e6:.2f}, sys {pv[2] / rows * 1e6:.2f}), "
+                f"context switches {pv[4]:,} voluntary / {pv[5]:,} involuntary, "
                 f"RSS {pv[3] / 1024:.1f} MiB, {d}")
     finally:
         sink.stop()

@@ -150,14 +150,17 @@ pub struct CommonArgs {
     /// Address of /metrics, /healthz and /readyz [default: 127.0.0.1:9187].
     #[arg(long, env = "PROJECTOR_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
-    /// Close a batch at this many events [default: 4096].
+    /// Close a batch at this many events; three times as many while
+    /// draining a backlog (events committed over 1 s before they were sent)
+    /// [default: 4096].
     #[arg(long, env = "PROJECTOR_BATCH_MAX_EVENTS")]
     pub batch_max_events: Option<usize>,
     /// Close a batch at this many bytes of events; also the largest mutation
     /// we send (Convex allows 16 MiB) [default: 2097152].
     #[arg(long, env = "PROJECTOR_BATCH_MAX_BYTES")]
     pub batch_max_bytes: Option<usize>,
-    /// Close a batch this many milliseconds after its first event [default: 5].
+    /// Close a batch this many milliseconds after its first event; up to
+    /// 250 while draining a backlog [default: 5].
     #[arg(long, env = "PROJECTOR_BATCH_FILL_MS")]
     pub batch_fill_ms: Option<u64>,
     /// Batches in flight to Convex at once [default: 4].

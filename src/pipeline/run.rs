@@ -51,7 +51,7 @@ const ACTIVE_CHECK: Duration = Duration::from_secs(3);
 /// While catching up, a read shorter than this is followed by a pause.
 const BULK_READ_BYTES: usize = 64 * 1024;
 /// The pause: the walsender fills the socket meanwhile (tens of KB per ms).
-const BULK_READ_PAUSE: Duration = Duration::from_millis(1);
+const BULK_READ_PAUSE: Duration = Duration::from_millis(2);
 
 pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;

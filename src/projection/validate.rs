@@ -131,13 +131,19 @@ impl Folding {
         &self.keys
     }
 
-    /// Rough size in memory, for the in-flight byte budget.
+    /// Its size in memory (the boxed struct, the keys, the strings rounded
+    /// up to the allocator's 16-byte classes), for the in-flight byte
+    /// budget: so that budget is real memory.
     pub fn approx_bytes(&self) -> usize {
-        crate::pipeline::batch::EVENT_OVERHEAD
-            + self.payload.len()
-            + self.stream_id.len()
-            + self.owner_id.len()
-            + self.keys.iter().map(|k| k.key.len()).sum::<usize>()
+        fn heap(n: usize) -> usize {
+            n.next_multiple_of(16)
+        }
+        std::mem::size_of::<Folding>()
+            + self.keys.capacity() * std::mem::size_of::<DocKey>()
+            + self.keys.iter().map(|k| heap(k.key.len())).sum::<usize>()
+            + heap(self.payload.len())
+            + heap(self.stream_id.len())
+            + heap(self.owner_id.len())
     }
 
     /// The id after the stream prefix (runId, workerId, userId).
