@@ -316,8 +316,12 @@ fn validate(
         )
     })?;
 
-    // At most three keys (run.created); one allocation for any event.
-    let mut keys = Vec::with_capacity(3);
+    // Exactly sized: one allocation, no slack (a batch holds thousands).
+    let mut keys = Vec::with_capacity(match (family, event_type) {
+        (Family::Run, EventType::RunCreated) => 3,
+        (Family::Run, _) => 2,
+        _ => 1,
+    });
     keys.push(DocKey::new(family.primary_table(), entity));
     if family == Family::Run {
         keys.push(DocKey::new(Table::Timelines, entity));
