@@ -19,6 +19,9 @@ Usage: bench/bench.py [--events N] [--repeat R] [--rates 2000,10000]
                       [--latency-secs S] [--convex-rates 200,2000]
                       [--convex-secs S] [--skip-drain] [--skip-latency]
                       [--perf FILE]   (record the projector drain with perf)
+Environment: BENCH_PERF_CALLGRAPH (perf --call-graph, default fp);
+BENCH_WRAP="cmd args" runs round 1's projector under a wrapper (e.g.
+"strace -f -c -o /tmp/s.txt"; its CPU and RSS figures then include it).
 Prints a Markdown report on stdout; progress on stderr.
 """
 import argparse
