@@ -11,16 +11,21 @@
 use crate::projection::{DocKey, DocKeyMap, Stored};
 
 /// What an entry costs beyond its document's own `approx_bytes` (which
-/// already counts the document struct): its hash-table slot (key, entry and
-/// inline document) twice over, because a table runs between half and
-/// seven-eighths full, and the key's heap string. With 96 here the cache
-/// held twice its budget in real memory (BENCHMARKS.md: 1M drain, a 16 MiB
-/// budget cost ~18 MiB more RSS than an 8 MiB one).
-const ENTRY_OVERHEAD: usize =
-    2 * std::mem::size_of::<(DocKey, Entry)>() - std::mem::size_of::<crate::projection::Doc>() + 32;
+/// already counts the document struct): its hash-table slot twice over
+/// (a table runs between half and seven-eighths full), the boxed state
+/// around the document, and the key's heap string. With 96 here the cache
+/// held twice its budget in real memory (BENCHMARKS.md: a 16 MiB budget
+/// cost ~18 MiB more RSS than an 8 MiB one).
+const ENTRY_OVERHEAD: usize = 2 * std::mem::size_of::<(DocKey, Entry)>()
+    + std::mem::size_of::<Option<Stored>>()
+    - std::mem::size_of::<crate::projection::Doc>()
+    + 32;
 
 struct Entry {
-    state: Option<Stored>,
+    /// Boxed: the hash table then holds ~64-byte slots instead of ~300,
+    /// so growing it (a new table beside the old one) is a small transient,
+    /// not a ~15 MiB spike of peak RSS at 30k entries.
+    state: Box<Option<Stored>>,
     bytes: usize,
     pins: u32,
     used: u64,
@@ -68,7 +73,7 @@ impl StateCache {
     }
 
     pub fn get(&self, key: &DocKey) -> Option<&Option<Stored>> {
-        self.entries.get(key).map(|e| &e.state)
+        self.entries.get(key).map(|e| &*e.state)
     }
 
     /// Inserts a state loaded from Convex. Never replaces a cached entry: the
@@ -83,7 +88,7 @@ impl StateCache {
         self.entries.insert(
             key,
             Entry {
-                state,
+                state: Box::new(state),
                 bytes,
                 pins: 0,
                 used: self.tick,
@@ -112,7 +117,7 @@ impl StateCache {
         let bytes = entry_bytes(key, &e.state);
         self.bytes = self.bytes + bytes - e.bytes;
         e.bytes = bytes;
-        e.state.as_ref()
+        (*e.state).as_ref()
     }
 
     pub fn pin(&mut self, key: &DocKey) {
@@ -161,7 +166,7 @@ impl StateCache {
 impl crate::projection::StateAccess for StateCache {
     fn get_mut(&mut self, key: &DocKey) -> &mut Option<Stored> {
         match self.entries.get_mut(key) {
-            Some(e) => &mut e.state,
+            Some(e) => &mut *e.state,
             None => {
                 self.scratch = None;
                 &mut self.scratch
