@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use serde_json::value::RawValue;
 
@@ -32,6 +32,17 @@ type DocWrite = Write<Box<RawValue>>;
 
 pub struct Dispatch {
     pub id: BatchId,
+    /// Earlier batches in flight that must be applied before this one is
+    /// sent. The fold skips an event whose stream document already holds
+    /// it, so a stream document must never reach Convex before the other
+    /// documents of its events. Within a batch the stream documents go last;
+    /// across batches, a batch writing run r waits for the batch that wrote
+    /// the thread of r's `run.created` (a later batch rewrites run r, with
+    /// that event, but not necessarily the thread). Found by the SIGKILL
+    /// test once backlog batches grew: a thread missed a run.
+    pub after: Vec<watch::Receiver<bool>>,
+    /// Set when every write of this batch has been answered.
+    pub done: watch::Sender<bool>,
     pub generation: u64,
     pub writes: Vec<PlannedWrite>,
     pub dead_letters: Vec<DeadLetter>,
@@ -83,6 +94,10 @@ pub fn spawn(
     ack_tx: mpsc::UnboundedSender<Ack>,
 ) {
     tokio::spawn(async move {
+        for mut earlier in job.after {
+            // An error means that batch's task is gone (shutdown): go on.
+            let _ = earlier.wait_for(|done| *done).await;
+        }
         let mut tables: Vec<&'static str> = Vec::new();
         for w in &job.writes {
             let t = w.key.table.as_str();
@@ -135,6 +150,7 @@ pub fn spawn(
             commit_times_us: job.commit_times_us,
             tables,
         };
+        let _ = job.done.send(true);
         // The engine may be gone (shutdown after a second signal): fine.
         let _ = ack_tx.send(ack);
     });

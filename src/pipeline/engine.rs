@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Tuning;
 use crate::event::{Lsn, Position, RuntimeEvent};
@@ -84,6 +84,9 @@ pub struct Engine {
     txn_commit_time_us: i64,
     /// When the server sent the newest WAL message (Unix µs, server clock).
     sent_at_us: i64,
+    /// Runs whose `run.created` was folded into a thread document by a batch
+    /// still in flight: that batch's id and its completion signal.
+    thread_pending: DocKeyMap<(BatchId, watch::Receiver<bool>)>,
 }
 
 impl Engine {
@@ -112,6 +115,7 @@ impl Engine {
             flush_shared: Arc::new(AtomicU64::new(0)),
             txn_commit_time_us: 0,
             sent_at_us: 0,
+            thread_pending: DocKeyMap::default(),
         };
         (engine, ack_rx)
     }
@@ -275,6 +279,12 @@ impl Engine {
         debug_assert_eq!(Some(id), self.open_id);
         self.open_id = None;
 
+        // Ordering across batches in flight (see `Dispatch::after`): a
+        // batch that writes a run's document waits for the earlier batch
+        // that wrote the thread of that run's `run.created`.
+        let (done_tx, done_rx) = watch::channel(false);
+        let mut after: Vec<(BatchId, watch::Receiver<bool>)> = Vec::new();
+
         let span = tracing::debug_span!("batch", id, events = batch.len());
         let _enter = span.enter();
 
@@ -307,6 +317,17 @@ impl Engine {
                     match projection::fold(&folding, &mut self.cache) {
                         FoldOutcome::Folded { changed: keys } => {
                             self.metrics.events_folded_total.inc();
+                            if let Some(primary) = folding.keys().first() {
+                                if let Some((bid, rx)) = self.thread_pending.get(primary) {
+                                    if *bid != id && !after.iter().any(|(b, _)| b == bid) {
+                                        after.push((*bid, rx.clone()));
+                                    }
+                                }
+                                if keys.iter().any(|k| k.table == Table::Threads) {
+                                    self.thread_pending
+                                        .insert(primary.clone(), (id, done_rx.clone()));
+                                }
+                            }
                             let idx = folded_events.len() as u32;
                             for k in keys {
                                 let slot = match slot_of.get(&k) {
@@ -369,6 +390,8 @@ impl Engine {
 
         let job = Dispatch {
             id,
+            after: after.into_iter().map(|(_, rx)| rx).collect(),
+            done: done_tx,
             generation: self.generation,
             writes,
             dead_letters,
@@ -453,6 +476,7 @@ impl Engine {
         for k in &ack.rejected {
             self.cache.forget(k);
         }
+        self.thread_pending.retain(|_, (b, _)| *b != ack.id);
         self.inflight_batches -= 1;
         self.inflight_bytes = self.inflight_bytes.saturating_sub(ack.event_bytes);
         self.watermark.ack(ack.id);
