@@ -32,14 +32,8 @@ type DocWrite = Write<Box<RawValue>>;
 
 pub struct Dispatch {
     pub id: BatchId,
-    /// Earlier batches in flight that must be applied before this one is
-    /// sent. The fold skips an event whose stream document already holds
-    /// it, so a stream document must never reach Convex before the other
-    /// documents of its events. Within a batch the stream documents go last;
-    /// across batches, a batch writing run r waits for the batch that wrote
-    /// the thread of r's `run.created` (a later batch rewrites run r, with
-    /// that event, but not necessarily the thread). Found by the SIGKILL
-    /// test once backlog batches grew: a thread missed a run.
+    /// Earlier batches in flight that must be answered before this one is
+    /// sent (see `pipeline::order`).
     pub after: Vec<watch::Receiver<bool>>,
     /// Set when every write of this batch has been answered.
     pub done: watch::Sender<bool>,

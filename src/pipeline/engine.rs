@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::batch::{Item, OpenBatch};
 use crate::pipeline::cache::StateCache;
 use crate::pipeline::dispatch::{self, Ack, Dispatch};
+use crate::pipeline::order::{Done, WriteOrder};
 use crate::pipeline::watermark::{BatchId, Watermark};
 use crate::projection::{
     self, Doc, DocKey, DocKeyMap, FoldOutcome, FoldedEvent, Plan, Stored, Table,
@@ -84,9 +85,8 @@ pub struct Engine {
     txn_commit_time_us: i64,
     /// When the server sent the newest WAL message (Unix µs, server clock).
     sent_at_us: i64,
-    /// Runs whose `run.created` was folded into a thread document by a batch
-    /// still in flight: that batch's id and its completion signal.
-    thread_pending: DocKeyMap<(BatchId, watch::Receiver<bool>)>,
+    /// Which batch in flight a new batch must wait for (see `order`).
+    order: WriteOrder,
 }
 
 impl Engine {
@@ -115,7 +115,7 @@ impl Engine {
             flush_shared: Arc::new(AtomicU64::new(0)),
             txn_commit_time_us: 0,
             sent_at_us: 0,
-            thread_pending: DocKeyMap::default(),
+            order: WriteOrder::default(),
         };
         (engine, ack_rx)
     }
@@ -279,11 +279,9 @@ impl Engine {
         debug_assert_eq!(Some(id), self.open_id);
         self.open_id = None;
 
-        // Ordering across batches in flight (see `Dispatch::after`): a
-        // batch that writes a run's document waits for the earlier batch
-        // that wrote the thread of that run's `run.created`.
+        // Write order across batches in flight: see `pipeline::order`.
         let (done_tx, done_rx) = watch::channel(false);
-        let mut after: Vec<(BatchId, watch::Receiver<bool>)> = Vec::new();
+        let mut after: Vec<(BatchId, Done)> = Vec::new();
 
         let span = tracing::debug_span!("batch", id, events = batch.len());
         let _enter = span.enter();
@@ -318,14 +316,13 @@ impl Engine {
                         FoldOutcome::Folded { changed: keys } => {
                             self.metrics.events_folded_total.inc();
                             if let Some(primary) = folding.keys().first() {
-                                if let Some((bid, rx)) = self.thread_pending.get(primary) {
-                                    if *bid != id && !after.iter().any(|(b, _)| b == bid) {
-                                        after.push((*bid, rx.clone()));
+                                if let Some((b, done)) = self.order.wait_for(primary, id) {
+                                    if !after.iter().any(|(a, _)| *a == b) {
+                                        after.push((b, done));
                                     }
                                 }
                                 if keys.iter().any(|k| k.table == Table::Threads) {
-                                    self.thread_pending
-                                        .insert(primary.clone(), (id, done_rx.clone()));
+                                    self.order.wrote_thread(primary, id, &done_rx);
                                 }
                             }
                             let idx = folded_events.len() as u32;
@@ -476,7 +473,7 @@ impl Engine {
         for k in &ack.rejected {
             self.cache.forget(k);
         }
-        self.thread_pending.retain(|_, (b, _)| *b != ack.id);
+        self.order.acked(ack.id);
         self.inflight_batches -= 1;
         self.inflight_bytes = self.inflight_bytes.saturating_sub(ack.event_bytes);
         self.watermark.ack(ack.id);

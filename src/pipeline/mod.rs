@@ -16,6 +16,7 @@ pub mod batch;
 pub mod cache;
 pub mod dispatch;
 pub mod engine;
+pub mod order;
 pub mod run;
 pub mod watermark;
 
