@@ -166,7 +166,7 @@ impl StateCache {
 impl crate::projection::StateAccess for StateCache {
     fn get_mut(&mut self, key: &DocKey) -> &mut Option<Stored> {
         match self.entries.get_mut(key) {
-            Some(e) => &mut *e.state,
+            Some(e) => &mut e.state,
             None => {
                 self.scratch = None;
                 &mut self.scratch
