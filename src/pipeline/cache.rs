@@ -72,10 +72,6 @@ impl StateCache {
         self.entries.contains_key(key)
     }
 
-    pub fn get(&self, key: &DocKey) -> Option<&Option<Stored>> {
-        self.entries.get(key).map(|e| &*e.state)
-    }
-
     /// Inserts a state loaded from Convex. Never replaces a cached entry: the
     /// cache is at least as new as Convex for every key it holds.
     pub fn insert_loaded(&mut self, key: DocKey, state: Option<Stored>) {
@@ -96,17 +92,6 @@ impl StateCache {
         );
     }
 
-    /// Recomputes the byte charge of a key after its state changed.
-    pub fn touch(&mut self, key: &DocKey) {
-        self.tick += 1;
-        if let Some(e) = self.entries.get_mut(key) {
-            let bytes = entry_bytes(key, &e.state);
-            self.bytes = self.bytes + bytes - e.bytes;
-            e.bytes = bytes;
-            e.used = self.tick;
-        }
-    }
-
     /// Pins a key about to be written, recomputes its byte charge and marks
     /// it used, in one lookup; returns its state.
     pub fn pin_and_touch(&mut self, key: &DocKey) -> Option<&Stored> {
@@ -118,12 +103,6 @@ impl StateCache {
         self.bytes = self.bytes + bytes - e.bytes;
         e.bytes = bytes;
         (*e.state).as_ref()
-    }
-
-    pub fn pin(&mut self, key: &DocKey) {
-        if let Some(e) = self.entries.get_mut(key) {
-            e.pins += 1;
-        }
     }
 
     pub fn unpin(&mut self, key: &DocKey) {
