@@ -52,6 +52,9 @@ const ACTIVE_CHECK: Duration = Duration::from_secs(3);
 const BULK_READ_BYTES: usize = 64 * 1024;
 /// The pause: the walsender fills the socket meanwhile (tens of KB per ms).
 const BULK_READ_PAUSE: Duration = Duration::from_millis(2);
+/// At most this many WAL messages are handled per wake-up before acks,
+/// status and shutdown get their turn.
+const MESSAGES_PER_WAKE: usize = 1024;
 
 pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
@@ -405,9 +408,17 @@ async fn session(
         // instead of waking up per message (a third of CPU went to
         // recvfrom/epoll_wait). Only for a backlog: events that committed
         // over a second ago are not delayed in any way that matters.
-        let pause = engine.catching_up()
+        if engine.catching_up()
+            && can_read
             && !stream.has_buffered_message()
-            && stream.last_read() < BULK_READ_BYTES;
+            && stream.last_read() < BULK_READ_BYTES
+        {
+            // A blocking sleep, not a timer: while the runtime waits in
+            // epoll, every small write of the walsender wakes it (tens of
+            // thousands of context switches per million events); asleep,
+            // the socket just fills. Acks and HTTP I/O wait at most this long.
+            std::thread::sleep(BULK_READ_PAUSE);
+        }
         tokio::select! {
             biased;
             Ok(()) = shutdown.changed() => {
@@ -443,49 +454,57 @@ async fn session(
                 metrics.set_lsns(engine.received_lsn().0, f.0, f.0);
                 health.mark_progress();
             }
-            msg = async {
-                if pause {
-                    tokio::time::sleep(BULK_READ_PAUSE).await;
-                }
-                stream.next().await
-            }, if can_read => {
-                let Some(msg) = msg? else {
+            msg = stream.next(), if can_read => {
+                let Some(mut msg) = msg? else {
                     return Err(SourceError::Closed.into());
                 };
-                match msg {
-                    WalMessage::Keepalive { wal_end, reply_requested, .. } => {
-                        engine.observe_wal_end(wal_end);
-                        if reply_requested {
-                            let f = engine.flush_lsn();
-                            stream.send_status(engine.received_lsn().max(f), f, f, false).await?;
-                            metrics.set_lsns(engine.received_lsn().0, f.0, f.0);
-                        }
-                        health.mark_progress();
-                    }
-                    WalMessage::XLogData { data, wal_end, server_time, .. } => {
-                        engine.observe_send_time(crate::source::stream::pg_to_unix_us(server_time));
-                        decoder.feed_bytes(&data).map_err(|e| SourceError::Protocol(e.to_string()))?;
-                        while let Some(ev) = decoder.pop() {
-                            match ev {
-                                SourceEvent::Begin { commit_time_us, .. } => engine.begin(commit_time_us),
-                                SourceEvent::Event(ev) => {
-                                    if engine.push(ev) && engine.has_slot() {
-                                        close_with_status(engine, &mut stream, &flush, &mut status).await?;
-                                    }
-                                }
-                                SourceEvent::Commit { end_lsn, .. } => engine.commit(end_lsn),
-                                SourceEvent::Violation { kind, detail } => {
-                                    let kind = format!("{kind:?}").to_lowercase();
-                                    metrics.append_only_violations_total.with_label_values(&[&kind]).inc();
-                                    tracing::error!(%kind, %detail, "runtime.events is append-only, but the WAL carries a change that breaks that contract; it is not projected");
-                                    record_violation(client, &kind, &detail);
-                                }
+                // Everything one socket read brought is handled here, not
+                // one message per trip through `select!` (whose polling of
+                // every branch cost more than decoding a message).
+                let mut budget = MESSAGES_PER_WAKE;
+                loop {
+                    match msg {
+                        WalMessage::Keepalive { wal_end, reply_requested, .. } => {
+                            engine.observe_wal_end(wal_end);
+                            if reply_requested {
+                                let f = engine.flush_lsn();
+                                stream.send_status(engine.received_lsn().max(f), f, f, false).await?;
+                                metrics.set_lsns(engine.received_lsn().0, f.0, f.0);
                             }
                         }
-                        engine.observe_wal_end(wal_end);
-                        health.mark_progress();
+                        WalMessage::XLogData { data, wal_end, server_time, .. } => {
+                            engine.observe_send_time(crate::source::stream::pg_to_unix_us(server_time));
+                            decoder.feed_bytes(&data).map_err(|e| SourceError::Protocol(e.to_string()))?;
+                            while let Some(ev) = decoder.pop() {
+                                match ev {
+                                    SourceEvent::Begin { commit_time_us, .. } => engine.begin(commit_time_us),
+                                    SourceEvent::Event(ev) => {
+                                        if engine.push(ev) && engine.has_slot() {
+                                            close_with_status(engine, &mut stream, &flush, &mut status).await?;
+                                        }
+                                    }
+                                    SourceEvent::Commit { end_lsn, .. } => engine.commit(end_lsn),
+                                    SourceEvent::Violation { kind, detail } => {
+                                        let kind = format!("{kind:?}").to_lowercase();
+                                        metrics.append_only_violations_total.with_label_values(&[&kind]).inc();
+                                        tracing::error!(%kind, %detail, "runtime.events is append-only, but the WAL carries a change that breaks that contract; it is not projected");
+                                        record_violation(client, &kind, &detail);
+                                    }
+                                }
+                            }
+                            engine.observe_wal_end(wal_end);
+                        }
+                    }
+                    budget -= 1;
+                    if budget == 0 || !engine.can_read() {
+                        break;
+                    }
+                    match stream.try_next()? {
+                        Some(next) => msg = next,
+                        None => break,
                     }
                 }
+                health.mark_progress();
             }
             // After the stream (biased): while WAL is ready to read, the
             // batch keeps filling up to its size limits (a backlog drains in

@@ -305,7 +305,8 @@ impl PgConn {
         }
     }
 
-    fn try_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+    /// The next frame if it is whole in the buffer (no socket read).
+    pub fn try_frame(&mut self) -> Result<Option<Frame>, SourceError> {
         if self.rbuf.len() < 5 {
             return Ok(None);
         }

@@ -197,27 +197,48 @@ impl ReplicationStream {
     /// The next XLogData or keepalive; `None` after the server ended the
     /// stream with CopyDone. Cancel-safe.
     pub async fn next(&mut self) -> Result<Option<WalMessage>, SourceError> {
-        if self.done {
-            return Ok(None);
-        }
-        loop {
+        while !self.done {
             let f = self.conn.read_frame().await?;
-            match f.tag {
-                b'd' => return parse_copy_data(f.body).map(Some),
-                b'c' => {
-                    self.done = true;
-                    return Ok(None);
-                }
-                b'E' => return Err(self.conn.error(&f.body)),
-                b'N' | b'S' => continue,
-                b'C' | b'Z' => continue,
-                other => {
-                    return Err(SourceError::Protocol(format!(
-                        "unexpected message {:?} in replication stream",
-                        other as char
-                    )))
-                }
+            if let Some(m) = self.on_frame(f)? {
+                return Ok(Some(m));
             }
+        }
+        Ok(None)
+    }
+
+    /// The next message if a whole one is already buffered; `None` when
+    /// `next()` would have to read the socket (or the stream has ended).
+    /// Lets the caller drain what one read returned without a trip through
+    /// the async machinery per message.
+    pub fn try_next(&mut self) -> Result<Option<WalMessage>, SourceError> {
+        while !self.done {
+            let Some(f) = self.conn.try_frame()? else {
+                break;
+            };
+            if let Some(m) = self.on_frame(f)? {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A frame of the CopyBoth stream: a message, the end, or nothing to report.
+    fn on_frame(
+        &mut self,
+        f: crate::source::conn::Frame,
+    ) -> Result<Option<WalMessage>, SourceError> {
+        match f.tag {
+            b'd' => parse_copy_data(f.body).map(Some),
+            b'c' => {
+                self.done = true;
+                Ok(None)
+            }
+            b'E' => Err(self.conn.error(&f.body)),
+            b'N' | b'S' | b'C' | b'Z' => Ok(None),
+            other => Err(SourceError::Protocol(format!(
+                "unexpected message {:?} in replication stream",
+                other as char
+            ))),
         }
     }
 
