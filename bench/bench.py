@@ -223,7 +223,7 @@ def drain(pg, events, repeat, perf):
                 # e.g. BENCH_WRAP="strace -f -c -o /tmp/strace.txt"
                 cmd = os.environ["BENCH_WRAP"].split() + cmd
             if perf and i == 0:
-                cmd = ["perf", "record", "-e", "cpu-clock", "-F", "999",
+                cmd = ["perf", "record", "-e", "cpu-clock", "-F", os.environ.get("BENCH_PERF_FREQ", "999"),
                        "--call-graph", os.environ.get("BENCH_PERF_CALLGRAPH", "fp"),
                        "-o", perf, "--"] + cmd
             pv = timed(cmd, env=projector_env(pg, sink.url))

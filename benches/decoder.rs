@@ -11,6 +11,10 @@ use bytes::Bytes;
 use projector::source::event::{EventDecoder, SourceEvent};
 use projector::source::pgoutput::{self, Column, PgOutputMessage, Relation, TupleValue};
 
+/// The allocator of the `projector` binary, so figures match it.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const OID: u32 = 16_390;
 
 fn relation() -> Vec<u8> {

@@ -12,23 +12,23 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
-use serde_json::value::RawValue;
-
 use crate::event::Position;
 use crate::metrics::Metrics;
 use crate::pipeline::watermark::BatchId;
 use crate::projection::{DeadLetter, DocKey, DocKeyMap, FoldedEvent, Table};
-use crate::sink::{ApplyRequest, ConvexClient, DeadLetterWrite, RetryPolicy, SinkError, Write};
+use crate::sink::{
+    ApplyRequest, ConvexClient, DeadLetterWrite, DocJson, RetryPolicy, SinkError, Write,
+};
 
 /// A document snapshot, serialised once at batch close; request bodies
 /// copy it verbatim.
 pub struct PlannedWrite {
     pub key: DocKey,
     pub position: Position,
-    pub doc: Box<RawValue>,
+    pub doc: DocJson,
 }
 
-type DocWrite = Write<Box<RawValue>>;
+type DocWrite = Write<DocJson>;
 
 pub struct Dispatch {
     pub id: BatchId,
@@ -169,7 +169,7 @@ impl Sender {
             dead_letters,
         }];
         while let Some(req) = stack.pop() {
-            let body = match req.encode() {
+            let body = match req.encode_raw() {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot encode a Convex request; dropping it");
@@ -238,7 +238,7 @@ fn short(e: &SinkError) -> String {
 }
 
 /// Halves a request: writes first, then dead letters.
-fn split(req: ApplyRequest<Box<RawValue>>) -> Vec<ApplyRequest<Box<RawValue>>> {
+fn split(req: ApplyRequest<DocJson>) -> Vec<ApplyRequest<DocJson>> {
     let ApplyRequest {
         generation,
         mut writes,

@@ -39,7 +39,7 @@ use crate::pipeline::watermark::{BatchId, Watermark};
 use crate::projection::{
     self, Doc, DocKey, DocKeyMap, FoldOutcome, FoldedEvent, Plan, Stored, Table,
 };
-use crate::sink::{ConvexClient, RetryPolicy, SinkError};
+use crate::sink::{ConvexClient, DocJson, RetryPolicy, SinkError};
 
 /// Memory of one document write in flight beyond its serialised JSON: the
 /// key, the position, and the copy inside the encoded request body.
@@ -368,8 +368,8 @@ impl Engine {
         let mut write_bytes = 0usize;
         for key in &changed {
             if let Some(stored) = self.cache.pin_and_touch(key) {
-                let doc = raw_doc(key, &stored.doc);
-                write_bytes += WRITE_OVERHEAD + 2 * doc.get().len();
+                let doc = DocJson::of(&stored.doc);
+                write_bytes += WRITE_OVERHEAD + doc.heap_bytes() + doc.as_str().len();
                 writes.push(dispatch::PlannedWrite {
                     key: key.clone(),
                     position: stored.position,
@@ -506,13 +506,6 @@ fn counted_retry(metrics: &Metrics, function: &'static str) -> RetryPolicy {
 /// A document's JSON, serialised once. Our plain structs cannot fail to
 /// serialise; if one ever did, `null` goes out instead, Convex rejects it,
 /// and its events become `sink_rejected` dead letters: reported, not lost.
-fn raw_doc(key: &DocKey, doc: &Doc) -> Box<serde_json::value::RawValue> {
-    serde_json::value::to_raw_value(doc).unwrap_or_else(|e| {
-        tracing::error!(%key, error = %e, "cannot serialise a document");
-        serde_json::value::to_raw_value(&Value::Null).unwrap_or_default()
-    })
-}
-
 /// The value a document would have in Convex, for tests and verify.
 pub fn doc_json(doc: &Doc) -> Value {
     doc.to_json()

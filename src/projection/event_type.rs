@@ -66,6 +66,26 @@ impl Family {
 }
 
 impl EventType {
+    pub const ALL: [EventType; 14] = {
+        use EventType::*;
+        [
+            RunCreated,
+            RunStarted,
+            RunStep,
+            RunUsage,
+            RunCompleted,
+            RunFailed,
+            RunCancelled,
+            WorkerRequested,
+            WorkerStarted,
+            WorkerHeartbeat,
+            WorkerStopped,
+            WorkerFailed,
+            NotificationCreated,
+            NotificationRead,
+        ]
+    };
+
     pub fn parse(s: &str) -> Option<EventType> {
         use EventType::*;
         Some(match s {

@@ -19,6 +19,7 @@ pub mod doc;
 pub mod event_type;
 pub mod fold;
 pub mod inboxes;
+mod json;
 pub mod memory;
 pub mod payload;
 pub mod runs;

@@ -65,6 +65,68 @@ impl<D: Serialize> ApplyRequest<D> {
     }
 }
 
+/// A document's JSON text as the projection wrote it
+/// ([`crate::projection::Doc::write_json`]: valid JSON by construction),
+/// spliced into request bodies as is. (serde_json's `RawValue` would parse
+/// the text again to check it, which cost more than writing it.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocJson(String);
+
+impl DocJson {
+    pub fn of(doc: &crate::projection::Doc) -> Self {
+        DocJson(doc.json_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Memory it holds (its buffer's capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
+impl ApplyRequest<DocJson> {
+    /// The HTTP body, byte for byte what [`ApplyRequest::encode`] gives for
+    /// the same documents typed, with each document's text copied in.
+    pub fn encode_raw(&self) -> Result<Bytes, SinkError> {
+        let docs: usize = self
+            .writes
+            .iter()
+            .map(|w| w.doc.0.len() + w.key.len() + w.position.len() + 48)
+            .sum();
+        let mut out = Vec::with_capacity(docs + 128);
+        let encode_err = |e: serde_json::Error| SinkError::Encode {
+            path: APPLY.to_string(),
+            why: e.to_string(),
+        };
+        out.extend_from_slice(b"{\"path\":");
+        serde_json::to_writer(&mut out, APPLY).map_err(encode_err)?;
+        out.extend_from_slice(b",\"args\":{\"generation\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.generation).as_bytes());
+        out.extend_from_slice(b",\"writes\":[");
+        for (i, w) in self.writes.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"table\":");
+            serde_json::to_writer(&mut out, &w.table).map_err(encode_err)?;
+            out.extend_from_slice(b",\"key\":");
+            serde_json::to_writer(&mut out, &w.key).map_err(encode_err)?;
+            out.extend_from_slice(b",\"position\":");
+            serde_json::to_writer(&mut out, &w.position).map_err(encode_err)?;
+            out.extend_from_slice(b",\"doc\":");
+            out.extend_from_slice(w.doc.0.as_bytes());
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],\"deadLetters\":");
+        serde_json::to_writer(&mut out, &self.dead_letters).map_err(encode_err)?;
+        out.extend_from_slice(b"},\"format\":\"json\"}");
+        Ok(Bytes::from(out))
+    }
+}
+
 /// What `projector:apply` reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -251,6 +313,71 @@ pub async fn ensure_active_generation(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn doc_json_bodies_equal_the_serde_encoding_byte_for_byte() {
+        use crate::projection::{Doc, ThreadDoc};
+        let docs: Vec<Doc> = ["t1", "quote \" and \\ and \n", ""]
+            .iter()
+            .map(|id| {
+                Doc::Thread(ThreadDoc {
+                    thread_id: (*id).into(),
+                    run_count: 2,
+                    latest_run_id: "r".into(),
+                    owner_id: "o".into(),
+                    updated_at: 5,
+                    latest_run_seq: 9,
+                })
+            })
+            .collect();
+        let dead_letters = vec![DeadLetterWrite {
+            key: "7".into(),
+            position: "p\"".into(),
+            doc: json!({"eventSeq": 7, "payload": "{\"a\":1}"}),
+        }];
+        for n in 0..=docs.len() {
+            let ids: Vec<(String, String)> = (0..n)
+                .map(|i| (format!("k\"{i}"), format!("{i:016x}:{i:016x}")))
+                .collect();
+            let raw = ApplyRequest {
+                generation: 12,
+                writes: ids
+                    .iter()
+                    .zip(&docs)
+                    .map(|((key, position), d)| Write {
+                        table: "threads".into(),
+                        key: key.clone(),
+                        position: position.clone(),
+                        doc: DocJson::of(d),
+                    })
+                    .collect(),
+                dead_letters: if n % 2 == 0 {
+                    dead_letters.clone()
+                } else {
+                    vec![]
+                },
+            };
+            let typed = ApplyRequest {
+                generation: 12,
+                writes: ids
+                    .iter()
+                    .zip(&docs)
+                    .map(|((key, position), d)| Write {
+                        table: "threads".into(),
+                        key: key.clone(),
+                        position: position.clone(),
+                        doc: d.clone(),
+                    })
+                    .collect(),
+                dead_letters: raw.dead_letters.clone(),
+            };
+            assert_eq!(
+                raw.encode_raw().unwrap(),
+                typed.encode().unwrap(),
+                "{n} writes"
+            );
+        }
+    }
 
     #[test]
     fn apply_body_is_the_wire_format() {

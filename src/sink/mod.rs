@@ -22,7 +22,8 @@ pub mod null;
 pub mod retry;
 
 pub use api::{
-    ensure_active_generation, ApplyRequest, ApplyResult, DeadLetterWrite, LoadedDoc, Page, Write,
+    ensure_active_generation, ApplyRequest, ApplyResult, DeadLetterWrite, DocJson, LoadedDoc, Page,
+    Write,
 };
 pub use client::{ConvexClient, Kind};
 pub use error::SinkError;
