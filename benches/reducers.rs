@@ -20,7 +20,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 struct Cache(HashMap<DocKey, Option<Stored>>);
 
 impl StateAccess for Cache {
-    fn get_mut(&mut self, key: &DocKey) -> &mut Option<Stored> {
+    fn get_mut(&mut self, _i: usize, key: &DocKey) -> &mut Option<Stored> {
         // Look up by reference first: no key clone on a hit.
         if !self.0.contains_key(key) {
             self.0.insert(key.clone(), None);
@@ -80,7 +80,7 @@ fn main() {
             if let Plan::Fold(f) = plan(e) {
                 if let FoldOutcome::Folded { changed } = fold(&f, &mut cache) {
                     folded += 1;
-                    for k in &changed {
+                    for k in changed.keys(&f) {
                         if let Some(Some(s)) = cache.0.get(k) {
                             // What the sink does per write: serialise the doc.
                             bytes += serde_json::to_vec(&s.doc).map_or(0, |v| v.len());
@@ -108,7 +108,7 @@ fn main() {
         for e in batch {
             if let Plan::Fold(f) = plan(e) {
                 if let FoldOutcome::Folded { changed } = fold(&f, &mut cache) {
-                    dirty.extend(changed);
+                    dirty.extend(changed.keys(&f).cloned());
                 }
             }
         }

@@ -8,11 +8,21 @@
 
 use std::time::Instant;
 
-use crate::projection::{DeadLetter, DocKeySet, Folding};
+use crate::projection::{DeadLetter, DocKey, DocKeyMap, Folding};
+
+/// The most documents one event touches (run.created: run, timeline, thread).
+pub const MAX_KEYS_PER_EVENT: usize = 3;
 
 /// What one event contributes to a batch.
 pub enum Item {
-    Fold(Box<Folding>),
+    Fold {
+        folding: Box<Folding>,
+        /// Batch ids of `folding.keys()`, in order: the fold at close
+        /// indexes the batch's states by these instead of hashing keys.
+        ids: [u32; MAX_KEYS_PER_EVENT],
+        /// `folding.approx_bytes()`, computed once.
+        bytes: usize,
+    },
     DeadLetter(DeadLetter),
 }
 
@@ -28,7 +38,10 @@ pub const MAX_DISTINCT_KEYS: usize = 3_000;
 #[derive(Default)]
 pub struct OpenBatch {
     pub items: Vec<Item>,
-    pub keys: DocKeySet,
+    /// Every document of the batch, numbered in order of first use.
+    pub keys: DocKeyMap<u32>,
+    /// The same documents by number.
+    pub key_list: Vec<DocKey>,
     pub dead_letters: usize,
     pub bytes: usize,
     pub opened_at: Option<Instant>,
@@ -52,15 +65,28 @@ impl OpenBatch {
         }
     }
 
-    pub fn push_fold(&mut self, folding: Box<Folding>) {
+    /// Adds a planned event of `bytes` (its `approx_bytes`).
+    pub fn push_fold(&mut self, folding: Box<Folding>, bytes: usize) {
         self.opened();
-        self.bytes += folding.approx_bytes();
-        for k in folding.keys() {
-            if !self.keys.contains(k) {
-                self.keys.insert(k.clone());
-            }
+        self.bytes += bytes;
+        let mut ids = [u32::MAX; MAX_KEYS_PER_EVENT];
+        debug_assert!(folding.keys().len() <= MAX_KEYS_PER_EVENT);
+        for (slot, k) in ids.iter_mut().zip(folding.keys()) {
+            *slot = match self.keys.get(k) {
+                Some(&id) => id,
+                None => {
+                    let id = self.key_list.len() as u32;
+                    self.keys.insert(k.clone(), id);
+                    self.key_list.push(k.clone());
+                    id
+                }
+            };
         }
-        self.items.push(Item::Fold(folding));
+        self.items.push(Item::Fold {
+            folding,
+            ids,
+            bytes,
+        });
     }
 
     pub fn push_dead_letter(&mut self, dl: DeadLetter) {

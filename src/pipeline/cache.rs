@@ -36,9 +36,6 @@ pub struct StateCache {
     bytes: usize,
     budget: usize,
     tick: u64,
-    /// Absent entry returned by `get_mut` for keys not loaded: the fold only
-    /// asks for keys that were loaded first, this is a safety net.
-    scratch: Option<Stored>,
 }
 
 fn entry_bytes(key: &DocKey, state: &Option<Stored>) -> usize {
@@ -52,7 +49,6 @@ impl StateCache {
             bytes: 0,
             budget,
             tick: 0,
-            scratch: None,
         }
     }
 
@@ -90,6 +86,37 @@ impl StateCache {
                 used: self.tick,
             },
         );
+    }
+
+    /// Lends a key's state out for a batch's fold (it must be given back
+    /// with [`StateCache::give_back`] before anything else reads the cache;
+    /// the entry holds `None` meanwhile). `None` if the key is not cached.
+    pub fn lend(&mut self, key: &DocKey) -> Option<Option<Stored>> {
+        self.entries
+            .get_mut(key)
+            .map(|e| std::mem::take(&mut *e.state))
+    }
+
+    /// Returns a lent state. When `written`, also pins the key (a write of
+    /// it is about to be in flight) with [`StateCache::pin_and_touch`], and
+    /// returns the state to serialise.
+    pub fn give_back(
+        &mut self,
+        key: &DocKey,
+        state: Option<Stored>,
+        written: bool,
+    ) -> Option<&Stored> {
+        match self.entries.get_mut(key) {
+            Some(e) => *e.state = state,
+            // Not lent by us (cannot happen: nothing evicts between lend and
+            // give back); keep the state all the same.
+            None => self.insert_loaded(key.clone(), state),
+        }
+        if written {
+            self.pin_and_touch(key)
+        } else {
+            None
+        }
     }
 
     /// Pins a key about to be written, recomputes its byte charge and marks
@@ -138,18 +165,6 @@ impl StateCache {
                 break;
             }
             self.forget(&key);
-        }
-    }
-}
-
-impl crate::projection::StateAccess for StateCache {
-    fn get_mut(&mut self, key: &DocKey) -> &mut Option<Stored> {
-        match self.entries.get_mut(key) {
-            Some(e) => &mut e.state,
-            None => {
-                self.scratch = None;
-                &mut self.scratch
-            }
         }
     }
 }

@@ -31,13 +31,13 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Tuning;
 use crate::event::{Lsn, Position, RuntimeEvent};
 use crate::metrics::Metrics;
-use crate::pipeline::batch::{Item, OpenBatch};
+use crate::pipeline::batch::{Item, OpenBatch, MAX_KEYS_PER_EVENT};
 use crate::pipeline::cache::StateCache;
 use crate::pipeline::dispatch::{self, Ack, Dispatch};
 use crate::pipeline::order::{Done, WriteOrder};
 use crate::pipeline::watermark::{BatchId, Watermark};
 use crate::projection::{
-    self, Doc, DocKey, DocKeyMap, FoldOutcome, FoldedEvent, Plan, Stored, Table,
+    self, Doc, DocKey, DocKeyMap, FoldOutcome, FoldedEvent, Plan, StateAccess, Stored, Table,
 };
 use crate::sink::{ConvexClient, DocJson, RetryPolicy, SinkError};
 
@@ -188,8 +188,9 @@ impl Engine {
             }
             Plan::Fold(folding) => {
                 let folding = Box::new(folding);
-                self.inflight_bytes += folding.approx_bytes();
-                self.open.push_fold(folding);
+                let bytes = folding.approx_bytes();
+                self.inflight_bytes += bytes;
+                self.open.push_fold(folding, bytes);
             }
         }
         let id = *self
@@ -287,18 +288,29 @@ impl Engine {
         let _enter = span.enter();
 
         let mut dead_letters = Vec::new();
-        // Insertion-ordered set of written keys, and the events behind each
-        // (needed to dead-letter them if Convex rejects the document): the
-        // folded events move into the dispatch, keys refer to them by index,
-        // so nothing is copied per event on the hot path.
-        let mut changed: Vec<DocKey> = Vec::new();
-        let mut slot_of: DocKeyMap<usize> = DocKeyMap::default();
-        let mut events_of: Vec<Vec<u32>> = Vec::new();
-        let mut folded_events: Vec<FoldedEvent> = Vec::with_capacity(batch.items.len());
+        // Every document of the batch is lent out of the cache once: the
+        // fold reaches states by the numbers the batch gave its keys (no
+        // hashing per event), and each is given back once below.
+        let OpenBatch {
+            items,
+            key_list,
+            commit_times_us,
+            ..
+        } = batch;
+        let mut states: Vec<Option<Stored>> = key_list
+            .iter()
+            .map(|k| self.cache.lend(k).unwrap_or(None))
+            .collect();
+        // For each key, the events behind its write (needed to dead-letter
+        // them if Convex rejects the document): the folded events move into
+        // the dispatch and keys refer to them by index, so nothing is copied
+        // per event on the hot path. Empty: the key was not written.
+        let mut events_by_id: Vec<Vec<u32>> = vec![Vec::new(); key_list.len()];
+        let mut folded_events: Vec<FoldedEvent> = Vec::with_capacity(items.len());
         let mut event_bytes = 0usize;
         let mut first: Option<Position> = None;
         let mut last: Option<Position> = None;
-        for item in batch.items {
+        for item in items {
             match item {
                 Item::DeadLetter(dl) => {
                     event_bytes += crate::pipeline::batch::EVENT_OVERHEAD + dl.payload.len();
@@ -308,12 +320,21 @@ impl Engine {
                         .inc();
                     dead_letters.push(dl);
                 }
-                Item::Fold(folding) => {
-                    event_bytes += folding.approx_bytes();
+                Item::Fold {
+                    folding,
+                    ids,
+                    bytes,
+                } => {
+                    event_bytes += bytes;
                     first.get_or_insert(folding.position);
                     last = Some(folding.position);
-                    match projection::fold(&folding, &mut self.cache) {
-                        FoldOutcome::Folded { changed: keys } => {
+                    let mut lent = LentStates {
+                        states: &mut states,
+                        ids: &ids,
+                        spare: None,
+                    };
+                    match projection::fold(&folding, &mut lent) {
+                        FoldOutcome::Folded { changed } => {
                             self.metrics.events_folded_total.inc();
                             if let Some(primary) = folding.keys().first() {
                                 if let Some((b, done)) = self.order.wait_for(primary, id) {
@@ -321,23 +342,15 @@ impl Engine {
                                         after.push((b, done));
                                     }
                                 }
-                                if keys.iter().any(|k| k.table == Table::Threads) {
+                                if changed.keys(&folding).any(|k| k.table == Table::Threads) {
                                     self.order.wrote_thread(primary, id, &done_rx);
                                 }
                             }
                             let idx = folded_events.len() as u32;
-                            for k in keys {
-                                let slot = match slot_of.get(&k) {
-                                    Some(&slot) => slot,
-                                    None => {
-                                        let slot = changed.len();
-                                        slot_of.insert(k.clone(), slot);
-                                        changed.push(k);
-                                        events_of.push(Vec::new());
-                                        slot
-                                    }
-                                };
-                                events_of[slot].push(idx);
+                            for i in changed.indexes() {
+                                if let Some(events) = events_by_id.get_mut(ids[i] as usize) {
+                                    events.push(idx);
+                                }
                             }
                             folded_events.push(folding.into_folded());
                         }
@@ -353,30 +366,36 @@ impl Engine {
                 }
             }
         }
+
+        // Every state goes back; each written document is pinned and
+        // serialised here, once, from the cache (no copy of the typed
+        // document): request bodies are then concatenations of these, and
+        // splitting a request re-encodes nothing.
+        let written = events_by_id.iter().filter(|e| !e.is_empty()).count();
+        let mut writes = Vec::with_capacity(written);
+        let mut slot_of: DocKeyMap<usize> =
+            DocKeyMap::with_capacity_and_hasher(written, Default::default());
+        let mut events_of: Vec<Vec<u32>> = Vec::with_capacity(written);
+        let mut write_bytes = 0usize;
+        for ((key, state), events) in key_list.into_iter().zip(states).zip(events_by_id) {
+            let is_written = !events.is_empty();
+            let Some(stored) = self.cache.give_back(&key, state, is_written) else {
+                continue;
+            };
+            let doc = DocJson::of(&stored.doc);
+            write_bytes += WRITE_OVERHEAD + doc.heap_bytes() + doc.as_str().len();
+            let position = stored.position;
+            slot_of.insert(key.clone(), writes.len());
+            events_of.push(events);
+            writes.push(dispatch::PlannedWrite { key, position, doc });
+        }
         tracing::debug!(
             first = first.map(|p| p.to_string()),
             last = last.map(|p| p.to_string()),
-            writes = changed.len(),
+            writes = writes.len(),
             dead_letters = dead_letters.len(),
             "batch folded"
         );
-
-        // Each written document is serialised here, once, from the cache
-        // (no copy of the typed document): the request body is then a
-        // concatenation of these, and splitting a request re-encodes nothing.
-        let mut writes = Vec::with_capacity(changed.len());
-        let mut write_bytes = 0usize;
-        for key in &changed {
-            if let Some(stored) = self.cache.pin_and_touch(key) {
-                let doc = DocJson::of(&stored.doc);
-                write_bytes += WRITE_OVERHEAD + doc.heap_bytes() + doc.as_str().len();
-                writes.push(dispatch::PlannedWrite {
-                    key: key.clone(),
-                    position: stored.position,
-                    doc,
-                });
-            }
-        }
         self.cache.evict_if_needed();
         // Written documents count against the in-flight budget until
         // acknowledged: with large documents (timelines, inboxes) they, not
@@ -396,7 +415,7 @@ impl Engine {
             events_by_key: slot_of,
             events_of,
             event_bytes,
-            commit_times_us: batch.commit_times_us,
+            commit_times_us,
             max_request_bytes: self.tuning.batch_max_bytes,
         };
         self.inflight_batches += 1;
@@ -418,7 +437,7 @@ impl Engine {
     /// failures.
     async fn hydrate(&mut self) -> Result<(), SinkError> {
         let mut missing: HashMap<Table, Vec<String>> = HashMap::new();
-        for k in &self.open.keys {
+        for k in &self.open.key_list {
             if !self.cache.contains(k) {
                 missing.entry(k.table).or_default().push(k.key.clone());
             }
@@ -506,6 +525,29 @@ fn counted_retry(metrics: &Metrics, function: &'static str) -> RetryPolicy {
 /// A document's JSON, serialised once. Our plain structs cannot fail to
 /// serialise; if one ever did, `null` goes out instead, Convex rejects it,
 /// and its events become `sink_rejected` dead letters: reported, not lost.
+/// The fold's view of a batch's lent states: the state of an event's i-th
+/// key is `states[ids[i]]`.
+struct LentStates<'a> {
+    states: &'a mut [Option<Stored>],
+    ids: &'a [u32; MAX_KEYS_PER_EVENT],
+    /// Answer for an index without a key (cannot happen: every key of a
+    /// planned event got an id): a fresh absent state, never written back.
+    spare: Option<Stored>,
+}
+
+impl StateAccess for LentStates<'_> {
+    fn get_mut(&mut self, i: usize, _key: &DocKey) -> &mut Option<Stored> {
+        let id = self.ids.get(i).copied().unwrap_or(u32::MAX) as usize;
+        match self.states.get_mut(id) {
+            Some(state) => state,
+            None => {
+                self.spare = None;
+                &mut self.spare
+            }
+        }
+    }
+}
+
 /// The value a document would have in Convex, for tests and verify.
 pub fn doc_json(doc: &Doc) -> Value {
     doc.to_json()

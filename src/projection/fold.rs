@@ -22,13 +22,50 @@ use super::validate::Folding;
 
 /// Gives the fold the current state of a document (`None`: does not exist).
 pub trait StateAccess {
-    fn get_mut(&mut self, key: &DocKey) -> &mut Option<Stored>;
+    /// The state of `key`, which is `keys()[i]` of the event being folded
+    /// (a caller that resolved the event's keys up front indexes by `i` and
+    /// need not hash `key` again).
+    fn get_mut(&mut self, i: usize, key: &DocKey) -> &mut Option<Stored>;
+}
+
+/// Which of an event's keys ([`Folding::keys`]) a fold changed, as a bit
+/// set over their indexes (an event has at most three).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changed(u8);
+
+impl Changed {
+    /// Every one of the first `n` keys.
+    pub fn first(n: usize) -> Self {
+        Changed(((1u16 << n) - 1) as u8)
+    }
+
+    pub fn contains(self, i: usize) -> bool {
+        i < 8 && self.0 & (1 << i) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The indexes, in order.
+    pub fn indexes(self) -> impl Iterator<Item = usize> {
+        (0..8).filter(move |&i| self.contains(i))
+    }
+
+    /// The changed keys of `f`.
+    pub fn keys(self, f: &Folding) -> impl Iterator<Item = &DocKey> {
+        f.keys()
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| self.contains(*i))
+            .map(|(_, k)| k)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum FoldOutcome {
     /// Documents whose state changed; their position is now the event's.
-    Folded { changed: Vec<DocKey> },
+    Folded { changed: Changed },
     /// Every document already held the event (replay).
     Skipped,
     /// Nothing folded: the event is a dead letter (`out_of_order`).
@@ -42,7 +79,7 @@ pub fn fold(f: &Folding, states: &mut dyn StateAccess) -> FoldOutcome {
     let Some(primary) = keys.first() else {
         return FoldOutcome::Skipped;
     };
-    if let Some(stored) = states.get_mut(primary) {
+    if let Some(stored) = states.get_mut(0, primary) {
         if stored.position >= f.position {
             return FoldOutcome::Skipped;
         }
@@ -55,9 +92,10 @@ pub fn fold(f: &Folding, states: &mut dyn StateAccess) -> FoldOutcome {
             }
         }
     }
-    let mut changed = Vec::with_capacity(keys.len());
-    for key in keys {
-        let slot = states.get_mut(key);
+    debug_assert!(keys.len() <= 8);
+    let mut changed = Changed::default();
+    for (i, key) in keys.iter().enumerate() {
+        let slot = states.get_mut(i, key);
         match slot {
             Some(stored) if stored.position >= f.position => continue,
             Some(stored) => {
@@ -73,7 +111,7 @@ pub fn fold(f: &Folding, states: &mut dyn StateAccess) -> FoldOutcome {
                 });
             }
         }
-        changed.push(key.clone());
+        changed.0 |= 1 << i;
     }
     if changed.is_empty() {
         FoldOutcome::Skipped

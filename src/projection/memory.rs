@@ -74,14 +74,8 @@ impl MemoryFold {
 struct Slots(Vec<(DocKey, Option<Stored>)>);
 
 impl StateAccess for Slots {
-    fn get_mut(&mut self, key: &DocKey) -> &mut Option<Stored> {
-        let i = match self.0.iter().position(|(k, _)| k == key) {
-            Some(i) => i,
-            None => {
-                self.0.push((key.clone(), None));
-                self.0.len() - 1
-            }
-        };
+    /// The slots are the event's keys in order: `i` is the slot.
+    fn get_mut(&mut self, i: usize, _key: &DocKey) -> &mut Option<Stored> {
         &mut self.0[i].1
     }
 }

@@ -34,7 +34,7 @@ pub mod workers;
 pub use dead_letter::DeadLetter;
 pub use doc::{Doc, DocError, Stored};
 pub use event_type::{EventType, Family};
-pub use fold::{fold, FoldOutcome, StateAccess};
+pub use fold::{fold, Changed, FoldOutcome, StateAccess};
 pub use inboxes::{InboxDoc, InboxItem};
 pub use memory::MemoryFold;
 pub use runs::{RunDoc, RunStatus};
