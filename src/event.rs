@@ -64,7 +64,18 @@ impl Position {
     /// The wire form stored in Convex: 16 hex digits, `:`, 16 hex digits,
     /// lowercase, so that string order equals position order.
     pub fn encode(&self) -> String {
-        format!("{:016x}:{:016x}", self.commit_lsn.0, self.ordinal)
+        // By hand: `format!` was ~2 % of a backlog drain (one per write).
+        fn hex16(out: &mut String, v: u64) {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            for shift in (0..16).rev() {
+                out.push(DIGITS[((v >> (shift * 4)) & 0xf) as usize] as char);
+            }
+        }
+        let mut out = String::with_capacity(33);
+        hex16(&mut out, self.commit_lsn.0);
+        out.push(':');
+        hex16(&mut out, self.ordinal);
+        out
     }
 
     pub fn decode(s: &str) -> Result<Self, String> {
@@ -132,6 +143,12 @@ mod tests {
         let b = Position::new(Lsn(0x1_0000_0000), 10);
         let c = Position::new(Lsn(0x2_0000_0000), 0);
         assert!(a.encode() < b.encode() && b.encode() < c.encode());
+        for p in [a, b, c, Position::new(Lsn(u64::MAX), 0xfedc_ba98_7654_3210)] {
+            assert_eq!(
+                p.encode(),
+                format!("{:016x}:{:016x}", p.commit_lsn.0, p.ordinal)
+            );
+        }
         assert_eq!(Position::decode(&b.encode()).unwrap(), b);
         assert!(Position::decode("1:2").is_err());
     }

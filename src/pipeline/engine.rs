@@ -337,11 +337,6 @@ impl Engine {
                         FoldOutcome::Folded { changed } => {
                             self.metrics.events_folded_total.inc();
                             if let Some(primary) = folding.keys().first() {
-                                if let Some((b, done)) = self.order.wait_for(primary, id) {
-                                    if !after.iter().any(|(a, _)| *a == b) {
-                                        after.push((b, done));
-                                    }
-                                }
                                 if changed.keys(&folding).any(|k| k.table == Table::Threads) {
                                     self.order.wrote_thread(primary, id, &done_rx);
                                 }
@@ -385,6 +380,15 @@ impl Engine {
             let doc = DocJson::of(&stored.doc);
             write_bytes += WRITE_OVERHEAD + doc.heap_bytes() + doc.as_str().len();
             let position = stored.position;
+            // Once per written stream document, not per event: what it
+            // waits for depends only on batches before this one.
+            if key.table == Table::Runs && !self.order.is_empty() {
+                if let Some((b, done)) = self.order.wait_for(&key, id) {
+                    if !after.iter().any(|(a, _)| *a == b) {
+                        after.push((b, done));
+                    }
+                }
+            }
             slot_of.insert(key.clone(), writes.len());
             events_of.push(events);
             writes.push(dispatch::PlannedWrite { key, position, doc });
