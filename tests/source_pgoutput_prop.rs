@@ -7,7 +7,8 @@ use proptest::prelude::*;
 
 use projector::source::event::EventDecoder;
 use projector::source::pgoutput::{
-    decode, decode_bytes, encode, streamed_xid, Column, PgOutputMessage as M, Relation, TupleValue,
+    borrow_insert, decode, decode_bytes, encode, streamed_xid, Column, ColumnRef,
+    PgOutputMessage as M, Relation, TupleValue, MAX_BORROWED_COLUMNS,
 };
 
 fn name() -> impl Strategy<Value = String> {
@@ -299,6 +300,37 @@ proptest! {
         let shared = Bytes::from(bytes.clone());
         prop_assert_eq!(decode_bytes(&shared, in_stream), Ok(m.clone()));
         prop_assert_eq!(decode(&bytes, in_stream), Ok(m));
+    }
+
+    #[test]
+    fn the_borrowed_insert_path_agrees_with_decode(
+        m in message(),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<(prop::sample::Index, u8)>(),
+        in_stream in any::<bool>(),
+    ) {
+        // Whole, cut short or with a byte flipped: whenever the fast path
+        // reads an Insert, the full decoder reads the same one.
+        let whole = encode(&m);
+        let mut bad = whole.clone();
+        if !bad.is_empty() {
+            let i = flip.0.index(bad.len());
+            bad[i] ^= flip.1;
+            bad.truncate(cut.index(bad.len() + 1));
+        }
+        for bytes in [whole, bad] {
+            let mut cols = [ColumnRef::Null; MAX_BORROWED_COLUMNS];
+            let fast = borrow_insert(&bytes, in_stream, &mut cols);
+            match decode(&bytes, in_stream) {
+                Ok(M::Insert { xid, relation, new }) => {
+                    let (fxid, frel, n) = fast.expect("a decodable Insert is read by the fast path");
+                    prop_assert_eq!((fxid, frel), (xid, relation));
+                    let want: Vec<ColumnRef<'_>> = new.iter().map(TupleValue::as_column).collect();
+                    prop_assert_eq!(&cols[..n], &want[..]);
+                }
+                _ => prop_assert!(fast.is_none(), "fast path read what decode refuses"),
+            }
+        }
     }
 
     #[test]

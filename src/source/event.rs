@@ -16,7 +16,10 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::event::{Lsn, Position, RuntimeEvent};
-use crate::source::pgoutput::{DecodeError, PgOutputMessage, Relation, StreamState, TupleValue};
+use crate::source::pgoutput::{
+    self, ColumnRef, DecodeError, PgOutputMessage, Relation, StreamState, TupleValue,
+    MAX_BORROWED_COLUMNS,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViolationKind {
@@ -131,6 +134,19 @@ impl EventDecoder {
     /// [`EventDecoder::feed`] for an XLogData payload held in `Bytes`:
     /// column values are not copied before they become event strings.
     pub fn feed_bytes(&mut self, data: &bytes::Bytes) -> Result<(), EventError> {
+        // Fast path for what a backlog is made of, an Insert into
+        // runtime.events: columns are read in place, straight into the event.
+        if let Some(oid) = self.events_oid {
+            let mut cols = [ColumnRef::Null; MAX_BORROWED_COLUMNS];
+            if let Some((xid, relation, n)) =
+                pgoutput::borrow_insert(data, self.stream.in_stream, &mut cols)
+            {
+                if relation == oid {
+                    let ev = self.row_to_event(&cols[..n])?;
+                    return self.emit_event(xid, ev);
+                }
+            }
+        }
         let msg = self.stream.decode_bytes(data)?;
         self.push(msg)
     }
@@ -185,7 +201,8 @@ impl EventDecoder {
             }
             PgOutputMessage::Insert { xid, relation, new } => {
                 if self.is_events(relation)? {
-                    let ev = self.row_to_event(&new)?;
+                    let cols: Vec<ColumnRef<'_>> = new.iter().map(TupleValue::as_column).collect();
+                    let ev = self.row_to_event(&cols)?;
                     self.emit_event(xid, ev)?;
                 }
             }
@@ -348,14 +365,14 @@ impl EventDecoder {
             .to_string()
     }
 
-    fn row_to_event(&self, t: &[TupleValue]) -> Result<RuntimeEvent, EventError> {
+    fn row_to_event(&self, t: &[ColumnRef<'_>]) -> Result<RuntimeEvent, EventError> {
         let c = self
             .cols
             .as_ref()
             .ok_or_else(|| EventError::Schema("no Relation message for runtime.events".into()))?;
         let str_of = |i: usize, name: &str| -> Result<&str, EventError> {
             match t.get(i) {
-                Some(TupleValue::Text(b)) => std::str::from_utf8(b)
+                Some(ColumnRef::Text(b)) => std::str::from_utf8(b)
                     .map_err(|_| EventError::Schema(format!("column {name} is not UTF-8"))),
                 Some(other) => Err(EventError::Schema(format!(
                     "column {name} is {other:?}, expected text"

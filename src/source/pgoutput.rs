@@ -40,7 +40,71 @@ pub enum TupleValue {
     Binary(Bytes),
 }
 
+/// A column value borrowed from a message (see [`borrow_insert`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnRef<'a> {
+    Null,
+    Unchanged,
+    Text(&'a [u8]),
+    Binary(&'a [u8]),
+}
+
+/// Most columns [`borrow_insert`] reads (runtime.events has 8).
+pub const MAX_BORROWED_COLUMNS: usize = 32;
+
+/// Reads an Insert without allocating: its xid (inside a stream block), its
+/// relation oid, and its column values into `out`, borrowed from `data`;
+/// returns how many. `None` when `data` is not a well-formed Insert of at
+/// most [`MAX_BORROWED_COLUMNS`] columns: [`decode`] it then, which says
+/// what is wrong. The hot path of decoding: no `Vec`, no `Bytes` per column.
+pub fn borrow_insert<'a>(
+    data: &'a [u8],
+    in_stream: bool,
+    out: &mut [ColumnRef<'a>; MAX_BORROWED_COLUMNS],
+) -> Option<(Option<u32>, u32, usize)> {
+    let (&b'I', rest) = data.split_first()? else {
+        return None;
+    };
+    let mut c = Cur { b: rest, src: None };
+    let xid = c.xid_if(in_stream).ok()?;
+    let relation = c.u32("relation oid").ok()?;
+    if c.u8("tuple marker").ok()? != b'N' {
+        return None;
+    }
+    let n = usize::try_from(c.i16("tuple column count").ok()?).ok()?;
+    if n > MAX_BORROWED_COLUMNS {
+        return None;
+    }
+    for slot in out.iter_mut().take(n) {
+        *slot = match c.u8("column kind").ok()? {
+            b'n' => ColumnRef::Null,
+            b'u' => ColumnRef::Unchanged,
+            k @ (b't' | b'b') => {
+                let len = usize::try_from(c.i32("column length").ok()?).ok()?;
+                let v = c.take(len, "column value").ok()?;
+                if k == b't' {
+                    ColumnRef::Text(v)
+                } else {
+                    ColumnRef::Binary(v)
+                }
+            }
+            _ => return None,
+        };
+    }
+    c.b.is_empty().then_some((xid, relation, n))
+}
+
 impl TupleValue {
+    /// This value as a [`ColumnRef`].
+    pub fn as_column(&self) -> ColumnRef<'_> {
+        match self {
+            TupleValue::Null => ColumnRef::Null,
+            TupleValue::Unchanged => ColumnRef::Unchanged,
+            TupleValue::Text(b) => ColumnRef::Text(b),
+            TupleValue::Binary(b) => ColumnRef::Binary(b),
+        }
+    }
+
     pub fn as_text(&self) -> Option<&str> {
         match self {
             TupleValue::Text(b) => std::str::from_utf8(b).ok(),
