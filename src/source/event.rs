@@ -372,7 +372,9 @@ impl EventDecoder {
             .ok_or_else(|| EventError::Schema("no Relation message for runtime.events".into()))?;
         let str_of = |i: usize, name: &str| -> Result<&str, EventError> {
             match t.get(i) {
-                Some(ColumnRef::Text(b)) => std::str::from_utf8(b)
+                // simdutf8: the same check as `std::str::from_utf8`, several times
+                // faster on long text (validating columns was ~7 % of instructions).
+                Some(ColumnRef::Text(b)) => simdutf8::basic::from_utf8(b)
                     .map_err(|_| EventError::Schema(format!("column {name} is not UTF-8"))),
                 Some(other) => Err(EventError::Schema(format!(
                     "column {name} is {other:?}, expected text"
