@@ -179,7 +179,7 @@ async fn assert_confirmed_events_in_convex(
             Plan::Fold(f) => {
                 let k = &f.keys()[0];
                 need_doc
-                    .entry((k.table.as_str().to_string(), k.key.clone()))
+                    .entry((k.table.as_str().to_string(), k.key.to_string()))
                     .or_default()
                     .push((*s, ev.stream_seq));
                 may_dl.insert(*s);

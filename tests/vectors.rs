@@ -84,7 +84,7 @@ fn every_vector_case_is_reproduced() {
                 .docs
                 .keys()
                 .filter(|k| k.table == table)
-                .map(|k| k.key.as_str())
+                .map(|k| &*k.key)
                 .collect();
             if want_keys != have_keys {
                 failures.push(format!(

@@ -65,8 +65,8 @@ pub struct Ack {
 
 fn to_write(w: PlannedWrite) -> DocWrite {
     Write {
-        table: w.key.table.as_str().to_string(),
-        key: w.key.key,
+        table: std::borrow::Cow::Borrowed(w.key.table.as_str()),
+        key: w.key.key.to_string(),
         position: w.position.encode(),
         doc: w.doc,
     }
@@ -116,7 +116,7 @@ pub fn spawn(
         // mutations then replays the event into the documents that lack it,
         // instead of skipping it because its stream document has it.
         let mut writes: Vec<DocWrite> = job.writes.into_iter().map(to_write).collect();
-        writes.sort_by_key(|w| matches!(w.table.as_str(), "runs" | "workers" | "inboxes"));
+        writes.sort_by_key(|w| matches!(&*w.table, "runs" | "workers" | "inboxes"));
         let dls: Vec<DeadLetterWrite> = job.dead_letters.iter().map(to_dead_letter).collect();
         sender.send(writes, dls).await;
         // Rejected documents: their events become dead letters.
@@ -219,7 +219,7 @@ impl Sender {
                     if let Some(w) = req.writes.first() {
                         let key = DocKey {
                             table: Table::parse(&w.table).unwrap_or(Table::Runs),
-                            key: w.key.clone(),
+                            key: w.key.as_str().into(),
                         };
                         tracing::error!(table = %w.table, key = %w.key, error = %e, "Convex rejected a document; its events become dead letters");
                         self.rejected.push((key, short(&e)));

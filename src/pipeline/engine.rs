@@ -443,7 +443,7 @@ impl Engine {
         let mut missing: HashMap<Table, Vec<String>> = HashMap::new();
         for k in &self.open.key_list {
             if !self.cache.contains(k) {
-                missing.entry(k.table).or_default().push(k.key.clone());
+                missing.entry(k.table).or_default().push(k.key.to_string());
             }
         }
         // Every table and chunk is loaded at once: one round trip per
@@ -478,7 +478,7 @@ impl Engine {
                 self.cache.insert_loaded(
                     DocKey {
                         table,
-                        key: key.clone(),
+                        key: key.as_str().into(),
                     },
                     state,
                 );

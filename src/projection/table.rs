@@ -1,6 +1,7 @@
 //! The projection tables and the key of one document in them.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A projection table in Convex (dead letters are separate: see
 /// [`super::DeadLetter`]).
@@ -51,14 +52,18 @@ pub type DocKeyMap<V> = std::collections::HashMap<DocKey, V, foldhash::fast::Ran
 pub type DocKeySet = std::collections::HashSet<DocKey, foldhash::fast::RandomState>;
 
 /// One document: its table and its key (runId, threadId, workerId, userId).
+///
+/// The key is shared (`Arc<str>`): a batch, the cache, the write order and
+/// the dispatch each hold the keys they work on, and a run's `runs` and
+/// `timelines` keys are one string; cloning a key is a count, not a copy.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DocKey {
     pub table: Table,
-    pub key: String,
+    pub key: Arc<str>,
 }
 
 impl DocKey {
-    pub fn new(table: Table, key: impl Into<String>) -> Self {
+    pub fn new(table: Table, key: impl Into<Arc<str>>) -> Self {
         DocKey {
             table,
             key: key.into(),

@@ -475,7 +475,7 @@ fn documents_round_trip_through_json() {
     for (k, s) in &m.docs {
         let j = s.doc.to_json();
         assert_eq!(s.doc.table(), k.table);
-        assert_eq!(s.doc.key(), k.key);
+        assert_eq!(s.doc.key(), &*k.key);
         assert!(j.get("key").is_none() && j.get("position").is_none());
         assert!(s.doc.approx_bytes() > 0);
         assert_eq!(Doc::from_json(k.table, j.clone()).unwrap(), s.doc, "{k}");

@@ -322,7 +322,8 @@ fn validate(
         (Family::Run, _) => 2,
         _ => 1,
     });
-    keys.push(DocKey::new(family.primary_table(), entity));
+    let entity: std::sync::Arc<str> = entity.into();
+    keys.push(DocKey::new(family.primary_table(), entity.clone()));
     if family == Family::Run {
         keys.push(DocKey::new(Table::Timelines, entity));
         if let EventData::RunCreated { thread_id, .. } = &data {

@@ -33,7 +33,8 @@ pub const SET_STATE: &str = "projector:setState";
 /// (no intermediate `Value`); tools and tests use `Value`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Write<D = Value> {
-    pub table: String,
+    /// A table name: static for the projection tables (no allocation per write).
+    pub table: std::borrow::Cow<'static, str>,
     pub key: String,
     pub position: String,
     pub doc: D,

@@ -141,7 +141,7 @@ pub async fn verify(
         expected
             .entry(k.table)
             .or_default()
-            .insert(k.key.clone(), fields);
+            .insert(k.key.to_string(), fields);
     }
     for table in Table::ALL {
         let actual = dump(client, table.as_str(), generation).await?;
