@@ -23,7 +23,8 @@ pub enum Item {
         /// `folding.approx_bytes()`, computed once.
         bytes: usize,
     },
-    DeadLetter(DeadLetter),
+    /// Boxed: inline, a dead letter would make every item ~4x larger.
+    DeadLetter(Box<DeadLetter>),
 }
 
 /// Bytes we charge per event on top of its payload (struct, strings, keys).
@@ -93,7 +94,7 @@ impl OpenBatch {
         self.opened();
         self.bytes += EVENT_OVERHEAD + dl.payload.len();
         self.dead_letters += 1;
-        self.items.push(Item::DeadLetter(dl));
+        self.items.push(Item::DeadLetter(Box::new(dl)));
     }
 
     pub fn note_commit_time(&mut self, us: i64) {
@@ -111,5 +112,21 @@ impl OpenBatch {
 
     pub fn take(&mut self) -> OpenBatch {
         std::mem::take(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_item_stays_small() {
+        // A catch-up batch holds ~12k items: each byte here is ~12 KB of
+        // memory per batch that no budget counts.
+        assert!(
+            std::mem::size_of::<Item>() <= 40,
+            "{}",
+            std::mem::size_of::<Item>()
+        );
     }
 }

@@ -318,7 +318,7 @@ impl Engine {
                         .events_dead_lettered_total
                         .with_label_values(&[dl.code()])
                         .inc();
-                    dead_letters.push(dl);
+                    dead_letters.push(*dl);
                 }
                 Item::Fold {
                     folding,
