@@ -38,7 +38,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "projector")
+BIN = os.environ.get("BENCH_BIN") or os.path.join(ROOT, "target", "release", "projector")
 
 
 def log(*a):
