@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 /// A JSON number as serde_json reports it (no arbitrary precision).
@@ -57,33 +57,49 @@ pub enum PayloadError {
 
 /// Reads a payload text.
 pub fn read(text: &str) -> Result<RawPayload<'_>, PayloadError> {
-    match serde_json::from_str::<Top<'_>>(text) {
-        Ok(Top(Some(p))) => Ok(p),
-        Ok(Top(None)) => Err(PayloadError::NotObject),
-        Err(e) => Err(PayloadError::InvalidJson(e.to_string())),
+    let mut p = RawPayload::default();
+    read_into(text, &mut p).map(|()| p)
+}
+
+/// [`read`] into a caller's `RawPayload` (fields not in the text are left
+/// as they were): the hot path, which does not move the ~350-byte struct
+/// through the deserializer's results.
+pub fn read_into<'a>(text: &'a str, p: &mut RawPayload<'a>) -> Result<(), PayloadError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let is_object = TopSeed(p)
+        .deserialize(&mut de)
+        .and_then(|is_object| de.end().map(|()| is_object))
+        .map_err(|e| PayloadError::InvalidJson(e.to_string()))?;
+    if is_object {
+        Ok(())
+    } else {
+        Err(PayloadError::NotObject)
     }
 }
 
-/// The top level: `Some` for an object, `None` for any other JSON value.
-struct Top<'a>(Option<RawPayload<'a>>);
+/// The top level, read into the payload: `true` for an object, `false`
+/// for any other JSON value.
+struct TopSeed<'p, 'a>(&'p mut RawPayload<'a>);
 
-impl<'de> Deserialize<'de> for Top<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TopVisitor)
+impl<'de> DeserializeSeed<'de> for TopSeed<'_, 'de> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(TopVisitor(self.0))
     }
 }
 
-struct TopVisitor;
+struct TopVisitor<'p, 'a>(&'p mut RawPayload<'a>);
 
-impl<'de> Visitor<'de> for TopVisitor {
-    type Value = Top<'de>;
+impl<'de> Visitor<'de> for TopVisitor<'_, 'de> {
+    type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut p = RawPayload::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let p = self.0;
         while let Some(key) = map.next_key::<Key>()? {
             let slot = match key {
                 Key::ThreadId => &mut p.thread_id,
@@ -105,31 +121,31 @@ impl<'de> Visitor<'de> for TopVisitor {
             // Duplicate keys (not possible in jsonb): the last one wins.
             *slot = map.next_value::<Field<'de>>()?;
         }
-        Ok(Top(Some(p)))
+        Ok(true)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Top(None))
+        Ok(false)
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Top(None))
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Top(None))
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Top(None))
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Top(None))
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Top(None))
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Top(None))
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
     }
 }
 

@@ -301,14 +301,15 @@ fn validate(
     entity: &str,
 ) -> Result<Valid, String> {
     check_id("stream_id", entity)?;
-    let p = match payload::read(&ev.payload) {
-        Ok(p) => p,
+    let mut p = RawPayload::default();
+    match payload::read_into(&ev.payload, &mut p) {
+        Ok(()) => {}
         Err(PayloadError::NotObject) => {
             return Err("payload_not_object: payload must be a JSON object".into())
         }
         Err(PayloadError::InvalidJson(e)) => return Err(format!("invalid_json: {e}")),
     };
-    let data = event_data(event_type, p)?;
+    let data = event_data(event_type, &mut p)?;
     let at = occurred_at_ms(&ev.occurred_at).ok_or_else(|| {
         format!(
             "invalid_timestamp: occurred_at {:?} is not a finite timestamp",
@@ -338,21 +339,22 @@ fn validate(
     })
 }
 
-fn event_data(t: EventType, p: RawPayload<'_>) -> Result<EventData, String> {
+fn event_data(t: EventType, p: &mut RawPayload<'_>) -> Result<EventData, String> {
+    use std::mem::take;
     use EventType::*;
     Ok(match t {
         RunCreated => {
-            let thread_id = required_str("thread_id", p.thread_id)?;
+            let thread_id = required_str("thread_id", take(&mut p.thread_id))?;
             check_id("thread_id", &thread_id)?;
             EventData::RunCreated {
                 thread_id: thread_id.into_owned(),
-                title: optional_text("title", p.title, SHORT_TEXT)?,
+                title: optional_text("title", take(&mut p.title), SHORT_TEXT)?,
             }
         }
         RunStarted => EventData::RunStarted,
         RunStep => {
             // `name` is validated (contract) but not stored by any projection.
-            optional_str("name", p.name)?;
+            optional_str("name", take(&mut p.name))?;
             EventData::RunStep
         }
         RunUsage => EventData::RunUsage {
@@ -361,35 +363,35 @@ fn event_data(t: EventType, p: RawPayload<'_>) -> Result<EventData, String> {
         },
         RunCompleted => EventData::RunCompleted,
         RunFailed => EventData::RunFailed {
-            error: required_text("error", p.error, LONG_TEXT)?,
+            error: required_text("error", take(&mut p.error), LONG_TEXT)?,
         },
         RunCancelled => EventData::RunCancelled {
-            reason: optional_text("reason", p.reason, LONG_TEXT)?,
+            reason: optional_text("reason", take(&mut p.reason), LONG_TEXT)?,
         },
         WorkerRequested => EventData::WorkerRequested {
-            repo: optional_text("repo", p.repo, SHORT_TEXT)?,
+            repo: optional_text("repo", take(&mut p.repo), SHORT_TEXT)?,
         },
         WorkerStarted => EventData::WorkerStarted {
-            host: required_text("host", p.host, SHORT_TEXT)?,
+            host: required_text("host", take(&mut p.host), SHORT_TEXT)?,
         },
         WorkerHeartbeat => EventData::WorkerHeartbeat,
         WorkerStopped => EventData::WorkerStopped {
-            reason: optional_text("reason", p.reason, LONG_TEXT)?,
+            reason: optional_text("reason", take(&mut p.reason), LONG_TEXT)?,
         },
         WorkerFailed => EventData::WorkerFailed {
-            error: required_text("error", p.error, LONG_TEXT)?,
+            error: required_text("error", take(&mut p.error), LONG_TEXT)?,
         },
         NotificationCreated => {
-            let id = required_str("notification_id", p.notification_id)?;
+            let id = required_str("notification_id", take(&mut p.notification_id))?;
             check_id("notification_id", &id)?;
             EventData::NotificationCreated {
                 id: id.into_owned(),
-                title: required_text("title", p.title, SHORT_TEXT)?,
-                body: optional_text("body", p.body, LONG_TEXT)?,
+                title: required_text("title", take(&mut p.title), SHORT_TEXT)?,
+                body: optional_text("body", take(&mut p.body), LONG_TEXT)?,
             }
         }
         NotificationRead => {
-            let id = required_str("notification_id", p.notification_id)?;
+            let id = required_str("notification_id", take(&mut p.notification_id))?;
             check_id("notification_id", &id)?;
             EventData::NotificationRead {
                 id: id.into_owned(),
