@@ -230,7 +230,8 @@ def drain(pg, events, repeat, perf):
             after = sink.stats()
             d = {k: after[k] - before[k] for k in after}
             results.append((rv, pv, d))
-            log(f"  recv {rows / rv[0]:,.0f} rows/s, projector {rows / pv[0]:,.0f} rows/s "
+            log(f"  recv {rows / rv[0]:,.0f} rows/s (CPU {(rv[1] + rv[2]) / rows * 1e6:.2f} us/event), "
+                f"projector {rows / pv[0]:,.0f} rows/s "
                 f"(ratio {rv[0] / pv[0]:.2f}), CPU {(pv[1] + pv[2]) / rows * 1e6:.2f} us/event "
                 f"(user {pv[1] / rows * 1e6:.2f}, sys {pv[2] / rows * 1e6:.2f}), "
                 f"context switches {pv[4]:,} voluntary / {pv[5]:,} involuntary, "
@@ -244,13 +245,15 @@ def report_drain(rows, wal, results, perf):
     out = [f"### Backlog drain: {rows:,} events, {wal / 1e6:.0f} MB of WAL\n"]
     if perf:
         out.append("(round 1's projector ran under `perf record`; its figures carry that overhead)\n")
-    out.append("| round | pg_recvlogical s | rows/s | projector s | rows/s | ratio | projector CPU s "
-               "(user+sys) | CPU µs/event | peak RSS MiB | mutations /1k ev | writes /1k ev |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("| round | pg_recvlogical s | rows/s | CPU µs/event | projector s | rows/s | ratio | "
+               "projector CPU s (user+sys) | CPU µs/event | peak RSS MiB | mutations /1k ev | "
+               "writes /1k ev |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, (rv, pv, d) in enumerate(results):
         cpu = pv[1] + pv[2]
         out.append(
-            f"| {i + 1} | {rv[0]:.2f} | {rows / rv[0]:,.0f} | {pv[0]:.2f} | {rows / pv[0]:,.0f} | "
+            f"| {i + 1} | {rv[0]:.2f} | {rows / rv[0]:,.0f} | {(rv[1] + rv[2]) / rows * 1e6:.2f} | "
+            f"{pv[0]:.2f} | {rows / pv[0]:,.0f} | "
             f"{rv[0] / pv[0]:.2f}× | {cpu:.2f} | {cpu / rows * 1e6:.2f} | {pv[3] / 1024:.1f} | "
             f"{d['mutations'] / rows * 1000:.2f} | {d['writes'] / rows * 1000:.1f} |")
     ratios = [rv[0] / pv[0] for rv, pv, _ in results]

@@ -82,8 +82,8 @@ fn main() {
                     folded += 1;
                     for k in changed.keys(&f) {
                         if let Some(Some(s)) = cache.0.get(k) {
-                            // What the sink does per write: serialise the doc.
-                            bytes += serde_json::to_vec(&s.doc).map_or(0, |v| v.len());
+                            // What the pipeline does per write: serialise the doc (by hand).
+                            bytes += s.doc.json_string().len();
                         }
                     }
                 }
@@ -114,7 +114,7 @@ fn main() {
         }
         for k in &dirty {
             if let Some(Some(s)) = cache.0.get(k) {
-                bytes += serde_json::to_vec(&s.doc).map_or(0, |v| v.len());
+                bytes += s.doc.json_string().len();
             }
         }
     }
