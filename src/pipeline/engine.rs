@@ -187,7 +187,6 @@ impl Engine {
                 self.open.push_dead_letter(dl);
             }
             Plan::Fold(folding) => {
-                let folding = Box::new(folding);
                 let bytes = folding.approx_bytes();
                 self.inflight_bytes += bytes;
                 self.open.push_fold(folding, bytes);

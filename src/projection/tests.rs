@@ -28,7 +28,7 @@ fn reason(e: &RuntimeEvent) -> String {
 
 fn folding(e: &RuntimeEvent) -> Folding {
     match plan(e) {
-        Plan::Fold(f) => f,
+        Plan::Fold(f) => *f,
         other => panic!("expected a fold for {e:?}, got {other:?}"),
     }
 }

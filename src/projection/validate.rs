@@ -59,7 +59,9 @@ impl IgnoreReason {
 pub enum Plan {
     Ignored(IgnoreReason),
     DeadLetter(DeadLetter),
-    Fold(Folding),
+    /// Boxed where it is made: the pipeline keeps it boxed until the ack,
+    /// so the ~250-byte struct is never copied on the way.
+    Fold(Box<Folding>),
 }
 
 /// The typed, validated content of an event; strings already truncated.
@@ -212,14 +214,14 @@ pub fn plan(ev: &RuntimeEvent) -> Plan {
     match check(ev) {
         Checked::Ignored(reason) => Plan::Ignored(reason),
         Checked::Invalid(reason) => Plan::DeadLetter(DeadLetter::new(ev, reason)),
-        Checked::Valid(v) => Plan::Fold(v.into_folding(
+        Checked::Valid(v) => Plan::Fold(Box::new(v.into_folding(
             ev.seq,
             ev.stream_id.clone(),
             ev.stream_seq,
             ev.owner_id.clone(),
             ev.position,
             ev.payload.clone(),
-        )),
+        ))),
     }
 }
 
@@ -229,14 +231,14 @@ pub fn plan_owned(ev: RuntimeEvent) -> Plan {
     match check(&ev) {
         Checked::Ignored(reason) => Plan::Ignored(reason),
         Checked::Invalid(reason) => Plan::DeadLetter(DeadLetter::new(&ev, reason)),
-        Checked::Valid(v) => Plan::Fold(v.into_folding(
+        Checked::Valid(v) => Plan::Fold(Box::new(v.into_folding(
             ev.seq,
             ev.stream_id,
             ev.stream_seq,
             ev.owner_id,
             ev.position,
             ev.payload,
-        )),
+        ))),
     }
 }
 
