@@ -3,14 +3,18 @@
 //!
 //! ```text
 //!  push(event) ─▶ plan ─▶ OpenBatch ──close──▶ hydrate misses (Convex load)
-//!                                             │
+//!       (each document numbered once)         │
 //!                                             ▼
-//!                           fold into StateCache (pin written keys)
+//!            lend the batch's states out of the StateCache, fold by number,
+//!            give them back (pin and serialise the written ones)
 //!                                             │
 //!                        spawn: apply (retry transient; split definite)
 //!                                             │
 //!  handle_ack(ack) ◀─────────── ack channel ◀─┘   unpin, Watermark::ack
 //! ```
+//!
+//! Lending is safe because nothing between `lend` and `give_back` awaits:
+//! no other code can observe the cache while its states are out.
 //!
 //! Correctness: the cache is never older than Convex for a key it holds
 //! (pinned keys are never evicted, so never re-read while a write is in

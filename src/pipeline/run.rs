@@ -1,4 +1,19 @@
 //! `projector run`: the long-running service around the [`Engine`].
+//!
+//! One streaming session is a single loop on one thread:
+//!
+//! ```text
+//!  ┌─▶ catching up and the last read was small? sleep 2 ms (socket fills)
+//!  │   select! (biased): shutdown │ acks │ status tick │ WAL │ batch deadline
+//!  │     WAL: every message one read brought (≤ 1,024) → decoder → engine.push
+//!  │          (a full batch closes in place: hydrate, fold, dispatch)
+//!  └──────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Progress sent to Postgres is always the engine's flush LSN: the commit
+//! end of the last transaction whose every batch Convex acknowledged
+//! (see `pipeline::watermark`), so a crash between any two steps resends
+//! what was not acknowledged and nothing else.
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
