@@ -403,7 +403,7 @@ pub struct LoadgenArgs {
     /// Live workers kept at once.
     #[arg(long, default_value_t = 50)]
     pub workers: usize,
-    /// Users (owners, and notification streams user:u0 … user:u<N-1>).
+    /// Users (owners, and notification streams `user:u0` … `user:u<N-1>`).
     #[arg(long, default_value_t = 100)]
     pub users: usize,
     /// Weights of the event families, e.g. run=6,worker=3,notification=1.
