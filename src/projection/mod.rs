@@ -38,7 +38,7 @@ pub use fold::{fold, Changed, FoldOutcome, StateAccess};
 pub use inboxes::{InboxDoc, InboxItem};
 pub use memory::MemoryFold;
 pub use runs::{RunDoc, RunStatus};
-pub use table::{DocKey, DocKeyMap, DocKeySet, Table};
+pub use table::{DocKey, DocKeyMap, Table};
 pub use threads::ThreadDoc;
 pub use timelines::{TimelineDoc, TimelineItem};
 pub use validate::{plan, plan_owned, EventData, FoldedEvent, Folding, IgnoreReason, Plan};

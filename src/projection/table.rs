@@ -45,11 +45,10 @@ impl fmt::Display for Table {
     }
 }
 
-/// Maps and sets keyed by document, hashed with foldhash instead of SipHash
+/// Maps keyed by document, hashed with foldhash instead of SipHash
 /// (hashing keys was ~8 % of a backlog drain's CPU). The hasher is seeded
 /// per process, so stream ids in the event data cannot be chosen to collide.
 pub type DocKeyMap<V> = std::collections::HashMap<DocKey, V, foldhash::fast::RandomState>;
-pub type DocKeySet = std::collections::HashSet<DocKey, foldhash::fast::RandomState>;
 
 /// One document: its table and its key (runId, threadId, workerId, userId).
 ///
