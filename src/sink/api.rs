@@ -337,19 +337,16 @@ mod tests {
             doc: json!({"eventSeq": 7, "payload": "{\"a\":1}"}),
         }];
         for n in 0..=docs.len() {
-            let ids: Vec<(String, String)> = (0..n)
-                .map(|i| (format!("k\"{i}"), format!("{i:016x}:{i:016x}")))
-                .collect();
-            let raw = ApplyRequest {
+            let typed = ApplyRequest {
                 generation: 12,
-                writes: ids
+                writes: docs[..n]
                     .iter()
-                    .zip(&docs)
-                    .map(|((key, position), d)| Write {
+                    .enumerate()
+                    .map(|(i, d)| Write {
                         table: "threads".into(),
-                        key: key.clone(),
-                        position: position.clone(),
-                        doc: DocJson::of(d),
+                        key: format!("k\"{i}"),
+                        position: format!("{i:016x}:{i:016x}"),
+                        doc: d.clone(),
                     })
                     .collect(),
                 dead_letters: if n % 2 == 0 {
@@ -358,19 +355,20 @@ mod tests {
                     vec![]
                 },
             };
-            let typed = ApplyRequest {
-                generation: 12,
-                writes: ids
+            // The same request with each document's text instead.
+            let raw = ApplyRequest {
+                generation: typed.generation,
+                writes: typed
+                    .writes
                     .iter()
-                    .zip(&docs)
-                    .map(|((key, position), d)| Write {
-                        table: "threads".into(),
-                        key: key.clone(),
-                        position: position.clone(),
-                        doc: d.clone(),
+                    .map(|w| Write {
+                        table: w.table.clone(),
+                        key: w.key.clone(),
+                        position: w.position.clone(),
+                        doc: DocJson::of(&w.doc),
                     })
                     .collect(),
-                dead_letters: raw.dead_letters.clone(),
+                dead_letters: typed.dead_letters.clone(),
             };
             assert_eq!(
                 raw.encode_raw().unwrap(),
