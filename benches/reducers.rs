@@ -53,16 +53,16 @@ fn events(n: usize) -> Vec<RuntimeEvent> {
             };
             let ss = stream_seq.entry(stream.clone()).or_insert(0);
             *ss += 1;
-            RuntimeEvent {
-                seq: i as i64 + 1,
-                stream_id: stream,
-                stream_seq: *ss,
-                event_type: ty.to_owned(),
-                owner_id: format!("user-{:03}", r % 200),
-                payload,
-                occurred_at: "2026-11-23 08:00:00.123456+00".to_owned(),
-                position: Position::new(Lsn(0x1000 + i as u64 / 4), i as u64 % 4),
-            }
+            RuntimeEvent::new(
+                i as i64 + 1,
+                &stream,
+                *ss,
+                ty,
+                &format!("user-{:03}", r % 200),
+                &payload,
+                "2026-11-23 08:00:00.123456+00",
+            )
+            .at(Position::new(Lsn(0x1000 + i as u64 / 4), i as u64 % 4))
         })
         .collect()
 }
@@ -172,7 +172,7 @@ fn main() {
 
     let t = Instant::now();
     for e in &evs {
-        black_box(projector::event::parse_timestamp_ms(&e.occurred_at));
+        black_box(projector::event::parse_timestamp_ms(e.occurred_at()));
     }
     println!(
         "parse_timestamp_ms only: {:.0} ns/event",

@@ -100,18 +100,167 @@ impl fmt::Display for Position {
 /// snapshot. `payload` and `occurred_at` keep Postgres' text forms (jsonb and
 /// timestamptz output); the reducers validate and parse them, so that a bad
 /// row becomes a dead letter instead of a decoding failure.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RuntimeEvent {
     pub seq: i64,
-    pub stream_id: String,
     pub stream_seq: i64,
-    pub event_type: String,
-    pub owner_id: String,
-    /// jsonb as text.
-    pub payload: String,
-    /// timestamptz as text, e.g. `2026-11-23 08:00:00.001999+00`.
-    pub occurred_at: String,
     pub position: Position,
+    text: EventText,
+}
+
+impl RuntimeEvent {
+    /// An event at [`Position::ZERO`] (the source sets the position).
+    pub fn new(
+        seq: i64,
+        stream_id: &str,
+        stream_seq: i64,
+        event_type: &str,
+        owner_id: &str,
+        payload: &str,
+        occurred_at: &str,
+    ) -> Self {
+        RuntimeEvent {
+            seq,
+            stream_seq,
+            position: Position::ZERO,
+            text: EventText::new(stream_id, event_type, owner_id, occurred_at, payload),
+        }
+    }
+
+    /// The same event at `position`.
+    pub fn at(mut self, position: Position) -> Self {
+        self.position = position;
+        self
+    }
+
+    pub fn stream_id(&self) -> &str {
+        self.text.stream_id()
+    }
+
+    pub fn event_type(&self) -> &str {
+        self.text.event_type()
+    }
+
+    pub fn owner_id(&self) -> &str {
+        self.text.owner_id()
+    }
+
+    /// jsonb as text.
+    pub fn payload(&self) -> &str {
+        self.text.payload()
+    }
+
+    /// timestamptz as text, e.g. `2026-11-23 08:00:00.001999+00`.
+    pub fn occurred_at(&self) -> &str {
+        self.text.occurred_at()
+    }
+
+    /// The text columns, to move into what is planned from this event.
+    pub fn into_text(self) -> EventText {
+        self.text
+    }
+
+    pub fn text(&self) -> &EventText {
+        &self.text
+    }
+}
+
+impl fmt::Debug for RuntimeEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeEvent")
+            .field("seq", &self.seq)
+            .field("stream_id", &self.stream_id())
+            .field("stream_seq", &self.stream_seq)
+            .field("event_type", &self.event_type())
+            .field("owner_id", &self.owner_id())
+            .field("payload", &self.payload())
+            .field("occurred_at", &self.occurred_at())
+            .field("position", &self.position)
+            .finish()
+    }
+}
+
+/// The five text columns of one event in one allocation. Decoding used to
+/// allocate a string per column, and an event's strings live and die
+/// together (planned, folded, kept for a dead letter until the ack), so one
+/// buffer serves the whole way: allocator calls were ~15 % of a drain.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EventText {
+    /// stream_id, event_type, owner_id, occurred_at, payload, in that order.
+    buf: Box<str>,
+    /// Where the first four end in `buf`; the payload is the rest.
+    ends: [usize; 4],
+}
+
+impl EventText {
+    pub fn new(
+        stream_id: &str,
+        event_type: &str,
+        owner_id: &str,
+        occurred_at: &str,
+        payload: &str,
+    ) -> Self {
+        let parts = [stream_id, event_type, owner_id, occurred_at, payload];
+        let mut buf = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0; 4];
+        for (i, part) in parts.into_iter().enumerate() {
+            buf.push_str(part);
+            if let Some(end) = ends.get_mut(i) {
+                *end = buf.len();
+            }
+        }
+        EventText {
+            buf: buf.into_boxed_str(),
+            ends,
+        }
+    }
+
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let end = self.ends.get(i).copied().unwrap_or(self.buf.len());
+        &self.buf[start..end]
+    }
+
+    pub fn stream_id(&self) -> &str {
+        self.part(0)
+    }
+
+    pub fn event_type(&self) -> &str {
+        self.part(1)
+    }
+
+    pub fn owner_id(&self) -> &str {
+        self.part(2)
+    }
+
+    pub fn occurred_at(&self) -> &str {
+        self.part(3)
+    }
+
+    pub fn payload(&self) -> &str {
+        self.part(4)
+    }
+
+    /// Bytes of text held.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+impl fmt::Debug for EventText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventText")
+            .field("stream_id", &self.stream_id())
+            .field("event_type", &self.event_type())
+            .field("owner_id", &self.owner_id())
+            .field("occurred_at", &self.occurred_at())
+            .field("payload", &self.payload())
+            .finish()
+    }
 }
 
 /// Parses a timestamptz text (Postgres ISO output, or RFC 3339) into epoch
@@ -151,6 +300,47 @@ mod tests {
         }
         assert_eq!(Position::decode(&b.encode()).unwrap(), b);
         assert!(Position::decode("1:2").is_err());
+    }
+
+    #[test]
+    fn event_text_keeps_each_column_apart() {
+        let e = RuntimeEvent::new(
+            7,
+            "run:r1",
+            2,
+            "run.step",
+            "u1",
+            r#"{"a":1}"#,
+            "2026-11-23 08:00:00+00",
+        )
+        .at(Position::new(Lsn(5), 1));
+        assert_eq!(
+            (
+                e.stream_id(),
+                e.event_type(),
+                e.owner_id(),
+                e.payload(),
+                e.occurred_at()
+            ),
+            (
+                "run:r1",
+                "run.step",
+                "u1",
+                r#"{"a":1}"#,
+                "2026-11-23 08:00:00+00"
+            )
+        );
+        assert_eq!(
+            (e.seq, e.stream_seq, e.position),
+            (7, 2, Position::new(Lsn(5), 1))
+        );
+        let empty = RuntimeEvent::new(0, "", 0, "", "", "", "");
+        assert_eq!((empty.stream_id(), empty.payload()), ("", ""));
+        assert!(empty.text().is_empty());
+        let multibyte = EventText::new("é", "", "ü", "ß", "{\"x\":\"ø\"}");
+        assert_eq!(multibyte.owner_id(), "ü");
+        assert_eq!(multibyte.payload(), "{\"x\":\"ø\"}");
+        assert_eq!(multibyte.len(), "éüß{\"x\":\"ø\"}".len());
     }
 
     #[test]

@@ -78,16 +78,16 @@ pub async fn events(
 
 fn to_event(row: &tokio_postgres::Row) -> RuntimeEvent {
     let seq: i64 = row.get(0);
-    RuntimeEvent {
+    RuntimeEvent::new(
         seq,
-        stream_id: row.get(1),
-        stream_seq: row.get(2),
-        event_type: row.get(3),
-        owner_id: row.get(4),
-        payload: row.get(5),
-        occurred_at: row.get(6),
-        position: Position::snapshot(seq),
-    }
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+        row.get(6),
+    )
+    .at(Position::snapshot(seq))
 }
 
 /// The server's current WAL insert position.

@@ -147,16 +147,15 @@ fn history(specs: &[Spec]) -> Vec<RuntimeEvent> {
             } else {
                 types[s.type_pick % types.len()]
             };
-            RuntimeEvent {
-                seq: i as i64 + 1,
-                stream_id: stream.to_owned(),
-                stream_seq: stream_seq[s.stream],
-                event_type: event_type.to_owned(),
-                owner_id: format!("o{}", s.owner),
-                payload: s.payload.clone(),
-                occurred_at: format!("2026-11-23T08:00:00.{:06}+00:00", s.at_ms * 7 % 1_000_000),
-                position: Position::ZERO,
-            }
+            RuntimeEvent::new(
+                i as i64 + 1,
+                stream,
+                stream_seq[s.stream],
+                event_type,
+                &format!("o{}", s.owner),
+                &s.payload,
+                &format!("2026-11-23T08:00:00.{:06}+00:00", s.at_ms * 7 % 1_000_000),
+            )
         })
         .collect()
 }
@@ -190,7 +189,7 @@ fn content(m: &MemoryFold) -> (BTreeMap<DocKey, Doc>, BTreeMap<i64, (String, Str
 fn interleave(events: &[RuntimeEvent], picks: &[usize]) -> Vec<RuntimeEvent> {
     let mut queues: BTreeMap<&str, VecDeque<&RuntimeEvent>> = BTreeMap::new();
     for e in events {
-        queues.entry(e.stream_id.as_str()).or_default().push_back(e);
+        queues.entry(e.stream_id()).or_default().push_back(e);
     }
     let mut out = Vec::with_capacity(events.len());
     let mut i = 0;
@@ -241,7 +240,7 @@ proptest! {
         let positioned: Vec<RuntimeEvent> = events
             .iter()
             .enumerate()
-            .map(|(i, e)| RuntimeEvent { position: Position::new(Lsn(10 + i as u64), 0), ..e.clone() })
+            .map(|(i, e)| e.clone().at(Position::new(Lsn(10 + i as u64), 0)))
             .collect();
         let mut once = MemoryFold::new();
         positioned.iter().for_each(|e| once.apply(e));
@@ -273,16 +272,8 @@ proptest! {
         at in prop_oneof![".{0,40}", Just("2026-11-23 08:00:00.5+00".to_owned())],
         stream_seq in any::<i64>(),
     ) {
-        let ev = RuntimeEvent {
-            seq: 1,
-            stream_id: stream,
-            stream_seq,
-            event_type: ty.to_owned(),
-            owner_id: "o".into(),
-            payload,
-            occurred_at: at,
-            position: Position::new(Lsn(1), 0),
-        };
+        let ev = RuntimeEvent::new(1, &stream, stream_seq, ty, "o", &payload, &at)
+            .at(Position::new(Lsn(1), 0));
         let mut m = MemoryFold::new();
         m.apply(&ev);
         m.apply(&ev);

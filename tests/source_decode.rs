@@ -338,12 +338,12 @@ async fn decoded_stream_equals_select() {
             .map(|e| {
                 vec![
                     e.seq.to_string(),
-                    e.stream_id.clone(),
+                    e.stream_id().to_owned(),
                     e.stream_seq.to_string(),
-                    e.event_type.clone(),
-                    e.owner_id.clone(),
-                    e.payload.clone(),
-                    e.occurred_at.clone(),
+                    e.event_type().to_owned(),
+                    e.owner_id().to_owned(),
+                    e.payload().to_owned(),
+                    e.occurred_at().to_owned(),
                 ]
             })
             .collect();
@@ -399,7 +399,7 @@ async fn update_delete_truncate_on_events_are_violations() {
             dec.feed(&data).unwrap();
             while let Some(e) = dec.pop() {
                 match e {
-                    SourceEvent::Event(ev) => events.push(ev.stream_id),
+                    SourceEvent::Event(ev) => events.push(ev.stream_id().to_owned()),
                     SourceEvent::Violation { kind, detail } => {
                         assert!(detail.contains("runtime.events"));
                         kinds.push(kind)

@@ -77,7 +77,7 @@ async fn snapshot_and_stream_partition_the_history() {
             while let Some(e) = dec.pop() {
                 if let SourceEvent::Event(ev) = e {
                     assert!(ev.position.commit_lsn > consistent);
-                    got.push(ev.stream_id);
+                    got.push(ev.stream_id().to_owned());
                 }
             }
         }

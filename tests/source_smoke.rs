@@ -50,8 +50,8 @@ async fn streams_inserts_as_positioned_events() {
             }
         }
     }
-    assert_eq!(events[0].event_type, "run.created");
-    assert_eq!(events[0].payload, "{\"thread_id\": \"t\"}");
+    assert_eq!(events[0].event_type(), "run.created");
+    assert_eq!(events[0].payload(), "{\"thread_id\": \"t\"}");
     assert_eq!(events[1].position.ordinal, 1);
     assert_eq!(events[0].position.commit_lsn, events[1].position.commit_lsn);
     s.finish().await;

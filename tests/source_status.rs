@@ -209,7 +209,7 @@ async fn answered_keepalives_outlive_wal_sender_timeout() {
             }
         }
     };
-    assert_eq!(ev.stream_id, "run:k");
+    assert_eq!(ev.stream_id(), "run:k");
     s.finish().await;
 }
 

@@ -20,18 +20,18 @@ fn load() -> Value {
 }
 
 fn event(v: &Value, i: usize) -> RuntimeEvent {
-    RuntimeEvent {
-        seq: v["seq"].as_i64().unwrap(),
-        stream_id: v["stream_id"].as_str().unwrap().to_owned(),
-        stream_seq: v["stream_seq"].as_i64().unwrap(),
-        event_type: v["event_type"].as_str().unwrap().to_owned(),
-        owner_id: v["owner_id"].as_str().unwrap().to_owned(),
+    RuntimeEvent::new(
+        v["seq"].as_i64().unwrap(),
+        v["stream_id"].as_str().unwrap(),
+        v["stream_seq"].as_i64().unwrap(),
+        v["event_type"].as_str().unwrap(),
+        v["owner_id"].as_str().unwrap(),
         // jsonb arrives as text; the vectors hold it as JSON.
-        payload: serde_json::to_string(&v["payload"]).unwrap(),
-        occurred_at: v["occurred_at"].as_str().unwrap().to_owned(),
-        // Listed order is stream order; positions increase with it.
-        position: Position::new(Lsn(0x1_0000), i as u64 + 1),
-    }
+        &serde_json::to_string(&v["payload"]).unwrap(),
+        v["occurred_at"].as_str().unwrap(),
+    )
+    // Listed order is stream order; positions increase with it.
+    .at(Position::new(Lsn(0x1_0000), i as u64 + 1))
 }
 
 /// Numbers compare by value (Convex numbers are float64; 5 == 5.0).

@@ -577,16 +577,16 @@ mod tests {
     }
 
     fn step(seq: i64) -> RuntimeEvent {
-        RuntimeEvent {
+        RuntimeEvent::new(
             seq,
-            stream_id: format!("run:r{seq}"),
-            stream_seq: 1,
-            event_type: "run.started".into(),
-            owner_id: "u".into(),
-            payload: "{}".into(),
-            occurred_at: "2026-11-23 08:00:00+00".into(),
-            position: Position::new(Lsn(100), seq as u64),
-        }
+            &format!("run:r{seq}"),
+            1,
+            "run.started",
+            "u",
+            "{}",
+            "2026-11-23 08:00:00+00",
+        )
+        .at(Position::new(Lsn(100), seq as u64))
     }
 
     #[test]

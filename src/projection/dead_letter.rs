@@ -23,11 +23,11 @@ impl DeadLetter {
     pub fn new(ev: &RuntimeEvent, reason: String) -> Self {
         Self::from_parts(
             ev.seq,
-            &ev.stream_id,
+            ev.stream_id(),
             ev.stream_seq,
-            &ev.event_type,
+            ev.event_type(),
             reason,
-            &ev.payload,
+            ev.payload(),
             ev.position,
         )
     }

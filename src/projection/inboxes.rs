@@ -47,7 +47,7 @@ impl InboxDoc {
     }
 
     pub fn apply(&mut self, f: &Folding) {
-        set_owner(&mut self.owner_id, &f.owner_id);
+        set_owner(&mut self.owner_id, f.owner_id());
         self.last_stream_seq = f.stream_seq;
         match &f.data {
             EventData::NotificationCreated { id, title, body } => {

@@ -61,7 +61,7 @@ impl RunDoc {
     }
 
     pub fn apply(&mut self, f: &Folding) {
-        set_owner(&mut self.owner_id, &f.owner_id);
+        set_owner(&mut self.owner_id, f.owner_id());
         self.event_count += 1;
         self.last_event_type = f.event_type;
         self.last_event_at = f.at;

@@ -7,16 +7,19 @@ use super::*;
 use crate::event::{Lsn, Position, RuntimeEvent};
 
 fn ev(seq: i64, stream: &str, ss: i64, ty: &str, payload: &str) -> RuntimeEvent {
-    RuntimeEvent {
+    ev_at(
         seq,
-        stream_id: stream.into(),
-        stream_seq: ss,
-        event_type: ty.into(),
-        owner_id: "u1".into(),
-        payload: payload.into(),
-        occurred_at: "2026-11-23 08:00:00.001999+00".into(),
-        position: Position::new(Lsn(100), seq as u64),
-    }
+        stream,
+        ss,
+        ty,
+        payload,
+        "2026-11-23 08:00:00.001999+00",
+    )
+}
+
+fn ev_at(seq: i64, stream: &str, ss: i64, ty: &str, payload: &str, at: &str) -> RuntimeEvent {
+    RuntimeEvent::new(seq, stream, ss, ty, "u1", payload, at)
+        .at(Position::new(Lsn(100), seq as u64))
 }
 
 fn reason(e: &RuntimeEvent) -> String {
@@ -261,8 +264,7 @@ fn ids_are_limited_to_200_scalar_values() {
 #[test]
 fn bad_timestamps_are_dead_letters() {
     for at in ["infinity", "", "yesterday", "2026-13-01 00:00:00+00"] {
-        let mut e = ev(1, "run:a", 1, "run.started", "{}");
-        e.occurred_at = at.into();
+        let e = ev_at(1, "run:a", 1, "run.started", "{}", at);
         assert!(reason(&e).starts_with("invalid_timestamp"), "{at:?}");
     }
 }

@@ -41,7 +41,7 @@ impl ThreadDoc {
         if f.seq > self.latest_run_seq {
             self.latest_run_seq = f.seq;
             f.entity_id().clone_into(&mut self.latest_run_id);
-            f.owner_id.clone_into(&mut self.owner_id);
+            f.owner_id().clone_into(&mut self.owner_id);
         }
     }
 

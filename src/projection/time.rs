@@ -9,23 +9,35 @@ use crate::event::parse_timestamp_ms;
 
 /// Epoch ms, truncated toward negative infinity; `None` when unparseable.
 pub fn occurred_at_ms(s: &str) -> Option<i64> {
-    fast(s.trim()).or_else(|| parse_timestamp_ms(s))
+    // No trim here: padded text (never what Postgres sends) misses the fast
+    // path and chrono's parser, which trims, still reads it.
+    fast(s).or_else(|| parse_timestamp_ms(s))
 }
 
-fn digits(b: &[u8], from: usize, n: usize) -> Option<i64> {
-    let part = b.get(from..from + n)?;
-    let mut v = 0i64;
-    for &c in part {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + i64::from(c - b'0');
-    }
-    Some(v)
+/// Two ASCII digits at `b[i..i + 2]` (the caller has checked the length).
+fn two(b: &[u8], i: usize) -> Option<i64> {
+    let (hi, lo) = (b[i].wrapping_sub(b'0'), b[i + 1].wrapping_sub(b'0'));
+    (hi < 10 && lo < 10).then(|| i64::from(hi * 10 + lo))
 }
+
+/// Scale of an `n`-digit fraction to nanoseconds.
+const FRACTION_SCALE: [i64; 10] = [
+    0,
+    100_000_000,
+    10_000_000,
+    1_000_000,
+    100_000,
+    10_000,
+    1_000,
+    100,
+    10,
+    1,
+];
 
 fn fast(s: &str) -> Option<i64> {
     let b = s.as_bytes();
+    // `YYYY-MM-DD?HH:MM:SS` plus at least `Z` or `+HH`: every fixed
+    // position below is in bounds once this holds.
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
         return None;
     }
@@ -35,13 +47,13 @@ fn fast(s: &str) -> Option<i64> {
         b'T' => true,
         _ => return None,
     };
-    let year = digits(b, 0, 4)?;
-    let month = digits(b, 5, 2)?;
-    let day = digits(b, 8, 2)?;
-    let hour = digits(b, 11, 2)?;
-    let minute = digits(b, 14, 2)?;
-    let second = digits(b, 17, 2)?;
-    if !(1000..=9999).contains(&year)
+    let year = two(b, 0)? * 100 + two(b, 2)?;
+    let month = two(b, 5)?;
+    let day = two(b, 8)?;
+    let hour = two(b, 11)?;
+    let minute = two(b, 14)?;
+    let second = two(b, 17)?;
+    if year < 1000
         || !(1..=12).contains(&month)
         || day < 1
         || day > days_in_month(year, month)
@@ -53,26 +65,30 @@ fn fast(s: &str) -> Option<i64> {
     }
     let mut i = 19;
     let mut nanos = 0i64;
-    if b.get(i) == Some(&b'.') {
+    if b[i] == b'.' {
         i += 1;
         let start = i;
         while i < b.len() && b[i].is_ascii_digit() {
+            if i - start == 9 {
+                return None; // beyond nanoseconds: chrono decides
+            }
+            nanos = nanos * 10 + i64::from(b[i] - b'0');
             i += 1;
         }
         let n = i - start;
-        if n == 0 || n > 9 {
+        if n == 0 {
             return None;
         }
-        nanos = digits(b, start, n)? * 10i64.pow(9 - n as u32);
+        nanos *= FRACTION_SCALE[n];
     }
     // Offset: `+HH` or `+HH:MM` (Postgres), `Z`.
-    let offset_secs = match b.get(i)? {
-        b'Z' if rfc3339 && i + 1 == b.len() => 0,
-        sign @ (b'+' | b'-') => {
-            let oh = digits(b, i + 1, 2)?;
-            let om = match b.len() - (i + 3) {
-                0 if !rfc3339 => 0,
-                3 if b[i + 3] == b':' => digits(b, i + 4, 2)?,
+    let rest = &b[i..];
+    let offset_secs = match rest {
+        [b'Z'] if rfc3339 => 0,
+        [sign @ (b'+' | b'-'), ..] => {
+            let (oh, om) = match rest.len() {
+                3 if !rfc3339 => (two(rest, 1)?, 0),
+                6 if rest[3] == b':' => (two(rest, 1)?, two(rest, 4)?),
                 _ => return None,
             };
             if oh > 23 || om > 59 {
@@ -144,6 +160,9 @@ mod tests {
             "infinity",
             "",
             "2026-11-23 08:00:00+0000",
+            "2026-11-23 08:00:00.1234567890123456789012345+00",
+            "2026-11-23 08:00:00.+00",
+            "2026-11-23 08:00:00+0",
         ] {
             assert_eq!(fast(s), None, "{s}");
             assert_eq!(occurred_at_ms(s), parse_timestamp_ms(s), "{s}");

@@ -39,7 +39,7 @@ impl TimelineDoc {
     }
 
     pub fn apply(&mut self, f: &Folding) {
-        set_owner(&mut self.owner_id, &f.owner_id);
+        set_owner(&mut self.owner_id, f.owner_id());
         self.total += 1;
         if self.items.len() >= TIMELINE_CAP {
             let drop = self.items.len() + 1 - TIMELINE_CAP;

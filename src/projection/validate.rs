@@ -25,6 +25,8 @@
 
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
+
 use super::dead_letter::DeadLetter;
 use super::event_type::{EventType, Family};
 use super::payload::{self, Field, Num, PayloadError, RawPayload};
@@ -33,7 +35,7 @@ use super::time::occurred_at_ms;
 use super::truncate::{
     exceeds_chars, truncate_chars, truncate_owned, LONG_TEXT, MAX_ID, SHORT_TEXT,
 };
-use crate::event::{Position, RuntimeEvent};
+use crate::event::{EventText, Position, RuntimeEvent};
 
 /// The largest token count (2^53 - 1): exact in a float64.
 pub const MAX_TOKENS: u64 = (1 << 53) - 1;
@@ -110,19 +112,19 @@ pub enum EventData {
 /// A valid event, ready to fold.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Folding {
-    /// Primary (stream) document first, then the others.
-    keys: Vec<DocKey>,
+    /// Primary (stream) document first, then the others; inline, since
+    /// an event touches at most three (a `Vec` was an allocation per event).
+    keys: SmallVec<[DocKey; 3]>,
     pub seq: i64,
-    pub stream_id: String,
     pub stream_seq: i64,
     pub event_type: EventType,
-    pub owner_id: String,
     /// `occurred_at` in epoch ms (truncated).
     pub at: i64,
     pub position: Position,
     pub data: EventData,
-    /// The payload text, kept for an `out_of_order` dead letter.
-    payload: String,
+    /// The event's text columns, moved from the [`RuntimeEvent`]; the
+    /// payload is kept for an `out_of_order` dead letter.
+    text: EventText,
 }
 
 impl Folding {
@@ -141,11 +143,19 @@ impl Folding {
             n.next_multiple_of(16)
         }
         std::mem::size_of::<Folding>()
-            + self.keys.capacity() * std::mem::size_of::<DocKey>()
+            + usize::from(self.keys.spilled())
+                * self.keys.capacity()
+                * std::mem::size_of::<DocKey>()
             + self.keys.iter().map(|k| heap(k.key.len())).sum::<usize>()
-            + heap(self.payload.len())
-            + heap(self.stream_id.len())
-            + heap(self.owner_id.len())
+            + heap(self.text.len())
+    }
+
+    pub fn stream_id(&self) -> &str {
+        self.text.stream_id()
+    }
+
+    pub fn owner_id(&self) -> &str {
+        self.text.owner_id()
     }
 
     /// The id after the stream prefix (runId, workerId, userId).
@@ -158,11 +168,11 @@ impl Folding {
     pub fn dead_letter(&self, reason: String) -> DeadLetter {
         DeadLetter::from_parts(
             self.seq,
-            &self.stream_id,
+            self.text.stream_id(),
             self.stream_seq,
             self.event_type.as_str(),
             reason,
-            &self.payload,
+            self.text.payload(),
             self.position,
         )
     }
@@ -174,22 +184,27 @@ impl Folding {
 #[derive(Clone, Debug, PartialEq)]
 pub struct FoldedEvent {
     pub seq: i64,
-    pub stream_id: String,
     pub stream_seq: i64,
     pub event_type: EventType,
     pub position: Position,
-    payload: String,
+    /// All of the event's text, one allocation (freeing the payload alone
+    /// would cost a copy of the rest).
+    text: EventText,
 }
 
 impl FoldedEvent {
+    pub fn stream_id(&self) -> &str {
+        self.text.stream_id()
+    }
+
     pub fn dead_letter(&self, reason: String) -> DeadLetter {
         DeadLetter::from_parts(
             self.seq,
-            &self.stream_id,
+            self.text.stream_id(),
             self.stream_seq,
             self.event_type.as_str(),
             reason,
-            &self.payload,
+            self.text.payload(),
             self.position,
         )
     }
@@ -200,11 +215,10 @@ impl Folding {
     pub fn into_folded(self) -> FoldedEvent {
         FoldedEvent {
             seq: self.seq,
-            stream_id: self.stream_id,
             stream_seq: self.stream_seq,
             event_type: self.event_type,
             position: self.position,
-            payload: self.payload,
+            text: self.text,
         }
     }
 }
@@ -216,11 +230,9 @@ pub fn plan(ev: &RuntimeEvent) -> Plan {
         Checked::Invalid(reason) => Plan::DeadLetter(DeadLetter::new(ev, reason)),
         Checked::Valid(v) => Plan::Fold(Box::new(v.into_folding(
             ev.seq,
-            ev.stream_id.clone(),
             ev.stream_seq,
-            ev.owner_id.clone(),
             ev.position,
-            ev.payload.clone(),
+            ev.text().clone(),
         ))),
     }
 }
@@ -233,11 +245,9 @@ pub fn plan_owned(ev: RuntimeEvent) -> Plan {
         Checked::Invalid(reason) => Plan::DeadLetter(DeadLetter::new(&ev, reason)),
         Checked::Valid(v) => Plan::Fold(Box::new(v.into_folding(
             ev.seq,
-            ev.stream_id,
             ev.stream_seq,
-            ev.owner_id,
             ev.position,
-            ev.payload,
+            ev.into_text(),
         ))),
     }
 }
@@ -251,7 +261,7 @@ enum Checked {
 /// What validation derives from an event; the rest of a [`Folding`] is the
 /// event's own fields.
 struct Valid {
-    keys: Vec<DocKey>,
+    keys: SmallVec<[DocKey; 3]>,
     event_type: EventType,
     at: i64,
     data: EventData,
@@ -261,33 +271,29 @@ impl Valid {
     fn into_folding(
         self,
         seq: i64,
-        stream_id: String,
         stream_seq: i64,
-        owner_id: String,
         position: Position,
-        payload: String,
+        text: EventText,
     ) -> Folding {
         Folding {
             keys: self.keys,
             seq,
-            stream_id,
             stream_seq,
             event_type: self.event_type,
-            owner_id,
             at: self.at,
             position,
             data: self.data,
-            payload,
+            text,
         }
     }
 }
 
 fn check(ev: &RuntimeEvent) -> Checked {
-    let Some(event_type) = EventType::parse(&ev.event_type) else {
+    let Some(event_type) = EventType::parse(ev.event_type()) else {
         return Checked::Ignored(IgnoreReason::UnknownType);
     };
     let family = event_type.family();
-    let Some(entity) = ev.stream_id.strip_prefix(family.prefix()) else {
+    let Some(entity) = ev.stream_id().strip_prefix(family.prefix()) else {
         return Checked::Ignored(IgnoreReason::PrefixMismatch);
     };
     match validate(ev, event_type, family, entity) {
@@ -304,7 +310,7 @@ fn validate(
 ) -> Result<Valid, String> {
     check_id("stream_id", entity)?;
     let mut p = RawPayload::default();
-    match payload::read_into(&ev.payload, &mut p) {
+    match payload::read_into(ev.payload(), &mut p) {
         Ok(()) => {}
         Err(PayloadError::NotObject) => {
             return Err("payload_not_object: payload must be a JSON object".into())
@@ -312,19 +318,14 @@ fn validate(
         Err(PayloadError::InvalidJson(e)) => return Err(format!("invalid_json: {e}")),
     };
     let data = event_data(event_type, &mut p)?;
-    let at = occurred_at_ms(&ev.occurred_at).ok_or_else(|| {
+    let at = occurred_at_ms(ev.occurred_at()).ok_or_else(|| {
         format!(
             "invalid_timestamp: occurred_at {:?} is not a finite timestamp",
-            truncate_chars(&ev.occurred_at, 64)
+            truncate_chars(ev.occurred_at(), 64)
         )
     })?;
 
-    // Exactly sized: one allocation, no slack (a batch holds thousands).
-    let mut keys = Vec::with_capacity(match (family, event_type) {
-        (Family::Run, EventType::RunCreated) => 3,
-        (Family::Run, _) => 2,
-        _ => 1,
-    });
+    let mut keys = SmallVec::new();
     let entity: std::sync::Arc<str> = entity.into();
     keys.push(DocKey::new(family.primary_table(), entity.clone()));
     if family == Family::Run {

@@ -381,25 +381,23 @@ impl EventDecoder {
                 ))),
             }
         };
-        let text = |i: usize, name: &str| -> Result<String, EventError> {
+        let text = |i: usize, name: &str| -> Result<&str, EventError> {
             utf8(bytes_of(i, name)?)
-                .map(str::to_owned)
                 .ok_or_else(|| EventError::Schema(format!("column {name} is not UTF-8")))
         };
         let int = |i: usize, name: &str| -> Result<i64, EventError> {
             parse_i64(bytes_of(i, name)?)
                 .ok_or_else(|| EventError::Schema(format!("column {name} is not an integer")))
         };
-        Ok(RuntimeEvent {
-            seq: int(c.seq, "seq")?,
-            stream_id: text(c.stream_id, "stream_id")?,
-            stream_seq: int(c.stream_seq, "stream_seq")?,
-            event_type: text(c.event_type, "event_type")?,
-            owner_id: text(c.owner_id, "owner_id")?,
-            payload: text(c.payload, "payload")?,
-            occurred_at: text(c.occurred_at, "occurred_at")?,
-            position: Position::ZERO,
-        })
+        Ok(RuntimeEvent::new(
+            int(c.seq, "seq")?,
+            text(c.stream_id, "stream_id")?,
+            int(c.stream_seq, "stream_seq")?,
+            text(c.event_type, "event_type")?,
+            text(c.owner_id, "owner_id")?,
+            text(c.payload, "payload")?,
+            text(c.occurred_at, "occurred_at")?,
+        ))
     }
 }
 
