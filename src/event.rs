@@ -64,18 +64,17 @@ impl Position {
     /// The wire form stored in Convex: 16 hex digits, `:`, 16 hex digits,
     /// lowercase, so that string order equals position order.
     pub fn encode(&self) -> String {
-        // By hand: `format!` was ~2 % of a backlog drain (one per write).
-        fn hex16(out: &mut String, v: u64) {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            for shift in (0..16).rev() {
-                out.push(DIGITS[((v >> (shift * 4)) & 0xf) as usize] as char);
+        // By hand into a stack buffer: `format!` was ~2 % of a backlog
+        // drain (one per write), pushing chars one by one still ~1 %.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [b':'; 33];
+        for (half, v) in [(0, self.commit_lsn.0), (17, self.ordinal)] {
+            for (i, b) in buf[half..half + 16].iter_mut().enumerate() {
+                *b = DIGITS[((v >> ((15 - i) * 4)) & 0xf) as usize];
             }
         }
-        let mut out = String::with_capacity(33);
-        hex16(&mut out, self.commit_lsn.0);
-        out.push(':');
-        hex16(&mut out, self.ordinal);
-        out
+        // Hex digits and ':' only: always UTF-8.
+        std::str::from_utf8(&buf).unwrap_or_default().to_owned()
     }
 
     pub fn decode(s: &str) -> Result<Self, String> {
