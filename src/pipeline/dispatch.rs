@@ -66,7 +66,7 @@ pub struct Ack {
 fn to_write(w: PlannedWrite) -> DocWrite {
     Write {
         table: std::borrow::Cow::Borrowed(w.key.table.as_str()),
-        key: w.key.key.to_string(),
+        key: String::from(&*w.key.key),
         position: w.position.encode(),
         doc: w.doc,
     }

@@ -308,7 +308,12 @@ impl Engine {
         // them if Convex rejects the document): the folded events move into
         // the dispatch and keys refer to them by index, so nothing is copied
         // per event on the hot path. Empty: the key was not written.
-        let mut events_by_id: Vec<Vec<u32>> = vec![Vec::new(); key_list.len()];
+        // Collected as (key id, event index) pairs first, then each key's
+        // list is made at its exact size: growing a list per key was ~2 %
+        // of a drain's instructions.
+        let mut changes: Vec<(u32, u32)> = Vec::with_capacity(items.len() * 2);
+        let mut changes_per_id: Vec<u32> = vec![0; key_list.len()];
+        let (mut folded, mut skipped) = (0u64, 0u64);
         let mut folded_events: Vec<FoldedEvent> = Vec::with_capacity(items.len());
         let mut event_bytes = 0usize;
         let mut first: Option<Position> = None;
@@ -338,7 +343,7 @@ impl Engine {
                     };
                     match projection::fold(&folding, &mut lent) {
                         FoldOutcome::Folded { changed } => {
-                            self.metrics.events_folded_total.inc();
+                            folded += 1;
                             if let Some(primary) = folding.keys().first() {
                                 if changed.keys(&folding).any(|k| k.table == Table::Threads) {
                                     self.order.wrote_thread(primary, id, &done_rx);
@@ -346,13 +351,14 @@ impl Engine {
                             }
                             let idx = folded_events.len() as u32;
                             for i in changed.indexes() {
-                                if let Some(events) = events_by_id.get_mut(ids[i] as usize) {
-                                    events.push(idx);
+                                if let Some(n) = changes_per_id.get_mut(ids[i] as usize) {
+                                    *n += 1;
+                                    changes.push((ids[i], idx));
                                 }
                             }
                             folded_events.push(folding.into_folded());
                         }
-                        FoldOutcome::Skipped => self.metrics.events_skipped_total.inc(),
+                        FoldOutcome::Skipped => skipped += 1,
                         FoldOutcome::DeadLetter(dl) => {
                             self.metrics
                                 .events_dead_lettered_total
@@ -363,6 +369,16 @@ impl Engine {
                     }
                 }
             }
+        }
+
+        self.metrics.events_folded_total.inc_by(folded);
+        self.metrics.events_skipped_total.inc_by(skipped);
+        let mut events_by_id: Vec<Vec<u32>> = changes_per_id
+            .iter()
+            .map(|&n| Vec::with_capacity(n as usize))
+            .collect();
+        for (id, idx) in changes {
+            events_by_id[id as usize].push(idx);
         }
 
         // Every state goes back; each written document is pinned and
@@ -446,7 +462,7 @@ impl Engine {
         let mut missing: HashMap<Table, Vec<String>> = HashMap::new();
         for k in &self.open.key_list {
             if !self.cache.contains(k) {
-                missing.entry(k.table).or_default().push(k.key.to_string());
+                missing.entry(k.table).or_default().push(String::from(&*k.key));
             }
         }
         // Every table and chunk is loaded at once: one round trip per
