@@ -462,7 +462,10 @@ impl Engine {
         let mut missing: HashMap<Table, Vec<String>> = HashMap::new();
         for k in &self.open.key_list {
             if !self.cache.contains(k) {
-                missing.entry(k.table).or_default().push(String::from(&*k.key));
+                missing
+                    .entry(k.table)
+                    .or_default()
+                    .push(String::from(&*k.key));
             }
         }
         // Every table and chunk is loaded at once: one round trip per
