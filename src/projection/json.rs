@@ -41,6 +41,11 @@ impl WriteJson for str {
     }
 }
 
+/// Appends `s` as a JSON string, byte for byte what serde_json writes.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    s.write_json(out);
+}
+
 /// Whether JSON needs an escape in `s` (what serde_json escapes: control
 /// characters, `"` and `\`). Most text needs none and is copied whole; the
 /// fold has no early exit so that it vectorises.
