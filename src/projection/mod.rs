@@ -36,7 +36,7 @@ pub use doc::{Doc, DocError, Stored};
 pub use event_type::{EventType, Family};
 pub use fold::{fold, Changed, FoldOutcome, StateAccess};
 pub use inboxes::{InboxDoc, InboxItem};
-pub use json::write_str as write_json_str;
+pub use json::{write_str as write_json_str, JsonHead};
 pub use memory::MemoryFold;
 pub use runs::{RunDoc, RunStatus};
 pub use table::{DocKey, DocKeyMap, Table};
