@@ -397,7 +397,7 @@ impl Engine {
                 continue;
             };
             let doc = DocJson::of(&stored.doc);
-            write_bytes += WRITE_OVERHEAD + doc.heap_bytes() + doc.as_str().len();
+            write_bytes += WRITE_OVERHEAD + doc.heap_bytes() + doc.as_bytes().len();
             let position = stored.position;
             // Once per written stream document, not per event: what it
             // waits for depends only on batches before this one.

@@ -323,15 +323,20 @@ impl Doc {
         }
     }
 
-    /// This document's JSON text.
-    pub fn json_string(&self) -> String {
+    /// This document's JSON text as bytes (UTF-8: literals, digits and
+    /// `&str`s, escaped by serde_json, are all that is written), without
+    /// the UTF-8 check a `String` needs (~4 % of writing a document).
+    pub fn json_bytes(&self) -> Vec<u8> {
         // Sized from the in-memory estimate (JSON runs ~1.2-1.5x it), so
         // that a document is written without growing the buffer.
         let mut out = Vec::with_capacity(self.approx_bytes() * 3 / 2 + 64);
         self.write_json(&mut out);
-        // Only valid UTF-8 is written: literals, digits and serde_json's
-        // escaping of `&str`s.
-        String::from_utf8(out).unwrap_or_default()
+        out
+    }
+
+    /// This document's JSON text.
+    pub fn json_string(&self) -> String {
+        String::from_utf8(self.json_bytes()).unwrap_or_default()
     }
 }
 

@@ -71,21 +71,30 @@ impl<D: Serialize> ApplyRequest<D> {
 /// ([`crate::projection::Doc::write_json`]: valid JSON by construction),
 /// spliced into request bodies as is. (serde_json's `RawValue` would parse
 /// the text again to check it, which cost more than writing it.)
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DocJson(String);
+#[derive(Clone, PartialEq, Eq)]
+pub struct DocJson(Vec<u8>);
 
 impl DocJson {
     pub fn of(doc: &crate::projection::Doc) -> Self {
-        DocJson(doc.json_string())
+        DocJson(doc.json_bytes())
     }
 
-    pub fn as_str(&self) -> &str {
+    /// The JSON text (UTF-8).
+    pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// Memory it holds (its buffer's capacity).
     pub fn heap_bytes(&self) -> usize {
         self.0.capacity()
+    }
+}
+
+impl std::fmt::Debug for DocJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DocJson")
+            .field(&String::from_utf8_lossy(&self.0))
+            .finish()
     }
 }
 
@@ -122,7 +131,7 @@ impl ApplyRequest<DocJson> {
             out.extend_from_slice(b",\"position\":");
             write_str(&mut out, &w.position);
             out.extend_from_slice(b",\"doc\":");
-            out.extend_from_slice(w.doc.0.as_bytes());
+            out.extend_from_slice(&w.doc.0);
             out.push(b'}');
         }
         out.extend_from_slice(b"],\"deadLetters\":");
