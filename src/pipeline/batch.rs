@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use crate::projection::{DeadLetter, DocKey, DocKeyMap, Folding};
+use crate::projection::{DeadLetter, DocKey, DocKeyMap, Folding, KeyInterner};
 
 /// The most documents one event touches (run.created: run, timeline, thread).
 pub const MAX_KEYS_PER_EVENT: usize = 3;
@@ -43,6 +43,9 @@ pub struct OpenBatch {
     pub keys: DocKeyMap<u32>,
     /// The same documents by number.
     pub key_list: Vec<DocKey>,
+    /// The key strings of this batch's events, shared (planning interns
+    /// into it).
+    pub key_names: KeyInterner,
     pub dead_letters: usize,
     pub bytes: usize,
     pub opened_at: Option<Instant>,

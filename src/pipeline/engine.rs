@@ -178,7 +178,7 @@ impl Engine {
     /// full and should be closed before reading more.
     pub fn push(&mut self, ev: RuntimeEvent) -> bool {
         self.metrics.events_decoded_total.inc();
-        match projection::plan_owned(ev) {
+        match projection::plan_owned_with(ev, Some(&mut self.open.key_names)) {
             Plan::Ignored(reason) => {
                 self.metrics
                     .events_ignored_total

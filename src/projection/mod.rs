@@ -42,7 +42,10 @@ pub use runs::{RunDoc, RunStatus};
 pub use table::{DocKey, DocKeyMap, Table};
 pub use threads::ThreadDoc;
 pub use timelines::{TimelineDoc, TimelineItem};
-pub use validate::{plan, plan_owned, EventData, FoldedEvent, Folding, IgnoreReason, Plan};
+pub use validate::{
+    plan, plan_owned, plan_owned_with, EventData, FoldedEvent, Folding, IgnoreReason, KeyInterner,
+    Plan,
+};
 pub use workers::{WorkerDoc, WorkerStatus};
 
 #[cfg(test)]

@@ -536,9 +536,35 @@ fn plan_owned_plans_exactly_like_plan() {
         ev(6, "run:r3", 1, "run.paused", "{}"),
         ev(7, "run:r4", 1, "run.usage", "[1]"),
     ];
+    let mut names = KeyInterner::default();
     for e in events {
         assert_eq!(plan_owned(e.clone()), plan(&e), "{e:?}");
+        assert_eq!(
+            plan_owned_with(e.clone(), Some(&mut names)),
+            plan(&e),
+            "{e:?}"
+        );
     }
+}
+
+#[test]
+fn events_planned_with_one_interner_share_their_keys() {
+    let mut names = KeyInterner::default();
+    let keys = |e: RuntimeEvent, names: &mut KeyInterner| match plan_owned_with(e, Some(names)) {
+        Plan::Fold(f) => f.keys().to_vec(),
+        other => panic!("expected a fold, got {other:?}"),
+    };
+    let created = keys(
+        ev(1, "run:r1", 1, "run.created", r#"{"thread_id":"r1"}"#),
+        &mut names,
+    );
+    let step = keys(ev(2, "run:r1", 2, "run.step", "{}"), &mut names);
+    // runs:r1, timelines:r1 and threads:r1 of both events: one string.
+    for k in created.iter().chain(&step) {
+        assert!(std::sync::Arc::ptr_eq(&k.key, &created[0].key), "{k}");
+    }
+    let other = keys(ev(3, "run:r2", 1, "run.step", "{}"), &mut names);
+    assert!(!std::sync::Arc::ptr_eq(&other[0].key, &created[0].key));
 }
 
 #[test]
