@@ -43,19 +43,7 @@ const USER_TYPES: &[&str] = &[
     "notification.created",
     "notification.read",
 ];
-const KEYS: &[&str] = &[
-    "thread_id",
-    "title",
-    "name",
-    "input_tokens",
-    "output_tokens",
-    "error",
-    "reason",
-    "repo",
-    "host",
-    "notification_id",
-    "body",
-];
+const KEYS: &[&str] = &projector::projection::payload::KNOWN_KEYS;
 
 /// A payload value: mostly plausible, sometimes breaking the contract.
 fn value() -> impl Strategy<Value = Value> {

@@ -171,6 +171,21 @@ impl<'a> RawPayload<'a> {
     }
 }
 
+/// The payload keys the reducers read (DESIGN §2), as [`Key`] knows them.
+pub const KNOWN_KEYS: [&str; 11] = [
+    "thread_id",
+    "title",
+    "name",
+    "input_tokens",
+    "output_tokens",
+    "error",
+    "reason",
+    "repo",
+    "host",
+    "notification_id",
+    "body",
+];
+
 enum Key {
     ThreadId,
     Title,
@@ -497,21 +512,8 @@ mod tests {
     fn key() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
         prop_oneof![
-            proptest::sample::select(vec![
-                "thread_id",
-                "title",
-                "name",
-                "input_tokens",
-                "output_tokens",
-                "error",
-                "reason",
-                "repo",
-                "host",
-                "notification_id",
-                "body",
-                "detail",
-            ])
-            .prop_map(str::to_owned),
+            proptest::sample::select([&KNOWN_KEYS[..], &["detail"]].concat())
+                .prop_map(str::to_owned),
             "[a-z_\"\\\\\n]{0,6}",
         ]
     }
@@ -533,6 +535,14 @@ mod tests {
             Just("{\"a\": [1, {\"b\": null}]}".to_owned()),
             Just("[]".to_owned()),
         ]
+    }
+
+    #[test]
+    fn every_known_key_has_a_slot() {
+        for k in KNOWN_KEYS {
+            assert!(RawPayload::default().slot(Key::of(k)).is_some(), "{k}");
+        }
+        assert!(RawPayload::default().slot(Key::of("detail")).is_none());
     }
 
     #[test]
