@@ -5,6 +5,8 @@
 //! (chrono), which stays the definition; the fast path is tested against it.
 //! chrono's format parser costs ~0.5 µs per event, this ~20 ns.
 
+use std::cell::Cell;
+
 use crate::event::parse_timestamp_ms;
 
 /// Epoch ms, truncated toward negative infinity; `None` when unparseable.
@@ -47,20 +49,11 @@ fn fast(s: &str) -> Option<i64> {
         b'T' => true,
         _ => return None,
     };
-    let year = two(b, 0)? * 100 + two(b, 2)?;
-    let month = two(b, 5)?;
-    let day = two(b, 8)?;
+    let days = day_number(b)?;
     let hour = two(b, 11)?;
     let minute = two(b, 14)?;
     let second = two(b, 17)?;
-    if year < 1000
-        || !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+    if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
     let mut i = 19;
@@ -103,9 +96,35 @@ fn fast(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
     Some(secs * 1000 + nanos / 1_000_000)
+}
+
+thread_local! {
+    /// The last date read (`YYYY-MM-DD` as bytes) and its day number: a
+    /// batch's events mostly share their date, and checking and converting
+    /// it was a third of reading a timestamp.
+    static LAST_DATE: Cell<Option<([u8; 10], i64)>> = const { Cell::new(None) };
+}
+
+/// Days since 1970-01-01 of the `YYYY-MM-DD` at the start of `b` (length
+/// checked by the caller), `None` if it is not a valid date.
+fn day_number(b: &[u8]) -> Option<i64> {
+    let date: [u8; 10] = b.get(..10)?.try_into().ok()?;
+    if let Some((last, days)) = LAST_DATE.get() {
+        if last == date {
+            return Some(days);
+        }
+    }
+    let year = two(b, 0)? * 100 + two(b, 2)?;
+    let month = two(b, 5)?;
+    let day = two(b, 8)?;
+    if year < 1000 || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    LAST_DATE.set(Some((date, days)));
+    Some(days)
 }
 
 fn is_leap(y: i64) -> bool {
@@ -171,6 +190,23 @@ mod tests {
             occurred_at_ms(" 2026-11-23 08:00:00.001999+00 "),
             Some(1_795_420_800_001)
         );
+    }
+
+    #[test]
+    fn a_repeated_date_reads_like_a_new_one() {
+        for s in [
+            "2026-11-23 08:00:00+00",
+            "2026-11-23 23:59:59.999+00",
+            "2026-11-23T00:00:00Z",
+            "2026-11-24 00:00:00+00",
+            "2026-11-23 12:00:00-09:30",
+            "2026-02-29 00:00:00+00",
+            "2026-11-23 24:00:00+00",
+            "2024-02-29 00:00:00+00",
+            "2024-02-29 00:00:00+00",
+        ] {
+            assert_eq!(occurred_at_ms(s), parse_timestamp_ms(s), "{s}");
+        }
     }
 
     proptest! {
