@@ -195,12 +195,39 @@ impl WriteJson for RunDoc {
 
 impl WriteJson for TimelineItem {
     fn write_json(&self, out: &mut Vec<u8>) {
-        obj!(
-            out,
-            "streamSeq" => &self.stream_seq,
-            "type" => &self.event_type,
-            "at" => &self.at
-        );
+        // What obj! writes, with `,"type":"<type>","at":` as one literal:
+        // a run's timeline (up to 50 items) is written at every change.
+        out.extend_from_slice(b"{\"streamSeq\":");
+        self.stream_seq.write_json(out);
+        out.extend_from_slice(type_then_at(self.event_type));
+        self.at.write_json(out);
+        out.push(b'}');
+    }
+}
+
+/// `,"type":"<event type>","at":`, the middle of a timeline item.
+fn type_then_at(t: EventType) -> &'static [u8] {
+    use EventType::*;
+    macro_rules! middle {
+        ($name:literal) => {
+            concat!(",\"type\":\"", $name, "\",\"at\":").as_bytes()
+        };
+    }
+    match t {
+        RunCreated => middle!("run.created"),
+        RunStarted => middle!("run.started"),
+        RunStep => middle!("run.step"),
+        RunUsage => middle!("run.usage"),
+        RunCompleted => middle!("run.completed"),
+        RunFailed => middle!("run.failed"),
+        RunCancelled => middle!("run.cancelled"),
+        WorkerRequested => middle!("worker.requested"),
+        WorkerStarted => middle!("worker.started"),
+        WorkerHeartbeat => middle!("worker.heartbeat"),
+        WorkerStopped => middle!("worker.stopped"),
+        WorkerFailed => middle!("worker.failed"),
+        NotificationCreated => middle!("notification.created"),
+        NotificationRead => middle!("notification.read"),
     }
 }
 
@@ -531,6 +558,14 @@ mod tests {
     #[test]
     fn every_event_type_and_status_matches_serde() {
         for t in EventType::ALL {
+            let item = TimelineItem {
+                stream_seq: -3,
+                event_type: t,
+                at: 1_795_420_800_001,
+            };
+            let mut v = Vec::new();
+            item.write_json(&mut v);
+            assert_eq!(v, serde_json::to_vec(&item).expect("serde"), "{t:?}");
             assert_eq!(
                 String::from_utf8({
                     let mut v = Vec::new();
