@@ -1,8 +1,21 @@
-//! One-pass payload reader: the jsonb text is parsed straight into the few
-//! fields the reducers know (borrowing strings where possible), everything
-//! else is skipped without building a `Value` tree. Each field remembers
-//! whether it was absent, null, a string, a number or something else, which
-//! is exactly what the payload contract of DESIGN §2 needs to decide.
+//! Payload reading: the jsonb text is parsed straight into the few fields
+//! the reducers know (borrowing strings where possible), everything else is
+//! skipped without building a `Value` tree. Each field remembers whether it
+//! was absent, null, a string, a number or something else, which is
+//! exactly what the payload contract of DESIGN §2 needs to decide.
+//!
+//! ```text
+//! text ─▶ flat::read: no `\` or control byte, flat object? ──yes──▶ RawPayload
+//!              │ no (escapes, nesting, other whitespace, any invalid text)
+//!              ▼
+//!         serde_json visitor (the definition) ──▶ RawPayload | PayloadError
+//! ```
+//!
+//! Why the fast path is safe: it answers only for texts in which every
+//! string ends at the next quote and every value is a string, literal or
+//! number whose grammar it checks; numbers are converted by serde_json
+//! itself. For everything else it declines, and serde decides. A property
+//! test holds the two to the same answer whenever the fast path answers.
 
 use std::borrow::Cow;
 use std::fmt;
