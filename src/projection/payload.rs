@@ -78,7 +78,7 @@ pub fn read(text: &str) -> Result<RawPayload<'_>, PayloadError> {
 /// which does not move the ~350-byte struct through results.
 ///
 /// Most payloads are what `jsonb` prints for a flat object: no escapes, no
-/// nesting. [`flat`] reads those in one pass (a third of serde's
+/// nesting. `flat::read` reads those in one pass (a third of serde's
 /// instructions); anything else, including every invalid text, goes to
 /// serde_json, which stays the definition (a property test holds the two
 /// to the same answer).
@@ -184,7 +184,7 @@ impl<'a> RawPayload<'a> {
     }
 }
 
-/// The payload keys the reducers read (DESIGN §2), as [`Key`] knows them.
+/// The payload keys the reducers read (DESIGN §2), the ones `Key` knows.
 pub const KNOWN_KEYS: [&str; 11] = [
     "thread_id",
     "title",
