@@ -99,7 +99,7 @@ impl fmt::Display for Position {
 /// snapshot. `payload` and `occurred_at` keep Postgres' text forms (jsonb and
 /// timestamptz output); the reducers validate and parse them, so that a bad
 /// row becomes a dead letter instead of a decoding failure.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeEvent {
     pub seq: i64,
     pub stream_seq: i64,
@@ -161,21 +161,6 @@ impl RuntimeEvent {
 
     pub fn text(&self) -> &EventText {
         &self.text
-    }
-}
-
-impl fmt::Debug for RuntimeEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RuntimeEvent")
-            .field("seq", &self.seq)
-            .field("stream_id", &self.stream_id())
-            .field("stream_seq", &self.stream_seq)
-            .field("event_type", &self.event_type())
-            .field("owner_id", &self.owner_id())
-            .field("payload", &self.payload())
-            .field("occurred_at", &self.occurred_at())
-            .field("position", &self.position)
-            .finish()
     }
 }
 

@@ -43,8 +43,7 @@ pub use table::{DocKey, DocKeyMap, Table};
 pub use threads::ThreadDoc;
 pub use timelines::{TimelineDoc, TimelineItem};
 pub use validate::{
-    plan, plan_owned, plan_owned_with, EventData, FoldedEvent, Folding, IgnoreReason, KeyInterner,
-    Plan,
+    plan, plan_owned_with, EventData, FoldedEvent, Folding, IgnoreReason, KeyInterner, Plan,
 };
 pub use workers::{WorkerDoc, WorkerStatus};
 

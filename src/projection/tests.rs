@@ -538,7 +538,7 @@ fn plan_owned_plans_exactly_like_plan() {
     ];
     let mut names = KeyInterner::default();
     for e in events {
-        assert_eq!(plan_owned(e.clone()), plan(&e), "{e:?}");
+        assert_eq!(plan_owned_with(e.clone(), None), plan(&e), "{e:?}");
         assert_eq!(
             plan_owned_with(e.clone(), Some(&mut names)),
             plan(&e),

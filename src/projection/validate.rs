@@ -151,10 +151,6 @@ impl Folding {
             + heap(self.text.len())
     }
 
-    pub fn stream_id(&self) -> &str {
-        self.text.stream_id()
-    }
-
     pub fn owner_id(&self) -> &str {
         self.text.owner_id()
     }
@@ -194,10 +190,6 @@ pub struct FoldedEvent {
 }
 
 impl FoldedEvent {
-    pub fn stream_id(&self) -> &str {
-        self.text.stream_id()
-    }
-
     pub fn dead_letter(&self, reason: String) -> DeadLetter {
         DeadLetter::from_parts(
             self.seq,
@@ -263,13 +255,9 @@ pub fn plan(ev: &RuntimeEvent) -> Plan {
     }
 }
 
-/// [`plan`] for the pipeline's hot path: the event's strings move into the
-/// [`Folding`] instead of being copied.
-pub fn plan_owned(ev: RuntimeEvent) -> Plan {
-    plan_owned_with(ev, None)
-}
-
-/// [`plan_owned`] with the document keys shared through `keys`.
+/// [`plan`] for the pipeline's hot path: the event's text moves into the
+/// [`Folding`] instead of being copied, and document keys are shared
+/// through `keys` when given.
 pub fn plan_owned_with(ev: RuntimeEvent, keys: Option<&mut KeyInterner>) -> Plan {
     match check(&ev, keys) {
         Checked::Ignored(reason) => Plan::Ignored(reason),

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::projection::write_json_str as write_str;
+use crate::projection::write_json_str;
 use crate::sink::client::{decode_value, encode_body, ConvexClient, Kind};
 use crate::sink::encoding::{count, opt_count};
 use crate::sink::error::SinkError;
@@ -125,11 +125,11 @@ impl ApplyRequest<DocJson> {
             // serde's string writer escapes byte by byte (~300
             // instructions per string); these are mostly plain.
             out.extend_from_slice(b"{\"table\":");
-            write_str(&mut out, &w.table);
+            write_json_str(&mut out, &w.table);
             out.extend_from_slice(b",\"key\":");
-            write_str(&mut out, &w.key);
+            write_json_str(&mut out, &w.key);
             out.extend_from_slice(b",\"position\":");
-            write_str(&mut out, &w.position);
+            write_json_str(&mut out, &w.position);
             out.extend_from_slice(b",\"doc\":");
             out.extend_from_slice(&w.doc.0);
             out.push(b'}');
