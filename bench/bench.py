@@ -19,6 +19,7 @@ Usage: bench/bench.py [--events N] [--repeat R] [--rates 2000,10000]
                       [--latency-secs S] [--convex-rates 200,2000]
                       [--convex-secs S] [--skip-drain] [--skip-latency]
                       [--perf FILE]   (record the projector drain with perf)
+                      [--transport tcp|unix]  (how both drains reach the server)
 Environment: BENCH_PERF_CALLGRAPH (perf --call-graph, default fp);
 BENCH_WRAP="cmd args" runs round 1's projector under a wrapper (e.g.
 "strace -f -c -o /tmp/s.txt"; its CPU and RSS figures then include it).
@@ -96,6 +97,8 @@ log_min_messages = warning
             ["pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "pg.log"), "-w", "start"],
             check=True, stdout=subprocess.DEVNULL, preexec_fn=as_postgres())
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+        # The same server through its Unix socket (no TCP stack in between).
+        self.unix_url = f"postgres://postgres@/postgres?host={self.dir}&port={self.port}"
 
     def sql(self, q):
         r = subprocess.run(["psql", "-qAtX", self.url, "-c", q], check=True,
@@ -178,9 +181,9 @@ class LocalConvex:
         self.p.wait()
 
 
-def projector_env(pg, convex_url, key="bench"):
+def projector_env(pg, convex_url, key="bench", url=None):
     env = dict(os.environ)
-    env.update(DATABASE_URL=pg.url, CONVEX_URL=convex_url, CONVEX_ADMIN_KEY=key,
+    env.update(DATABASE_URL=url or pg.url, CONVEX_URL=convex_url, CONVEX_ADMIN_KEY=key,
                RUST_LOG=os.environ.get("RUST_LOG", "warn"))
     return env
 
@@ -193,7 +196,9 @@ def loadgen(pg, *args):
 # ---------------------------------------------------------------- drain
 
 
-def drain(pg, events, repeat, perf):
+def drain(pg, events, repeat, perf, transport="tcp"):
+    # Both drains stream over the same transport.
+    stream_url = pg.unix_url if transport == "unix" else pg.url
     slots = [(f"recv_{i}", f"proj_{i}") for i in range(repeat)]
     for r, p in slots:
         pg.sql(f"SELECT pg_create_logical_replication_slot('{r}','pgoutput');"
@@ -211,7 +216,7 @@ def drain(pg, events, repeat, perf):
     try:
         for i, (rs, ps) in enumerate(slots):
             log(f"round {i + 1}/{repeat}: pg_recvlogical...")
-            rv = timed(["pg_recvlogical", "-d", pg.url, "--slot", rs, "--start",
+            rv = timed(["pg_recvlogical", "-d", stream_url, "--slot", rs, "--start",
                         "--endpos", end, "-o", "proto_version=1",
                         "-o", "publication_names=projector_events", "-f", "/dev/null",
                         "--no-loop"])
@@ -226,7 +231,7 @@ def drain(pg, events, repeat, perf):
                 cmd = ["perf", "record", "-e", "cpu-clock", "-F", os.environ.get("BENCH_PERF_FREQ", "999"),
                        "--call-graph", os.environ.get("BENCH_PERF_CALLGRAPH", "fp"),
                        "-o", perf, "--"] + cmd
-            pv = timed(cmd, env=projector_env(pg, sink.url))
+            pv = timed(cmd, env=projector_env(pg, sink.url, url=stream_url))
             after = sink.stats()
             d = {k: after[k] - before[k] for k in after}
             results.append((rv, pv, d))
@@ -241,8 +246,9 @@ def drain(pg, events, repeat, perf):
     return rows, wal, results
 
 
-def report_drain(rows, wal, results, perf):
-    out = [f"### Backlog drain: {rows:,} events, {wal / 1e6:.0f} MB of WAL\n"]
+def report_drain(rows, wal, results, perf, transport="tcp"):
+    via = "a Unix socket" if transport == "unix" else "TCP on 127.0.0.1"
+    out = [f"### Backlog drain: {rows:,} events, {wal / 1e6:.0f} MB of WAL, streamed over {via}\n"]
     if perf:
         out.append("(round 1's projector ran under `perf record`; its figures carry that overhead)\n")
     out.append("| round | pg_recvlogical s | rows/s | CPU µs/event | projector s | rows/s | ratio | "
@@ -403,6 +409,9 @@ def main():
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-convex", action="store_true")
     ap.add_argument("--perf", help="perf.data path: record round 1 of the projector drain")
+    ap.add_argument("--transport", choices=["tcp", "unix"], default="tcp",
+                    help="how both drains reach the server: TCP on 127.0.0.1 (default) "
+                         "or its Unix socket")
     a = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release")
@@ -411,8 +420,8 @@ def main():
     try:
         pg.sql(open(os.path.join(ROOT, "sql", "001_runtime_events.sql")).read())
         if not a.skip_drain:
-            rows, wal, res = drain(pg, a.events, a.repeat, a.perf)
-            print(report_drain(rows, wal, res, a.perf), flush=True)
+            rows, wal, res = drain(pg, a.events, a.repeat, a.perf, a.transport)
+            print(report_drain(rows, wal, res, a.perf, a.transport), flush=True)
             # The drained backlog would only slow the latency runs' setup.
             for (r, p) in [(f"recv_{i}", f"proj_{i}") for i in range(a.repeat)]:
                 pg.sql(f"SELECT pg_drop_replication_slot('{r}'); SELECT pg_drop_replication_slot('{p}')")

@@ -51,7 +51,9 @@ impl<'de> Deserialize<'de> for Secret {
 /// `postgres://u:***@h/db`) and any `password=` query parameter, for logs
 /// and error messages.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
+    let patched = crate::source::conninfo::with_placeholder_host(url);
+    let placeholder = matches!(patched, std::borrow::Cow::Owned(_));
+    match url::Url::parse(&patched) {
         Ok(mut u) => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
@@ -70,7 +72,12 @@ pub fn redact_url(url: &str) -> String {
             if !pairs.is_empty() {
                 u.query_pairs_mut().clear().extend_pairs(pairs);
             }
-            u.to_string()
+            let s = u.to_string();
+            if placeholder {
+                s.replacen("@localhost", "@", 1)
+            } else {
+                s
+            }
         }
         Err(_) => "<unparseable database URL>".to_string(),
     }
@@ -392,19 +399,18 @@ impl CommonArgs {
             .map(Secret::new)
             .or(file.database_url);
         if let Some(u) = &database_url {
-            let parsed = url::Url::parse(u.expose()).map_err(|_| ConfigError::Invalid {
-                what: "--database-url / DATABASE_URL",
-                why: format!(
-                    "{} is not a URL; expected postgres://user:password@host:5432/dbname",
-                    redact_url(u.expose())
-                ),
-            })?;
-            if parsed.scheme() != "postgres" && parsed.scheme() != "postgresql" {
-                return Err(ConfigError::Invalid {
+            // The parser the connections use: a URL it refuses fails here,
+            // before anything starts. Its messages never quote the URL.
+            crate::source::conninfo::ConnInfo::parse(u.expose()).map_err(|e| {
+                let why = match e {
+                    crate::source::error::SourceError::Config(m) => m,
+                    other => other.to_string(),
+                };
+                ConfigError::Invalid {
                     what: "--database-url / DATABASE_URL",
-                    why: "must start with postgres:// or postgresql://".into(),
-                });
-            }
+                    why: format!("{}: {why}", redact_url(u.expose())),
+                }
+            })?;
         }
         Ok(Settings {
             database_url,
@@ -463,6 +469,14 @@ mod tests {
         assert!(!format!("{args:?}").contains("hunter2"));
         let settings = args.resolve().unwrap();
         assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn redacts_url_passwords_of_unix_socket_urls() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@/db?host=/cloudsql/p:r:i"),
+            "postgres://app:***@/db?host=%2Fcloudsql%2Fp%3Ar%3Ai"
+        );
     }
 
     #[test]

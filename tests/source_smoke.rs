@@ -56,3 +56,74 @@ async fn streams_inserts_as_positioned_events() {
     assert_eq!(events[0].position.commit_lsn, events[1].position.commit_lsn);
     s.finish().await;
 }
+
+/// A socket-directory host (the Cloud SQL Auth Proxy's `--unix-socket`, a
+/// server on the same host) serves both connections: ordinary SQL through
+/// tokio-postgres and the replication stream through our own client.
+#[tokio::test]
+async fn streams_over_a_unix_socket() {
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let url = projector::config::Secret::new(format!(
+        "postgres://postgres@/{}?host={}&port={}&sslmode=require",
+        db.dbname,
+        cluster.dir.display(),
+        cluster.port
+    ));
+    let client = projector::source::sql::connect(&url)
+        .await
+        .expect("SQL over the Unix socket");
+    slot::create_slot(&client, "unix_smoke").await.unwrap();
+    db.exec(
+        "insert into runtime.events (stream_id, stream_seq, event_type, owner_id, payload)
+         values ('run:u', 1, 'run.created', 'u1', '{}');",
+    )
+    .await;
+    let mut s = ReplicationStream::start(
+        &url,
+        "unix_smoke",
+        "projector_events",
+        Lsn(0),
+        StreamOptions::default(),
+    )
+    .await
+    .expect("replication over the Unix socket");
+    let mut dec = EventDecoder::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let ev = 'found: loop {
+        let m = tokio::time::timeout_at(deadline, s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let WalMessage::XLogData { data, .. } = m {
+            dec.feed(&data).unwrap();
+            while let Some(e) = dec.pop() {
+                if let SourceEvent::Event(ev) = e {
+                    break 'found ev;
+                }
+            }
+        }
+    };
+    assert_eq!(ev.stream_id(), "run:u");
+    s.finish().await;
+
+    let missing = projector::config::Secret::new(format!(
+        "postgres://postgres@/{}?host=/nonexistent-dir&port={}",
+        db.dbname, cluster.port
+    ));
+    let err = ReplicationStream::start(
+        &missing,
+        "unix_smoke",
+        "projector_events",
+        Lsn(0),
+        StreamOptions::default(),
+    )
+    .await
+    .expect_err("no socket there");
+    assert!(
+        err.to_string()
+            .contains(&format!("/nonexistent-dir/.s.PGSQL.{}", cluster.port)),
+        "{err}"
+    );
+}

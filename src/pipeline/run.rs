@@ -66,7 +66,13 @@ const ACTIVE_CHECK: Duration = Duration::from_secs(3);
 /// While catching up, a read shorter than this is followed by a pause.
 const BULK_READ_BYTES: usize = 64 * 1024;
 /// The pause: the walsender fills the socket meanwhile (tens of KB per ms).
+/// TCP's receive buffer grows to megabytes, so 2 ms of WAL fits.
 const BULK_READ_PAUSE: Duration = Duration::from_millis(2);
+/// A Unix socket holds only the server's send buffer (~200 KB of small
+/// writes, ~75 KB of WAL measured): the walsender fills it in well under a
+/// millisecond and then blocks, so the TCP pause would throttle the drain
+/// (to 0.3-0.5x pg_recvlogical, measured).
+const BULK_READ_PAUSE_UNIX: Duration = Duration::from_micros(400);
 /// At most this many WAL messages are handled per wake-up before acks,
 /// status and shutdown get their turn.
 const MESSAGES_PER_WAKE: usize = 1024;
@@ -432,7 +438,11 @@ async fn session(
             // epoll, every small write of the walsender wakes it (tens of
             // thousands of context switches per million events); asleep,
             // the socket just fills. Acks and HTTP I/O wait at most this long.
-            std::thread::sleep(BULK_READ_PAUSE);
+            std::thread::sleep(if stream.is_unix_socket() {
+                BULK_READ_PAUSE_UNIX
+            } else {
+                BULK_READ_PAUSE
+            });
         }
         tokio::select! {
             biased;

@@ -1,10 +1,11 @@
 //! A thin Postgres wire client for replication connections (tokio-postgres
-//! has no CopyBoth): TCP/TLS with SSLRequest negotiation, startup with
-//! `replication=database`, trust/cleartext/md5/SCRAM-SHA-256 auth, simple
-//! query, and raw backend frames.
+//! has no CopyBoth): TCP/TLS with SSLRequest negotiation or a Unix socket,
+//! startup with `replication=database`, trust/cleartext/md5/SCRAM-SHA-256
+//! auth, simple query, and raw backend frames.
 //!
 //! ```text
 //! TcpStream ─SSLRequest─▶ 'S' ─▶ rustls ─▶ Startup ─▶ Auth* ─▶ ReadyForQuery
+//! UnixStream ──────────────────────────────▶ Startup ─▶ …
 //!   read_frame(): one 256 KiB BytesMut; frames are split off in place, so a
 //!   single read yields many frames and a cancelled read loses nothing.
 //! ```
@@ -16,7 +17,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::source::conninfo::{ConnInfo, SslMode};
 use crate::source::error::{ErrorContext, ServerError, SourceError};
@@ -44,6 +45,8 @@ pub struct PgConn {
     pub params: HashMap<String, String>,
     pub ctx: ErrorContext,
     pub tls: bool,
+    /// Connected through a Unix-domain socket.
+    pub unix: bool,
     /// Bytes the last socket read returned.
     last_read: usize,
 }
@@ -68,12 +71,24 @@ impl PgConn {
             Ok(r) => r,
             Err(_) => Err(SourceError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("connecting to {}:{} timed out", info.host, info.port),
+                format!("connecting to {} timed out", info.address()),
             ))),
         }
     }
 
     async fn connect_inner(info: &ConnInfo, replication: bool) -> Result<PgConn, SourceError> {
+        if let Some(path) = info.unix_socket_path() {
+            let unix = UnixStream::connect(&path).await.map_err(|e| {
+                SourceError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot connect to the Unix socket {}: {e}; is the server (or the Cloud SQL Auth Proxy) running with that socket directory and port?",
+                        path.display()
+                    ),
+                ))
+            })?;
+            return Self::start(Box::new(unix), false, info, replication).await;
+        }
         let mut tcp = TcpStream::connect((info.host.as_str(), info.port)).await?;
         tcp.set_nodelay(true)?;
         let mut tls_used = false;
@@ -113,6 +128,16 @@ impl PgConn {
                 }
             }
         };
+        Self::start(io, tls_used, info, replication).await
+    }
+
+    /// Startup and authentication on a connected transport.
+    async fn start(
+        io: Box<dyn AsyncIo>,
+        tls_used: bool,
+        info: &ConnInfo,
+        replication: bool,
+    ) -> Result<PgConn, SourceError> {
         let mut conn = PgConn {
             io,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -123,6 +148,7 @@ impl PgConn {
                 ..Default::default()
             },
             tls: tls_used,
+            unix: info.is_unix_socket(),
             last_read: 0,
         };
         conn.startup(info, replication).await?;

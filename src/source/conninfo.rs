@@ -1,4 +1,11 @@
 //! libpq connection URLs: `postgres://user:pw@host:port/db?sslmode=..&sslrootcert=..`.
+//!
+//! A host that is a directory (`?host=/cloudsql/proj:region:db`, or the
+//! percent-encoded `postgres://user@%2Fvar%2Frun%2Fpostgresql/db`) means a
+//! Unix-domain socket, `<dir>/.s.PGSQL.<port>`, as in libpq: the Cloud SQL
+//! Auth Proxy's `--unix-socket` and a server on the same host. As in libpq,
+//! TLS is not used on a Unix socket (the kernel is the transport), so
+//! `sslmode` is ignored there.
 
 use std::path::PathBuf;
 
@@ -48,7 +55,8 @@ pub struct ConnInfo {
 
 impl ConnInfo {
     pub fn parse(url: &str) -> Result<ConnInfo, SourceError> {
-        let u = url::Url::parse(url).map_err(|e| {
+        let url = with_placeholder_host(url);
+        let u = url::Url::parse(&url).map_err(|e| {
             SourceError::Config(format!(
                 "{e}; expected postgres://user:password@host:5432/dbname"
             ))
@@ -63,10 +71,10 @@ impl ConnInfo {
             percent_decode(s).map_err(|_| SourceError::Config("bad percent-encoding".into()))
         };
         let mut info = ConnInfo {
-            host: u
-                .host_str()
-                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
-                .unwrap_or_else(|| "localhost".into()),
+            host: match u.host_str() {
+                Some(h) => dec(h.trim_start_matches('[').trim_end_matches(']'))?,
+                None => "localhost".into(),
+            },
             port: u.port().unwrap_or(5432),
             user: if u.username().is_empty() {
                 std::env::var("USER").unwrap_or_else(|_| "postgres".into())
@@ -111,12 +119,46 @@ impl ConnInfo {
                 _ => {} // libpq knows many more; ignore what we do not use
             }
         }
-        if info.host.starts_with('/') {
-            return Err(SourceError::Config(
-                "unix-socket hosts are not supported; use a TCP host".into(),
-            ));
+        if info.is_unix_socket() {
+            info.sslmode = SslMode::Disable;
         }
         Ok(info)
+    }
+
+    /// The host is a socket directory (libpq: a host starting with `/`).
+    pub fn is_unix_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+
+    /// The socket file of a Unix-socket host (`None` for TCP).
+    pub fn unix_socket_path(&self) -> Option<PathBuf> {
+        self.is_unix_socket()
+            .then(|| PathBuf::from(&self.host).join(format!(".s.PGSQL.{}", self.port)))
+    }
+
+    /// Where we connect, for messages: `host:port` or the socket file.
+    pub fn address(&self) -> String {
+        match self.unix_socket_path() {
+            Some(p) => p.display().to_string(),
+            None => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// libpq takes `postgres://user@/db?host=/socket/dir` (user, no host);
+/// the `url` crate refuses an empty host after user info, so we put
+/// `localhost` there (the default, and `?host=` overrides it).
+pub(crate) fn with_placeholder_host(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    if url[start..end].ends_with('@') {
+        format!("{}localhost{}", &url[..end], &url[end..]).into()
+    } else {
+        url.into()
     }
 }
 
@@ -160,5 +202,37 @@ mod tests {
         assert!(!format!("{c:?}").contains("p/w"));
         assert!(ConnInfo::parse("postgres://h/db?sslmode=bogus").is_err());
         assert!(ConnInfo::parse("mysql://h/db").is_err());
+    }
+
+    #[test]
+    fn a_directory_host_is_a_unix_socket_without_tls() {
+        let c = ConnInfo::parse(
+            "postgres://app:pw@/orders?host=/cloudsql/p:r:db&port=6432&sslmode=verify-full",
+        )
+        .unwrap();
+        assert!(c.is_unix_socket());
+        assert_eq!((c.user.as_str(), c.dbname.as_str()), ("app", "orders"));
+        assert_eq!(c.password.as_ref().unwrap().expose(), "pw");
+        assert_eq!(
+            c.unix_socket_path().unwrap(),
+            PathBuf::from("/cloudsql/p:r:db/.s.PGSQL.6432")
+        );
+        assert_eq!(c.sslmode, SslMode::Disable);
+        assert_eq!(c.address(), "/cloudsql/p:r:db/.s.PGSQL.6432");
+
+        let c = ConnInfo::parse("postgres:///orders?host=/tmp").unwrap();
+        assert_eq!((c.host.as_str(), c.dbname.as_str()), ("/tmp", "orders"));
+
+        let c = ConnInfo::parse("postgres://app@%2Fvar%2Frun%2Fpostgresql/orders").unwrap();
+        assert_eq!(c.host, "/var/run/postgresql");
+        assert_eq!(c.dbname, "orders");
+        assert_eq!(
+            c.unix_socket_path().unwrap(),
+            PathBuf::from("/var/run/postgresql/.s.PGSQL.5432")
+        );
+
+        let tcp = ConnInfo::parse("postgres://app@db:6543/orders").unwrap();
+        assert!(tcp.unix_socket_path().is_none());
+        assert_eq!(tcp.address(), "db:6543");
     }
 }

@@ -11,6 +11,8 @@ use crate::source::tls;
 
 pub fn pg_config(info: &ConnInfo) -> tokio_postgres::Config {
     let mut cfg = tokio_postgres::Config::new();
+    // A host starting with `/` is a socket directory to tokio-postgres too;
+    // `ConnInfo::parse` already turned TLS off for it, as libpq does.
     cfg.host(&info.host)
         .port(info.port)
         .user(&info.user)

@@ -248,6 +248,11 @@ impl ReplicationStream {
     }
 
     /// Bytes the last socket read returned.
+    /// The stream runs over a Unix-domain socket.
+    pub fn is_unix_socket(&self) -> bool {
+        self.conn.unix
+    }
+
     pub fn last_read(&self) -> usize {
         self.conn.last_read()
     }
