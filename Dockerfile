@@ -12,8 +12,8 @@ COPY . .
 # target/ before the layer ends.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin projector \
-    && install -m 0755 target/release/projector /usr/local/bin/projector
+    cargo build --profile production --locked --bin projector \
+    && install -m 0755 target/production/projector /usr/local/bin/projector
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -39,7 +39,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("BENCH_BIN") or os.path.join(ROOT, "target", "release", "projector")
+BIN = os.environ.get("BENCH_BIN") or os.path.join(ROOT, "target", "production", "projector")
 
 
 def log(*a):
@@ -414,7 +414,7 @@ def main():
                          "or its Unix socket")
     a = ap.parse_args()
     if not os.path.exists(BIN):
-        sys.exit("build first: cargo build --release")
+        sys.exit("build first: cargo build --profile production (or set BENCH_BIN)")
     print(machine())
     pg = Postgres()
     try:
