@@ -5,7 +5,10 @@
 //! sends positions to Convex as fixed-width strings that compare in order).
 
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
+
+use bytes::Bytes;
 
 /// A WAL location, printed the way Postgres prints it (`16/B374D848`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -126,6 +129,17 @@ impl RuntimeEvent {
         }
     }
 
+    /// An event whose text columns are already together (the decoder's
+    /// shared WAL buffer), at [`Position::ZERO`].
+    pub fn from_text(seq: i64, stream_seq: i64, text: EventText) -> Self {
+        RuntimeEvent {
+            seq,
+            stream_seq,
+            position: Position::ZERO,
+            text,
+        }
+    }
+
     /// The same event at `position`.
     pub fn at(mut self, position: Position) -> Self {
         self.position = position;
@@ -164,16 +178,23 @@ impl RuntimeEvent {
     }
 }
 
-/// The five text columns of one event in one allocation. Decoding used to
-/// allocate a string per column, and an event's strings live and die
-/// together (planned, folded, kept for a dead letter until the ack), so one
-/// buffer serves the whole way: allocator calls were ~15 % of a drain.
-#[derive(Clone, PartialEq, Eq)]
+/// The five text columns of one event, held in one shared buffer.
+///
+/// Decoding used to allocate a string per column, then one buffer per event
+/// (an event's strings live and die together: planned, folded, kept for a
+/// dead letter until the ack). Now the decoder hands over the WAL message
+/// itself: the columns are spans of the `Bytes` the socket read filled, so
+/// an event costs a reference count instead of an allocation, a copy and a
+/// free (~6 % of a drain's instructions). What it pins is bounded like the
+/// copies were: the events of the batches in flight, counted by their
+/// [`EventText::len`], plus the rest of the read chunks they sit in.
+#[derive(Clone)]
 pub struct EventText {
-    /// stream_id, event_type, owner_id, occurred_at, payload, in that order.
-    buf: Box<str>,
-    /// Where the first four end in `buf`; the payload is the rest.
-    ends: [usize; 4],
+    /// Holds stream_id, event_type, owner_id, occurred_at and payload at
+    /// `spans`; every span is valid UTF-8 (checked on construction).
+    buf: Bytes,
+    /// `(start, end)` of each column in `buf`, in the order above.
+    spans: [(u32, u32); 5],
 }
 
 impl EventText {
@@ -185,24 +206,48 @@ impl EventText {
         payload: &str,
     ) -> Self {
         let parts = [stream_id, event_type, owner_id, occurred_at, payload];
-        let mut buf = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        let mut ends = [0; 4];
-        for (i, part) in parts.into_iter().enumerate() {
-            buf.push_str(part);
-            if let Some(end) = ends.get_mut(i) {
-                *end = buf.len();
-            }
+        let mut buf = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut spans = [(0, 0); 5];
+        for (part, span) in parts.into_iter().zip(&mut spans) {
+            let start = buf.len();
+            buf.extend_from_slice(part.as_bytes());
+            *span = (start as u32, buf.len() as u32);
         }
         EventText {
-            buf: buf.into_boxed_str(),
-            ends,
+            buf: Bytes::from(buf),
+            spans,
         }
     }
 
+    /// The columns at `spans` of a shared buffer (the decoder's WAL
+    /// message), without copying; `Err(i)` names the first column `i` that
+    /// is out of bounds or not UTF-8.
+    pub fn from_shared(buf: &Bytes, spans: [Range<usize>; 5]) -> Result<Self, usize> {
+        let mut out = [(0, 0); 5];
+        for (i, (span, o)) in spans.into_iter().zip(&mut out).enumerate() {
+            let (start, end) = (span.start, span.end);
+            let ok = buf.get(span).and_then(utf8).is_some();
+            if !ok || end > u32::MAX as usize {
+                return Err(i);
+            }
+            *o = (start as u32, end as u32);
+        }
+        Ok(EventText {
+            buf: buf.clone(),
+            spans: out,
+        })
+    }
+
     fn part(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        let end = self.ends.get(i).copied().unwrap_or(self.buf.len());
-        &self.buf[start..end]
+        let (start, end) = self.spans[i];
+        let bytes = self
+            .buf
+            .get(start as usize..end as usize)
+            .unwrap_or_default();
+        // SAFETY: both constructors checked that every span is in bounds
+        // and valid UTF-8 (`new` from `&str`s, `from_shared` by `utf8`), and
+        // `buf` never changes.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
     pub fn stream_id(&self) -> &str {
@@ -225,13 +270,42 @@ impl EventText {
         self.part(4)
     }
 
-    /// Bytes of text held.
+    /// Bytes of text held (the columns, not the buffer around them).
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.spans.iter().map(|(s, e)| (e - s) as usize).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len() == 0
+    }
+
+    fn parts(&self) -> [&str; 5] {
+        [0, 1, 2, 3, 4].map(|i| self.part(i))
+    }
+}
+
+/// Equal when the columns are: where they sit in which buffer is no part
+/// of the value.
+impl PartialEq for EventText {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for EventText {}
+
+/// Text as `&str`, or `None` if it is not UTF-8 (validation was ~7 % of a
+/// drain's instructions). Short ASCII columns (ids, types, times) are
+/// checked by `is_ascii`; the rest (the payload) by simdutf8 (the same
+/// answer as `std::str::from_utf8`, several times faster on long text, but
+/// it hands inputs under 64 bytes to std, which costs ~100 instructions
+/// each).
+pub fn utf8(b: &[u8]) -> Option<&str> {
+    if b.len() < 64 && b.is_ascii() {
+        // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(b) })
+    } else {
+        simdutf8::basic::from_utf8(b).ok()
     }
 }
 
@@ -325,6 +399,35 @@ mod tests {
         assert_eq!(multibyte.owner_id(), "ü");
         assert_eq!(multibyte.payload(), "{\"x\":\"ø\"}");
         assert_eq!(multibyte.len(), "éüß{\"x\":\"ø\"}".len());
+    }
+
+    #[test]
+    fn shared_text_is_spans_of_the_buffer_and_compares_by_value() {
+        let wal =
+            Bytes::from_static(b"..run:r1..run.step..u1..2026-11-23 08:00:00+00..{\"a\":1}..");
+        let spans = [2..8, 10..18, 20..22, 24..46, 48..55];
+        let shared = EventText::from_shared(&wal, spans.clone()).unwrap();
+        assert_eq!(shared.payload(), r#"{"a":1}"#);
+        assert_eq!(shared.occurred_at(), "2026-11-23 08:00:00+00");
+        assert_eq!(shared.len(), 6 + 8 + 2 + 22 + 7);
+        let owned = EventText::new(
+            "run:r1",
+            "run.step",
+            "u1",
+            "2026-11-23 08:00:00+00",
+            r#"{"a":1}"#,
+        );
+        assert_eq!(shared, owned);
+        assert_ne!(shared, EventText::new("run:r1", "run.step", "u2", "", ""));
+
+        let mut out_of_bounds = spans.clone();
+        out_of_bounds[3] = 24..99;
+        assert_eq!(EventText::from_shared(&wal, out_of_bounds).err(), Some(3));
+        let bad = Bytes::from_static(b"ok\xff\xfe");
+        assert_eq!(
+            EventText::from_shared(&bad, [0..2, 0..2, 2..4, 0..0, 0..0]).err(),
+            Some(2)
+        );
     }
 
     #[test]

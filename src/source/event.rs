@@ -15,7 +15,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::event::{Lsn, Position, RuntimeEvent};
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::event::{utf8, EventText, Lsn, Position, RuntimeEvent};
 use crate::source::pgoutput::{
     self, ColumnRef, DecodeError, PgOutputMessage, Relation, StreamState, TupleValue,
     MAX_BORROWED_COLUMNS,
@@ -142,7 +146,7 @@ impl EventDecoder {
                 pgoutput::borrow_insert(data, self.stream.in_stream, &mut cols)
             {
                 if relation == oid {
-                    let ev = self.row_to_event(&cols[..n])?;
+                    let ev = self.row_to_event(&cols[..n], Some(data))?;
                     return self.emit_event(xid, ev);
                 }
             }
@@ -202,7 +206,7 @@ impl EventDecoder {
             PgOutputMessage::Insert { xid, relation, new } => {
                 if self.is_events(relation)? {
                     let cols: Vec<ColumnRef<'_>> = new.iter().map(TupleValue::as_column).collect();
-                    let ev = self.row_to_event(&cols)?;
+                    let ev = self.row_to_event(&cols, None)?;
                     self.emit_event(xid, ev)?;
                 }
             }
@@ -365,7 +369,14 @@ impl EventDecoder {
             .to_string()
     }
 
-    fn row_to_event(&self, t: &[ColumnRef<'_>]) -> Result<RuntimeEvent, EventError> {
+    /// The event in a tuple. With `shared` (the WAL message the columns
+    /// were borrowed from), its text stays in that buffer; without, it is
+    /// copied.
+    fn row_to_event(
+        &self,
+        t: &[ColumnRef<'_>],
+        shared: Option<&Bytes>,
+    ) -> Result<RuntimeEvent, EventError> {
         let c = self
             .cols
             .as_ref()
@@ -381,37 +392,48 @@ impl EventDecoder {
                 ))),
             }
         };
-        let text = |i: usize, name: &str| -> Result<&str, EventError> {
-            utf8(bytes_of(i, name)?)
-                .ok_or_else(|| EventError::Schema(format!("column {name} is not UTF-8")))
-        };
+        let not_utf8 = |name: &str| EventError::Schema(format!("column {name} is not UTF-8"));
         let int = |i: usize, name: &str| -> Result<i64, EventError> {
             parse_i64(bytes_of(i, name)?)
                 .ok_or_else(|| EventError::Schema(format!("column {name} is not an integer")))
         };
+        let seq = int(c.seq, "seq")?;
+        let stream_seq = int(c.stream_seq, "stream_seq")?;
+        // In `EventText` order.
+        let columns = [
+            (c.stream_id, "stream_id"),
+            (c.event_type, "event_type"),
+            (c.owner_id, "owner_id"),
+            (c.occurred_at, "occurred_at"),
+            (c.payload, "payload"),
+        ];
+        if let Some(buf) = shared {
+            let base = buf.as_ptr() as usize;
+            let mut spans: [Range<usize>; 5] = Default::default();
+            for (&(i, name), span) in columns.iter().zip(&mut spans) {
+                let b = bytes_of(i, name)?;
+                // A column borrowed from `buf` starts inside it; anything
+                // else fails the bounds check of `from_shared`.
+                let start = (b.as_ptr() as usize).wrapping_sub(base);
+                *span = start..start.saturating_add(b.len());
+            }
+            let text = EventText::from_shared(buf, spans).map_err(|i| not_utf8(columns[i].1))?;
+            return Ok(RuntimeEvent::from_text(seq, stream_seq, text));
+        }
+        let mut text = [""; 5];
+        for (&(i, name), out) in columns.iter().zip(&mut text) {
+            *out = utf8(bytes_of(i, name)?).ok_or_else(|| not_utf8(name))?;
+        }
+        let [stream_id, event_type, owner_id, occurred_at, payload] = text;
         Ok(RuntimeEvent::new(
-            int(c.seq, "seq")?,
-            text(c.stream_id, "stream_id")?,
-            int(c.stream_seq, "stream_seq")?,
-            text(c.event_type, "event_type")?,
-            text(c.owner_id, "owner_id")?,
-            text(c.payload, "payload")?,
-            text(c.occurred_at, "occurred_at")?,
+            seq,
+            stream_id,
+            stream_seq,
+            event_type,
+            owner_id,
+            payload,
+            occurred_at,
         ))
-    }
-}
-
-/// Column text as `&str`, or `None` if it is not UTF-8 (validation was ~7 %
-/// of a drain's instructions). Short ASCII columns (ids, types, times) are
-/// checked by `is_ascii`; the rest (the payload) by simdutf8 (the same answer as
-/// `std::str::from_utf8`, several times faster on long text, but it hands
-/// inputs under 64 bytes to std, which costs ~100 instructions each).
-fn utf8(b: &[u8]) -> Option<&str> {
-    if b.len() < 64 && b.is_ascii() {
-        // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
-        Some(unsafe { std::str::from_utf8_unchecked(b) })
-    } else {
-        simdutf8::basic::from_utf8(b).ok()
     }
 }
 
@@ -461,7 +483,106 @@ fn event_columns(rel: &Relation) -> Result<EventColumns, EventError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_i64, utf8};
+    use super::{parse_i64, utf8, EventDecoder, SourceEvent};
+    use crate::source::pgoutput::{encode, Column, PgOutputMessage as M, Relation, TupleValue};
+
+    /// A transaction inserting `rows` (stream_id, payload) into
+    /// runtime.events, as pgoutput messages.
+    fn transaction(rows: &[(&[u8], &[u8])]) -> Vec<Vec<u8>> {
+        let names = [
+            "seq",
+            "stream_id",
+            "stream_seq",
+            "event_type",
+            "owner_id",
+            "payload",
+            "occurred_at",
+        ];
+        let columns = names
+            .iter()
+            .map(|n| Column {
+                flags: 0,
+                name: n.to_string(),
+                type_oid: 25,
+                type_modifier: -1,
+            })
+            .collect();
+        let mut out = vec![
+            encode(&M::Begin {
+                final_lsn: 0x100,
+                commit_time: 0,
+                xid: 7,
+            }),
+            encode(&M::Relation(Relation {
+                xid: None,
+                oid: 42,
+                namespace: "runtime".into(),
+                name: "events".into(),
+                replica_identity: b'd',
+                columns,
+            })),
+        ];
+        for (i, (stream_id, payload)) in rows.iter().enumerate() {
+            let text = |b: &[u8]| TupleValue::Text(bytes::Bytes::copy_from_slice(b));
+            let seq = (i + 1).to_string();
+            out.push(encode(&M::Insert {
+                xid: None,
+                relation: 42,
+                new: vec![
+                    text(seq.as_bytes()),
+                    text(stream_id),
+                    text(seq.as_bytes()),
+                    text(b"run.step"),
+                    text("üser".as_bytes()),
+                    text(payload),
+                    text(b"2026-11-23 08:00:00+00"),
+                ],
+            }));
+        }
+        out
+    }
+
+    /// What one decoder makes of the messages: events, or the error.
+    fn decode(msgs: &[Vec<u8>], shared: bool) -> Result<Vec<SourceEvent>, String> {
+        let mut dec = EventDecoder::new();
+        let mut out = vec![];
+        for m in msgs {
+            let r = if shared {
+                dec.feed_bytes(&bytes::Bytes::copy_from_slice(m))
+            } else {
+                dec.feed(m)
+            };
+            r.map_err(|e| e.to_string())?;
+            while let Some(e) = dec.pop() {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn columns_left_in_the_wal_buffer_decode_like_copied_ones() {
+        let good = transaction(&[
+            (b"run:a", br#"{"x":"\u00e9 caf\u00e9"}"#),
+            ("run:é".as_bytes(), "{\"x\":\"ø\"}".as_bytes()),
+            (b"", b""),
+        ]);
+        let shared = decode(&good, true).unwrap();
+        assert_eq!(shared.len(), 4, "Begin and three events");
+        assert_eq!(shared, decode(&good, false).unwrap());
+        let Some(SourceEvent::Event(ev)) = shared.get(2) else {
+            panic!("{shared:?}");
+        };
+        assert_eq!(
+            (ev.stream_id(), ev.owner_id(), ev.payload(), ev.seq),
+            ("run:é", "üser", "{\"x\":\"ø\"}", 2)
+        );
+
+        let bad = transaction(&[(b"run:a", b"{\"x\":\"\xff\"}")]);
+        let err = decode(&bad, true).unwrap_err();
+        assert!(err.contains("column payload is not UTF-8"), "{err}");
+        assert_eq!(Err(err), decode(&bad, false));
+    }
 
     #[test]
     fn column_text_is_checked_like_std() {
