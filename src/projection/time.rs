@@ -49,11 +49,9 @@ fn fast(s: &str) -> Option<i64> {
         b'T' => true,
         _ => return None,
     };
-    let days = day_number(b)?;
-    let hour = two(b, 11)?;
-    let minute = two(b, 14)?;
+    let minute_secs = minute_secs(b)?;
     let second = two(b, 17)?;
-    if hour > 23 || minute > 59 || second > 59 {
+    if second > 59 {
         return None;
     }
     let mut i = 19;
@@ -96,24 +94,25 @@ fn fast(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    let secs = minute_secs + second - offset_secs;
     Some(secs * 1000 + nanos / 1_000_000)
 }
 
 thread_local! {
-    /// The last date read (`YYYY-MM-DD` as bytes) and its day number: a
-    /// batch's events mostly share their date, and checking and converting
-    /// it was a third of reading a timestamp.
-    static LAST_DATE: Cell<Option<([u8; 10], i64)>> = const { Cell::new(None) };
+    /// The last `YYYY-MM-DD?HH:MM` read (as bytes) and its seconds since
+    /// the epoch: a batch's events mostly share their minute, and checking
+    /// and converting it was half of reading a timestamp.
+    static LAST_MINUTE: Cell<Option<([u8; 16], i64)>> = const { Cell::new(None) };
 }
 
-/// Days since 1970-01-01 of the `YYYY-MM-DD` at the start of `b` (length
-/// checked by the caller), `None` if it is not a valid date.
-fn day_number(b: &[u8]) -> Option<i64> {
-    let date: [u8; 10] = b.get(..10)?.try_into().ok()?;
-    if let Some((last, days)) = LAST_DATE.get() {
-        if last == date {
-            return Some(days);
+/// Seconds since 1970-01-01T00:00 of the `YYYY-MM-DD?HH:MM` at the start
+/// of `b` (length and separators checked by the caller), `None` if it is
+/// not a valid date and time of day.
+fn minute_secs(b: &[u8]) -> Option<i64> {
+    let prefix: [u8; 16] = b.get(..16)?.try_into().ok()?;
+    if let Some((last, secs)) = LAST_MINUTE.get() {
+        if last == prefix {
+            return Some(secs);
         }
     }
     let year = two(b, 0)? * 100 + two(b, 2)?;
@@ -122,9 +121,14 @@ fn day_number(b: &[u8]) -> Option<i64> {
     if year < 1000 || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
-    let days = days_from_civil(year, month, day);
-    LAST_DATE.set(Some((date, days)));
-    Some(days)
+    let hour = two(b, 11)?;
+    let minute = two(b, 14)?;
+    if hour > 23 || minute > 59 {
+        return None;
+    }
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60;
+    LAST_MINUTE.set(Some((prefix, secs)));
+    Some(secs)
 }
 
 fn is_leap(y: i64) -> bool {
@@ -195,6 +199,12 @@ mod tests {
     #[test]
     fn a_repeated_date_reads_like_a_new_one() {
         for s in [
+            "2026-11-23 08:00:00+00",
+            "2026-11-23 08:00:59.5+00",
+            "2026-11-23T08:00:01Z",
+            "2026-11-23 08:01:00+00",
+            "2026-11-23 08:60:00+00",
+            "2026-11-23 08:00:60+00",
             "2026-11-23 08:00:00+00",
             "2026-11-23 23:59:59.999+00",
             "2026-11-23T00:00:00Z",
