@@ -140,6 +140,8 @@ pub struct CommonArgs {
     pub config: Option<PathBuf>,
     /// libpq URL of the source database, e.g.
     /// postgres://projector:secret@10.0.0.3:5432/app?sslmode=verify-full&sslrootcert=server-ca.pem
+    /// or, through a Unix socket (Cloud SQL Auth Proxy --unix-socket),
+    /// postgres://projector:secret@/app?host=/cloudsql/PROJECT:REGION:INSTANCE
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Convex deployment URL (also read from CONVEX_SELF_HOSTED_URL).

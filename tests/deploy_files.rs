@@ -283,7 +283,7 @@ fn dockerfile_is_multistage_non_root_and_locked() {
     let d = read("Dockerfile");
     for must in [
         "FROM rust:1-bookworm AS build",
-        "cargo build --release --locked",
+        "cargo build --profile production --locked",
         "FROM debian:bookworm-slim",
         "ca-certificates",
         "USER 10001",
