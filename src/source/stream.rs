@@ -247,12 +247,12 @@ impl ReplicationStream {
         self.done || self.conn.has_frame()
     }
 
-    /// Bytes the last socket read returned.
     /// The stream runs over a Unix-domain socket.
     pub fn is_unix_socket(&self) -> bool {
         self.conn.unix
     }
 
+    /// Bytes the last socket read returned.
     pub fn last_read(&self) -> usize {
         self.conn.last_read()
     }
