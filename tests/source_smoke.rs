@@ -127,3 +127,58 @@ async fn streams_over_a_unix_socket() {
         "{err}"
     );
 }
+
+/// An event larger than the 256 KiB read chunk arrives whole: the frame
+/// outgrows the chunk and the reader must make room for all of it.
+#[tokio::test]
+async fn streams_an_event_larger_than_a_read_chunk() {
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let client = db.client().await;
+    slot::create_slot(&client, "big_smoke").await.unwrap();
+    db.exec(
+        "insert into runtime.events (stream_id, stream_seq, event_type, owner_id, payload)
+         select 'run:small', g, 'run.step', 'u1', '{}' from generate_series(1, 50) g;
+         insert into runtime.events (stream_id, stream_seq, event_type, owner_id, payload)
+         values ('run:big', 1, 'run.step', 'u1', jsonb_build_object('detail', repeat('x', 600000)));
+         insert into runtime.events (stream_id, stream_seq, event_type, owner_id, payload)
+         values ('run:after', 1, 'run.step', 'u1', '{}');",
+    )
+    .await;
+    let mut s = ReplicationStream::start(
+        &db.secret(),
+        "big_smoke",
+        "projector_events",
+        Lsn(0),
+        StreamOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut dec = EventDecoder::new();
+    let mut events = vec![];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events.len() < 52 {
+        let m = tokio::time::timeout_at(deadline, s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let WalMessage::XLogData { data, .. } = m {
+            dec.feed_bytes(&data).unwrap();
+            while let Some(e) = dec.pop() {
+                if let SourceEvent::Event(ev) = e {
+                    events.push(ev);
+                }
+            }
+        }
+    }
+    assert_eq!(events[50].stream_id(), "run:big");
+    assert_eq!(
+        events[50].payload().len(),
+        r#"{"detail": ""}"#.len() + 600_000
+    );
+    assert!(events[50].payload().ends_with("xxx\"}"));
+    assert_eq!(events[51].stream_id(), "run:after");
+    assert_eq!(events[0].stream_id(), "run:small");
+    s.finish().await;
+}
