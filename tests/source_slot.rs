@@ -85,3 +85,34 @@ async fn snapshot_and_stream_partition_the_history() {
     assert!(got.iter().all(|s| s == "run:after"));
     s.finish().await;
 }
+
+/// `verify`'s slot is TEMPORARY: whichever way its connection ends (here:
+/// dropped without `release`, as when the process is killed), the server
+/// drops the slot, so it cannot hold WAL back.
+#[tokio::test]
+async fn a_temporary_snapshot_slot_goes_with_its_connection() {
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let client = db.client().await;
+    let snap = slot::create_temporary_slot_with_snapshot(&db.secret(), "verify_tmp")
+        .await
+        .unwrap();
+    assert!(snap.snapshot_name.len() > 3);
+    assert!(slot::slot_info(&client, "verify_tmp")
+        .await
+        .unwrap()
+        .is_some());
+    drop(snap);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while slot::slot_info(&client, "verify_tmp")
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the temporary slot outlived its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -122,16 +122,35 @@ pub async fn create_slot_with_snapshot(
     url: &Secret,
     slot: &str,
 ) -> Result<SnapshotSlot, SourceError> {
+    create_with_snapshot(url, slot, "").await
+}
+
+/// [`create_slot_with_snapshot`] for a slot that only serves its snapshot
+/// (`verify`): TEMPORARY, so the server drops it when the connection ends,
+/// however it ends (a `verify` killed with SIGKILL leaves no slot behind to
+/// hold WAL). Do not drop it yourself: [`SnapshotSlot::release`] ends it.
+pub async fn create_temporary_slot_with_snapshot(
+    url: &Secret,
+    slot: &str,
+) -> Result<SnapshotSlot, SourceError> {
+    create_with_snapshot(url, slot, " TEMPORARY").await
+}
+
+async fn create_with_snapshot(
+    url: &Secret,
+    slot: &str,
+    temporary: &str,
+) -> Result<SnapshotSlot, SourceError> {
     let mut conn = connect_replication(url).await?;
     conn.ctx.slot = Some(slot.to_string());
     let cmd = if conn.server_major() >= 15 {
         format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
+            "CREATE_REPLICATION_SLOT {}{temporary} LOGICAL pgoutput (SNAPSHOT 'export')",
             quote_ident(slot)
         )
     } else {
         format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+            "CREATE_REPLICATION_SLOT {}{temporary} LOGICAL pgoutput EXPORT_SNAPSHOT",
             quote_ident(slot)
         )
     };

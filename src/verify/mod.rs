@@ -102,7 +102,7 @@ pub async fn verify(
         std::process::id(),
         rand::random::<u32>()
     );
-    let snap = crate::source::slot::create_slot_with_snapshot(db_url, &name).await?;
+    let snap = crate::source::slot::create_temporary_slot_with_snapshot(db_url, &name).await?;
     let snapshot_lsn = snap.consistent_point;
     let sql = crate::source::sql::connect(db_url).await?;
     crate::history::begin_snapshot(&sql, Some(&snap.snapshot_name)).await?;
@@ -117,8 +117,8 @@ pub async fn verify(
         }
     }
     sql.batch_execute("COMMIT").await?;
+    // Ending the connection drops the temporary slot.
     snap.release().await;
-    crate::source::slot::drop_slot(&sql, &name).await?;
 
     let caught_up = match wait_for_slot {
         Some(slot) => wait_confirmed(db_url, slot, snapshot_lsn, wait).await?,
