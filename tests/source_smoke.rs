@@ -10,6 +10,38 @@ use projector::source::event::{EventDecoder, SourceEvent};
 use projector::source::slot;
 use projector::source::stream::{ReplicationStream, StreamOptions, WalMessage};
 
+/// The first `n` events `s` streams; decoded from the shared `Bytes` (the
+/// run path) or copied (`feed`).
+async fn next_events(
+    s: &mut ReplicationStream,
+    n: usize,
+    shared: bool,
+) -> Vec<projector::event::RuntimeEvent> {
+    let mut dec = EventDecoder::new();
+    let mut events = vec![];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events.len() < n {
+        let m = tokio::time::timeout_at(deadline, s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let WalMessage::XLogData { data, .. } = m {
+            if shared {
+                dec.feed_bytes(&data).unwrap();
+            } else {
+                dec.feed(&data).unwrap();
+            }
+            while let Some(e) = dec.pop() {
+                if let SourceEvent::Event(ev) = e {
+                    events.push(ev);
+                }
+            }
+        }
+    }
+    events
+}
+
 #[tokio::test]
 async fn streams_inserts_as_positioned_events() {
     let cluster = pg::shared().await;
@@ -32,24 +64,7 @@ async fn streams_inserts_as_positioned_events() {
     .await
     .unwrap();
     assert_eq!(s.proto_version, 3);
-    let mut dec = EventDecoder::new();
-    let mut events = vec![];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while events.len() < 2 {
-        let m = tokio::time::timeout_at(deadline, s.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let WalMessage::XLogData { data, .. } = m {
-            dec.feed(&data).unwrap();
-            while let Some(e) = dec.pop() {
-                if let SourceEvent::Event(ev) = e {
-                    events.push(ev);
-                }
-            }
-        }
-    }
+    let events = next_events(&mut s, 2, false).await;
     assert_eq!(events[0].event_type(), "run.created");
     assert_eq!(events[0].payload(), "{\"thread_id\": \"t\"}");
     assert_eq!(events[1].position.ordinal, 1);
@@ -88,23 +103,7 @@ async fn streams_over_a_unix_socket() {
     )
     .await
     .expect("replication over the Unix socket");
-    let mut dec = EventDecoder::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let ev = 'found: loop {
-        let m = tokio::time::timeout_at(deadline, s.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let WalMessage::XLogData { data, .. } = m {
-            dec.feed(&data).unwrap();
-            while let Some(e) = dec.pop() {
-                if let SourceEvent::Event(ev) = e {
-                    break 'found ev;
-                }
-            }
-        }
-    };
+    let ev = next_events(&mut s, 1, true).await.remove(0);
     assert_eq!(ev.stream_id(), "run:u");
     s.finish().await;
 
@@ -154,24 +153,7 @@ async fn streams_an_event_larger_than_a_read_chunk() {
     )
     .await
     .unwrap();
-    let mut dec = EventDecoder::new();
-    let mut events = vec![];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while events.len() < 52 {
-        let m = tokio::time::timeout_at(deadline, s.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let WalMessage::XLogData { data, .. } = m {
-            dec.feed_bytes(&data).unwrap();
-            while let Some(e) = dec.pop() {
-                if let SourceEvent::Event(ev) = e {
-                    events.push(ev);
-                }
-            }
-        }
-    }
+    let events = next_events(&mut s, 52, true).await;
     assert_eq!(events[50].stream_id(), "run:big");
     assert_eq!(
         events[50].payload().len(),
