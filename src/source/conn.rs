@@ -321,7 +321,7 @@ impl PgConn {
                 return Ok(f);
             }
             if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-                self.make_room(READ_CHUNK - self.rbuf.len());
+                self.make_room(READ_CHUNK / 4);
             }
             let n = self.io.read_buf(&mut self.rbuf).await?;
             if n == 0 {
@@ -452,4 +452,61 @@ pub fn quote_ident(s: &str) -> String {
 /// Quotes a string literal.
 pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection reading what `server` writes, with nothing negotiated.
+    fn conn_over(io: tokio::io::DuplexStream) -> PgConn {
+        PgConn {
+            io: Box::new(io),
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::new(),
+            params: HashMap::new(),
+            ctx: ErrorContext::default(),
+            tls: false,
+            unix: false,
+            last_read: 0,
+        }
+    }
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    /// Frames smaller and larger than the read chunk, arriving a few KB at
+    /// a time, come out whole and in order, however the reads split them.
+    #[tokio::test]
+    async fn frames_of_any_size_come_out_whole_across_small_reads() {
+        let sizes = [10, 200_000, 3, 700_000, 65_000, 1, 300_000, 5];
+        let bodies: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
+            .collect();
+        let (mut server, client) = tokio::io::duplex(7_000);
+        let mut conn = conn_over(client);
+        let wire: Vec<u8> = bodies.iter().flat_map(|b| frame(b'd', b)).collect();
+        let writer = tokio::spawn(async move {
+            server.write_all(&wire).await.unwrap();
+            server
+        });
+        for body in &bodies {
+            let f = conn.read_frame().await.unwrap();
+            assert_eq!(f.tag, b'd');
+            assert_eq!(f.body.len(), body.len());
+            assert!(
+                f.body == body[..],
+                "a frame of {} bytes changed",
+                body.len()
+            );
+        }
+        drop(writer.await.unwrap());
+        assert!(matches!(conn.read_frame().await, Err(SourceError::Closed)));
+    }
 }
