@@ -64,6 +64,13 @@ async fn streams_inserts_as_positioned_events() {
     .await
     .unwrap();
     assert_eq!(s.proto_version, 3);
+    // 127.0.0.1: the small window that makes the walsender's writes merge
+    // (the kernel reports twice what was asked for).
+    let granted = s.recv_buffer().expect("loopback gets a fixed window");
+    assert!(
+        (64 * 1024..=256 * 1024).contains(&granted),
+        "granted {granted}"
+    );
     let events = next_events(&mut s, 2, false).await;
     assert_eq!(events[0].event_type(), "run.created");
     assert_eq!(events[0].payload(), "{\"thread_id\": \"t\"}");
@@ -103,6 +110,7 @@ async fn streams_over_a_unix_socket() {
     )
     .await
     .expect("replication over the Unix socket");
+    assert_eq!(s.recv_buffer(), None, "no TCP window on a Unix socket");
     let ev = next_events(&mut s, 1, true).await.remove(0);
     assert_eq!(ev.stream_id(), "run:u");
     s.finish().await;
@@ -163,4 +171,19 @@ async fn streams_an_event_larger_than_a_read_chunk() {
     assert_eq!(events[51].stream_id(), "run:after");
     assert_eq!(events[0].stream_id(), "run:small");
     s.finish().await;
+}
+
+/// Only replication connections get the small loopback window: a plain
+/// connection (and any over a network) keeps the kernel's auto-tuning.
+#[tokio::test]
+async fn only_replication_on_loopback_gets_a_fixed_window() {
+    use projector::source::conn::PgConn;
+    use projector::source::conninfo::ConnInfo;
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let info = ConnInfo::parse(db.secret().expose()).unwrap();
+    let plain = PgConn::connect(&info, false).await.unwrap();
+    assert_eq!(plain.recv_buffer, None);
+    let replication = PgConn::connect(&info, true).await.unwrap();
+    assert!(replication.recv_buffer.is_some());
 }

@@ -252,6 +252,12 @@ impl ReplicationStream {
         self.conn.unix
     }
 
+    /// The receive buffer the kernel granted when we asked for a small one
+    /// (loopback TCP); `None`: the kernel auto-tunes it.
+    pub fn recv_buffer(&self) -> Option<u32> {
+        self.conn.recv_buffer
+    }
+
     /// Bytes the last socket read returned.
     pub fn last_read(&self) -> usize {
         self.conn.last_read()
