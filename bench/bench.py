@@ -166,11 +166,18 @@ class LocalConvex:
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True)
         end = time.monotonic() + 120
+        seen = []
         for line in self.p.stdout:
             if "listening" in line:
                 break
+            seen.append(line)
             if time.monotonic() > end:
-                sys.exit("local backend did not start")
+                sys.exit("local backend did not start within 120 s:\n" + "".join(seen[-20:]))
+        else:
+            # Its output ended without "listening": it exited (e.g. no
+            # node_modules: run `npm ci` first).
+            sys.exit("local backend exited before listening (run `npm ci` first?):\n"
+                     + "".join(seen[-20:]))
         self.url = f"http://127.0.0.1:{self.port}"
 
     def stop(self):
