@@ -2,7 +2,8 @@
 //! generation and dead letters, for people and for scripts.
 //!
 //! Exit codes: 0 healthy, 1 lagging (or slot inactive), 3 slot lost or
-//! missing, 2 could not tell (an error).
+//! missing, 2 could not tell (an error; with Convex unreachable the
+//! Postgres side is still printed, and `convex_error` says why).
 
 use std::process::ExitCode;
 
@@ -46,6 +47,8 @@ pub struct Status {
     pub dead_letters: Option<usize>,
     /// The record of a rebuild in progress (or interrupted), if any.
     pub rebuild: Option<serde_json::Value>,
+    /// Why Convex could not be read (the rest is still reported).
+    pub convex_error: Option<String>,
     pub verdict: &'static str,
 }
 
@@ -56,19 +59,23 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
     // The slot that feeds the active generation (a rebuild records its own).
     let mut slot = settings.slot.clone();
     let mut rebuild = None;
+    let mut convex_error = None;
     let (active_generation, dead_letters) = match settings.convex() {
         Ok((url, key)) => {
             let client = ConvexClient::new(url, key.clone(), settings.tuning.convex_timeout)?;
-            let g = client.get_active().await?;
-            rebuild = client.get_state(0, "rebuild").await?;
-            let dl = match g {
-                Some(g) => {
-                    slot = crate::rebuild::slot_for_generation(&client, g, &settings.slot).await?;
-                    Some(crate::verify::dump(&client, "deadLetters", g).await?.len())
+            match convex_view(&client, &settings.slot).await {
+                Ok(view) => {
+                    slot = view.slot;
+                    rebuild = view.rebuild;
+                    (view.generation, view.dead_letters)
                 }
-                None => None,
-            };
-            (g, dl)
+                // Postgres can still be reported: the configured slot, which
+                // is the active generation's unless a rebuild switched it.
+                Err(e) => {
+                    convex_error = Some(format!("{e:#}"));
+                    (None, None)
+                }
+            }
         }
         Err(_) => (None, None),
     };
@@ -83,6 +90,10 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .and_then(|i| i.restart_lsn)
         .map(|r| current.0 as i64 - r.0 as i64);
     let (verdict, code) = match &info {
+        _ if convex_error.is_some() => (
+            "convex unreachable: the slot shown is the configured one, which a rebuild may have replaced",
+            EXIT_ERROR,
+        ),
         None => (
             "slot missing: run `projector setup --apply` (or `projector rebuild`)",
             EXIT_SLOT_LOST,
@@ -116,6 +127,7 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         active_generation,
         dead_letters,
         rebuild,
+        convex_error,
         verdict,
     };
     if args.json {
@@ -124,6 +136,33 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         print!("{}", render(&status));
     }
     Ok(ExitCode::from(code))
+}
+
+/// What Convex says: the active generation, the slot that feeds it, its
+/// dead letters, and a rebuild in progress.
+struct ConvexView {
+    generation: Option<u64>,
+    slot: String,
+    dead_letters: Option<usize>,
+    rebuild: Option<serde_json::Value>,
+}
+
+async fn convex_view(client: &ConvexClient, configured_slot: &str) -> anyhow::Result<ConvexView> {
+    let generation = client.get_active().await?;
+    let rebuild = client.get_state(0, "rebuild").await?;
+    let (slot, dead_letters) = match generation {
+        Some(g) => (
+            crate::rebuild::slot_for_generation(client, g, configured_slot).await?,
+            Some(crate::verify::dump(client, "deadLetters", g).await?.len()),
+        ),
+        None => (configured_slot.to_string(), None),
+    };
+    Ok(ConvexView {
+        generation,
+        slot,
+        dead_letters,
+        rebuild,
+    })
 }
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
@@ -136,7 +175,7 @@ pub fn render(s: &Status) -> String {
         "slot {slot}: {exists}, active {active} (pid {pid})\n  \
          restart_lsn {restart}  confirmed_flush_lsn {confirmed}  current {current}\n  \
          wal_status {ws}  safe_wal_size {safe}  retained WAL {retained} bytes  lag {lag} bytes\n\
-         convex: active generation {g}, dead letters {dl}{rb}\n\
+         convex: {convex}{rb}\n\
          verdict: {verdict}\n",
         slot = s.slot,
         exists = if s.slot_exists { "exists" } else { "MISSING" },
@@ -149,8 +188,14 @@ pub fn render(s: &Status) -> String {
         safe = opt(&s.safe_wal_size),
         retained = opt(&s.retained_wal_bytes),
         lag = opt(&s.lag_bytes),
-        g = opt(&s.active_generation),
-        dl = opt(&s.dead_letters),
+        convex = match &s.convex_error {
+            Some(e) => format!("UNREACHABLE ({e})"),
+            None => format!(
+                "active generation {}, dead letters {}",
+                opt(&s.active_generation),
+                opt(&s.dead_letters)
+            ),
+        },
         verdict = s.verdict,
         rb = s.rebuild.as_ref().map_or_else(String::new, |r| format!(
             "\nrebuild in progress (run `projector rebuild` to resume if interrupted): generation {} phase {} slot {}",

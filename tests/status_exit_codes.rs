@@ -118,6 +118,32 @@ async fn status_reports_healthy_lagging_inactive_and_missing() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
+    // Convex unreachable: still the Postgres side, with why, and exit 2
+    // (the active generation's slot cannot be looked up).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let unreachable = cli::Env {
+        convex_url: dead_url,
+        ..env.clone()
+    };
+    let (code, s) = status(&unreachable, &["--max-lag-bytes", "1000000"]).await;
+    assert_eq!(code, 2, "{s}");
+    assert_eq!(s["slot_exists"], true, "{s}");
+    assert_eq!(s["active"], true, "{s}");
+    assert!(s["convex_error"].is_string(), "{s}");
+    assert!(
+        s["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("convex unreachable"),
+        "{s}"
+    );
+    assert!(!s.to_string().contains(&env.admin_key), "{s}");
+    let (code, text, _) = unreachable.run(&["status"], Duration::from_secs(30)).await;
+    assert_eq!(code, 2);
+    assert!(text.contains("convex: UNREACHABLE"), "{text}");
+
     // Missing: the slot was dropped.
     let mut service = service;
     service.term();

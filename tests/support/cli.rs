@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 /// The environment every subcommand needs.
+#[derive(Clone)]
 pub struct Env {
     pub db_url: String,
     pub convex_url: String,
