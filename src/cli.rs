@@ -29,6 +29,11 @@ pub enum Command {
     /// Prove Convex equals a fresh fold of runtime.events.
     Verify(verify::VerifyArgs),
     /// Slot health, progress, lag and the active generation.
+    ///
+    /// Exit codes: 0 healthy; 1 lagging (over --max-lag-bytes) or nobody
+    /// streaming the slot; 2 could not tell (with Convex unreachable the
+    /// Postgres side is still printed, for the configured slot); 3 slot
+    /// lost or missing (run `projector rebuild`).
     Status(status::StatusArgs),
     /// Pre-flight doctor: check the database and print the SQL that fixes it.
     Setup(setup::SetupArgs),
