@@ -31,9 +31,9 @@ use crate::source::tls;
 /// as its own tiny segment, and each costs both processes a
 /// per-segment toll (skb alloc, copy, free, ACK). A window this size fills
 /// within a bulk read pause; the server's writes then queue on its side and
-/// merge into segments of up to 64 KiB. Measured on a 300k-event backlog:
-/// 1.05-1.27 µs CPU per event instead of 1.35-1.66, and 1.7-1.9x
-/// pg_recvlogical's rows/s instead of 1.1x (BENCHMARKS.md). 32 KiB stalls
+/// merge into segments of up to 64 KiB. Measured (BENCHMARKS.md, session
+/// 6): kernel time per event 0.44 -> 0.16 µs, total 1.41 -> 1.05 µs, and
+/// 1.06x -> 1.75x pg_recvlogical's rows/s (300k events; 2.12x on 1M). 32 KiB stalls
 /// the drain (reads fall under the bulk threshold and every read pauses);
 /// 128 KiB and up lose half the gain. Over a real network the NIC merges
 /// segments (GRO) and a fixed window would cap throughput at window / RTT,
@@ -84,8 +84,8 @@ pub type Row = Vec<Option<String>>;
 
 /// Connects to the first address of `info.host` that answers, as libpq
 /// does; replication connections to a loopback address get the small
-/// receive window of [`LOOPBACK_RECV_BUFFER`].
-/// Returns the receive buffer the kernel granted when we set one.
+/// receive window of [`LOOPBACK_RECV_BUFFER`]. Returns the stream and
+/// the receive buffer the kernel granted, when we set one.
 async fn connect_tcp(
     info: &ConnInfo,
     replication: bool,
