@@ -65,6 +65,16 @@ const ACTIVE_CHECK: Duration = Duration::from_secs(3);
 
 /// While catching up, a read shorter than this is followed by a pause.
 const BULK_READ_BYTES: usize = 64 * 1024;
+
+/// The pause threshold for a connection whose receive buffer we fixed:
+/// a quarter of it at most. A full window must never count as a short
+/// read: every read would pause and the window would cap the drain at
+/// window / pause (a 32 KiB window with the 64 KiB threshold measured
+/// 0.3x pg_recvlogical). With 64 KiB asked (128 KiB granted) reads average
+/// ~120 KB, so 32 KiB leaves a margin for kernels that grant less.
+fn bulk_read_threshold(granted_recv_buffer: Option<u32>) -> usize {
+    granted_recv_buffer.map_or(BULK_READ_BYTES, |g| (g as usize / 4).min(BULK_READ_BYTES))
+}
 /// The pause: the walsender fills the socket meanwhile (tens of KB per ms).
 /// Over a network TCP's receive buffer grows to megabytes, so 2 ms of WAL
 /// fits; on loopback our window is small (`LOOPBACK_RECV_BUFFER`) and the
@@ -396,6 +406,7 @@ async fn session(
     let mut active_check = tokio::time::interval(ACTIVE_CHECK);
     active_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let switched = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bulk_read_bytes = bulk_read_threshold(stream.recv_buffer());
     loop {
         if switched.load(Ordering::Relaxed) {
             tracing::info!(
@@ -437,7 +448,7 @@ async fn session(
         if engine.catching_up()
             && can_read
             && !stream.has_buffered_message()
-            && stream.last_read() < BULK_READ_BYTES
+            && stream.last_read() < bulk_read_bytes
         {
             // A blocking sleep, not a timer: while the runtime waits in
             // epoll, every small write of the walsender wakes it (tens of
@@ -652,4 +663,20 @@ fn spawn_slot_poller(
             tokio::time::sleep(SLOT_POLL).await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fixed_window_is_never_a_short_read() {
+        // Auto-tuned (network, Unix socket): the fixed threshold.
+        assert_eq!(bulk_read_threshold(None), BULK_READ_BYTES);
+        // Loopback: 64 KiB asked, 128 KiB granted -> a quarter.
+        assert_eq!(bulk_read_threshold(Some(128 * 1024)), 32 * 1024);
+        // A kernel granting only what was asked: still under a full read.
+        assert_eq!(bulk_read_threshold(Some(64 * 1024)), 16 * 1024);
+        assert_eq!(bulk_read_threshold(Some(8 << 20)), BULK_READ_BYTES);
+    }
 }
