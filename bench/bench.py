@@ -20,6 +20,7 @@ Usage: bench/bench.py [--events N] [--repeat R] [--rates 2000,10000]
                       [--convex-secs S] [--skip-drain] [--skip-latency]
                       [--perf FILE]   (record the projector drain with perf)
                       [--transport tcp|unix]  (how both drains reach the server)
+                      [--recvlogical-rcvbuf BYTES]  (pg_recvlogical with that window too)
 Environment: BENCH_PERF_CALLGRAPH (perf --call-graph, default fp);
 BENCH_WRAP="cmd args" runs round 1's projector under a wrapper (e.g.
 "strace -f -c -o /tmp/s.txt"; its CPU and RSS figures then include it).
@@ -203,9 +204,23 @@ def loadgen(pg, *args):
 # ---------------------------------------------------------------- drain
 
 
-def drain(pg, events, repeat, perf, transport="tcp"):
+def rcvbuf_shim(rcvbuf):
+    """Env for pg_recvlogical: none, or the LD_PRELOAD shim that fixes its
+    TCP receive buffer (built from bench/rcvbuf_shim.c with cc)."""
+    if not rcvbuf:
+        return None
+    out = os.path.join(tempfile.mkdtemp(prefix="projector-shim."), "rcvbuf_shim.so")
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", out,
+                    os.path.join(ROOT, "bench", "rcvbuf_shim.c"), "-ldl"], check=True)
+    env = dict(os.environ)
+    env.update(LD_PRELOAD=out, BENCH_RCVBUF=str(rcvbuf))
+    return env
+
+
+def drain(pg, events, repeat, perf, transport="tcp", recv_rcvbuf=None):
     # Both drains stream over the same transport.
     stream_url = pg.unix_url if transport == "unix" else pg.url
+    recv_env = rcvbuf_shim(recv_rcvbuf)
     slots = [(f"recv_{i}", f"proj_{i}") for i in range(repeat)]
     for r, p in slots:
         pg.sql(f"SELECT pg_create_logical_replication_slot('{r}','pgoutput');"
@@ -226,7 +241,7 @@ def drain(pg, events, repeat, perf, transport="tcp"):
             rv = timed(["pg_recvlogical", "-d", stream_url, "--slot", rs, "--start",
                         "--endpos", end, "-o", "proto_version=1",
                         "-o", "publication_names=projector_events", "-f", "/dev/null",
-                        "--no-loop"])
+                        "--no-loop"], env=recv_env)
             log(f"round {i + 1}/{repeat}: projector run (null sink)...")
             before = sink.stats()
             cmd = [BIN, "run", "--slot", ps, "--exit-when-caught-up",
@@ -253,9 +268,12 @@ def drain(pg, events, repeat, perf, transport="tcp"):
     return rows, wal, results
 
 
-def report_drain(rows, wal, results, perf, transport="tcp"):
+def report_drain(rows, wal, results, perf, transport="tcp", recv_rcvbuf=None):
     via = "a Unix socket" if transport == "unix" else "TCP on 127.0.0.1"
     out = [f"### Backlog drain: {rows:,} events, {wal / 1e6:.0f} MB of WAL, streamed over {via}\n"]
+    if recv_rcvbuf:
+        out.append(f"(pg_recvlogical ran with a {recv_rcvbuf}-byte receive buffer, "
+                   "as projector asks for on loopback: bench/rcvbuf_shim.c)\n")
     if perf:
         out.append("(round 1's projector ran under `perf record`; its figures carry that overhead)\n")
     out.append("| round | pg_recvlogical s | rows/s | CPU µs/event | projector s | rows/s | ratio | "
@@ -416,6 +434,10 @@ def main():
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-convex", action="store_true")
     ap.add_argument("--perf", help="perf.data path: record round 1 of the projector drain")
+    ap.add_argument("--recvlogical-rcvbuf", type=int, metavar="BYTES",
+                    help="give pg_recvlogical's TCP socket this receive buffer (an LD_PRELOAD "
+                         "shim), e.g. 65536 as projector asks for on loopback: compares both "
+                         "with the same window")
     ap.add_argument("--transport", choices=["tcp", "unix"], default="tcp",
                     help="how both drains reach the server: TCP on 127.0.0.1 (default) "
                          "or its Unix socket")
@@ -427,8 +449,10 @@ def main():
     try:
         pg.sql(open(os.path.join(ROOT, "sql", "001_runtime_events.sql")).read())
         if not a.skip_drain:
-            rows, wal, res = drain(pg, a.events, a.repeat, a.perf, a.transport)
-            print(report_drain(rows, wal, res, a.perf, a.transport), flush=True)
+            rows, wal, res = drain(pg, a.events, a.repeat, a.perf, a.transport,
+                                   a.recvlogical_rcvbuf)
+            print(report_drain(rows, wal, res, a.perf, a.transport, a.recvlogical_rcvbuf),
+                  flush=True)
             # The drained backlog would only slow the latency runs' setup.
             for (r, p) in [(f"recv_{i}", f"proj_{i}") for i in range(a.repeat)]:
                 pg.sql(f"SELECT pg_drop_replication_slot('{r}'); SELECT pg_drop_replication_slot('{p}')")
