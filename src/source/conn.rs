@@ -82,6 +82,12 @@ impl std::fmt::Debug for PgConn {
 /// Rows of a simple query, all values as text.
 pub type Row = Vec<Option<String>>;
 
+/// Whether a connection to `addr` gets [`LOOPBACK_RECV_BUFFER`]: a
+/// replication stream over loopback only.
+fn fixed_window(replication: bool, addr: &std::net::SocketAddr) -> bool {
+    replication && addr.ip().is_loopback()
+}
+
 /// Connects to the first address of `info.host` that answers, as libpq
 /// does; replication connections to a loopback address get the small
 /// receive window of [`LOOPBACK_RECV_BUFFER`]. Returns the stream and
@@ -98,7 +104,7 @@ async fn connect_tcp(
             TcpSocket::new_v6()?
         };
         let mut granted = None;
-        if replication && addr.ip().is_loopback() {
+        if fixed_window(replication, &addr) {
             // Before connect: the window scale is agreed in the handshake.
             socket.set_recv_buffer_size(LOOPBACK_RECV_BUFFER)?;
             granted = Some(socket.recv_buffer_size()?);
@@ -513,6 +519,20 @@ pub fn quote_literal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_replication_gets_a_fixed_window() {
+        let at = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
+        assert!(fixed_window(true, &at("127.0.0.1:5432")));
+        assert!(fixed_window(true, &at("127.0.0.53:5432")));
+        assert!(fixed_window(true, &at("[::1]:5432")));
+        // Over a network the kernel's auto-tuning stays (a fixed window
+        // would cap throughput at window / RTT).
+        assert!(!fixed_window(true, &at("10.0.0.3:5432")));
+        assert!(!fixed_window(true, &at("[2001:db8::1]:5432")));
+        // Ordinary SQL connections are left alone.
+        assert!(!fixed_window(false, &at("127.0.0.1:5432")));
+    }
 
     /// A connection reading what `server` writes, with nothing negotiated.
     fn conn_over(io: tokio::io::DuplexStream) -> PgConn {
