@@ -341,6 +341,13 @@ def lsn_int(s):
     return (int(hi, 16) << 32) + int(lo, 16)
 
 
+def proc_cpu(pid):
+    """User + system CPU seconds of a running process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def latency(pg, sink_name, convex_url, key, rate, secs, n):
     slot = f"lat_{sink_name}_{rate}_{n}"
     pg.sql(f"SELECT pg_create_logical_replication_slot('{slot}','pgoutput')")
@@ -360,6 +367,7 @@ def latency(pg, sink_name, convex_url, key, rate, secs, n):
             except Exception:
                 time.sleep(0.1)
         t0 = time.monotonic()
+        cpu0 = proc_cpu(p.pid)
         loadgen(pg, "--rate", str(rate), "--duration", f"{secs}s", "--seed", str(rate + n))
         achieved = None
         loaded = time.monotonic() - t0
@@ -376,13 +384,18 @@ def latency(pg, sink_name, convex_url, key, rate, secs, n):
             time.sleep(0.5)
         else:
             log("  warning: not caught up after 300 s; figures cover what was acknowledged")
+        cpu = proc_cpu(p.pid) - cpu0
         b = histogram(text)
         count = b[-1][1] if b else 0
         ev = re.search(r"^projector_events_decoded_total (\S+)$", text, re.M)
+        cpu_per_event = None
         if ev:
             achieved = float(ev.group(1)) / loaded
+            if float(ev.group(1)) > 0:
+                cpu_per_event = cpu / float(ev.group(1))
         return dict(rate=rate, secs=secs, achieved=achieved, count=count,
-                    p50=quantile(b, 0.5), p99=quantile(b, 0.99), max=max_bound(b))
+                    p50=quantile(b, 0.5), p99=quantile(b, 0.99), max=max_bound(b),
+                    cpu_per_event=cpu_per_event)
     finally:
         p.terminate()
         try:
@@ -395,12 +408,14 @@ def latency(pg, sink_name, convex_url, key, rate, secs, n):
 
 def report_latency(rows):
     out = ["### Commit → Convex ack latency (steady loadgen rate)\n",
-           "| sink | target rate ev/s | achieved ev/s | seconds | observations | p50 ms | p99 ms | max ≤ ms |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "| sink | target rate ev/s | achieved ev/s | seconds | observations | p50 ms | p99 ms | "
+           "max ≤ ms | projector CPU µs/event |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for sink, r in rows:
         ach = f"{r['achieved']:,.0f}" if r["achieved"] else "?"
+        cpu = f"{r['cpu_per_event'] * 1e6:.1f}" if r.get("cpu_per_event") else "?"
         out.append(f"| {sink} | {r['rate']:,} | {ach} | {r['secs']} | {r['count']:.0f} | "
-                   f"{r['p50'] * 1e3:.1f} | {r['p99'] * 1e3:.1f} | {r['max'] * 1e3:.0f} |")
+                   f"{r['p50'] * 1e3:.1f} | {r['p99'] * 1e3:.1f} | {r['max'] * 1e3:.0f} | {cpu} |")
     out.append("")
     return "\n".join(out)
 
