@@ -75,6 +75,7 @@ const BULK_READ_BYTES: usize = 64 * 1024;
 fn bulk_read_threshold(granted_recv_buffer: Option<u32>) -> usize {
     granted_recv_buffer.map_or(BULK_READ_BYTES, |g| (g as usize / 4).min(BULK_READ_BYTES))
 }
+
 /// The pause: the walsender fills the socket meanwhile (tens of KB per ms).
 /// Over a network TCP's receive buffer grows to megabytes, so 2 ms of WAL
 /// fits; on loopback our window is small (`LOOPBACK_RECV_BUFFER`) and the
