@@ -399,7 +399,13 @@ async fn session(
     engine.reset_progress(start);
     health.set_connected(true);
     health.set_streaming(true);
-    tracing::info!(start = %start, "streaming");
+    // The window is worth seeing when a drain is slower than expected
+    // (none: the kernel auto-tunes it; see LOOPBACK_RECV_BUFFER).
+    tracing::info!(
+        start = %start,
+        recv_buffer = stream.recv_buffer().map_or_else(|| "auto".to_string(), |b| b.to_string()),
+        "streaming"
+    );
     let mut decoder = EventDecoder::new();
     let mut status = tokio::time::interval(settings.tuning.status_interval);
     status.set_missed_tick_behavior(MissedTickBehavior::Delay);
