@@ -369,7 +369,6 @@ def latency(pg, sink_name, convex_url, key, rate, secs, n):
         t0 = time.monotonic()
         cpu0 = proc_cpu(p.pid)
         loadgen(pg, "--rate", str(rate), "--duration", f"{secs}s", "--seed", str(rate + n))
-        achieved = None
         loaded = time.monotonic() - t0
         # Wait until every event is acknowledged (flushed LSN reaches the
         # WAL end), so slow sinks are measured in full.
@@ -388,11 +387,9 @@ def latency(pg, sink_name, convex_url, key, rate, secs, n):
         b = histogram(text)
         count = b[-1][1] if b else 0
         ev = re.search(r"^projector_events_decoded_total (\S+)$", text, re.M)
-        cpu_per_event = None
-        if ev:
-            achieved = float(ev.group(1)) / loaded
-            if float(ev.group(1)) > 0:
-                cpu_per_event = cpu / float(ev.group(1))
+        decoded = float(ev.group(1)) if ev else 0.0
+        achieved = decoded / loaded if ev else None
+        cpu_per_event = cpu / decoded if decoded > 0 else None
         return dict(rate=rate, secs=secs, achieved=achieved, count=count,
                     p50=quantile(b, 0.5), p99=quantile(b, 0.99), max=max_bound(b),
                     cpu_per_event=cpu_per_event)

@@ -30,6 +30,9 @@ pub const EXIT_LAGGING: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 pub const EXIT_SLOT_LOST: u8 = 3;
 
+const CONVEX_UNREACHABLE: &str =
+    "convex unreachable: the slot shown is the configured one, which a rebuild may have replaced";
+
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub slot: String,
@@ -90,10 +93,7 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .and_then(|i| i.restart_lsn)
         .map(|r| current.0 as i64 - r.0 as i64);
     let (verdict, code) = match &info {
-        _ if convex_error.is_some() => (
-            "convex unreachable: the slot shown is the configured one, which a rebuild may have replaced",
-            EXIT_ERROR,
-        ),
+        _ if convex_error.is_some() => (CONVEX_UNREACHABLE, EXIT_ERROR),
         None => (
             "slot missing: run `projector setup --apply` (or `projector rebuild`)",
             EXIT_SLOT_LOST,
