@@ -230,12 +230,6 @@ async fn serve_target(
     let db_url = settings.database_url()?.clone();
     metrics.generation_active.set(target.generation as i64);
     tracing::info!(generation = target.generation, slot = %target.slot, "projecting into Convex");
-    let (mut engine, mut acks) = Engine::new(
-        client.clone(),
-        target.generation,
-        settings.tuning.clone(),
-        metrics.clone(),
-    );
     let poller = spawn_slot_poller(db_url.clone(), target.slot.clone(), metrics.clone());
     let _poller = AbortOnDrop(poller);
     let mut backoff = Duration::from_millis(200);
@@ -244,6 +238,15 @@ async fn serve_target(
         if *shutdown.borrow() {
             return Ok(Some(ExitCode::SUCCESS));
         }
+        // A fresh engine, so an empty cache, for every session: between two
+        // sessions another replica may have owned the slot and written newer
+        // states, and folding onto what we cached before would overwrite them.
+        let (mut engine, mut acks) = Engine::new(
+            client.clone(),
+            target.generation,
+            settings.tuning.clone(),
+            metrics.clone(),
+        );
         let result = session(
             settings,
             &db_url,
