@@ -11,14 +11,10 @@
 //!
 //! Each test uses its own database and slot name (slots are cluster-wide).
 
-#[path = "support/convex_backend.rs"]
-mod convex_backend;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/projector.rs"]
-mod projector_proc;
-#[path = "support/tcp_proxy.rs"]
-mod tcp_proxy;
+use crate::support::convex_backend;
+use crate::support::pg;
+use crate::support::projector_proc;
+use crate::support::tcp_proxy;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -489,7 +485,10 @@ async fn standby_replica_takes_over_after_sigkill() {
 async fn append_steps(sql: &tokio_postgres::Client, from: i64, to: i64) {
     for seq in from..=to {
         let (ty, payload) = if seq == 1 {
-            ("run.created", json!({"thread_id": "t1", "title": "takeover"}))
+            (
+                "run.created",
+                json!({"thread_id": "t1", "title": "takeover"}),
+            )
         } else {
             ("run.step", json!({"name": format!("step {seq}")}))
         };

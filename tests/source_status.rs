@@ -1,8 +1,7 @@
 //! Standby status updates move confirmed_flush_lsn to exactly what we report
 //! and never past it; answering reply-requested keepalives keeps an idle
 //! connection alive past wal_sender_timeout (5 s), not answering does not.
-#[path = "support/pg.rs"]
-mod pg;
+use crate::support::pg;
 
 use std::time::Duration;
 

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::event::Position;
 use crate::metrics::Metrics;
 use crate::pipeline::watermark::BatchId;
-use crate::projection::{DeadLetter, DocKey, DocKeyMap, FoldedEvent, Table};
+use crate::projection::{ConvexTable, DeadLetter, DocKey, DocKeyMap, FoldedEvent, Table};
 use crate::sink::{
     ApplyRequest, ConvexClient, DeadLetterWrite, DocJson, RetryPolicy, SinkError, Write,
 };
@@ -100,7 +100,7 @@ pub fn spawn(
             }
         }
         if !job.dead_letters.is_empty() {
-            tables.push("deadLetters");
+            tables.push(ConvexTable::DeadLetters.as_str());
         }
         let written: Vec<DocKey> = job.writes.iter().map(|w| w.key.clone()).collect();
         let mut sender = Sender {
@@ -115,8 +115,9 @@ pub fn spawn(
         // (runs, workers, inboxes) goes in the last mutation: a crash between
         // mutations then replays the event into the documents that lack it,
         // instead of skipping it because its stream document has it.
-        let mut writes: Vec<DocWrite> = job.writes.into_iter().map(to_write).collect();
-        writes.sort_by_key(|w| matches!(&*w.table, "runs" | "workers" | "inboxes"));
+        let mut planned = job.writes;
+        planned.sort_by_key(|w| w.key.table.is_stream_table());
+        let writes: Vec<DocWrite> = planned.into_iter().map(to_write).collect();
         let dls: Vec<DeadLetterWrite> = job.dead_letters.iter().map(to_dead_letter).collect();
         sender.send(writes, dls).await;
         // Rejected documents: their events become dead letters.

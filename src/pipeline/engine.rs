@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Tuning;
@@ -122,10 +121,6 @@ impl Engine {
             order: WriteOrder::default(),
         };
         (engine, ack_rx)
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation
     }
 
     /// Starts progress tracking at the slot's confirmed position (after a
@@ -548,9 +543,6 @@ fn counted_retry(metrics: &Metrics, function: &'static str) -> RetryPolicy {
     }))
 }
 
-/// A document's JSON, serialised once. Our plain structs cannot fail to
-/// serialise; if one ever did, `null` goes out instead, Convex rejects it,
-/// and its events become `sink_rejected` dead letters: reported, not lost.
 /// The fold's view of a batch's lent states: the state of an event's i-th
 /// key is `states[ids[i]]`.
 struct LentStates<'a> {
@@ -572,11 +564,6 @@ impl StateAccess for LentStates<'_> {
             }
         }
     }
-}
-
-/// The value a document would have in Convex, for tests and verify.
-pub fn doc_json(doc: &Doc) -> Value {
-    doc.to_json()
 }
 
 #[cfg(test)]

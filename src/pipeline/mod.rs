@@ -15,9 +15,12 @@
 pub mod batch;
 pub mod cache;
 pub mod dispatch;
+pub mod driver;
 pub mod engine;
 pub mod order;
 pub mod run;
+pub mod session;
+pub mod slot_poller;
 pub mod watermark;
 
 pub use run::{main, RunArgs};

@@ -5,7 +5,7 @@
 //! and removes the directory.
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,6 @@ pub struct LocalPostgres {
 }
 
 pub struct LocalDb {
-    pub name: String,
     pub url: Secret,
 }
 
@@ -167,13 +166,8 @@ impl LocalPostgres {
         tokio::spawn(conn);
         db.batch_execute(SCHEMA).await?;
         Ok(LocalDb {
-            name: name.to_string(),
             url: Secret::new(self.url(name)),
         })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -3,8 +3,7 @@
 //! HTTP wire format) on a free port with a random admin key. Killed with
 //! its whole process group on drop.
 //!
-//! Use from a test file with
-//! `#[path = "support/convex_backend.rs"] mod convex_backend;`.
+//! Use with `use crate::support::convex_backend;`.
 
 #![allow(dead_code)]
 
