@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::watermark::BatchId;
 use crate::projection::{ConvexTable, DeadLetter, DocKey, DocKeyMap, FoldedEvent, Table};
 use crate::sink::{
-    ApplyRequest, ConvexClient, DeadLetterWrite, DocJson, RetryPolicy, SinkError, Write,
+    ApplyRequest, DeadLetterWrite, DocJson, DocumentStore, RetryPolicy, SinkError, Write,
 };
 
 /// A document snapshot, serialised once at batch close; request bodies
@@ -81,7 +81,7 @@ fn to_dead_letter(d: &DeadLetter) -> DeadLetterWrite {
 }
 
 pub fn spawn(
-    client: Arc<ConvexClient>,
+    store: Arc<dyn DocumentStore>,
     retry: RetryPolicy,
     metrics: Metrics,
     job: Dispatch,
@@ -104,7 +104,7 @@ pub fn spawn(
         }
         let written: Vec<DocKey> = job.writes.iter().map(|w| w.key.clone()).collect();
         let mut sender = Sender {
-            client,
+            store,
             retry,
             metrics,
             generation: job.generation,
@@ -152,7 +152,7 @@ pub fn spawn(
 }
 
 struct Sender {
-    client: Arc<ConvexClient>,
+    store: Arc<dyn DocumentStore>,
     retry: RetryPolicy,
     metrics: Metrics,
     generation: u64,
@@ -183,13 +183,9 @@ impl Sender {
                 continue;
             }
             let started = Instant::now();
-            let client = self.client.clone();
-            let result = crate::sink::with_retry(&self.retry, "apply", || {
-                let client = client.clone();
-                let body = body.clone();
-                async move { client.apply_encoded(body).await }
-            })
-            .await;
+            let store = &self.store;
+            let result =
+                crate::sink::with_retry(&self.retry, "apply", || store.apply(body.clone())).await;
             self.metrics
                 .observe_convex_request("apply", started.elapsed().as_secs_f64());
             match result {

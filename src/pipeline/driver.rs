@@ -15,7 +15,7 @@ use crate::event::RuntimeEvent;
 use crate::metrics::Metrics;
 use crate::pipeline::dispatch::Ack;
 use crate::pipeline::engine::Engine;
-use crate::sink::{ConvexClient, SinkError};
+use crate::sink::{DocumentStore, SinkError};
 
 pub struct Driver {
     pub(crate) engine: Engine,
@@ -26,12 +26,12 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(
-        client: Arc<ConvexClient>,
+        store: Arc<dyn DocumentStore>,
         generation: u64,
         tuning: Tuning,
         metrics: Metrics,
     ) -> Driver {
-        let (engine, acks) = Engine::new(client, generation, tuning, metrics);
+        let (engine, acks) = Engine::new(store, generation, tuning, metrics);
         Driver { engine, acks }
     }
 

@@ -23,4 +23,7 @@ pub mod session;
 pub mod slot_poller;
 pub mod watermark;
 
+#[cfg(test)]
+mod engine_tests;
+
 pub use run::{main, RunArgs};

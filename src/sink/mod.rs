@@ -18,11 +18,15 @@ pub mod client;
 pub mod encoding;
 pub mod error;
 pub mod limits;
+#[cfg(any(test, feature = "test-support"))]
+pub mod memory;
 pub mod null;
 pub mod retry;
+pub mod store;
 
 pub use api::{ApplyRequest, ApplyResult, DeadLetterWrite, DocJson, LoadedDoc, Page, Write};
 pub use client::{ConvexClient, Kind};
 pub use error::SinkError;
 pub use null::NullSink;
 pub use retry::{with_retry, RetryHook, RetryPolicy};
+pub use store::DocumentStore;

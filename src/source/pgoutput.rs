@@ -8,9 +8,6 @@
 
 use bytes::Bytes;
 
-#[cfg(any(test, feature = "test-support"))]
-pub use super::pgoutput_encode::encode;
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("message truncated while reading {0}")]

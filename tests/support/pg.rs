@@ -316,7 +316,7 @@ impl PgCluster {
         let mut conf = format!(
             "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
              wal_level = {}\nmax_wal_senders = 64\nmax_replication_slots = 256\n\
-             wal_sender_timeout = '5s'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             wal_sender_timeout = '60s'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
              max_connections = 400\nlogical_decoding_work_mem = '64kB'\nlog_min_messages = warning\n",
             dir.display(),
             opts.wal_level
