@@ -137,11 +137,12 @@ impl MemoryStore {
                 generation,
                 d["key"].as_str().unwrap_or_default().to_string(),
             );
-            if g.dead_letters.contains_key(&id) {
-                r.dead_letters_skipped += 1;
-            } else {
-                g.dead_letters.insert(id, d["doc"].clone());
-                r.dead_letters_inserted += 1;
+            match g.dead_letters.entry(id) {
+                std::collections::hash_map::Entry::Occupied(_) => r.dead_letters_skipped += 1,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(d["doc"].clone());
+                    r.dead_letters_inserted += 1;
+                }
             }
         }
         Ok(r)
