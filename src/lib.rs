@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod projection;
 pub mod rebuild;
 pub mod sandbox;
+pub mod secret;
 pub mod setup;
 pub mod sink;
 pub mod source;

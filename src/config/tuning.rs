@@ -1,0 +1,423 @@
+//! The tuning section: batch limits, memory budgets and timers of the
+//! pipeline. Each `DEFAULT_*` says why it is that value; [`Tuning::validate`]
+//! refuses the values the pipeline cannot run with.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use super::{with_default, ConfigError, Layers};
+
+/// A bound for bursts rather than the usual reason a batch closes: live
+/// traffic closes batches on the fill timer long before this (about 10
+/// events at 2k events/s, BENCHMARKS.md). While draining a backlog a batch
+/// may hold three times as many, so that several events per document
+/// coalesce into one write.
+pub const DEFAULT_BATCH_MAX_EVENTS: usize = 4096;
+
+/// An eighth of the 16 MiB of arguments Convex accepts per function call
+/// (`FUNCTION_MAX_ARGS_SIZE`): a batch's JSON is larger than the bytes its
+/// events are charged, and a request over this limit is split anyway.
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 2 * 1024 * 1024;
+
+/// Half of Convex's 16 MiB of arguments per mutation; the other half is
+/// margin for the JSON encoding of what the events are charged.
+pub const MAX_BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// Latency first: an event waits at most this long for others to share its
+/// mutation. Longer trades latency for CPU (the per-batch cost dominates
+/// live traffic, BENCHMARKS.md); 0 closes a batch after every read.
+pub const DEFAULT_BATCH_FILL: Duration = Duration::from_millis(5);
+
+/// Keeps the Convex round trip off the pipeline's critical path: while
+/// batches are applied the next ones are folded and sent. Each holds its
+/// events until acknowledged, within [`DEFAULT_INFLIGHT_BYTES`].
+pub const DEFAULT_MAX_INFLIGHT_BATCHES: usize = 4;
+
+/// Room for four full batches in flight plus a catch-up batch (three times
+/// [`DEFAULT_BATCH_MAX_BYTES`]) filling, so reading does not pause in
+/// normal operation, while draining 1M events peaks near 51 MiB RSS
+/// (BENCHMARKS.md).
+pub const DEFAULT_INFLIGHT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The reducer state cache's budget in real memory (each entry is charged
+/// its hash-table slot as well as its document): the budget the RSS
+/// figures in BENCHMARKS.md were measured with.
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Progress reaches Postgres once a second, so the slot's retained WAL
+/// trails acknowledgements by about a second; a status is one small
+/// message.
+pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Longest status interval. While reading is paused (backpressure) the
+/// timer's status is the only sign of life the walsender gets, and it drops
+/// a connection silent for `wal_sender_timeout` (60 s by default): half of
+/// that leaves one missed tick of margin.
+pub const MAX_STATUS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Longer than a healthy mutation can take: Convex allows 1 s of user time
+/// plus 15 s of system time per mutation (`DATABASE_UDF_USER_TIMEOUT`,
+/// `DATABASE_UDF_SYSTEM_TIMEOUT`); the rest is margin for the network and
+/// queueing. A stuck request is retried (the position guard makes a retry
+/// harmless).
+pub const DEFAULT_CONVEX_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shortest Convex timeout: Convex lets a mutation run 1 s of user time,
+/// so a shorter timeout abandons, and retries forever, writes that would
+/// succeed.
+pub const MIN_CONVEX_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The `--help` heading of this section (per argument: a struct-wide
+/// heading would carry over to the flags declared after the section).
+const HEADING: &str = "Tuning";
+
+#[derive(Args, Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TuningArgs {
+    #[arg(long, help_heading = HEADING, env = "PROJECTOR_BATCH_MAX_EVENTS", help = with_default(
+        "Close a batch at this many events; three times as many while draining a backlog \
+         (events committed over 1 s before they were sent)",
+        DEFAULT_BATCH_MAX_EVENTS,
+    ))]
+    pub batch_max_events: Option<usize>,
+
+    #[arg(long, help_heading = HEADING, env = "PROJECTOR_BATCH_MAX_BYTES", help = with_default(
+        format!(
+            "Close a batch at this many bytes of events (three times as many while draining a \
+             backlog); also the largest mutation sent, at most {MAX_BATCH_MAX_BYTES} (half of \
+             Convex's 16 MiB)"
+        ),
+        DEFAULT_BATCH_MAX_BYTES,
+    ))]
+    pub batch_max_bytes: Option<usize>,
+
+    #[arg(long, help_heading = HEADING, env = "PROJECTOR_BATCH_FILL_MS", help = with_default(
+        "Close a batch this many milliseconds after its first event (at least 250 while \
+         draining a backlog); 0 closes it after every read",
+        DEFAULT_BATCH_FILL.as_millis(),
+    ))]
+    pub batch_fill_ms: Option<u64>,
+
+    #[arg(long, help_heading = HEADING, env = "PROJECTOR_MAX_INFLIGHT_BATCHES", help = with_default(
+        "Batches in flight to Convex at once",
+        DEFAULT_MAX_INFLIGHT_BATCHES,
+    ))]
+    pub max_inflight_batches: Option<usize>,
+
+    #[arg(long, help_heading = HEADING, env = "PROJECTOR_INFLIGHT_BYTES", help = with_default(
+        "Byte budget of events read but not yet acknowledged, at least --batch-max-bytes; \
+         reading pauses while it is full (backpressure)",
+        DEFAULT_INFLIGHT_BYTES,
+    ))]
+    pub inflight_bytes: Option<usize>,
+
+    #[arg(long, help_heading = HEADING, env = "PROJECTOR_CACHE_BYTES", help = with_default(
+        "Byte budget of the reducer state cache, in real memory (each entry is charged its \
+         hash-table slot as well as its document)",
+        DEFAULT_CACHE_BYTES,
+    ))]
+    pub cache_bytes: Option<usize>,
+
+    #[arg(long, help_heading = HEADING, env = "PROJECTOR_STATUS_INTERVAL_MS", help = with_default(
+        format!(
+            "Interval of standby status updates to Postgres in milliseconds, 1 to {} (well \
+             under wal_sender_timeout, 60 s by default)",
+            MAX_STATUS_INTERVAL.as_millis()
+        ),
+        DEFAULT_STATUS_INTERVAL.as_millis(),
+    ))]
+    pub status_interval_ms: Option<u64>,
+
+    #[arg(long, help_heading = HEADING, env = "PROJECTOR_CONVEX_TIMEOUT_MS", help = with_default(
+        format!(
+            "Timeout of one Convex HTTP request in milliseconds, at least {} (a timed-out write \
+             is retried; the position guard makes that harmless)",
+            MIN_CONVEX_TIMEOUT.as_millis()
+        ),
+        DEFAULT_CONVEX_TIMEOUT.as_millis(),
+    ))]
+    pub convex_timeout_ms: Option<u64>,
+}
+
+impl TuningArgs {
+    /// Each value from the first layer that sets it, else its default.
+    pub(super) fn resolve(l: &Layers<'_, Self>) -> Tuning {
+        let ms = Duration::from_millis;
+        Tuning {
+            batch_max_events: l
+                .get(|t| &t.batch_max_events)
+                .unwrap_or(DEFAULT_BATCH_MAX_EVENTS),
+            batch_max_bytes: l
+                .get(|t| &t.batch_max_bytes)
+                .unwrap_or(DEFAULT_BATCH_MAX_BYTES),
+            batch_fill: l.get(|t| &t.batch_fill_ms).map_or(DEFAULT_BATCH_FILL, ms),
+            max_inflight_batches: (l.get(|t| &t.max_inflight_batches))
+                .unwrap_or(DEFAULT_MAX_INFLIGHT_BATCHES),
+            inflight_bytes: l
+                .get(|t| &t.inflight_bytes)
+                .unwrap_or(DEFAULT_INFLIGHT_BYTES),
+            cache_bytes: l.get(|t| &t.cache_bytes).unwrap_or(DEFAULT_CACHE_BYTES),
+            status_interval: (l.get(|t| &t.status_interval_ms)).map_or(DEFAULT_STATUS_INTERVAL, ms),
+            convex_timeout: (l.get(|t| &t.convex_timeout_ms)).map_or(DEFAULT_CONVEX_TIMEOUT, ms),
+        }
+    }
+}
+
+/// Batch and memory limits and timers of the pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    pub batch_max_events: usize,
+    pub batch_max_bytes: usize,
+    pub batch_fill: Duration,
+    pub max_inflight_batches: usize,
+    pub inflight_bytes: usize,
+    pub cache_bytes: usize,
+    pub status_interval: Duration,
+    pub convex_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            batch_max_events: DEFAULT_BATCH_MAX_EVENTS,
+            batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
+            batch_fill: DEFAULT_BATCH_FILL,
+            max_inflight_batches: DEFAULT_MAX_INFLIGHT_BATCHES,
+            inflight_bytes: DEFAULT_INFLIGHT_BYTES,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            status_interval: DEFAULT_STATUS_INTERVAL,
+            convex_timeout: DEFAULT_CONVEX_TIMEOUT,
+        }
+    }
+}
+
+impl Tuning {
+    /// Refuses every value the pipeline cannot run with, naming the value
+    /// that would work. `batch_fill` may be anything: 0 is a latency choice.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = ConfigError::invalid;
+        if self.batch_max_events == 0 {
+            return Err(invalid(
+                "batch_max_events",
+                format!("0 would close every batch empty: set at least 1 (the default is {DEFAULT_BATCH_MAX_EVENTS})"),
+            ));
+        }
+        if self.batch_max_bytes == 0 {
+            return Err(invalid(
+                "batch_max_bytes",
+                format!("0 would close every batch empty: set at least 1 (the default is {DEFAULT_BATCH_MAX_BYTES})"),
+            ));
+        }
+        if self.batch_max_bytes > MAX_BATCH_MAX_BYTES {
+            return Err(invalid(
+                "batch_max_bytes",
+                format!(
+                    "{} is over {MAX_BATCH_MAX_BYTES}: Convex takes 16 MiB of arguments per mutation and \
+                     the JSON of a batch is larger than its events are charged; set at most \
+                     {MAX_BATCH_MAX_BYTES}",
+                    self.batch_max_bytes
+                ),
+            ));
+        }
+        if self.max_inflight_batches == 0 {
+            return Err(invalid(
+                "max_inflight_batches",
+                format!("0 would never send a batch: set at least 1 (the default is {DEFAULT_MAX_INFLIGHT_BATCHES})"),
+            ));
+        }
+        if self.inflight_bytes < self.batch_max_bytes {
+            return Err(invalid(
+                "inflight_bytes",
+                format!(
+                    "{} is less than --batch-max-bytes ({}): reading would pause before a batch \
+                     could fill; set at least {} or lower --batch-max-bytes",
+                    self.inflight_bytes, self.batch_max_bytes, self.batch_max_bytes
+                ),
+            ));
+        }
+        if self.cache_bytes == 0 {
+            return Err(invalid(
+                "cache_bytes",
+                format!("0 leaves no room for a single reducer state: set at least 1 (the default is {DEFAULT_CACHE_BYTES})"),
+            ));
+        }
+        let max_status = MAX_STATUS_INTERVAL.as_millis();
+        if self.status_interval.is_zero() {
+            return Err(invalid(
+                "status_interval_ms",
+                format!(
+                    "0 is not an interval (the status timer needs a period): set 1 to {max_status}"
+                ),
+            ));
+        }
+        if self.status_interval > MAX_STATUS_INTERVAL {
+            return Err(invalid(
+                "status_interval_ms",
+                format!(
+                    "{} is over {max_status}: while reading is paused, this status is all the \
+                     walsender hears, and it drops a connection silent for wal_sender_timeout \
+                     (60 s by default); set 1 to {max_status}",
+                    self.status_interval.as_millis()
+                ),
+            ));
+        }
+        if self.convex_timeout < MIN_CONVEX_TIMEOUT {
+            return Err(invalid(
+                "convex_timeout_ms",
+                format!(
+                    "{} is under {}: Convex lets a mutation run 1 s, so every slower write would \
+                     time out and be retried forever; set at least {} (the default is {})",
+                    self.convex_timeout.as_millis(),
+                    MIN_CONVEX_TIMEOUT.as_millis(),
+                    MIN_CONVEX_TIMEOUT.as_millis(),
+                    DEFAULT_CONVEX_TIMEOUT.as_millis()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error `validate` gives for the default tuning changed by `f`.
+    fn refused(f: impl FnOnce(&mut Tuning)) -> String {
+        let mut t = Tuning::default();
+        f(&mut t);
+        t.validate().expect_err("should be refused").to_string()
+    }
+
+    fn accepted(f: impl FnOnce(&mut Tuning)) {
+        let mut t = Tuning::default();
+        f(&mut t);
+        t.validate().unwrap();
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_are_what_resolve_gives_without_settings() {
+        Tuning::default().validate().unwrap();
+        let none = TuningArgs::default();
+        assert_eq!(
+            TuningArgs::resolve(&Layers::new(&none, &none)),
+            Tuning::default()
+        );
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_and_the_file_beats_the_default() {
+        let flags = TuningArgs {
+            batch_max_events: Some(7),
+            ..Default::default()
+        };
+        let file = TuningArgs {
+            batch_max_events: Some(9),
+            status_interval_ms: Some(250),
+            ..Default::default()
+        };
+        let t = TuningArgs::resolve(&Layers::new(&flags, &file));
+        assert_eq!(t.batch_max_events, 7);
+        assert_eq!(t.status_interval, Duration::from_millis(250));
+        assert_eq!(t.cache_bytes, DEFAULT_CACHE_BYTES);
+    }
+
+    #[test]
+    fn zero_batch_limits_are_refused() {
+        let e = refused(|t| t.batch_max_events = 0);
+        assert!(
+            e.contains("--batch-max-events") && e.contains("at least 1"),
+            "{e}"
+        );
+        let e = refused(|t| t.batch_max_bytes = 0);
+        assert!(
+            e.contains("--batch-max-bytes") && e.contains("at least 1"),
+            "{e}"
+        );
+        let e = refused(|t| t.max_inflight_batches = 0);
+        assert!(
+            e.contains("--max-inflight-batches") && e.contains("never send"),
+            "{e}"
+        );
+        let e = refused(|t| t.cache_bytes = 0);
+        assert!(
+            e.contains("--cache-bytes") && e.contains("at least 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_batch_over_half_of_convexs_argument_limit_is_refused() {
+        accepted(|t| {
+            t.batch_max_bytes = MAX_BATCH_MAX_BYTES;
+            t.inflight_bytes = MAX_BATCH_MAX_BYTES;
+        });
+        let e = refused(|t| {
+            t.batch_max_bytes = MAX_BATCH_MAX_BYTES + 1;
+            t.inflight_bytes = usize::MAX;
+        });
+        assert!(
+            e.contains("--batch-max-bytes") && e.contains("at most 8388608"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_inflight_budget_smaller_than_one_batch_is_refused() {
+        accepted(|t| t.inflight_bytes = t.batch_max_bytes);
+        let e = refused(|t| t.inflight_bytes = t.batch_max_bytes - 1);
+        assert!(
+            e.contains("--inflight-bytes") && e.contains("set at least 2097152"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_zero_status_interval_is_refused_before_tokio_would_panic() {
+        let e = refused(|t| t.status_interval = Duration::ZERO);
+        assert!(
+            e.contains("--status-interval-ms") && e.contains("set 1 to 30000"),
+            "{e}"
+        );
+        // What the refusal prevents: tokio's interval panics on a zero period.
+        let panic = std::panic::catch_unwind(|| tokio::time::interval(Duration::ZERO))
+            .expect_err("tokio accepted a zero period");
+        let message = (panic.downcast_ref::<&str>().copied())
+            .or(panic.downcast_ref::<String>().map(String::as_str));
+        assert!(
+            message.is_some_and(|m| m.contains("non-zero")),
+            "{message:?}"
+        );
+    }
+
+    #[test]
+    fn a_status_interval_near_wal_sender_timeout_is_refused() {
+        accepted(|t| t.status_interval = MAX_STATUS_INTERVAL);
+        for s in [31, 60, 3600] {
+            let e = refused(|t| t.status_interval = Duration::from_secs(s));
+            assert!(
+                e.contains("wal_sender_timeout") && e.contains("set 1 to 30000"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_convex_timeout_under_a_mutations_run_time_is_refused() {
+        accepted(|t| t.convex_timeout = MIN_CONVEX_TIMEOUT);
+        for ms in [0, 1, 999] {
+            let e = refused(|t| t.convex_timeout = Duration::from_millis(ms));
+            assert!(
+                e.contains("--convex-timeout-ms") && e.contains("set at least 1000"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zero_fill_is_a_latency_choice_not_an_error() {
+        accepted(|t| t.batch_fill = Duration::ZERO);
+    }
+}
