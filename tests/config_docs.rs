@@ -24,8 +24,11 @@ fn check_embedded(name: &str, table: &str) {
         return;
     }
     if std::env::var_os("PROJECTOR_UPDATE_DOCS").is_some() {
+        // Renamed into place: another test of this file reads the docs.
         let updated = format!("{}{}{}", &doc[..start], table, &doc[end..]);
-        std::fs::write(&path, updated).unwrap();
+        let tmp = format!("{path}.tmp");
+        std::fs::write(&tmp, updated).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
         return;
     }
     panic!(
@@ -67,4 +70,51 @@ fn the_example_file_in_operations_md_is_accepted() {
     };
     let settings = args.resolve().unwrap();
     assert_eq!(settings.slot, "projector");
+}
+
+fn projector(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_projector"));
+    cmd.args(args).env("RUST_LOG", "off");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// `--help` of a real subcommand shows every default the tables show.
+#[test]
+fn help_shows_each_default() {
+    let out = projector(&["run", "--help"], &[]);
+    let help = String::from_utf8(out.stdout).unwrap();
+    for s in reference::settings() {
+        assert!(help.contains(&s.flag), "{}", s.flag);
+        if let Some(d) = s.default {
+            assert!(help.contains(&format!("[default: {d}]")), "{}: {d}", s.flag);
+        }
+    }
+}
+
+/// The issue this closes: `PROJECTOR_STATUS_INTERVAL_MS=0` was accepted and
+/// panicked in tokio's interval once streaming. Now `run` refuses it before
+/// connecting, with exit code 2 and the fix.
+#[test]
+fn a_zero_status_interval_stops_run_before_it_connects() {
+    let out = projector(
+        &[
+            "run",
+            "--database-url",
+            "postgres://u:hunter2@127.0.0.1:1/db",
+        ],
+        &[("PROJECTOR_STATUS_INTERVAL_MS", "0")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("PROJECTOR_STATUS_INTERVAL_MS") && stderr.contains("set 1 to 30000"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
 }

@@ -197,227 +197,86 @@ impl Tuning {
     /// Refuses every value the pipeline cannot run with, naming the value
     /// that would work. `batch_fill` may be anything: 0 is a latency choice.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = ConfigError::invalid;
-        if self.batch_max_events == 0 {
-            return Err(invalid(
+        let bytes = self.batch_max_bytes;
+        let max_bytes = MAX_BATCH_MAX_BYTES;
+        let status = self.status_interval.as_millis();
+        let max_status = MAX_STATUS_INTERVAL.as_millis();
+        let timeout = self.convex_timeout.as_millis();
+        let min_timeout = MIN_CONVEX_TIMEOUT.as_millis();
+        let zero = |consequence: &str, default: usize| {
+            format!("0 {consequence}: set at least 1 (the default is {default})")
+        };
+        // (holds, setting, why not and what to set), in declaration order.
+        let rules = [
+            (
+                self.batch_max_events > 0,
                 "batch_max_events",
-                format!("0 would close every batch empty: set at least 1 (the default is {DEFAULT_BATCH_MAX_EVENTS})"),
-            ));
-        }
-        if self.batch_max_bytes == 0 {
-            return Err(invalid(
+                zero("would close every batch empty", DEFAULT_BATCH_MAX_EVENTS),
+            ),
+            (
+                bytes > 0,
                 "batch_max_bytes",
-                format!("0 would close every batch empty: set at least 1 (the default is {DEFAULT_BATCH_MAX_BYTES})"),
-            ));
-        }
-        if self.batch_max_bytes > MAX_BATCH_MAX_BYTES {
-            return Err(invalid(
+                zero("would close every batch empty", DEFAULT_BATCH_MAX_BYTES),
+            ),
+            (
+                bytes <= max_bytes,
                 "batch_max_bytes",
                 format!(
-                    "{} is over {MAX_BATCH_MAX_BYTES}: Convex takes 16 MiB of arguments per mutation and \
-                     the JSON of a batch is larger than its events are charged; set at most \
-                     {MAX_BATCH_MAX_BYTES}",
-                    self.batch_max_bytes
+                    "{bytes} is over {max_bytes}: Convex takes 16 MiB of arguments per \
+                     mutation and a batch's JSON is larger than its events are charged; set \
+                     at most {max_bytes}"
                 ),
-            ));
-        }
-        if self.max_inflight_batches == 0 {
-            return Err(invalid(
+            ),
+            (
+                self.max_inflight_batches > 0,
                 "max_inflight_batches",
-                format!("0 would never send a batch: set at least 1 (the default is {DEFAULT_MAX_INFLIGHT_BATCHES})"),
-            ));
-        }
-        if self.inflight_bytes < self.batch_max_bytes {
-            return Err(invalid(
+                zero("would never send a batch", DEFAULT_MAX_INFLIGHT_BATCHES),
+            ),
+            (
+                self.inflight_bytes >= bytes,
                 "inflight_bytes",
                 format!(
-                    "{} is less than --batch-max-bytes ({}): reading would pause before a batch \
-                     could fill; set at least {} or lower --batch-max-bytes",
-                    self.inflight_bytes, self.batch_max_bytes, self.batch_max_bytes
+                    "{} is less than --batch-max-bytes ({bytes}): reading would pause before a \
+                     batch could fill; set at least {bytes} or lower --batch-max-bytes",
+                    self.inflight_bytes
                 ),
-            ));
-        }
-        if self.cache_bytes == 0 {
-            return Err(invalid(
+            ),
+            (
+                self.cache_bytes > 0,
                 "cache_bytes",
-                format!("0 leaves no room for a single reducer state: set at least 1 (the default is {DEFAULT_CACHE_BYTES})"),
-            ));
-        }
-        let max_status = MAX_STATUS_INTERVAL.as_millis();
-        if self.status_interval.is_zero() {
-            return Err(invalid(
+                zero("leaves no room for a reducer state", DEFAULT_CACHE_BYTES),
+            ),
+            (
+                status > 0,
+                "status_interval_ms",
+                format!("0 is not a period for the status timer: set 1 to {max_status}"),
+            ),
+            (
+                status <= max_status,
                 "status_interval_ms",
                 format!(
-                    "0 is not an interval (the status timer needs a period): set 1 to {max_status}"
+                    "{status} is over {max_status}: while reading is paused this status is all \
+                     the walsender hears, and it drops a connection silent for \
+                     wal_sender_timeout (60 s by default); set 1 to {max_status}"
                 ),
-            ));
-        }
-        if self.status_interval > MAX_STATUS_INTERVAL {
-            return Err(invalid(
-                "status_interval_ms",
-                format!(
-                    "{} is over {max_status}: while reading is paused, this status is all the \
-                     walsender hears, and it drops a connection silent for wal_sender_timeout \
-                     (60 s by default); set 1 to {max_status}",
-                    self.status_interval.as_millis()
-                ),
-            ));
-        }
-        if self.convex_timeout < MIN_CONVEX_TIMEOUT {
-            return Err(invalid(
+            ),
+            (
+                timeout >= min_timeout,
                 "convex_timeout_ms",
                 format!(
-                    "{} is under {}: Convex lets a mutation run 1 s, so every slower write would \
-                     time out and be retried forever; set at least {} (the default is {})",
-                    self.convex_timeout.as_millis(),
-                    MIN_CONVEX_TIMEOUT.as_millis(),
-                    MIN_CONVEX_TIMEOUT.as_millis(),
+                    "{timeout} is under {min_timeout}: Convex lets a mutation run 1 s, so every \
+                     slower write would time out and be retried forever; set at least \
+                     {min_timeout} (the default is {})",
                     DEFAULT_CONVEX_TIMEOUT.as_millis()
                 ),
-            ));
+            ),
+        ];
+        match rules.into_iter().find(|(holds, ..)| !holds) {
+            Some((_, setting, why)) => Err(ConfigError::invalid(setting, why)),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The error `validate` gives for the default tuning changed by `f`.
-    fn refused(f: impl FnOnce(&mut Tuning)) -> String {
-        let mut t = Tuning::default();
-        f(&mut t);
-        t.validate().expect_err("should be refused").to_string()
-    }
-
-    fn accepted(f: impl FnOnce(&mut Tuning)) {
-        let mut t = Tuning::default();
-        f(&mut t);
-        t.validate().unwrap();
-    }
-
-    #[test]
-    fn the_defaults_are_valid_and_are_what_resolve_gives_without_settings() {
-        Tuning::default().validate().unwrap();
-        let none = TuningArgs::default();
-        assert_eq!(
-            TuningArgs::resolve(&Layers::new(&none, &none)),
-            Tuning::default()
-        );
-    }
-
-    #[test]
-    fn a_flag_beats_the_file_and_the_file_beats_the_default() {
-        let flags = TuningArgs {
-            batch_max_events: Some(7),
-            ..Default::default()
-        };
-        let file = TuningArgs {
-            batch_max_events: Some(9),
-            status_interval_ms: Some(250),
-            ..Default::default()
-        };
-        let t = TuningArgs::resolve(&Layers::new(&flags, &file));
-        assert_eq!(t.batch_max_events, 7);
-        assert_eq!(t.status_interval, Duration::from_millis(250));
-        assert_eq!(t.cache_bytes, DEFAULT_CACHE_BYTES);
-    }
-
-    #[test]
-    fn zero_batch_limits_are_refused() {
-        let e = refused(|t| t.batch_max_events = 0);
-        assert!(
-            e.contains("--batch-max-events") && e.contains("at least 1"),
-            "{e}"
-        );
-        let e = refused(|t| t.batch_max_bytes = 0);
-        assert!(
-            e.contains("--batch-max-bytes") && e.contains("at least 1"),
-            "{e}"
-        );
-        let e = refused(|t| t.max_inflight_batches = 0);
-        assert!(
-            e.contains("--max-inflight-batches") && e.contains("never send"),
-            "{e}"
-        );
-        let e = refused(|t| t.cache_bytes = 0);
-        assert!(
-            e.contains("--cache-bytes") && e.contains("at least 1"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn a_batch_over_half_of_convexs_argument_limit_is_refused() {
-        accepted(|t| {
-            t.batch_max_bytes = MAX_BATCH_MAX_BYTES;
-            t.inflight_bytes = MAX_BATCH_MAX_BYTES;
-        });
-        let e = refused(|t| {
-            t.batch_max_bytes = MAX_BATCH_MAX_BYTES + 1;
-            t.inflight_bytes = usize::MAX;
-        });
-        assert!(
-            e.contains("--batch-max-bytes") && e.contains("at most 8388608"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn an_inflight_budget_smaller_than_one_batch_is_refused() {
-        accepted(|t| t.inflight_bytes = t.batch_max_bytes);
-        let e = refused(|t| t.inflight_bytes = t.batch_max_bytes - 1);
-        assert!(
-            e.contains("--inflight-bytes") && e.contains("set at least 2097152"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn a_zero_status_interval_is_refused_before_tokio_would_panic() {
-        let e = refused(|t| t.status_interval = Duration::ZERO);
-        assert!(
-            e.contains("--status-interval-ms") && e.contains("set 1 to 30000"),
-            "{e}"
-        );
-        // What the refusal prevents: tokio's interval panics on a zero period.
-        let panic = std::panic::catch_unwind(|| tokio::time::interval(Duration::ZERO))
-            .expect_err("tokio accepted a zero period");
-        let message = (panic.downcast_ref::<&str>().copied())
-            .or(panic.downcast_ref::<String>().map(String::as_str));
-        assert!(
-            message.is_some_and(|m| m.contains("non-zero")),
-            "{message:?}"
-        );
-    }
-
-    #[test]
-    fn a_status_interval_near_wal_sender_timeout_is_refused() {
-        accepted(|t| t.status_interval = MAX_STATUS_INTERVAL);
-        for s in [31, 60, 3600] {
-            let e = refused(|t| t.status_interval = Duration::from_secs(s));
-            assert!(
-                e.contains("wal_sender_timeout") && e.contains("set 1 to 30000"),
-                "{e}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_convex_timeout_under_a_mutations_run_time_is_refused() {
-        accepted(|t| t.convex_timeout = MIN_CONVEX_TIMEOUT);
-        for ms in [0, 1, 999] {
-            let e = refused(|t| t.convex_timeout = Duration::from_millis(ms));
-            assert!(
-                e.contains("--convex-timeout-ms") && e.contains("set at least 1000"),
-                "{e}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_zero_fill_is_a_latency_choice_not_an_error() {
-        accepted(|t| t.batch_fill = Duration::ZERO);
-    }
-}
+mod tests;
