@@ -8,10 +8,10 @@ use super::{ConfigError, Layers, Secret};
 
 /// Read when `CONVEX_URL` is unset: the variable the Convex CLI uses for a
 /// self-hosted backend, so one environment file serves both.
-pub const SELF_HOSTED_URL_ENV: &str = "CONVEX_SELF_HOSTED_URL";
+pub(crate) const SELF_HOSTED_URL_ENV: &str = "CONVEX_SELF_HOSTED_URL";
 
 /// Read when `CONVEX_ADMIN_KEY` is unset, for the same reason.
-pub const SELF_HOSTED_KEY_ENV: &str = "CONVEX_SELF_HOSTED_ADMIN_KEY";
+pub(crate) const SELF_HOSTED_KEY_ENV: &str = "CONVEX_SELF_HOSTED_ADMIN_KEY";
 
 /// The `--help` heading of this section (per argument: a struct-wide
 /// heading would carry over to the flags declared after the section).

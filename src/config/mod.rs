@@ -30,12 +30,13 @@ use std::path::PathBuf;
 use clap::Args;
 
 pub use crate::secret::Secret;
-pub use convex::{ConvexArgs, SELF_HOSTED_KEY_ENV, SELF_HOSTED_URL_ENV};
+pub use convex::ConvexArgs;
+use convex::{SELF_HOSTED_KEY_ENV, SELF_HOSTED_URL_ENV};
 pub use error::ConfigError;
 pub use metrics::{MetricsArgs, DEFAULT_METRICS_ADDR};
 pub use redact::redact_url;
-pub use source::{SourceArgs, DEFAULT_PUBLICATION, DEFAULT_SLOT, MAX_SLOT_LEN};
-pub use tuning::*;
+pub use source::{SourceArgs, DEFAULT_PUBLICATION, DEFAULT_SLOT};
+pub use tuning::{Tuning, TuningArgs};
 
 /// The settings of every subcommand that talks to Postgres or Convex,
 /// flattened into its arguments; the `--config` file fills the same

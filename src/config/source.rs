@@ -20,10 +20,10 @@ pub const DEFAULT_PUBLICATION: &str = "projector_events";
 /// generation N's slot `<slot>_g<N>`, so 12 bytes are kept for `_g` and ten
 /// digits. Refusing here stops a rebuild from recording a slot it can never
 /// create.
-pub const MAX_SLOT_LEN: usize = 63 - 12;
+pub(crate) const MAX_SLOT_LEN: usize = 63 - 12;
 
 /// Longest publication name: Postgres' 63-byte identifier limit.
-pub const MAX_PUBLICATION_LEN: usize = 63;
+pub(crate) const MAX_PUBLICATION_LEN: usize = 63;
 
 /// The `--help` heading of this section (per argument: a struct-wide
 /// heading would carry over to the flags declared after the section).
@@ -39,7 +39,7 @@ pub struct SourceArgs {
         hide_env_values = true,
         help = "libpq URL of the source database, e.g. \
                 postgres://projector:…@10.0.0.3:5432/app?sslmode=verify-full&sslrootcert=server-ca.pem \
-                (sslmode: disable, prefer, require, verify-ca or verify-full), or through a Unix \
+                (sslmode, sslrootcert and the other parameters as in libpq), or through a Unix \
                 socket such as the Cloud SQL Auth Proxy's --unix-socket: \
                 postgres://projector:…@/app?host=/cloudsql/PROJECT:REGION:INSTANCE \
                 (TLS is not used on a socket, as in libpq). Secret: never logged"
@@ -165,6 +165,6 @@ mod tests {
             Some("postgres://u:pw@h/db?sslmode=sometimes"),
         )
         .unwrap_err();
-        assert!(e.contains("disable, prefer, require"), "{e}");
+        assert!(e.contains("sslmode") && e.contains("verify-full"), "{e}");
     }
 }

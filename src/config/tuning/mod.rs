@@ -14,60 +14,60 @@ use super::{with_default, ConfigError, Layers};
 /// events at 2k events/s, BENCHMARKS.md). While draining a backlog a batch
 /// may hold three times as many, so that several events per document
 /// coalesce into one write.
-pub const DEFAULT_BATCH_MAX_EVENTS: usize = 4096;
+pub(crate) const DEFAULT_BATCH_MAX_EVENTS: usize = 4096;
 
 /// An eighth of the 16 MiB of arguments Convex accepts per function call
 /// (`FUNCTION_MAX_ARGS_SIZE`): a batch's JSON is larger than the bytes its
 /// events are charged, and a request over this limit is split anyway.
-pub const DEFAULT_BATCH_MAX_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const DEFAULT_BATCH_MAX_BYTES: usize = 2 * 1024 * 1024;
 
 /// Half of Convex's 16 MiB of arguments per mutation; the other half is
 /// margin for the JSON encoding of what the events are charged.
-pub const MAX_BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// Latency first: an event waits at most this long for others to share its
 /// mutation. Longer trades latency for CPU (the per-batch cost dominates
 /// live traffic, BENCHMARKS.md); 0 closes a batch after every read.
-pub const DEFAULT_BATCH_FILL: Duration = Duration::from_millis(5);
+pub(crate) const DEFAULT_BATCH_FILL: Duration = Duration::from_millis(5);
 
 /// Keeps the Convex round trip off the pipeline's critical path: while
 /// batches are applied the next ones are folded and sent. Each holds its
 /// events until acknowledged, within [`DEFAULT_INFLIGHT_BYTES`].
-pub const DEFAULT_MAX_INFLIGHT_BATCHES: usize = 4;
+pub(crate) const DEFAULT_MAX_INFLIGHT_BATCHES: usize = 4;
 
 /// Room for four full batches in flight plus a catch-up batch (three times
 /// [`DEFAULT_BATCH_MAX_BYTES`]) filling, so reading does not pause in
 /// normal operation, while draining 1M events peaks near 51 MiB RSS
 /// (BENCHMARKS.md).
-pub const DEFAULT_INFLIGHT_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_INFLIGHT_BYTES: usize = 16 * 1024 * 1024;
 
 /// The reducer state cache's budget in real memory (each entry is charged
 /// its hash-table slot as well as its document): the budget the RSS
 /// figures in BENCHMARKS.md were measured with.
-pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Progress reaches Postgres once a second, so the slot's retained WAL
 /// trails acknowledgements by about a second; a status is one small
 /// message.
-pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Longest status interval. While reading is paused (backpressure) the
 /// timer's status is the only sign of life the walsender gets, and it drops
 /// a connection silent for `wal_sender_timeout` (60 s by default): half of
 /// that leaves one missed tick of margin.
-pub const MAX_STATUS_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const MAX_STATUS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Longer than a healthy mutation can take: Convex allows 1 s of user time
 /// plus 15 s of system time per mutation (`DATABASE_UDF_USER_TIMEOUT`,
 /// `DATABASE_UDF_SYSTEM_TIMEOUT`); the rest is margin for the network and
 /// queueing. A stuck request is retried (the position guard makes a retry
 /// harmless).
-pub const DEFAULT_CONVEX_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_CONVEX_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Shortest Convex timeout: Convex lets a mutation run 1 s of user time,
 /// so a shorter timeout abandons, and retries forever, writes that would
 /// succeed.
-pub const MIN_CONVEX_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const MIN_CONVEX_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The `--help` heading of this section (per argument: a struct-wide
 /// heading would carry over to the flags declared after the section).
