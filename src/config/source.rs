@@ -47,13 +47,16 @@ pub struct SourceArgs {
     pub database_url: Option<Secret>,
 
     #[arg(long, help_heading = HEADING, env = "PROJECTOR_SLOT", help = with_default(
-        "Logical replication slot: 1-51 of a-z, 0-9 and _ (a rebuild appends _g<generation>)",
+        format!(
+            "Logical replication slot: 1-{MAX_SLOT_LEN} of a-z, 0-9 and _ (a rebuild appends \
+             _g<generation>)"
+        ),
         DEFAULT_SLOT,
     ))]
     pub slot: Option<String>,
 
     #[arg(long, help_heading = HEADING, env = "PROJECTOR_PUBLICATION", help = with_default(
-        "Publication on runtime.events: 1-63 of a-z, 0-9 and _",
+        format!("Publication on runtime.events: 1-{MAX_PUBLICATION_LEN} of a-z, 0-9 and _"),
         DEFAULT_PUBLICATION,
     ))]
     pub publication: Option<String>,
