@@ -18,6 +18,7 @@ pub(crate) mod pipeline;
 pub mod projection;
 pub(crate) mod rebuild;
 pub(crate) mod sandbox;
+pub mod secret;
 pub mod setup;
 pub mod sink;
 pub mod source;
