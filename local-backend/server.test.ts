@@ -37,14 +37,28 @@ afterAll(() => {
   if (child?.pid) process.kill(-child.pid, "SIGTERM");
 });
 
-type Res = { status: number; headers: Record<string, any>; body: any } | { dropped: true };
+type Res = { status: number; headers: Record<string, any>; body: any; text: string } | { dropped: true };
 
-function call(method: string, path: string, body?: unknown, auth: string | null = `Convex ${ADMIN}`): Promise<Res> {
+function call(
+  method: string,
+  path: string,
+  body?: unknown,
+  auth: string | null = `Convex ${ADMIN}`,
+  convexClient?: string,
+): Promise<Res> {
   return new Promise((ok, fail) => {
     const data = body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body);
     const req = request(
       url + path,
-      { method, headers: { ...(auth ? { authorization: auth } : {}), "content-type": "application/json" }, agent: false },
+      {
+        method,
+        headers: {
+          ...(auth ? { authorization: auth } : {}),
+          ...(convexClient ? { "convex-client": convexClient } : {}),
+          "content-type": "application/json",
+        },
+        agent: false,
+      },
       (res) => {
         let text = "";
         res.on("data", (d) => (text += d));
@@ -53,7 +67,7 @@ function call(method: string, path: string, body?: unknown, auth: string | null 
           try {
             parsed = JSON.parse(text);
           } catch {}
-          ok({ status: res.statusCode!, headers: res.headers, body: parsed });
+          ok({ status: res.statusCode!, headers: res.headers, body: parsed, text });
         });
         res.on("error", () => ok({ dropped: true }));
       },
@@ -101,11 +115,10 @@ test("internal functions need the admin key", async () => {
 test("success shape, run path, guarded upsert", async () => {
   const a = ok(await call("POST", "/api/mutation", apply("t1", 10)));
   expect(a.status).toBe(200);
-  expect(a.body).toEqual({
-    status: "success",
-    value: { applied: 1, skipped: 0, deadLettersInserted: 0, deadLettersSkipped: 0 },
-    logLines: [],
-  });
+  // As the real backend writes it: float64 with a fraction, fields sorted, no empty logLines.
+  expect(a.text).toBe(
+    '{"status":"success","value":{"applied":1.0,"deadLettersInserted":0.0,"deadLettersSkipped":0.0,"skipped":0.0}}',
+  );
   const b = ok(await call("POST", "/api/run/projector/apply", { args: apply("t1", 9).args, format: "json" }));
   expect(b.body.value).toMatchObject({ applied: 0, skipped: 1 });
   const page = ok(
@@ -130,15 +143,49 @@ test("function error shape names the key; system error shapes", async () => {
   const argErr = ok(await call("POST", "/api/mutation", { path: "projector:setActive", args: { generation: "x" } }));
   expect(argErr.status).toBe(200);
   expect(argErr.body.status).toBe("error");
-  expect(argErr.body.errorMessage).toMatch(/ArgumentValidationError/);
+  expect(argErr.body.errorMessage).toMatch(/^\[Request ID: [0-9a-f]{16}\] Server Error\nArgumentValidationError: /);
 });
 
-test("int64 args and results use the $integer encoding", async () => {
-  const v = { $integer: Buffer.from(new BigInt64Array([5n]).buffer).toString("base64") };
-  const s = ok(await call("POST", "/api/mutation", { path: "projector:setState", args: { generation: 1, key: "i", value: v } }));
-  expect(s.body.status).toBe("success");
-  const g = ok(await call("POST", "/api/query", { path: "projector:getState", args: { generation: 1, key: "i" } }));
-  expect(g.body.value).toEqual(v);
+test("results are printed in the requested format; int64 and special floats per format", async () => {
+  const int5 = { $integer: Buffer.from(new BigInt64Array([5n]).buffer).toString("base64") };
+  const negZero = { $float: Buffer.from(new Float64Array([-0]).buffer).toString("base64") };
+  const value = { n: int5, two: 2, z: negZero, b: { $bytes: "AQ==" }, big: 1e21 };
+  const s = ok(await call("POST", "/api/mutation", { path: "projector:setState", args: { generation: 1, key: "i", value } }));
+  expect(s.text).toBe('{"status":"success","value":null}');
+  const get = (extra: object, headers?: string) =>
+    call("POST", "/api/query", { path: "projector:getState", args: { generation: 1, key: "i" }, ...extra }, `Convex ${ADMIN}`, headers);
+  const encoded = ok(await get({ format: "convex_encoded_json" }));
+  expect(encoded.text).toBe(
+    `{"status":"success","value":{"b":{"$bytes":"AQ=="},"big":1e21,"n":{"$integer":"${int5.$integer}"},"two":2.0,"z":{"$float":"${negZero.$float}"}}}`,
+  );
+  const clean = '{"status":"success","value":{"b":"AQ==","big":1e21,"n":"5","two":2.0,"z":-0.0}}';
+  expect(ok(await get({ format: "json" })).text).toBe(clean);
+  // No format: clean JSON for current clients (and no Convex-Client header); encoded for npm <= 1.4.1.
+  expect(ok(await get({})).text).toBe(clean);
+  expect(ok(await get({}, "npm-1.4.1")).text).toBe(encoded.text);
+  expect(ok(await call("POST", "/api/run/projector/getState", { args: { generation: 1, key: "i" } })).text).toBe(clean);
+});
+
+test("an unknown format is a 400 BadFormat after the function ran, as on Convex", async () => {
+  const r = ok(
+    await call("POST", "/api/mutation", { path: "projector:setState", args: { generation: 1, key: "fmt", value: 1 }, format: "xml" }),
+  );
+  expect(r.status).toBe(400);
+  expect(r.body).toEqual({ code: "BadFormat", message: "format param must be one of [`json`]. Got xml" });
+  const g = ok(await call("POST", "/api/query", { path: "projector:getState", args: { generation: 1, key: "fmt" } }));
+  expect(g.text).toBe('{"status":"success","value":1.0}');
+});
+
+test("errorData is printed in the requested format too", async () => {
+  const bad: any = apply("t3", 12);
+  delete bad.args.writes[0].doc.updatedAt;
+  const r = ok(await call("POST", "/api/mutation", bad));
+  const message = 'threads key \\"t3\\": updatedAt: missing';
+  const text = r.text.replace(/\[Request ID: [0-9a-f]{16}\]/, "[Request ID: <id>]");
+  expect(text).toBe(
+    `{"status":"error","errorMessage":"[Request ID: <id>] Server Error\\nUncaught ConvexError: ${message}\\n",` +
+      `"errorData":{"code":"InvalidDocument","key":"t3","message":"${message}","table":"threads"}}`,
+  );
 });
 
 test("bearer identity scopes public queries", async () => {

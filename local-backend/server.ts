@@ -14,13 +14,15 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
-import { convexToJson, jsonToConvex, type JSONValue } from "convex/values";
+import { jsonToConvex, type JSONValue } from "convex/values";
 import { createAuthenticator, type Authenticator, type BearerVerifier } from "./auth";
 import { HttpError, functionError, injectedStatus, rejectedDocument } from "./errors";
 import { Executor, type Stats } from "./execution";
 import { FaultState } from "./faults";
 import { convexModules } from "./modules";
 import { resolveFunction, routeApi } from "./routing";
+import { encodeUdfResponse, type UdfResult } from "./udf-response";
+import { defaultValueFormat, parseValueFormat } from "./wire-json";
 
 export type { Stats } from "./execution";
 
@@ -77,7 +79,10 @@ async function readJsonObject(req: IncomingMessage): Promise<Record<string, any>
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
-  const text = JSON.stringify(body);
+  sendText(res, status, JSON.stringify(body), headers);
+}
+
+function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}) {
   res.writeHead(status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(text)), ...headers });
   res.end(text);
 }
@@ -116,9 +121,12 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
     const caller = await authenticate(req.headers["authorization"]);
     const body = await readJsonObject(req);
     const { path, expected } = routeApi(url.pathname, body);
-    if (body.format !== undefined && body.format !== "json" && body.format !== "convex_encoded_json") {
-      throw new HttpError(400, "BadRequest", `Unsupported format ${JSON.stringify(body.format)}`);
-    }
+    const header = req.headers["convex-client"];
+    // Read after the call, as public_api.rs does: a bad `format` is a 400 for
+    // a function that has already run (and, for a mutation, committed).
+    const answerFormat = () =>
+      parseValueFormat(body.format) ??
+      (expected === null ? "json" : defaultValueFormat(Array.isArray(header) ? header[0] : header));
     const args = decodeArgs(body.args);
 
     const fn = await resolveFunction(modules, path);
@@ -137,12 +145,11 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
       return;
     }
     const rejected = faults.rejectedWrite(fn.name, args);
-    if (rejected) return send(res, 200, rejectedDocument(rejected.table, rejected.key));
+    if (rejected) return sendText(res, 200, encodeUdfResponse(rejectedDocument(rejected.table, rejected.key), answerFormat()));
 
-    let out: Record<string, unknown>;
+    let out: UdfResult;
     try {
-      const value = await executor.run(fn.kind, fn.name, args, caller.identity);
-      out = { status: "success", value: convexToJson(value === undefined ? null : (value as any)), logLines: [] };
+      out = { status: "success", value: await executor.run(fn.kind, fn.name, args, caller.identity) };
     } catch (e) {
       out = functionError(e);
     }
@@ -150,7 +157,7 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
       req.socket.destroy();
       return;
     }
-    send(res, 200, out);
+    sendText(res, 200, encodeUdfResponse(out, answerFormat()));
   }
 
   async function handleFaults(req: IncomingMessage, res: ServerResponse) {
