@@ -42,8 +42,16 @@ export function serverErrorMessage(jsMessage: string): string {
   return `[Request ID: ${randomBytes(8).toString("hex")}] Server Error\n${jsMessage}\n`;
 }
 
+/**
+ * A failure the real backend reports with its own message, not as a throw
+ * from the function (no "Uncaught …:" prefix): bad or oversized arguments, an
+ * invalid or oversized return value.
+ */
+export class JsErrorMessage extends Error {}
+
 /** The 200 answer for a function that threw `e`. */
 export function functionError(e: unknown): FunctionErrorBody {
+  if (e instanceof JsErrorMessage) return { status: "error", errorMessage: serverErrorMessage(e.message) };
   const err = e as any;
   const isConvexError =
     err !== null && typeof err === "object" && Symbol.for("ConvexError") in err && err[Symbol.for("ConvexError")];

@@ -102,12 +102,18 @@ test("version", async () => {
   expect(r.status).toBe(200);
 });
 
-test("internal functions need the admin key", async () => {
-  for (const auth of [null, "Convex wrong-key", "Bearer x.eyJzdWIiOiJhbGljZSJ9.y"]) {
+/** `errorMessage` without its first line (`[Request ID: …] Server Error`). */
+const jsError = (r: Res) => ("dropped" in r ? "dropped" : String(r.body.errorMessage).replace(/^\[Request ID: [0-9a-f]{16}\] Server Error\n/, ""));
+
+test("internal functions need the admin key; without it they do not exist (HTTP 200, as Convex)", async () => {
+  for (const auth of [null, "Bearer x.eyJzdWIiOiJhbGljZSJ9.y"]) {
     const r = ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} }, auth));
-    expect(r.status).toBe(401);
-    expect(r.body).toMatchObject({ code: expect.any(String), message: expect.any(String) });
+    expect(r.status).toBe(200);
+    expect(jsError(r)).toBe("Could not find public function for 'projector:getActive'.\n");
   }
+  const bad = ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} }, "Convex wrong-key"));
+  expect(bad.status).toBe(401);
+  expect(bad.body).toEqual({ code: "BadAdminKey", message: "The provided admin key was invalid for this instance" });
   expect(ok(await call("GET", "/_stats", undefined, null)).status).toBe(401);
   expect(ok(await call("POST", "/_faults", { kind: "clear" }, null)).status).toBe(401);
 });
@@ -137,9 +143,14 @@ test("function error shape names the key; system error shapes", async () => {
   expect(r.body.errorMessage).toMatch(/threads key "t2": updatedAt: missing/);
   expect(r.body.errorData).toMatchObject({ code: "InvalidDocument", table: "threads", key: "t2" });
 
-  expect(ok(await call("POST", "/api/query", { path: "nope:fn", args: {} })).status).toBe(404);
+  const missing = ok(await call("POST", "/api/query", { path: "nope:fn", args: {} }));
+  expect([missing.status, jsError(missing)]).toEqual([200, "Could not find public function for 'nope:fn'.\n"]);
   expect(ok(await call("POST", "/api/query", "{not json")).status).toBe(400);
-  expect(ok(await call("POST", "/api/query", { path: "projector:apply", args: {} })).status).toBe(400);
+  const wrongKind = ok(await call("POST", "/api/query", { path: "projector:apply", args: {} }));
+  expect([wrongKind.status, jsError(wrongKind)]).toEqual([
+    200,
+    "Trying to execute projector.js:apply as Query, but it is defined as Mutation.\n",
+  ]);
   const argErr = ok(await call("POST", "/api/mutation", { path: "projector:setActive", args: { generation: "x" } }));
   expect(argErr.status).toBe(200);
   expect(argErr.body.status).toBe("error");
@@ -251,11 +262,27 @@ test("fault injection: status, latency, drop before and after commit", async () 
   expect(stats1.mutations - stats0.mutations).toBe(2);
 });
 
-test("bodies over 16 MiB get 413", async () => {
-  const big = JSON.stringify({ path: "projector:getActive", args: { pad: "x".repeat(16 * 1024 * 1024) } });
-  const r = ok(await call("POST", "/api/query", big));
-  expect(r.status).toBe(413);
-  expect(r.body.code).toBe("PayloadTooLarge");
+test("bodies over 16 MiB + 2000 bytes are refused as Convex does; under that, args over 16 MiB fail the call", async () => {
+  const body = (pad: number) => JSON.stringify({ path: "projector:getActive", args: { pad: "x".repeat(pad) } });
+  const over = ok(await call("POST", "/api/query", body(16 * 1024 * 1024 + 2000)));
+  expect(over.status).toBe(400);
+  expect(over.body).toEqual({ code: "BadJsonBody", message: "Failed to buffer the request body: length limit exceeded" });
+  const under = ok(await call("POST", "/api/query", body(16 * 1024 * 1024)));
+  expect(under.status).toBe(200);
+  expect(under.body.errorMessage).toMatch(/\nArguments for projector\.js:getActive are too large \(actual: 16\.00 MiB, limit: 16 MiB\)\n$/);
+});
+
+test("a function call needs Content-Type: application/json", async () => {
+  const r = await new Promise<{ status: number; body: any }>((done, fail) => {
+    const req = request(url + "/api/query", { method: "POST", headers: { authorization: `Convex ${ADMIN}` } }, (res) => {
+      let t = "";
+      res.on("data", (d) => (t += d));
+      res.on("end", () => done({ status: res.statusCode!, body: JSON.parse(t) }));
+    });
+    req.on("error", fail);
+    req.end(JSON.stringify({ path: "projector:getActive", args: {} }));
+  });
+  expect(r).toEqual({ status: 400, body: { code: "BadJsonBody", message: "Expected request with `Content-Type: application/json`" } });
 });
 
 test("fault injection: reject_key fails every apply that writes that key, until clear", async () => {

@@ -26,7 +26,8 @@ import { defaultValueFormat, parseValueFormat } from "./wire-json";
 
 export type { Stats } from "./execution";
 
-export const MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** MAX_BACKEND_PUBLIC_API_REQUEST_SIZE (crates/common/src/knobs.rs). */
+export const MAX_BODY_BYTES = (1 << 24) + 2000;
 
 export interface BackendOptions {
   port: number;
@@ -59,12 +60,18 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
     if (size <= MAX_BODY_BYTES) chunks.push(chunk);
   }
   if (size > MAX_BODY_BYTES) {
-    throw new HttpError(413, "PayloadTooLarge", `Request body exceeds ${MAX_BODY_BYTES} bytes`);
+    // axum's DefaultBodyLimit rejection, answered by convex-backend's Json extractor as BadJsonBody.
+    throw new HttpError(400, "BadJsonBody", "Failed to buffer the request body: length limit exceeded");
   }
   return Buffer.concat(chunks);
 }
 
+/** As convex-backend's `Json` extractor (crates/common/src/http/extract.rs): JSON content type, then the body. */
 async function readJsonObject(req: IncomingMessage): Promise<Record<string, any>> {
+  const type = String(req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
+  if (!/^application\/([a-z0-9.+-]+\+)?json$/.test(type)) {
+    throw new HttpError(400, "BadJsonBody", "Expected request with `Content-Type: application/json`");
+  }
   const raw = await readBody(req);
   let body: any;
   try {
@@ -129,12 +136,12 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
       (expected === null ? "json" : defaultValueFormat(Array.isArray(header) ? header[0] : header));
     const args = decodeArgs(body.args);
 
-    const fn = await resolveFunction(modules, path);
-    if (fn.internal && !caller.admin) {
-      throw new HttpError(401, "Unauthenticated", `'${fn.name}' is internal: it needs Authorization: Convex <admin key>`);
-    }
-    if (expected !== null && expected !== fn.kind) {
-      throw new HttpError(400, "BadRequest", `'${fn.name}' is a ${fn.kind}, not a ${expected}`);
+    let fn;
+    try {
+      fn = await resolveFunction(modules, path, { admin: caller.admin, expected });
+    } catch (e) {
+      if (e instanceof HttpError) throw e;
+      return sendText(res, 200, encodeUdfResponse(functionError(e), answerFormat()));
     }
 
     const fault = faults.take(fn.name);
