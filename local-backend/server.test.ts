@@ -12,8 +12,9 @@ let child: ChildProcess;
 let url = "";
 
 beforeAll(async () => {
-  child = spawn("npm", ["run", "--silent", "local-backend", "--", "--port", "0", "--admin-key", ADMIN], {
+  child = spawn("npm", ["run", "--silent", "local-backend", "--", "--port", "0"], {
     cwd: root,
+    env: { ...process.env, CONVEX_ADMIN_KEY: ADMIN },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });
@@ -305,3 +306,25 @@ test("fault injection: reject_key fails every apply that writes that key, until 
   const after = ok(await call("POST", "/api/mutation", apply("rk1", 40)));
   expect(after.body.value).toMatchObject({ applied: 1 });
 });
+
+test("the command line refuses --admin-key without echoing it, and a non-loopback --host", async () => {
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; out: string }>((done) => {
+      const p = spawn("npm", ["run", "--silent", "local-backend", "--", ...args], {
+        cwd: root,
+        env: { ...process.env, CONVEX_ADMIN_KEY: ADMIN },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let out = "";
+      p.stdout!.on("data", (d) => (out += d));
+      p.stderr!.on("data", (d) => (out += d));
+      p.on("exit", (code) => done({ code, out }));
+    });
+  const key = await run(["--port", "0", "--admin-key", "visible-secret-42"]);
+  expect(key.code).not.toBe(0);
+  expect(key.out).toMatch(/--admin-key is not accepted/);
+  expect(key.out).not.toContain("visible-secret-42");
+  const remote = await run(["--port", "0", "--host", "0.0.0.0"]);
+  expect(remote.code).not.toBe(0);
+  expect(remote.out).toMatch(/not a loopback address/);
+}, 30_000);

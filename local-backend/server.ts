@@ -19,6 +19,7 @@ import { createAuthenticator, type Authenticator, type BearerVerifier } from "./
 import { HttpError, functionError, injectedStatus, rejectedDocument } from "./errors";
 import { Executor, type Stats } from "./execution";
 import { FaultState } from "./faults";
+import { isLoopback } from "./loopback";
 import { convexModules } from "./modules";
 import { resolveFunction, routeApi } from "./routing";
 import { encodeUdfResponse, type UdfResult } from "./udf-response";
@@ -32,7 +33,9 @@ export const MAX_BODY_BYTES = (1 << 24) + 2000;
 export interface BackendOptions {
   port: number;
   adminKey: string;
+  /** Default 127.0.0.1; anything but loopback needs `allowRemote`. */
   host?: string;
+  allowRemote?: boolean;
   /** Checks `Authorization: Bearer …` tokens; default: decode without verifying (test only). */
   verifyBearer?: BearerVerifier;
 }
@@ -111,6 +114,14 @@ function decodeArgs(raw: unknown): Record<string, unknown> {
 }
 
 export async function startBackend(opts: BackendOptions): Promise<Backend> {
+  const host = opts.host ?? "127.0.0.1";
+  if (!isLoopback(host) && !opts.allowRemote) {
+    throw new Error(
+      `host ${host} is not a loopback address: this test backend does not verify JWTs and holds an admin key; ` +
+        "allow it explicitly (--allow-remote)",
+    );
+  }
+  if (opts.adminKey === "") throw new Error("the admin key is empty");
   const modules = convexModules();
   const executor = new Executor(modules);
   const stats = executor.stats;
@@ -214,7 +225,6 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
   server.keepAliveTimeout = 120_000;
   server.headersTimeout = 125_000;
 
-  const host = opts.host ?? "127.0.0.1";
   await new Promise<void>((ok, fail) => {
     server.once("error", fail);
     server.listen(opts.port, host, () => ok());
