@@ -91,3 +91,18 @@ export function rejectedDocument(table: string, key: string): FunctionErrorBody 
     errorData: { code: "InvalidDocument", message, table, key },
   };
 }
+
+/**
+ * What Convex answers when a mutation kept conflicting with concurrent
+ * writes through its internal retries (UDF_EXECUTOR_OCC_MAX_RETRIES = 4):
+ * ErrorCode::OCC is HTTP 503 with code `OptimisticConcurrencyControlFailure`
+ * (crates/errors/src/lib.rs `OCC_ERROR`, `OCC_ERROR_MSG`). Nothing committed.
+ */
+export function occFailure(): HttpError {
+  return new HttpError(
+    503,
+    "OptimisticConcurrencyControlFailure",
+    "Data read or written in this mutation changed while it was being run. Consider reducing the amount of data " +
+      "read by using indexed queries with selective index range expressions (https://docs.convex.dev/database/indexes/).",
+  );
+}

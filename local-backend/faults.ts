@@ -11,6 +11,7 @@ export type Fault = { count: number; path?: string } & (
   | { kind: "latency"; ms: number }
   | { kind: "drop_before" }
   | { kind: "drop_after" }
+  | { kind: "occ" }
 );
 
 export type RejectedWrite = { table: string; key: string };
@@ -75,11 +76,12 @@ export class FaultState {
         break;
       case "drop_before":
       case "drop_after":
+      case "occ":
         if (!okCount) throw new HttpError(400, "BadRequest", "count must be >= 1");
         this.faults.push({ kind: f.kind, count, path });
         break;
       default:
-        throw new HttpError(400, "BadRequest", "kind must be status|latency|drop_before|drop_after|reject_key|clear");
+        throw new HttpError(400, "BadRequest", "kind must be status|latency|drop_before|drop_after|occ|reject_key|clear");
     }
   }
 }

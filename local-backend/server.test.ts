@@ -230,6 +230,14 @@ test("fault injection: status, latency, drop before and after commit", async () 
   let load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["f1"] } }));
   expect(load.body.value).toEqual([]);
 
+  // An OCC failure: Convex's 503 shape; nothing ran.
+  await call("POST", "/_faults", { kind: "occ", count: 1 });
+  const occ = ok(await call("POST", "/api/mutation", apply("f1", 20)));
+  expect(occ.status).toBe(503);
+  expect(occ.body).toMatchObject({ code: "OptimisticConcurrencyControlFailure", message: expect.stringMatching(/^Data read or written/) });
+  load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["f1"] } }));
+  expect(load.body.value).toEqual([]);
+
   await call("POST", "/_faults", { kind: "drop_before", count: 1 });
   expect(await call("POST", "/api/mutation", apply("f1", 20))).toEqual({ dropped: true });
   load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["f1"] } }));

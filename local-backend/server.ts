@@ -16,7 +16,7 @@ import { createServer, type IncomingMessage, type ServerResponse, type Server } 
 import type { AddressInfo, Socket } from "node:net";
 import { jsonToConvex, type JSONValue } from "convex/values";
 import { createAuthenticator, type Authenticator, type BearerVerifier } from "./auth";
-import { HttpError, functionError, injectedStatus, rejectedDocument } from "./errors";
+import { HttpError, functionError, injectedStatus, occFailure, rejectedDocument } from "./errors";
 import { Executor, type Stats } from "./execution";
 import { FaultState } from "./faults";
 import { isLoopback } from "./loopback";
@@ -157,6 +157,7 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
 
     const fault = faults.take(fn.name);
     if (fault?.kind === "status") throw injectedStatus(fault.status, fault.retryAfterSeconds);
+    if (fault?.kind === "occ") throw occFailure();
     if (fault?.kind === "latency") await new Promise((r) => setTimeout(r, fault.ms));
     if (fault?.kind === "drop_before") {
       req.socket.destroy();
