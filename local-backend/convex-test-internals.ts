@@ -50,11 +50,19 @@ export interface ConvexTestInternals {
 const REQUIRED_DB_METHODS = ["get", "_addWrite", "commit", "_iterateDocs", "_resolveQuerySource"] as const;
 const REQUIRED_TM_METHODS = ["begin", "commit", "rollback", "isInTransaction"] as const;
 
-export function convexTestInternals(t: { finishInProgressScheduledFunctions(): Promise<unknown> }): ConvexTestInternals {
+export function convexTestInternals(t: {
+  finishInProgressScheduledFunctions(): Promise<unknown>;
+}): ConvexTestInternals {
   let global: any = undefined;
   const run = AsyncLocalStorage.prototype.run;
   AsyncLocalStorage.prototype.run = function (this: AsyncLocalStorage<unknown>, store: any, ...rest: any[]) {
-    if (global === undefined && store && typeof store === "object" && "components" in store && "transactionManager" in store) {
+    if (
+      global === undefined &&
+      store &&
+      typeof store === "object" &&
+      "components" in store &&
+      "transactionManager" in store
+    ) {
       global = store;
     }
     return (run as any).call(this, store, ...rest);
@@ -75,6 +83,7 @@ export function convexTestInternals(t: { finishInProgressScheduledFunctions(): P
   if (typeof db._documents !== "object" || !Array.isArray(db._writes)) fail("DatabaseFake state missing");
   const tm = global.transactionManager;
   for (const m of REQUIRED_TM_METHODS) if (typeof tm?.[m] !== "function") fail(`TransactionManager.${m} missing`);
-  if (typeof global.syscall !== "function" || typeof global.asyncSyscall !== "function") fail("syscall entry points missing");
+  if (typeof global.syscall !== "function" || typeof global.asyncSyscall !== "function")
+    fail("syscall entry points missing");
   return { db, transactionManager: tm, global };
 }

@@ -59,7 +59,10 @@ export function functionError(e: unknown): FunctionErrorBody {
   // convex-test validates arguments inside the call; Convex does it before
   // running the function, and says so without "Uncaught".
   if (!isConvexError && (msg.startsWith("Validator error") || msg.startsWith("ArgumentValidationError"))) {
-    return { status: "error", errorMessage: serverErrorMessage(`ArgumentValidationError: ${msg.replace(/^ArgumentValidationError: /, "")}`) };
+    return {
+      status: "error",
+      errorMessage: serverErrorMessage(`ArgumentValidationError: ${msg.replace(/^ArgumentValidationError: /, "")}`),
+    };
   }
   const name = isConvexError ? "ConvexError" : (err?.name ?? "Error");
   const body: FunctionErrorBody = { status: "error", errorMessage: serverErrorMessage(`Uncaught ${name}: ${msg}`) };
@@ -70,7 +73,13 @@ export function functionError(e: unknown): FunctionErrorBody {
 /** The answer to an injected `status` fault: what Convex sends when it sheds load or fails. */
 export function injectedStatus(status: number, retryAfterSeconds?: number): HttpError {
   const code =
-    status === 429 ? "RateLimited" : status === 503 ? "Overloaded" : status === 500 ? "InternalServerError" : "InjectedFault";
+    status === 429
+      ? "RateLimited"
+      : status === 503
+        ? "Overloaded"
+        : status === 500
+          ? "InternalServerError"
+          : "InjectedFault";
   const message =
     status === 429
       ? "Rate limited: too many concurrent requests (injected fault)"

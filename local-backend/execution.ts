@@ -87,26 +87,26 @@ export class Executor {
   }
 
   private async call(kind: Kind, name: string, args: Record<string, unknown>, identity: Identity | null) {
-      const caller = identity ? this.t.withIdentity(identity) : this.t;
-      const ref = makeFunctionReference<any>(name) as any;
-      if (kind === "query") {
-        this.stats.queries++;
-        return await caller.query(ref, args);
+    const caller = identity ? this.t.withIdentity(identity) : this.t;
+    const ref = makeFunctionReference<any>(name) as any;
+    if (kind === "query") {
+      this.stats.queries++;
+      return await caller.query(ref, args);
+    }
+    let value: unknown;
+    if (kind === "mutation") {
+      this.stats.mutations++;
+      value = await caller.mutation(ref, args);
+      if (name === "projector:apply" && value && typeof value === "object") {
+        const v = value as any;
+        this.stats.writes += Number(v.applied ?? 0) + Number(v.deadLettersInserted ?? 0);
       }
-      let value: unknown;
-      if (kind === "mutation") {
-        this.stats.mutations++;
-        value = await caller.mutation(ref, args);
-        if (name === "projector:apply" && value && typeof value === "object") {
-          const v = value as any;
-          this.stats.writes += Number(v.applied ?? 0) + Number(v.deadLettersInserted ?? 0);
-        }
-      } else {
-        this.stats.actions++;
-        value = await caller.action(ref, args);
-      }
-      this.notify({ kind, name });
-      return value;
+    } else {
+      this.stats.actions++;
+      value = await caller.action(ref, args);
+    }
+    this.notify({ kind, name });
+    return value;
   }
 
   private notify(commit: Commit) {

@@ -51,7 +51,8 @@ export class FaultState {
   configure(f: any): void {
     const count = f?.count ?? 1;
     const okCount = Number.isSafeInteger(count) && count >= 1;
-    if (f?.path !== undefined && typeof f.path !== "string") throw new HttpError(400, "BadRequest", "path must be a string");
+    if (f?.path !== undefined && typeof f.path !== "string")
+      throw new HttpError(400, "BadRequest", "path must be a string");
     const path: string | undefined = f?.path?.replace(/\.js:/, ":");
     switch (f?.kind) {
       case "clear":
@@ -81,7 +82,11 @@ export class FaultState {
         this.faults.push({ kind: f.kind, count, path });
         break;
       default:
-        throw new HttpError(400, "BadRequest", "kind must be status|latency|drop_before|drop_after|occ|reject_key|clear");
+        throw new HttpError(
+          400,
+          "BadRequest",
+          "kind must be status|latency|drop_before|drop_after|occ|reject_key|clear",
+        );
     }
   }
 }

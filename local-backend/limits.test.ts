@@ -33,23 +33,39 @@ const thread = (i: number, pad = "") => ({
   updatedAt: i,
 });
 const writes = (from: number, n: number, p: number) =>
-  Array.from({ length: n }, (_, j) => ({ table: "threads", key: `w${from + j}`, position: pos(p), doc: thread(from + j) }));
-const apply = (generation: number, w: unknown[]) => ex.run("mutation", "projector:apply", { generation, writes: w }, null);
-const TOO_MANY_READS = /^Uncaught Error: Too many reads in a single function execution \(limit: 4096\)\. Consider using smaller limits/;
+  Array.from({ length: n }, (_, j) => ({
+    table: "threads",
+    key: `w${from + j}`,
+    position: pos(p),
+    doc: thread(from + j),
+  }));
+const apply = (generation: number, w: unknown[]) =>
+  ex.run("mutation", "projector:apply", { generation, writes: w }, null);
+const TOO_MANY_READS =
+  /^Uncaught Error: Too many reads in a single function execution \(limit: 4096\)\. Consider using smaller limits/;
 
 test("apply: each replace costs its lookup and a by-id read, so 2048 replaces fit in 4096 intervals and 2049 do not", async () => {
   await apply(2, writes(0, 2049, 1)); // 2049 inserts: 2049 lookups, inserts add no counted interval
   const ok: any = await apply(2, writes(0, 2048, 2));
   expect(ok.applied).toBe(2048);
-  expect(await failure("mutation", "projector:apply", { generation: 2, writes: writes(0, 2049, 3) })).toMatch(TOO_MANY_READS);
+  expect(await failure("mutation", "projector:apply", { generation: 2, writes: writes(0, 2049, 3) })).toMatch(
+    TOO_MANY_READS,
+  );
   // Rolled back: nothing of the failed batch was written.
-  const loaded: any = await ex.run("query", "projector:load", { generation: 2, table: "threads", keys: ["w2048"] }, null);
+  const loaded: any = await ex.run(
+    "query",
+    "projector:load",
+    { generation: 2, table: "threads", keys: ["w2048"] },
+    null,
+  );
   expect(loaded[0].position).toBe(pos(1));
 });
 
 test("inserts: 4096 lookups fit, 4097 do not", async () => {
   expect(((await apply(3, writes(0, 4096, 1))) as any).applied).toBe(4096);
-  expect(await failure("mutation", "projector:apply", { generation: 4, writes: writes(0, 4097, 1) })).toMatch(TOO_MANY_READS);
+  expect(await failure("mutation", "projector:apply", { generation: 4, writes: writes(0, 4097, 1) })).toMatch(
+    TOO_MANY_READS,
+  );
 });
 
 test("the same range read again is the same interval (convex-test would count 5000)", async () => {
@@ -61,7 +77,9 @@ test("the same range read again is the same interval (convex-test would count 50
 test("purge: a query plus a by-id read per delete, so purging 5000 documents in one call fails", async () => {
   await apply(5, writes(0, 2500, 1));
   await apply(5, writes(2500, 2500, 1));
-  expect(await failure("mutation", "projector:purge", { generation: 5, table: "threads", limit: 8000 })).toMatch(TOO_MANY_READS);
+  expect(await failure("mutation", "projector:purge", { generation: 5, table: "threads", limit: 8000 })).toMatch(
+    TOO_MANY_READS,
+  );
   expect(await ex.run("mutation", "projector:purge", { generation: 5, table: "threads", limit: 4000 }, null)).toEqual({
     deleted: 4000,
     done: false,
@@ -90,9 +108,9 @@ test("documents written: 16000; a patch that changes nothing is no write", async
   await ex.run("mutation", "limitOps:fill", { prefix: "p", count: 1, value: 0 }, null);
   await ex.run("mutation", "limitOps:patchMany", { key: "p0", times: 20_000, same: true }, null);
   await ex.run("mutation", "limitOps:patchMany", { key: "p0", times: LIMITS.documentsWritten, same: false }, null);
-  expect(await failure("mutation", "limitOps:patchMany", { key: "p0", times: LIMITS.documentsWritten + 1, same: false })).toBe(
-    "Uncaught Error: Too many writes in a single function execution (limit: 16000)\n",
-  );
+  expect(
+    await failure("mutation", "limitOps:patchMany", { key: "p0", times: LIMITS.documentsWritten + 1, same: false }),
+  ).toBe("Uncaught Error: Too many writes in a single function execution (limit: 16000)\n");
 }, 60_000);
 
 test("bytes written: 16 MiB (inserts: a replace would first read as much)", async () => {
@@ -118,7 +136,9 @@ test("a document over 1 MiB counting _id and _creationTime is refused, and a cau
   expect(await failure("mutation", "limitOps:insertOne", { key: "d1", value, catchIt: false })).toMatch(
     /^Uncaught Error: Value is too large \(1\.00 MiB > maximum size 1 MiB\)\n$/,
   );
-  expect(await ex.run("mutation", "limitOps:insertOne", { key: "d2", value, catchIt: true }, null)).toMatch(/^caught: Value is too large/);
+  expect(await ex.run("mutation", "limitOps:insertOne", { key: "d2", value, catchIt: true }, null)).toMatch(
+    /^caught: Value is too large/,
+  );
   expect(await ex.run("query", "limitOps:exists", { key: "d2" }, null)).toBe(false);
 });
 
@@ -129,9 +149,12 @@ test("projector:apply's own 1 MiB check leaves out the system fields; Convex ref
   const pad = "p".repeat(LIMITS.documentBytes - 10 - getConvexSize(base as any));
   const doc = { ...thread(1), threadId: `t1${pad}` };
   expect(getConvexSize({ ...doc, key: "big", generation: 6, position: pos(1) } as any)).toBe(LIMITS.documentBytes - 10);
-  expect(await failure("mutation", "projector:apply", { generation: 6, writes: [{ table: "threads", key: "big", position: pos(1), doc }] })).toMatch(
-    /^Uncaught Error: Value is too large \(1\.00 MiB > maximum size 1 MiB\)/,
-  );
+  expect(
+    await failure("mutation", "projector:apply", {
+      generation: 6,
+      writes: [{ table: "threads", key: "big", position: pos(1), doc }],
+    }),
+  ).toMatch(/^Uncaught Error: Value is too large \(1\.00 MiB > maximum size 1 MiB\)/);
 });
 
 test("value shapes: arrays over 8192, documents nested over 16", async () => {

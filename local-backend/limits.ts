@@ -146,7 +146,9 @@ function checkDocument(doc: Doc): void {
   }
   const size = getConvexSize(doc as Value);
   if (size > LIMITS.documentBytes) {
-    throw new Error(`Value is too large (${humanSizeBinary(size)} > maximum size ${humanSizeBinary(LIMITS.documentBytes)})`);
+    throw new Error(
+      `Value is too large (${humanSizeBinary(size)} > maximum size ${humanSizeBinary(LIMITS.documentBytes)})`,
+    );
   }
 }
 
@@ -169,7 +171,9 @@ class Reads {
     s.add(iv);
     this.intervals = Math.max(0, this.intervals - before) + s.size;
     if (this.intervals > LIMITS.readIntervals) {
-      throw new Error(`Too many reads in a single function execution (limit: ${LIMITS.readIntervals}). ${OVER_LIMIT_HELP}`);
+      throw new Error(
+        `Too many reads in a single function execution (limit: ${LIMITS.readIntervals}). ${OVER_LIMIT_HELP}`,
+      );
     }
   }
 
@@ -282,9 +286,19 @@ export function installLimits(db: DatabaseFake, tm: TransactionManager, global: 
   function describe(query: any): Query | null {
     const source = query?.source;
     const limitOp = (query?.operators ?? []).find((o: any) => o && "limit" in o);
-    const base = { order: (source?.order ?? "asc") as "asc" | "desc", limit: limitOp ? Number(limitOp.limit) : null, returned: 0 };
+    const base = {
+      order: (source?.order ?? "asc") as "asc" | "desc",
+      limit: limitOp ? Number(limitOp.limit) : null,
+      returned: 0,
+    };
     if (source?.type === "FullTableScan") {
-      return { ...base, index: `${source.tableName}.by_creation_time`, fields: ["_creationTime", "_id"], lower: { key: [], side: -1 }, upper: { key: [], side: 1 } };
+      return {
+        ...base,
+        index: `${source.tableName}.by_creation_time`,
+        fields: ["_creationTime", "_id"],
+        lower: { key: [], side: -1 },
+        upper: { key: [], side: 1 },
+      };
     }
     if (source?.type !== "IndexRange") return null;
     const [table = "", indexName = ""] = String(source.indexName).split(".");
@@ -295,7 +309,8 @@ export function installLimits(db: DatabaseFake, tm: TransactionManager, global: 
     let upper: Bound | null = null;
     for (const r of source.range ?? []) {
       const raw = r.value;
-      const v = raw !== null && typeof raw === "object" && "$undefined" in raw ? undefined : (jsonToConvex(raw) as Value);
+      const v =
+        raw !== null && typeof raw === "object" && "$undefined" in raw ? undefined : (jsonToConvex(raw) as Value);
       if (r.type === "Eq") prefix.push(v);
       else if (r.type === "Gte") lower = { key: [...prefix, v], side: -1 };
       else if (r.type === "Gt") lower = { key: [...prefix, v], side: 1 };
@@ -378,7 +393,9 @@ export function installLimits(db: DatabaseFake, tm: TransactionManager, global: 
         for (const doc of page) if (!isSystemTable(q.index)) level.reads.document(getConvexSize(doc as Value));
         const cursorKey = (c: unknown) =>
           typeof c === "string" && c !== "_end_cursor"
-            ? (JSON.parse(c) as (string | null)[]).map((k) => (k === null ? undefined : (jsonToConvex(JSON.parse(k)) as Value)))
+            ? (JSON.parse(c) as (string | null)[]).map((k) =>
+                k === null ? undefined : (jsonToConvex(JSON.parse(k)) as Value),
+              )
             : null;
         const from = cursorKey(args.cursor);
         const to = res.isDone ? null : cursorKey(res.continueCursor);
@@ -421,7 +438,10 @@ export function installLimits(db: DatabaseFake, tm: TransactionManager, global: 
         if (table !== null && !isSystemTable(table)) {
           const after = db.get(table, String(id));
           // A write that leaves the document as it was is no write (transaction.rs).
-          const same = before !== null && after !== null && exportValue(before, "convex_encoded_json") === exportValue(after, "convex_encoded_json");
+          const same =
+            before !== null &&
+            after !== null &&
+            exportValue(before, "convex_encoded_json") === exportValue(after, "convex_encoded_json");
           if (!same) countWrite(level, after);
         }
         return out;
@@ -439,7 +459,9 @@ export function installLimits(db: DatabaseFake, tm: TransactionManager, global: 
       throw new Error(`Too many writes in a single function execution (limit: ${LIMITS.documentsWritten})`);
     }
     if (level.writes.bytes > LIMITS.bytesWritten) {
-      throw new Error(`Too many bytes written in a single function execution (limit: ${formatBytes(LIMITS.bytesWritten)})`);
+      throw new Error(
+        `Too many bytes written in a single function execution (limit: ${formatBytes(LIMITS.bytesWritten)})`,
+      );
     }
   }
 }

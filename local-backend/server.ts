@@ -71,7 +71,10 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
 
 /** As convex-backend's `Json` extractor (crates/common/src/http/extract.rs): JSON content type, then the body. */
 async function readJsonObject(req: IncomingMessage): Promise<Record<string, any>> {
-  const type = String(req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
+  const type = String(req.headers["content-type"] ?? "")
+    .split(";")[0]!
+    .trim()
+    .toLowerCase();
   if (!/^application\/([a-z0-9.+-]+\+)?json$/.test(type)) {
     throw new HttpError(400, "BadJsonBody", "Expected request with `Content-Type: application/json`");
   }
@@ -93,7 +96,11 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
 }
 
 function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}) {
-  res.writeHead(status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(text)), ...headers });
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": String(Buffer.byteLength(text)),
+    ...headers,
+  });
   res.end(text);
 }
 
@@ -164,7 +171,8 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
       return;
     }
     const rejected = faults.rejectedWrite(fn.name, args);
-    if (rejected) return sendText(res, 200, encodeUdfResponse(rejectedDocument(rejected.table, rejected.key), answerFormat()));
+    if (rejected)
+      return sendText(res, 200, encodeUdfResponse(rejectedDocument(rejected.table, rejected.key), answerFormat()));
 
     let out: UdfResult;
     try {

@@ -9,7 +9,9 @@ import { defaultValueFormat, exportValue, formatFloat64, parseValueFormat } from
 const here = dirname(fileURLToPath(import.meta.url));
 
 test("float64 layout matches ryu 1.0.23 (the real backend's serde_json) on 600+ values", () => {
-  const lines = readFileSync(join(here, "testdata", "ryu-1.0.23.txt"), "utf8").trim().split("\n");
+  const lines = readFileSync(join(here, "testdata", "ryu-1.0.23.txt"), "utf8")
+    .trim()
+    .split("\n");
   expect(lines.length).toBeGreaterThan(600);
   const view = new DataView(new ArrayBuffer(8));
   for (const line of lines) {

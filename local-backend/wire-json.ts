@@ -44,7 +44,12 @@ export function defaultValueFormat(convexClient: string | undefined): ValueForma
   if (!m) return "json";
   const v = [Number(m[2]), Number(m[3]), Number(m[4])];
   const threshold = m[1] === "python" ? [0, 5, 0] : [1, 4, 1];
-  const above = v[0]! !== threshold[0] ? v[0]! > threshold[0]! : v[1] !== threshold[1] ? v[1]! > threshold[1]! : v[2]! > threshold[2]!;
+  const above =
+    v[0]! !== threshold[0]
+      ? v[0]! > threshold[0]!
+      : v[1] !== threshold[1]
+        ? v[1]! > threshold[1]!
+        : v[2]! > threshold[2]!;
   return above ? "json" : "convex_encoded_json";
 }
 
