@@ -250,7 +250,7 @@ async fn sigkill_at_random_moments_is_exact_and_never_confirms_early() {
     let convex = ConvexBackend::start();
     let client = convex.client(Duration::from_secs(30));
     let (tx, h) = traffic(&db, 150.0);
-    let mut rng = rand::thread_rng();
+    let mut rng = crate::support::seeded_rng("sigkill_at_random_moments");
     let mut confirmed = Vec::new();
     let mut checked = 0;
     for kill in 0..12 {
@@ -461,7 +461,7 @@ async fn standby_replica_takes_over_after_sigkill() {
 
     // The standby retries every 2 s from its start: kill at a random phase
     // of that cycle, or the figure would only measure the alignment.
-    let phase = rand::thread_rng().gen_range(0..2000);
+    let phase = crate::support::seeded_rng("standby_takeover").gen_range(0..2000);
     tokio::time::sleep(Duration::from_millis(phase)).await;
     a.kill9();
     let killed = Instant::now();

@@ -168,7 +168,10 @@ async fn guarded_upsert_replay_load_and_generations() {
     // `load` gives the stored state, without the bookkeeping fields.
     let docs = c.load(g, "runs", &["r3".to_string()]).await.unwrap();
     assert_eq!(docs.len(), 1);
-    assert_eq!(as_float64(&docs[0].doc), as_float64(&run_doc(&t, "r3", 3)));
+    assert_eq!(
+        crate::support::as_float64(&docs[0].doc),
+        crate::support::as_float64(&run_doc(&t, "r3", 3))
+    );
 
     // Generations are separate worlds.
     assert!(loaded(&c, g + 1, &["r1"]).await.is_empty());
@@ -202,8 +205,10 @@ async fn guarded_upsert_replay_load_and_generations() {
             .await
             .unwrap()
             .as_ref()
-            .map(as_float64),
-        Some(as_float64(&json!({"lsn": "0/16B3750", "n": 4})))
+            .map(crate::support::as_float64),
+        Some(crate::support::as_float64(
+            &json!({"lsn": "0/16B3750", "n": 4})
+        ))
     );
 
     let mut deleted = 0;
@@ -465,21 +470,4 @@ async fn definite_errors_are_not_retried_and_carry_convex_message() {
     assert!(!err.is_transient(), "{err:?}");
     assert!(err.is_deployment_error(), "{err:?}");
     eprintln!("wrong key: {err}");
-}
-
-/// `v` with every number as a float64: Convex stores JSON numbers as
-/// float64 and prints them so (`4` comes back as `4.0`).
-fn as_float64(v: &serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        Value::Number(n) => n
-            .as_f64()
-            .and_then(serde_json::Number::from_f64)
-            .map_or(Value::Null, Value::Number),
-        Value::Array(a) => Value::Array(a.iter().map(as_float64).collect()),
-        Value::Object(o) => {
-            Value::Object(o.iter().map(|(k, v)| (k.clone(), as_float64(v))).collect())
-        }
-        other => other.clone(),
-    }
 }

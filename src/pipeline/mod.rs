@@ -21,6 +21,7 @@ pub mod order;
 pub mod run;
 pub mod session;
 pub mod slot_poller;
+pub mod violations;
 pub mod watermark;
 
 #[cfg(test)]
