@@ -787,3 +787,68 @@ async fn idle_slot_advances_with_other_wal_traffic() {
     let m = p.metrics().await.unwrap();
     assert_eq!(metric_sum(&m, "projector_events_decoded_total"), 0.0);
 }
+
+// ------------------------------------------------------ 7. violation storm
+
+/// A retention DELETE of every row while the service streams: one summary
+/// per transaction, not one Convex write (and one task) per row; the rows
+/// stay projected (the log is append-only, their deletion is not applied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_delete_is_one_violation_record_not_one_per_row() {
+    const SLOT: &str = "storm";
+    let db = pg::shared().await.fresh_db().await;
+    let sql = new_slot(&db, SLOT).await;
+    let convex = ConvexBackend::start();
+    sql.batch_execute(
+        "INSERT INTO runtime.events (stream_id, stream_seq, event_type, owner_id, payload) \
+         SELECT 'worker:w' || (g % 50), g / 50 + 1, \
+                CASE WHEN g / 50 = 0 THEN 'worker.requested' ELSE 'worker.heartbeat' END, \
+                'u1', CASE WHEN g / 50 = 0 THEN '{\"repo\": \"r\"}'::jsonb ELSE '{}'::jsonb END \
+         FROM generate_series(0, 19999) g",
+    )
+    .await
+    .unwrap();
+    let mut p = spawn(&db, &convex, SLOT, &[]);
+    wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
+    let before = convex.stats().await["mutations"].as_u64().unwrap_or(0);
+    sql.batch_execute("DELETE FROM runtime.events")
+        .await
+        .unwrap();
+    wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
+    // The summary is written off the loop: give it its moment.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut m;
+    loop {
+        m = p.metrics().await.unwrap_or_default();
+        if metric_labeled(
+            &m,
+            "projector_append_only_violations_total",
+            "kind=\"delete\"",
+        ) >= 20000.0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "violations not counted:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = convex.stats().await["mutations"].as_u64().unwrap_or(0);
+    eprintln!(
+        "VIOLATION STORM: 20000 deleted rows -> {} Convex mutations",
+        after - before
+    );
+    assert!(
+        after - before <= 5,
+        "a 20k-row DELETE cost {} mutations",
+        after - before
+    );
+    let client = convex.client(Duration::from_secs(30));
+    let summary = client
+        .get_state(0, "lastViolation")
+        .await
+        .unwrap()
+        .expect("the summary is recorded");
+    assert_eq!(summary["delete"].as_f64(), Some(20000.0), "{summary}");
+    p.term();
+    let _ = tokio::time::timeout(Duration::from_secs(30), p.wait()).await;
+}
