@@ -109,6 +109,8 @@ pub struct SessionContext<'a> {
     pub metrics: &'a Metrics,
     pub health: &'a Health,
     pub exit_when_caught_up: bool,
+    /// Copy existing history before streaming on a generation's first start.
+    pub backfill: bool,
 }
 
 pub struct Session<'a> {
@@ -124,6 +126,8 @@ pub struct Session<'a> {
     caught_up_at: Option<Lsn>,
     bulk_read_bytes: usize,
     violations: Violations,
+    /// The slot's confirmed position this session started from.
+    start: Lsn,
 }
 
 impl<'a> Session<'a> {
@@ -202,6 +206,7 @@ impl<'a> Session<'a> {
             caught_up_at,
             bulk_read_bytes,
             violations,
+            start,
         })
     }
 
@@ -210,6 +215,18 @@ impl<'a> Session<'a> {
         mut self,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<SessionEnd, SessionError> {
+        let (stream, go_on) = crate::pipeline::backfill::run(
+            &self.ctx,
+            self.driver,
+            self.stream,
+            self.start,
+            shutdown,
+        )
+        .await?;
+        self.stream = stream;
+        if !go_on {
+            return self.on_shutdown().await;
+        }
         loop {
             if let Some(end) = self.finished() {
                 self.stop().await?;
