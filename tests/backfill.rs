@@ -179,7 +179,7 @@ async fn no_backfill_starts_from_the_slot_alone() {
     cli::wait_confirmed(&sql, SLOT, Duration::from_secs(60)).await;
     let client = convex.client(Duration::from_secs(30));
     let runs = projector::verify::dump(&client, "runs", 1).await.unwrap();
-    let keys: Vec<&String> = runs.iter().map(|(k, _)| k).collect();
+    let keys: Vec<&String> = runs.keys().collect();
     assert_eq!(keys, vec!["after"], "only the run after the slot");
     let state = client.get_state(1, "backfill").await.unwrap();
     assert_eq!(

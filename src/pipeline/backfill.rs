@@ -91,12 +91,8 @@ pub async fn run(
         let mut tick = tokio::time::interval(KEEPALIVE);
         loop {
             tokio::select! {
-                _ = tick.tick() => {
-                    if let Err(e) = stream.send_status(start, start, start, false).await {
-                        return Err(e);
-                    }
-                }
-                _ = stop_rx.changed() => return Ok(stream),
+                _ = tick.tick() => stream.send_status(start, start, start, false).await?,
+                _ = stop_rx.changed() => return Ok::<_, SourceError>(stream),
             }
         }
     });
