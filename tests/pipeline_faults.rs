@@ -588,6 +588,8 @@ async fn poison_input_is_dead_lettered_and_a_rejected_document_is_isolated() {
         .fault(json!({"kind": "reject_key", "key": POISON}))
         .await;
     let p = spawn(&db, &convex, SLOT, &[]);
+    // Streaming before traffic: no backfill, so each event is counted once.
+    assert!(p.wait_ready(true, Duration::from_secs(30)).await.is_some());
     let s = |seed| LoadSpec {
         events: Some(700),
         seed,

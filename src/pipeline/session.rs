@@ -181,7 +181,6 @@ impl<'a> Session<'a> {
         driver.engine_mut().reset_progress(start);
         ctx.health.set_blocked(None);
         ctx.health.set_connected(true);
-        ctx.health.set_streaming(true);
         // The window is worth seeing when a drain is slower than expected
         // (none: the kernel auto-tunes it; see LOOPBACK_RECV_BUFFER).
         tracing::info!(
@@ -227,6 +226,8 @@ impl<'a> Session<'a> {
         if !go_on {
             return self.on_shutdown().await;
         }
+        // Ready only now: during a backfill the read model is still filling.
+        self.ctx.health.set_streaming(true);
         loop {
             if let Some(end) = self.finished() {
                 self.stop().await?;
