@@ -30,6 +30,11 @@ pub enum SourceError {
     NotReplicationRole { user: String, message: String },
     #[error("logical decoding is off ({message}): set `ALTER SYSTEM SET wal_level = logical;` and restart Postgres")]
     WalLevel { message: String },
+    #[error("connection refused by DATABASE_URL's {parameter} rule: {message}")]
+    AuthPolicy {
+        parameter: &'static str,
+        message: String,
+    },
     #[error("TLS to {host} failed: {message}")]
     Tls { host: String, message: String },
     #[error("invalid DATABASE_URL: {0}")]
