@@ -5,10 +5,13 @@
 //! passed. A refused request never reaches tokio-postgres, so it never
 //! answers it; the read fails with the [`Refusal`] inside the I/O error.
 //!
-//! tokio-postgres itself enforces `channel_binding` (with libpq's rules)
-//! and verifies SCRAM's server-final message; the guard adds
-//! `require_auth`, the SCRAM-PLUS-over-plain refusal and "AuthenticationOk
-//! only after SASL final".
+//! tokio-postgres verifies SCRAM's server-final message and picks the SASL
+//! mechanism by the same rule as `AuthPolicy::choose_sasl` (PLUS when
+//! offered and the TLS stream has binding data), so the guard knows which
+//! one it will send and applies the whole policy: `channel_binding`
+//! (refused in libpq's words before tokio-postgres answers), `require_auth`,
+//! the SCRAM-PLUS-over-plain refusal and "AuthenticationOk only after SASL
+//! final".
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -16,7 +19,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::source::auth::{AuthPolicy, AuthState, ChannelBindingMode, Refusal, Request};
+use crate::source::auth::{AuthPolicy, AuthState, Refusal, Request, SCRAM_SHA_256_PLUS};
 
 /// Startup messages are small (SASL challenges, parameters, errors).
 const MAX_STARTUP_MESSAGE: usize = 1 << 20;
@@ -24,6 +27,8 @@ const MAX_STARTUP_MESSAGE: usize = 1 << 20;
 struct Inspector {
     policy: AuthPolicy,
     state: AuthState,
+    /// The TLS stream has tls-server-end-point data.
+    binding: bool,
 }
 
 pub struct Guarded<S> {
@@ -38,18 +43,14 @@ pub struct Guarded<S> {
 
 impl<S> Guarded<S> {
     /// Checks the backend messages from the first byte on (the startup
-    /// exchange runs on this stream). `tls`: the stream is TLS.
-    pub fn inspecting(inner: S, policy: &AuthPolicy, tls: bool) -> Self {
-        let policy = AuthPolicy {
-            // tokio-postgres enforces channel binding itself; the guard
-            // cannot see which mechanism it picked.
-            channel_binding: ChannelBindingMode::Prefer,
-            require_auth: policy.require_auth.clone(),
-        };
+    /// exchange runs on this stream). `tls`: the stream is TLS; `binding`:
+    /// it has channel-binding data.
+    pub fn inspecting(inner: S, policy: &AuthPolicy, tls: bool, binding: bool) -> Self {
         Guarded {
             inner,
             inspect: Some(Inspector {
-                policy,
+                policy: policy.clone(),
+                binding,
                 state: AuthState {
                     tls,
                     ..Default::default()
@@ -93,7 +94,13 @@ impl Inspector {
                 self.policy.check(req, &self.state)?;
                 match req {
                     Request::Cleartext | Request::Md5 => self.state.finished = true,
-                    Request::Sasl(_) => self.state.sasl_pending = true,
+                    Request::Sasl(list) => {
+                        let binding = self.binding.then(Vec::new);
+                        let (mechanism, _) =
+                            self.policy.choose_sasl(list, binding, self.state.tls)?;
+                        self.state.sasl_plus = mechanism == SCRAM_SHA_256_PLUS;
+                        self.state.sasl_pending = true;
+                    }
                     Request::SaslFinal => {
                         // tokio-postgres verifies the signature before it
                         // reads on; a bad one ends the connection there.
@@ -205,7 +212,7 @@ pub fn find_refusal<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::auth::RequireAuth;
+    use crate::source::auth::{ChannelBindingMode, RequireAuth};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -222,7 +229,7 @@ mod tests {
             require_auth: Some(RequireAuth::parse("scram-sha-256").unwrap()),
         };
         let (mut server, client) = tokio::io::duplex(1024);
-        let mut g = Guarded::inspecting(client, &policy, false);
+        let mut g = Guarded::inspecting(client, &policy, false, false);
         // One byte at a time: the message is checked whole, then refused.
         let cleartext = msg(b'R', &3i32.to_be_bytes());
         for b in cleartext {
@@ -240,7 +247,7 @@ mod tests {
             require_auth: None,
         };
         let (mut server, client) = tokio::io::duplex(1 << 16);
-        let mut g = Guarded::inspecting(client, &policy, false);
+        let mut g = Guarded::inspecting(client, &policy, false, false);
         let mut wire = msg(
             b'R',
             &5i32

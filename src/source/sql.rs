@@ -2,8 +2,9 @@
 //! replication connection: the socket and libpq's attempts from
 //! `transport`, our rustls setup from `tls` (tokio-postgres knows neither
 //! verify-ca/verify-full nor client certificates nor CRLs), and the
-//! authentication policy: tokio-postgres enforces `channel_binding` and
-//! SCRAM's server-final check, `guard` the rest of `auth::AuthPolicy`.
+//! authentication policy: `guard` applies `auth::AuthPolicy` to every
+//! request before tokio-postgres sees it (tokio-postgres also checks
+//! `channel_binding` and SCRAM's server-final message itself).
 //!
 //! ```text
 //! transport::open ─▶ Guarded(passthrough) ─SSLRequest (tokio-postgres)─▶ 'S'
@@ -144,7 +145,7 @@ async fn attempt(
         }
         _ => {
             cfg.ssl_mode(PgSslMode::Disable);
-            let stream = Guarded::inspecting(sock, policy, false);
+            let stream = Guarded::inspecting(sock, policy, false, false);
             match cfg.connect_raw(stream, tokio_postgres::NoTls).await {
                 Ok((client, conn)) => {
                     tokio::spawn(async move {
@@ -229,7 +230,7 @@ impl TlsConnect<Guarded<Transport>> for SqlTls {
                 Ok(tls) => {
                     let binding = tls::binding_of(&tls);
                     Ok(SqlTlsStream {
-                        inner: Guarded::inspecting(tls, &self.policy, true),
+                        inner: Guarded::inspecting(tls, &self.policy, true, binding.is_some()),
                         binding,
                     })
                 }
