@@ -14,6 +14,9 @@ mod pg;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
 
 use pg::{Auth, PgCluster, PgOptions, ServerCert, TestDb};
 use projector::source::conn::PgConn;
@@ -131,6 +134,71 @@ struct Case {
     cause: &'static str,
 }
 
+/// A TLS-terminating man in the middle: answers SSLRequest itself,
+/// presents its own certificate (`pg::certs().wrong_client_cert`, signed
+/// by the unrelated CA), and relays the plaintext to the real server over
+/// a second TLS connection. Clients that verify nothing (`sslmode=require`
+/// without a root file) cannot tell; only channel binding can, because
+/// the server binds SCRAM to its own certificate.
+async fn mitm_proxy(upstream_port: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = pg::certs();
+    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&pki.wrong_client_cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&pki.wrong_client_key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = ConnInfo::parse(&format!(
+        "postgres://x@127.0.0.1:{upstream_port}/x?sslmode=require"
+    ))
+    .unwrap();
+    let up_tls = projector::source::tls::setup(&upstream).unwrap().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (acceptor, up_tls) = (acceptor.clone(), up_tls.clone());
+            tokio::spawn(async move {
+                let mut req = [0u8; 8];
+                if client.read_exact(&mut req).await.is_err() {
+                    return;
+                }
+                if client.write_all(b"S").await.is_err() {
+                    return;
+                }
+                let Ok(mut client) = acceptor.accept(client).await else {
+                    return;
+                };
+                let Ok(mut server) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                else {
+                    return;
+                };
+                if !projector::source::transport::request_tls(&mut server)
+                    .await
+                    .unwrap_or(false)
+                {
+                    return;
+                }
+                let Ok(mut server) = up_tls.handshake(server).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    port
+}
+
 struct Clusters {
     good: PgCluster,
     good_db: TestDb,
@@ -141,23 +209,31 @@ struct Clusters {
 }
 
 async fn clusters() -> Clusters {
-    let good = PgCluster::start(PgOptions::default()).await;
-    let expired = PgCluster::start(PgOptions {
-        server_cert: ServerCert::Expired,
-        ..Default::default()
-    })
-    .await;
-    let future = PgCluster::start(PgOptions {
-        server_cert: ServerCert::NotYetValid,
-        ..Default::default()
-    })
-    .await;
+    // initdb is CPU-bound and blocking: the three start side by side.
+    let start = |server_cert| {
+        tokio::spawn(PgCluster::start(PgOptions {
+            server_cert,
+            ..Default::default()
+        }))
+    };
+    let (good, expired, future) = (
+        start(ServerCert::Good),
+        start(ServerCert::Expired),
+        start(ServerCert::NotYetValid),
+    );
+    let (good, expired, future) = (
+        good.await.unwrap(),
+        expired.await.unwrap(),
+        future.await.unwrap(),
+    );
     for c in [&good, &expired, &future] {
-        c.create_user("scram_u", "pw", Auth::Scram, "REPLICATION").await;
+        c.create_user("scram_u", "pw", Auth::Scram, "REPLICATION")
+            .await;
         c.create_user("md5_u", "pw", Auth::Md5, "REPLICATION").await;
         c.create_user("tls_u", "pw", Auth::ScramTlsOnly, "REPLICATION")
             .await;
-        c.create_user("cert_u", "pw", Auth::Cert, "REPLICATION").await;
+        c.create_user("cert_u", "pw", Auth::Cert, "REPLICATION")
+            .await;
     }
     Clusters {
         good_db: good.fresh_db().await,
@@ -173,7 +249,7 @@ fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
-fn cases(c: &Clusters) -> Vec<Case> {
+fn cases(c: &Clusters, mitm_port: u16) -> Vec<Case> {
     let pki = pg::certs();
     let ca = p(&pki.ca);
     let wrong = p(&pki.wrong_ca);
@@ -186,7 +262,14 @@ fn cases(c: &Clusters) -> Vec<Case> {
         ("wrong name (127.0.0.2)", &c.good_db, "127.0.0.2", Some(&ca)),
         ("expired", &c.expired_db, "localhost", Some(&ca)),
     ];
-    for mode in ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] {
+    for mode in [
+        "disable",
+        "allow",
+        "prefer",
+        "require",
+        "verify-ca",
+        "verify-full",
+    ] {
         for (cert, db, host, root) in certs {
             let mut q = format!("sslmode={mode}");
             if let Some(r) = root {
@@ -255,7 +338,12 @@ fn cases(c: &Clusters) -> Vec<Case> {
     add(
         "TLS-only user (hostnossl reject)",
         "sslmode=prefer, unrelated CA",
-        db.url_host("localhost", "tls_u", "pw", &format!("sslmode=prefer&sslrootcert={wrong}")),
+        db.url_host(
+            "localhost",
+            "tls_u",
+            "pw",
+            &format!("sslmode=prefer&sslrootcert={wrong}"),
+        ),
         "refused",
         true,
         "unknown issuer",
@@ -274,11 +362,35 @@ fn cases(c: &Clusters) -> Vec<Case> {
         ("scram_u", "require", "verify-full", "TLS", ""),
         ("scram_u", "prefer", "require", "TLS", ""),
         ("scram_u", "disable", "require", "TLS", ""),
-        ("scram_u", "require", "disable", "refused", "channel binding is required, but SSL not in use"),
-        ("md5_u", "require", "require", "refused", "channel binding required but not supported by server's authentication request"),
-        ("md5_u", "require", "verify-full", "refused", "channel binding required but not supported by server's authentication request"),
+        (
+            "scram_u",
+            "require",
+            "disable",
+            "refused",
+            "channel binding is required, but SSL not in use",
+        ),
+        (
+            "md5_u",
+            "require",
+            "require",
+            "refused",
+            "channel binding required but not supported by server's authentication request",
+        ),
+        (
+            "md5_u",
+            "require",
+            "verify-full",
+            "refused",
+            "channel binding required but not supported by server's authentication request",
+        ),
         ("md5_u", "prefer", "require", "TLS", ""),
-        ("md5_u", "require", "disable", "refused", "channel binding required but not supported"),
+        (
+            "md5_u",
+            "require",
+            "disable",
+            "refused",
+            "channel binding required but not supported",
+        ),
     ] {
         let root = if mode == "verify-full" {
             format!("&sslrootcert={ca}")
@@ -292,14 +404,48 @@ fn cases(c: &Clusters) -> Vec<Case> {
                 "channel binding, SCRAM role"
             },
             &format!("channel_binding={cb}, sslmode={mode}"),
-            db.url_host("localhost", user, "pw", &format!("sslmode={mode}&channel_binding={cb}{root}")),
+            db.url_host(
+                "localhost",
+                user,
+                "pw",
+                &format!("sslmode={mode}&channel_binding={cb}{root}"),
+            ),
+            expect,
+            true,
+            cause,
+        );
+    }
+    // Through the man in the middle: only SCRAM-SHA-256-PLUS notices
+    // (the server checks the binding against its own certificate).
+    for (user, cb, expect, cause) in [
+        ("scram_u", "disable", "TLS", ""),
+        ("scram_u", "prefer", "refused", "channel binding"),
+        ("scram_u", "require", "refused", "channel binding"),
+        ("md5_u", "prefer", "TLS", ""),
+    ] {
+        let url = db
+            .url_host(
+                "localhost",
+                user,
+                "pw",
+                &format!("sslmode=require&channel_binding={cb}"),
+            )
+            .replace(&format!(":{}/", db.port), &format!(":{mitm_port}/"));
+        add(
+            "channel binding through a TLS man in the middle",
+            &format!("{user}, sslmode=require, channel_binding={cb}"),
+            url,
             expect,
             true,
             cause,
         );
     }
     // Client certificates: pg_hba `hostssl ... clientcert=verify-full` (CN = user).
-    let client = format!("sslcert={}&sslkey={}", p(&pki.client_cert), p(&pki.client_key));
+    let client = format!(
+        "sslcert={}&sslkey={}",
+        p(&pki.client_cert),
+        p(&pki.client_key)
+    );
     let wrong_client = format!(
         "sslcert={}&sslkey={}",
         p(&pki.wrong_client_cert),
@@ -332,7 +478,12 @@ fn cases(c: &Clusters) -> Vec<Case> {
     add(
         "client certificate",
         "sslcertmode=disable with sslcert (libpq 16)",
-        db.url_host("localhost", "cert_u", "pw", &format!("{vf}&{client}&sslcertmode=disable")),
+        db.url_host(
+            "localhost",
+            "cert_u",
+            "pw",
+            &format!("{vf}&{client}&sslcertmode=disable"),
+        ),
         "refused",
         false,
         "certificate",
@@ -340,7 +491,12 @@ fn cases(c: &Clusters) -> Vec<Case> {
     add(
         "client certificate",
         "sslcertmode=require, server asks (libpq 16)",
-        db.url_host("localhost", "cert_u", "pw", &format!("{vf}&{client}&sslcertmode=require")),
+        db.url_host(
+            "localhost",
+            "cert_u",
+            "pw",
+            &format!("{vf}&{client}&sslcertmode=require"),
+        ),
         "TLS",
         false,
         "",
@@ -349,7 +505,12 @@ fn cases(c: &Clusters) -> Vec<Case> {
     add(
         "sslcrl",
         "verify-full + CRL revoking the server certificate",
-        db.url_host("localhost", "scram_u", "pw", &format!("{vf}&sslcrl={}", p(&pki.crl_revoked))),
+        db.url_host(
+            "localhost",
+            "scram_u",
+            "pw",
+            &format!("{vf}&sslcrl={}", p(&pki.crl_revoked)),
+        ),
         "refused",
         true,
         "revoked",
@@ -357,7 +518,12 @@ fn cases(c: &Clusters) -> Vec<Case> {
     add(
         "sslcrl",
         "verify-full + CRL revoking nothing",
-        db.url_host("localhost", "scram_u", "pw", &format!("{vf}&sslcrl={}", p(&pki.crl_empty))),
+        db.url_host(
+            "localhost",
+            "scram_u",
+            "pw",
+            &format!("{vf}&sslcrl={}", p(&pki.crl_empty)),
+        ),
         "TLS",
         true,
         "",
@@ -369,7 +535,12 @@ fn cases(c: &Clusters) -> Vec<Case> {
             let dir = pki.dir.join("crldir");
             let _ = std::fs::create_dir_all(&dir);
             std::fs::copy(&pki.crl_revoked, dir.join("revoked.r0")).unwrap();
-            db.url_host("localhost", "scram_u", "pw", &format!("{vf}&sslcrldir={}", p(&dir)))
+            db.url_host(
+                "localhost",
+                "scram_u",
+                "pw",
+                &format!("{vf}&sslcrldir={}", p(&dir)),
+            )
         },
         "refused",
         true,
@@ -389,7 +560,12 @@ fn cases(c: &Clusters) -> Vec<Case> {
     add(
         "sslrootcert=system (libpq 16)",
         "sslrootcert=system&sslmode=require (libpq 16: weak sslmode)",
-        db.url_host("localhost", "scram_u", "pw", "sslrootcert=system&sslmode=require"),
+        db.url_host(
+            "localhost",
+            "scram_u",
+            "pw",
+            "sslrootcert=system&sslmode=require",
+        ),
         "refused",
         false,
         "weak sslmode \"require\" may not be used with sslrootcert=system",
@@ -397,15 +573,35 @@ fn cases(c: &Clusters) -> Vec<Case> {
     // require_auth (libpq 16).
     for (user, ra, expect, cause) in [
         ("scram_u", "scram-sha-256", "TLS", ""),
-        ("md5_u", "scram-sha-256", "refused", "server requested a hashed password"),
+        (
+            "md5_u",
+            "scram-sha-256",
+            "refused",
+            "server requested a hashed password",
+        ),
         ("md5_u", "md5", "TLS", ""),
-        ("md5_u", "!md5", "refused", "server requested a hashed password"),
-        ("scram_u", "password,md5", "refused", "server requested SASL authentication"),
+        (
+            "md5_u",
+            "!md5",
+            "refused",
+            "server requested a hashed password",
+        ),
+        (
+            "scram_u",
+            "password,md5",
+            "refused",
+            "server requested SASL authentication",
+        ),
     ] {
         add(
             "require_auth (libpq 16)",
             &format!("{user}, require_auth={ra}"),
-            db.url_host("localhost", user, "pw", &format!("sslmode=require&require_auth={ra}")),
+            db.url_host(
+                "localhost",
+                user,
+                "pw",
+                &format!("sslmode=require&require_auth={ra}"),
+            ),
             expect,
             false,
             cause,
@@ -417,6 +613,7 @@ fn cases(c: &Clusters) -> Vec<Case> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_auth_matrix_matches_libpq() {
     let c = clusters().await;
+    let mitm_port = mitm_proxy(c.good.port).await;
     let started = std::time::Instant::now();
     let mut table = vec![
         "| # | group | case | connection | libpq documented | libpq 15 (psql) | projector | projector's error |".to_string(),
@@ -424,7 +621,7 @@ async fn tls_and_auth_matrix_matches_libpq() {
     ];
     let mut failures = Vec::new();
     let mut n = 0;
-    for case in cases(&c) {
+    for case in cases(&c, mitm_port) {
         for conn in [Conn::Sql, Conn::Replication] {
             n += 1;
             let got = ours(&case.url, conn).await;
@@ -447,16 +644,25 @@ async fn tls_and_auth_matrix_matches_libpq() {
                 why
             ));
             if got.kind() != case.expect {
-                failures.push(format!("#{n} {} ({conn_name}): projector {got:?}, expected {}", case.what, case.expect));
+                failures.push(format!(
+                    "#{n} {} ({conn_name}): projector {got:?}, expected {}",
+                    case.what, case.expect
+                ));
             }
             if let Some(r) = &real {
                 if r.kind() != case.expect {
-                    failures.push(format!("#{n} {} ({conn_name}): libpq {r:?}, documented {}", case.what, case.expect));
+                    failures.push(format!(
+                        "#{n} {} ({conn_name}): libpq {r:?}, documented {}",
+                        case.what, case.expect
+                    ));
                 }
             }
             if let Outcome::Refused(e) = &got {
                 if !e.contains(case.cause) {
-                    failures.push(format!("#{n} {} ({conn_name}): error does not name the cause {:?}: {e}", case.what, case.cause));
+                    failures.push(format!(
+                        "#{n} {} ({conn_name}): error does not name the cause {:?}: {e}",
+                        case.what, case.cause
+                    ));
                 }
                 if e.contains(":pw@") || e.contains("password=pw") {
                     failures.push(format!("#{n}: the error shows the password: {e}"));
@@ -465,7 +671,10 @@ async fn tls_and_auth_matrix_matches_libpq() {
         }
     }
     println!("{}", table.join("\n"));
-    println!("{n} connections in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "{n} connections in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     drop(c.good);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

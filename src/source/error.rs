@@ -87,6 +87,12 @@ impl SourceError {
                 publication: quoted(msg)
                     .unwrap_or_else(|| ctx.publication.clone().unwrap_or_default()),
             },
+            "28P01" | "28000" if msg.contains("channel binding") => SourceError::AuthPolicy {
+                parameter: "channel_binding",
+                message: format!(
+                    "{msg}: the server's TLS certificate is not the one this connection saw, so something between projector and Postgres terminates TLS (a proxy, or an attacker); use sslmode=verify-full, or connect past the proxy"
+                ),
+            },
             "28P01" | "28000" => SourceError::AuthFailed {
                 user: ctx.user.clone().unwrap_or_default(),
                 message: msg.clone(),
