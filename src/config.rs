@@ -126,9 +126,50 @@ impl FileConfig {
         })?;
         toml::from_str(&text).map_err(|e| ConfigError::File {
             path: path.to_owned(),
-            why: e.to_string(),
+            why: redacted_toml_error(&text, &e),
         })
     }
+}
+
+/// A TOML error without the file's text: toml's `Display` quotes the
+/// offending line, which may hold a password or key. Position and reason
+/// only, with quoted values of type errors blanked.
+fn redacted_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let at = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    let message = e.message();
+    let message = if message.starts_with("invalid") {
+        blank_quoted(message)
+    } else {
+        message.to_string()
+    };
+    format!("TOML error{}: {}", at.unwrap_or_default(), message.trim())
+}
+
+/// Replaces the text between `"` or `` ` `` pairs with `<redacted>`.
+fn blank_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut open: Option<char> = None;
+    for c in s.chars() {
+        match open {
+            Some(q) if c == q => {
+                out.push_str("<redacted>");
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None if c == '"' || c == '`' => {
+                out.push(c);
+                open = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 /// Connection and tuning flags shared by the subcommands that talk to
@@ -458,6 +499,28 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn toml_errors_never_echo_the_file() {
+        let dir = std::env::temp_dir().join(format!("projector-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (text, reason) in [
+            (
+                "database_url = \"postgres://u:hunter2@h/db\nslot = 1\n",
+                "line 1",
+            ),
+            ("convex_admin_key = hunter2\n", "line 1"),
+            ("batch_max_events = \"hunter2\"\n", "line 1"),
+            ("slot = \"s\"\nconvex_admin_key = 'hunter2\n", "line 2"),
+        ] {
+            let p = dir.join("c.toml");
+            std::fs::write(&p, text).unwrap();
+            let e = FileConfig::load(&p).unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains(reason), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn secrets_never_print() {

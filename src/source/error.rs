@@ -37,6 +37,8 @@ pub enum SourceError {
     },
     #[error("TLS to {host} failed: {message}")]
     Tls { host: String, message: String },
+    #[error("slot name {name:?} read from Convex is not one this projector makes ({configured:?} or {configured:?}_g<generation>); refusing to use it: check who writes the projector's state with the admin key")]
+    UntrustedSlotName { name: String, configured: String },
     #[error("invalid DATABASE_URL: {0}")]
     Config(String),
     #[error(
