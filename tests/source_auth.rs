@@ -157,3 +157,43 @@ async fn tls_verify_full_passes_and_wrong_ca_fails() {
         "{e}"
     );
 }
+
+/// sql/role.sql takes the password from PROJECTOR_DB_PASSWORD (not a
+/// process argument) and has no default: without one it fails.
+#[tokio::test]
+async fn role_script_takes_its_password_from_the_environment() {
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let role_sql = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/role.sql");
+    let psql = |password: Option<&str>| {
+        let mut cmd = std::process::Command::new("psql");
+        cmd.arg(&db.url)
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-f", role_sql])
+            .env_remove("PROJECTOR_DB_PASSWORD");
+        if let Some(p) = password {
+            cmd.env("PROJECTOR_DB_PASSWORD", p);
+        }
+        cmd.output().unwrap()
+    };
+    let out = psql(None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("role.sql needs a password"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = psql(Some("env pw'quote"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = db.url_as("projector", "env%20pw'quote", "sslmode=disable");
+    let client = sql::connect(&Secret::new(url)).await.unwrap();
+    let who: String = client
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "projector");
+}
