@@ -197,3 +197,31 @@ async fn role_script_takes_its_password_from_the_environment() {
         .get(0);
     assert_eq!(who, "projector");
 }
+
+/// The test clusters let nobody in for free: the superuser needs its
+/// password over TCP, and the socket directory is closed to other users.
+#[tokio::test]
+async fn test_clusters_need_the_superuser_password() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let e = sql::connect(&Secret::new(db.url_as("postgres", "", "sslmode=disable")))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("has none"), "{e}");
+    let e = sql::connect(&Secret::new(db.url_as(
+        "postgres",
+        "guess",
+        "sslmode=disable",
+    )))
+    .await
+    .unwrap_err();
+    assert!(matches!(e, SourceError::AuthFailed { .. }), "{e:?}");
+    let mode = std::fs::metadata(&cluster.dir)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "socket directory mode {mode:o}");
+    // The right password works.
+    sql::connect(&db.secret()).await.unwrap();
+}

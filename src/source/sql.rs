@@ -183,6 +183,13 @@ fn map_err(info: &ConnInfo, tls: Option<&TlsSetup>, e: tokio_postgres::Error) ->
         }
     }
     let text = e.to_string();
+    if info.password.is_none() && text.contains("invalid configuration") {
+        // tokio-postgres's "password missing", as the replication side says it.
+        return SourceError::AuthFailed {
+            user: info.user.clone(),
+            message: "the server asks for a password and DATABASE_URL has none".into(),
+        };
+    }
     match SourceError::from(e) {
         SourceError::AuthFailed { message, .. } => SourceError::AuthFailed {
             user: info.user.clone(),

@@ -14,7 +14,9 @@
 //!   (`runtime.events` + publication `projector_events`). Unique per call, so
 //!   tests run in parallel without shared state.
 //! - `TestDb { dbname, port, url, .. }`: `url` is a superuser URL
-//!   (`postgres://postgres@127.0.0.1:PORT/DB?sslmode=disable`, trust auth);
+//!   (`postgres://postgres:PASSWORD@127.0.0.1:PORT/DB?sslmode=disable`,
+//!   SCRAM with a random per-cluster password; the Unix socket is in the
+//!   cluster's 0700 directory, so no other OS user gets in either way);
 //!   `db.url_as(user, password, extra_query)` builds other URLs (host
 //!   127.0.0.1); `db.url_host(host, user, password, query)` for TLS names;
 //!   `db.client().await` (tokio-postgres, superuser); `db.exec(sql).await`
@@ -27,7 +29,7 @@
 //!   (`md5_users` → md5, `password_users` → password, `tls_users` →
 //!   scram-sha-256 over TLS only, `cert_users` → scram-sha-256 over TLS with
 //!   a client certificate (`clientcert=verify-full`), others →
-//!   scram-sha-256; the OS-less superuser `postgres` is trusted on 127.0.0.1).
+//!   scram-sha-256; the superuser `postgres` needs its password over TCP).
 //!   The server listens on 127.0.0.1 and 127.0.0.2 (the latter is not on
 //!   its certificate: a "wrong name").
 //! - `pg::certs()`: the process-wide test PKI (CA, unrelated CA, client
@@ -91,6 +93,8 @@ pub enum Auth {
 
 pub struct PgCluster {
     pub port: u16,
+    /// The superuser's password (random per cluster; TCP needs it).
+    pub superuser_password: String,
     pub dir: PathBuf,
     pub data: PathBuf,
     pub ca_cert: Option<PathBuf>,
@@ -444,21 +448,34 @@ impl PgCluster {
                 .subsec_nanos()
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        // The socket lives here: 0700 keeps every other OS user out.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         chown_pg(&dir);
+        let superuser_password = format!("{:032x}", rand::random::<u128>());
+        let pwfile = dir.join("pwfile");
+        std::fs::write(&pwfile, format!("{superuser_password}\n")).unwrap();
+        chown_pg(&pwfile);
         let data = dir.join("data");
         let mut initdb = Command::new("initdb");
-        initdb.current_dir(&dir).args(["-D"]).arg(&data).args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]);
+        initdb
+            .current_dir(&dir)
+            .args(["-D"])
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()));
         as_postgres(&mut initdb, false);
         run(&mut initdb, "initdb");
+        let _ = std::fs::remove_file(&pwfile);
 
         let (ca_cert, wrong_ca_cert) = if opts.ssl {
             let pki = certs();
@@ -510,7 +527,7 @@ impl PgCluster {
         std::fs::write(
             data.join("pg_hba.conf"),
             "local all all trust\n\
-             host all postgres 127.0.0.1/32 trust\n\
+             host all postgres 127.0.0.0/8 scram-sha-256\n\
              hostssl all +cert_users 127.0.0.0/8 scram-sha-256 clientcert=verify-full\n\
              host all +cert_users 127.0.0.0/8 reject\n\
              hostnossl all +tls_users 127.0.0.0/8 reject\n\
@@ -522,6 +539,7 @@ impl PgCluster {
 
         let cluster = PgCluster {
             port,
+            superuser_password,
             dir,
             data,
             ca_cert,
@@ -628,8 +646,8 @@ impl PgCluster {
 
     pub fn url(&self, db: &str) -> String {
         format!(
-            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
-            self.port
+            "postgres://postgres:{}@127.0.0.1:{}/{db}?sslmode=disable",
+            self.superuser_password, self.port
         )
     }
 
@@ -710,7 +728,7 @@ impl Drop for PgCluster {
 pub struct TestDb {
     pub dbname: String,
     pub port: u16,
-    /// Superuser URL, trust auth, no TLS.
+    /// Superuser URL (with the cluster's random password), no TLS.
     pub url: String,
     pub ca_cert: Option<PathBuf>,
     pub wrong_ca_cert: Option<PathBuf>,
