@@ -225,3 +225,30 @@ async fn test_clusters_need_the_superuser_password() {
     // The right password works.
     sql::connect(&db.secret()).await.unwrap();
 }
+
+/// libpq's `requirepeer` on a Unix socket: the server process's OS user.
+#[tokio::test]
+async fn requirepeer_checks_the_server_process_user() {
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let url = |peer: &str| {
+        format!(
+            "postgres://postgres@/{}?host={}&port={}&requirepeer={peer}",
+            db.dbname,
+            cluster.dir.display(),
+            cluster.port
+        )
+    };
+    sql::connect(&Secret::new(url("postgres"))).await.unwrap();
+    repl(&url("postgres")).await.unwrap().close().await;
+    for e in [
+        sql::connect(&Secret::new(url("root"))).await.unwrap_err(),
+        repl(&url("root")).await.unwrap_err(),
+    ] {
+        assert!(
+            e.to_string()
+                .contains("requirepeer specifies \"root\", but actual peer user name is \"postgres\""),
+            "{e}"
+        );
+    }
+}

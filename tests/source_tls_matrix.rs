@@ -8,7 +8,8 @@
 //! Servers: one cluster with a good certificate (SANs localhost,
 //! 127.0.0.1; 127.0.0.2 is a "wrong name"), one presenting an expired
 //! certificate and one a not-yet-valid one, all signed by the test CA.
-//! Print the table: `cargo test --test source_tls_matrix -- --nocapture`.
+//! Print the table: `cargo test --test source_tls_matrix -- --nocapture`
+//! (also written to `target/tmp/tls-matrix.md`).
 #[path = "support/pg.rs"]
 mod pg;
 
@@ -671,6 +672,9 @@ async fn tls_and_auth_matrix_matches_libpq() {
         }
     }
     println!("{}", table.join("\n"));
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls-matrix.md");
+    let _ = std::fs::write(&file, table.join("\n") + "\n");
+    println!("(also in {})", file.display());
     println!(
         "{n} connections in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -475,7 +475,6 @@ fn is_client_cert_alert(a: AlertDescription) -> bool {
             | AlertDescription::BadCertificate
             | AlertDescription::UnknownCA
             | AlertDescription::CertificateUnknown
-            | AlertDescription::HandshakeFailure
     )
 }
 
