@@ -246,8 +246,9 @@ async fn requirepeer_checks_the_server_process_user() {
         repl(&url("root")).await.unwrap_err(),
     ] {
         assert!(
-            e.to_string()
-                .contains("requirepeer specifies \"root\", but actual peer user name is \"postgres\""),
+            e.to_string().contains(
+                "requirepeer specifies \"root\", but actual peer user name is \"postgres\""
+            ),
             "{e}"
         );
     }
