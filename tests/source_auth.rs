@@ -253,3 +253,49 @@ async fn requirepeer_checks_the_server_process_user() {
         );
     }
 }
+
+/// Client key and certificate files: libpq's permission rule, and files
+/// named explicitly must exist (libpq would silently send no certificate).
+#[tokio::test]
+async fn client_key_files_are_checked_before_connecting() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = pg::certs();
+    let dir = tempfile::tempdir().unwrap();
+    let loose = dir.path().join("client.key");
+    std::fs::copy(&pki.client_key, &loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let url = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "postgres://u@localhost:1/db?sslmode=require&sslcert={}&sslkey={}",
+            cert.display(),
+            key.display()
+        )
+    };
+    let e =
+        projector::source::tls::setup(&ConnInfo::parse(&url(&pki.client_cert, &loose)).unwrap())
+            .unwrap_err();
+    assert!(e.to_string().contains("has group or world access"), "{e}");
+    let missing = dir.path().join("nope.crt");
+    let e =
+        projector::source::tls::setup(&ConnInfo::parse(&url(&missing, &pki.client_key)).unwrap())
+            .unwrap_err();
+    assert!(e.to_string().contains("sslcert file"), "{e}");
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    // A key that belongs to another certificate.
+    let e = projector::source::tls::setup(
+        &ConnInfo::parse(&url(&pki.client_cert, &pki.wrong_client_key)).unwrap(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("does not belong to sslcert"), "{e}");
+    // Unknown and unsupported parameters are refused, never dropped.
+    for (q, says) in [
+        ("sslpassword=x", "encrypted client keys are not supported"),
+        ("gssencmode=require", "GSSAPI encryption is not supported"),
+        ("sslmode=require&bogus=1", "invalid URI query parameter"),
+        ("host=a,b", "several hosts"),
+    ] {
+        let e = ConnInfo::parse(&format!("postgres://u@h/db?{q}")).unwrap_err();
+        assert!(e.to_string().contains(says), "{q}: {e}");
+        assert!(!e.to_string().contains("sslpassword=\"x\""), "{e}");
+    }
+}

@@ -502,6 +502,26 @@ fn cases(c: &Clusters, mitm_port: u16) -> Vec<Case> {
         false,
         "",
     );
+    // Protocol versions and SNI (rustls speaks TLS 1.2 and 1.3).
+    for (q, expect, cause) in [
+        ("ssl_min_protocol_version=TLSv1.3", "TLS", ""),
+        ("ssl_max_protocol_version=TLSv1.2", "TLS", ""),
+        (
+            "ssl_min_protocol_version=TLSv1.3&ssl_max_protocol_version=TLSv1.2",
+            "refused",
+            "ssl_min_protocol_version is above ssl_max_protocol_version",
+        ),
+        ("sslsni=0", "TLS", ""),
+    ] {
+        add(
+            "TLS options",
+            &format!("verify-full, {q}"),
+            db.url_host("localhost", "scram_u", "pw", &format!("{vf}&{q}")),
+            expect,
+            true,
+            cause,
+        );
+    }
     // Revocation lists.
     add(
         "sslcrl",

@@ -287,6 +287,18 @@ impl ConnInfo {
                 key => return Err(unsupported(key, &v)),
             }
         }
+        if let Some(max) = info.ssl_max_protocol_version {
+            if max < TlsVersion::Tls12 {
+                return Err(SourceError::Config(
+                    "ssl_max_protocol_version below TLSv1.2 cannot be met: projector speaks TLSv1.2 and TLSv1.3".into(),
+                ));
+            }
+            if info.ssl_min_protocol_version > max {
+                return Err(SourceError::Config(
+                    "ssl_min_protocol_version is above ssl_max_protocol_version".into(),
+                ));
+            }
+        }
         if info.host.contains(',') {
             return Err(SourceError::Config(
                 "several hosts (host=a,b) are not supported: give one host".into(),

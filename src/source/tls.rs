@@ -730,3 +730,30 @@ impl ServerCertVerifier for Verify {
         self.inner.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cn_counts_only_without_subject_alt_names_as_in_libpq() {
+        let cn_only = CertNames {
+            cn: Some("*.db.example".into()),
+            ..Default::default()
+        };
+        assert!(cn_only.cn_matches("pg.db.example"));
+        assert!(cn_only.cn_matches("PG.DB.example"));
+        assert!(!cn_only.cn_matches("a.pg.db.example"), "one label only");
+        assert!(!cn_only.cn_matches("db.example"));
+        let with_san = CertNames {
+            dns: vec!["other.example".into()],
+            cn: Some("pg.db.example".into()),
+            ..Default::default()
+        };
+        assert!(
+            !with_san.cn_matches("pg.db.example"),
+            "SANs win over the CN"
+        );
+        assert_eq!(with_san.describe(), "DNS:other.example");
+    }
+}
