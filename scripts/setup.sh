@@ -25,3 +25,9 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "setup: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+
+# cargo-deny (supply-chain checks in scripts/test.sh), built from crates.io.
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  echo "setup: cargo install --locked cargo-deny (a few minutes on 2 cores)"
+  cargo install --locked --quiet cargo-deny
+fi

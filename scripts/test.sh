@@ -13,6 +13,8 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== npm test (convex/ functions and local backend, vitest + convex-test)"
 npm test
+echo "== supply chain: cargo deny (advisories, licences, bans, sources), npm audit"
+scripts/supply-chain.sh
 echo "== deploy files"
 if [ -x deploy/check.sh ]; then deploy/check.sh; fi
 echo "== cargo test"

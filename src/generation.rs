@@ -142,11 +142,17 @@ pub async fn slot_of(
     configured: &str,
 ) -> Result<String, SinkError> {
     let v = client.get_state(generation, SLOT_KEY).await?;
-    Ok(v.as_ref()
+    let slot = v
+        .as_ref()
         .and_then(|v| v.get("name"))
         .and_then(|n| n.as_str())
         .map(str::to_string)
-        .unwrap_or_else(|| configured.to_string()))
+        .unwrap_or_else(|| configured.to_string());
+    // Anyone with the admin key can write projectorState: stream from (or
+    // drop) only a slot name this projector makes.
+    crate::source::slot::validate_slot_name(&slot, configured)
+        .map_err(|e| SinkError::Decode(e.to_string()))?;
+    Ok(slot)
 }
 
 /// Records that `slot` feeds `generation` (before the switch to it).

@@ -113,6 +113,12 @@ pub async fn rebuild(
     let sql = crate::source::sql::connect(&db_url).await?;
 
     let existing = generation::rebuild_record(&client).await?;
+    if let Some(r) = &existing {
+        // Names read back from Convex: only slots this projector makes.
+        for name in std::iter::once(&r.slot).chain(r.old_slot.as_ref()) {
+            crate::source::slot::validate_slot_name(name, &settings.slot)?;
+        }
+    }
     let mut rec = match existing {
         Some(r) => {
             tracing::info!(target = r.target, phase = ?r.phase, "resuming an interrupted rebuild");

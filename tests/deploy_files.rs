@@ -256,7 +256,9 @@ fn compose_file_is_valid() {
         Command::new("docker-compose")
             .current_dir(&r)
             .args(["-f", "docker-compose.yml", "config", "-q"])
-            .env("INSTANCE_SECRET", "check-only"),
+            .env("INSTANCE_SECRET", "check-only")
+            .env("POSTGRES_PASSWORD", "check-only")
+            .env("PROJECTOR_DB_PASSWORD", "check-only"),
     );
     // both Convex images pinned to one release
     let compose = read("docker-compose.yml");

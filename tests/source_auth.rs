@@ -127,7 +127,8 @@ async fn tls_verify_full_passes_and_wrong_ca_fails() {
     assert!(matches!(e, SourceError::Tls { .. }), "{e:?}");
     let line = e.to_string();
     assert!(
-        line.contains("not signed by a CA in") && line.contains("set sslrootcert"),
+        line.contains("certificate verify failed: unknown issuer")
+            && line.contains("set sslrootcert"),
         "{line}"
     );
     assert!(!line.contains('\n'));
@@ -151,7 +152,149 @@ async fn tls_verify_full_passes_and_wrong_ca_fails() {
     .unwrap_err();
     assert!(
         e.to_string()
-            .contains("cannot read sslrootcert /nonexistent.pem"),
+            .contains("root certificate file \"/nonexistent.pem\" does not exist"),
         "{e}"
     );
+}
+
+/// sql/role.sql takes the password from PROJECTOR_DB_PASSWORD (not a
+/// process argument) and has no default: without one it fails.
+#[tokio::test]
+async fn role_script_takes_its_password_from_the_environment() {
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let role_sql = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/role.sql");
+    let psql = |password: Option<&str>| {
+        let mut cmd = std::process::Command::new("psql");
+        cmd.arg(&db.url)
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-f", role_sql])
+            .env_remove("PROJECTOR_DB_PASSWORD");
+        if let Some(p) = password {
+            cmd.env("PROJECTOR_DB_PASSWORD", p);
+        }
+        cmd.output().unwrap()
+    };
+    let out = psql(None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("role.sql needs a password"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = psql(Some("env pw'quote"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = db.url_as("projector", "env%20pw'quote", "sslmode=disable");
+    let client = sql::connect(&Secret::new(url)).await.unwrap();
+    let who: String = client
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "projector");
+}
+
+/// The test clusters let nobody in for free: the superuser needs its
+/// password over TCP, and the socket directory is closed to other users.
+#[tokio::test]
+async fn test_clusters_need_the_superuser_password() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let e = sql::connect(&Secret::new(db.url_as("postgres", "", "sslmode=disable")))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("has none"), "{e}");
+    let e = sql::connect(&Secret::new(db.url_as(
+        "postgres",
+        "guess",
+        "sslmode=disable",
+    )))
+    .await
+    .unwrap_err();
+    assert!(matches!(e, SourceError::AuthFailed { .. }), "{e:?}");
+    let mode = std::fs::metadata(&cluster.dir)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "socket directory mode {mode:o}");
+    // The right password works.
+    sql::connect(&db.secret()).await.unwrap();
+}
+
+/// libpq's `requirepeer` on a Unix socket: the server process's OS user.
+#[tokio::test]
+async fn requirepeer_checks_the_server_process_user() {
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let url = |peer: &str| {
+        format!(
+            "postgres://postgres@/{}?host={}&port={}&requirepeer={peer}",
+            db.dbname,
+            cluster.dir.display(),
+            cluster.port
+        )
+    };
+    sql::connect(&Secret::new(url("postgres"))).await.unwrap();
+    repl(&url("postgres")).await.unwrap().close().await;
+    for e in [
+        sql::connect(&Secret::new(url("root"))).await.unwrap_err(),
+        repl(&url("root")).await.unwrap_err(),
+    ] {
+        assert!(
+            e.to_string().contains(
+                "requirepeer specifies \"root\", but actual peer user name is \"postgres\""
+            ),
+            "{e}"
+        );
+    }
+}
+
+/// Client key and certificate files: libpq's permission rule, and files
+/// named explicitly must exist (libpq would silently send no certificate).
+#[tokio::test]
+async fn client_key_files_are_checked_before_connecting() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = pg::certs();
+    let dir = tempfile::tempdir().unwrap();
+    let loose = dir.path().join("client.key");
+    std::fs::copy(&pki.client_key, &loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let url = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "postgres://u@localhost:1/db?sslmode=require&sslcert={}&sslkey={}",
+            cert.display(),
+            key.display()
+        )
+    };
+    let e =
+        projector::source::tls::setup(&ConnInfo::parse(&url(&pki.client_cert, &loose)).unwrap())
+            .unwrap_err();
+    assert!(e.to_string().contains("has group or world access"), "{e}");
+    let missing = dir.path().join("nope.crt");
+    let e =
+        projector::source::tls::setup(&ConnInfo::parse(&url(&missing, &pki.client_key)).unwrap())
+            .unwrap_err();
+    assert!(e.to_string().contains("sslcert file"), "{e}");
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    // A key that belongs to another certificate.
+    let e = projector::source::tls::setup(
+        &ConnInfo::parse(&url(&pki.client_cert, &pki.wrong_client_key)).unwrap(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("does not belong to sslcert"), "{e}");
+    // Unknown and unsupported parameters are refused, never dropped.
+    for (q, says) in [
+        ("sslpassword=x", "encrypted client keys are not supported"),
+        ("gssencmode=require", "GSSAPI encryption is not supported"),
+        ("sslmode=require&bogus=1", "invalid URI query parameter"),
+        ("host=a,b", "several hosts"),
+    ] {
+        let e = ConnInfo::parse(&format!("postgres://u@h/db?{q}")).unwrap_err();
+        assert!(e.to_string().contains(says), "{q}: {e}");
+        assert!(!e.to_string().contains("sslpassword=\"x\""), "{e}");
+    }
 }

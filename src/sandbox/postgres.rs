@@ -3,7 +3,13 @@
 //! free port on 127.0.0.1, `wal_level=logical`. The server is started with
 //! `PR_SET_PDEATHSIG`, so it dies with us even on SIGKILL; drop stops it
 //! and removes the directory.
+//!
+//! Nobody else on the host gets in: TCP needs the superuser's password
+//! (SCRAM; random per cluster, handed to initdb in a 0600 file that is
+//! removed at once, never on a command line), and the Unix socket lives in
+//! the cluster's 0700 directory, which only its owner and root can enter.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,6 +21,8 @@ pub struct LocalPostgres {
     dir: PathBuf,
     pub port: u16,
     child: Child,
+    /// The superuser's password (TCP connections).
+    password: Secret,
 }
 
 pub struct LocalDb {
@@ -71,19 +79,43 @@ impl LocalPostgres {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+        }
+        let password = Secret::new(format!("{:032x}", rand::random::<u128>()));
+        let pwfile = dir.join("pwfile");
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&pwfile)?;
+            writeln!(f, "{}", password.expose())?;
+        }
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))?;
         }
         let data = dir.join("data");
         let mut initdb = Command::new(find_binary("initdb"));
         initdb
             .arg("-D")
             .arg(&data)
-            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+            .args([
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         as_user(&mut initdb, user);
-        let out = initdb.output().map_err(|e| {
+        let out = initdb.output();
+        let _ = std::fs::remove_file(&pwfile);
+        let out = out.map_err(|e| {
             anyhow::anyhow!(
                 "cannot run initdb ({e}); install PostgreSQL: apt-get install -y postgresql"
             )
@@ -126,14 +158,20 @@ impl LocalPostgres {
             });
         }
         let child = pg.spawn()?;
-        let me = LocalPostgres { dir, port, child };
+        let me = LocalPostgres {
+            dir,
+            port,
+            child,
+            password,
+        };
         me.wait_ready().await?;
         Ok(me)
     }
 
     fn url(&self, db: &str) -> String {
         format!(
-            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            "postgres://postgres:{}@127.0.0.1:{}/{db}?sslmode=disable",
+            self.password.expose(),
             self.port
         )
     }

@@ -98,6 +98,12 @@ impl ConvexClient {
                 parsed.scheme()
             )));
         }
+        if parsed.scheme() == "http" && !is_loopback(&parsed) && !allow_http_from_env() {
+            return Err(SinkError::Config(format!(
+                "--convex-url {:?} is plain http to a host that is not loopback: the admin key would travel in clear; use https://, or set {ALLOW_HTTP_ENV}=1 for a private network you control (e.g. compose's)",
+                shorten(url)
+            )));
+        }
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(SinkError::Config(
                 "--convex-url must not contain credentials; pass the key with --convex-admin-key"
@@ -122,7 +128,17 @@ impl ConvexClient {
                 "the Convex timeout must be positive".into(),
             ));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
+            // A redirect would resend the admin key to wherever it points
+            // (and an https URL could be sent to http): none are followed.
+            .redirect(reqwest::redirect::Policy::none())
+            // HTTP(S)_PROXY/ALL_PROXY are not read: only a proxy named for
+            // the projector sees the admin key.
+            .no_proxy();
+        if let Some(proxy) = proxy_from_env()? {
+            builder = builder.proxy(proxy);
+        }
+        let http = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .tcp_nodelay(true)
@@ -277,6 +293,57 @@ impl ConvexClient {
             s.to_string()
         }
     }
+}
+
+/// Set to `1` to allow `http://` to a host that is not loopback.
+pub const ALLOW_HTTP_ENV: &str = "PROJECTOR_CONVEX_ALLOW_HTTP";
+/// The one proxy the Convex client uses (`http://host:port`, credentials
+/// allowed); the usual `HTTPS_PROXY` & co. are ignored.
+pub const PROXY_ENV: &str = "PROJECTOR_CONVEX_PROXY";
+
+/// `localhost`, 127.0.0.0/8 or ::1: plain http never leaves the machine.
+fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn allow_http_from_env() -> bool {
+    std::env::var(ALLOW_HTTP_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+fn proxy_from_env() -> Result<Option<reqwest::Proxy>, SinkError> {
+    let Ok(url) = std::env::var(PROXY_ENV) else {
+        for name in [
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            if std::env::var_os(name).is_some() {
+                tracing::info!(
+                    variable = name,
+                    "proxy variable ignored for Convex calls; set {PROXY_ENV} to use a proxy"
+                );
+                break;
+            }
+        }
+        return Ok(None);
+    };
+    if url.is_empty() {
+        return Ok(None);
+    }
+    reqwest::Proxy::all(&url).map(Some).map_err(|_| {
+        // The URL may carry proxy credentials: never echo it.
+        SinkError::Config(format!(
+            "{PROXY_ENV} is not a proxy URL; expected e.g. http://proxy.internal:3128"
+        ))
+    })
 }
 
 /// `{"path":..,"args":..,"format":"json"}` as bytes.

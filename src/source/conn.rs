@@ -1,7 +1,8 @@
 //! A thin Postgres wire client for replication connections (tokio-postgres
-//! has no CopyBoth): TCP/TLS with SSLRequest negotiation or a Unix socket,
-//! startup with `replication=database`, trust/cleartext/md5/SCRAM-SHA-256
-//! auth, simple query, and raw backend frames.
+//! has no CopyBoth): the socket and libpq's attempts from `transport`, TLS
+//! from `tls`, startup with `replication=database`, trust/cleartext/md5/
+//! SCRAM-SHA-256(-PLUS) auth under `auth::AuthPolicy`, simple query, and
+//! raw backend frames.
 //!
 //! ```text
 //! TcpStream ─SSLRequest─▶ 'S' ─▶ rustls ─▶ Startup ─▶ Auth* ─▶ ReadyForQuery
@@ -15,14 +16,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::authentication::sasl::ScramSha256;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream, UnixStream};
 
-use crate::source::conninfo::{ConnInfo, SslMode};
+use crate::source::auth::{self, AuthPolicy, AuthState, Request};
+use crate::source::conninfo::ConnInfo;
 use crate::source::error::{ErrorContext, ServerError, SourceError};
-use crate::source::tls;
+use crate::source::tls::{self, TlsSetup};
+use crate::source::transport::{self, Encryption, Failure};
 
 /// The receive buffer we ask for on a loopback replication connection (the
 /// kernel doubles it for bookkeeping). Why small: the walsender writes
@@ -82,45 +84,9 @@ impl std::fmt::Debug for PgConn {
 /// Rows of a simple query, all values as text.
 pub type Row = Vec<Option<String>>;
 
-/// Whether a connection to `addr` gets [`LOOPBACK_RECV_BUFFER`]: a
-/// replication stream over loopback only.
-fn fixed_window(replication: bool, addr: &std::net::SocketAddr) -> bool {
-    replication && addr.ip().is_loopback()
-}
-
-/// Connects to the first address of `info.host` that answers, as libpq
-/// does; replication connections to a loopback address get the small
-/// receive window of [`LOOPBACK_RECV_BUFFER`]. Returns the stream and
-/// the receive buffer the kernel granted, when we set one.
-async fn connect_tcp(
-    info: &ConnInfo,
-    replication: bool,
-) -> std::io::Result<(TcpStream, Option<u32>)> {
-    let mut last_error = None;
-    for addr in tokio::net::lookup_host((info.host.as_str(), info.port)).await? {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        let mut granted = None;
-        if fixed_window(replication, &addr) {
-            // Before connect: the window scale is agreed in the handshake.
-            socket.set_recv_buffer_size(LOOPBACK_RECV_BUFFER)?;
-            granted = Some(socket.recv_buffer_size()?);
-        }
-        match socket.connect(addr).await {
-            Ok(tcp) => return Ok((tcp, granted)),
-            Err(e) => last_error = Some(e),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("{} resolves to no address", info.host),
-        )
-    }))
-}
+/// Why a connection attempt failed: the encryption it ended up with, the
+/// kind of failure (for libpq's second attempt) and the error.
+type AttemptError = (Encryption, Failure, SourceError);
 
 impl PgConn {
     /// Connects and authenticates. `replication` adds `replication=database`.
@@ -136,69 +102,68 @@ impl PgConn {
     }
 
     async fn connect_inner(info: &ConnInfo, replication: bool) -> Result<PgConn, SourceError> {
-        if let Some(path) = info.unix_socket_path() {
-            let unix = UnixStream::connect(&path).await.map_err(|e| {
-                SourceError::Io(std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot connect to the Unix socket {}: {e}; is the server (or the Cloud SQL Auth Proxy) running with that socket directory and port?",
-                        path.display()
-                    ),
-                ))
-            })?;
-            return Self::start(Box::new(unix), false, info, replication).await;
-        }
-        let (mut tcp, recv_buffer) = connect_tcp(info, replication).await?;
-        tcp.set_nodelay(true)?;
-        let mut tls_used = false;
-        let io: Box<dyn AsyncIo> = match tls::client_config(info)? {
-            None => Box::new(tcp),
-            Some(cfg) => {
-                let mut b = BytesMut::new();
-                frontend::ssl_request(&mut b);
-                tcp.write_all(&b).await?;
-                let mut answer = [0u8; 1];
-                tcp.read_exact(&mut answer).await?;
-                match answer[0] {
-                    b'S' => {
-                        let name = tls::server_name(info)?;
-                        let stream = tokio_rustls::TlsConnector::from(cfg)
-                            .connect(name, tcp)
-                            .await
-                            .map_err(|e| tls::explain(info, &e))?;
-                        tls_used = true;
-                        Box::new(stream)
+        let tls = tls::setup(info)?;
+        let policy = AuthPolicy {
+            channel_binding: info.channel_binding,
+            require_auth: info.require_auth.clone(),
+        };
+        let mut want = transport::first_attempt(info.sslmode);
+        let mut first_error = None;
+        loop {
+            match Self::attempt(info, replication, want, tls.as_ref(), &policy).await {
+                Ok(conn) => return Ok(conn),
+                Err((used, failure, e)) => {
+                    if first_error.is_none() {
+                        if let Some(next) = transport::fallback(info.sslmode, used, failure) {
+                            first_error = Some(e);
+                            want = next;
+                            continue;
+                        }
                     }
-                    b'N' if info.sslmode == SslMode::Prefer => Box::new(tcp),
-                    b'N' => {
-                        return Err(SourceError::Tls {
-                            host: info.host.clone(),
-                            message: format!(
-                                "the server does not support SSL but sslmode={:?} requires it; enable ssl on the server or use sslmode=prefer",
-                                info.sslmode
-                            ),
-                        })
-                    }
-                    other => {
-                        return Err(SourceError::Protocol(format!(
-                            "unexpected answer {other:#x} to SSLRequest"
-                        )))
-                    }
+                    return Err(transport::combine(first_error, e));
                 }
             }
-        };
-        let mut conn = Self::start(io, tls_used, info, replication).await?;
-        conn.recv_buffer = recv_buffer;
-        Ok(conn)
+        }
     }
 
-    /// Startup and authentication on a connected transport.
-    async fn start(
-        io: Box<dyn AsyncIo>,
-        tls_used: bool,
+    /// One connection attempt with the encryption `want`. With `Tls`, a
+    /// server answering 'N' continues in the clear on the same socket when
+    /// the sslmode allows it (libpq's allow/prefer).
+    async fn attempt(
         info: &ConnInfo,
         replication: bool,
-    ) -> Result<PgConn, SourceError> {
+        want: Encryption,
+        tls: Option<&TlsSetup>,
+        policy: &AuthPolicy,
+    ) -> Result<PgConn, AttemptError> {
+        let (mut sock, recv_buffer) = transport::open(info, replication)
+            .await
+            .map_err(|e| (want, Failure::Other, e))?;
+        let mut binding = None;
+        let (io, used): (Box<dyn AsyncIo>, Encryption) = match (want, tls) {
+            (Encryption::Tls, Some(setup)) => {
+                let accepted = transport::request_tls(&mut sock)
+                    .await
+                    .map_err(|e| (want, Failure::Other, e))?;
+                if accepted {
+                    let stream = setup
+                        .handshake(sock)
+                        .await
+                        .map_err(|e| (Encryption::Tls, Failure::Handshake, e))?;
+                    binding = tls::binding_of(&stream);
+                    (Box::new(stream), Encryption::Tls)
+                } else if info.sslmode.requires_tls() {
+                    return Err((
+                        Encryption::Plain,
+                        Failure::NoTls,
+                        transport::tls_refused(info),
+                    ));
+                } else {
+                    (Box::new(sock), Encryption::Plain)
+                }
+            }
+            _ => (Box::new(sock), Encryption::Plain),
+        };
         let mut conn = PgConn {
             io,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -208,109 +173,148 @@ impl PgConn {
                 user: Some(info.user.clone()),
                 ..Default::default()
             },
-            tls: tls_used,
+            tls: used == Encryption::Tls,
             unix: info.is_unix_socket(),
-            recv_buffer: None,
+            recv_buffer,
             last_read: 0,
         };
-        conn.startup(info, replication).await?;
-        Ok(conn)
+        let tls_in_use = tls.filter(|_| used == Encryption::Tls);
+        match conn
+            .startup(info, replication, policy, binding, tls_in_use)
+            .await
+        {
+            Ok(()) => Ok(conn),
+            Err((failure, e)) => Err((used, failure, e)),
+        }
     }
 
-    async fn startup(&mut self, info: &ConnInfo, replication: bool) -> Result<(), SourceError> {
+    /// Startup and authentication. Every authentication request passes
+    /// `policy.check` before anything is sent in reply.
+    async fn startup(
+        &mut self,
+        info: &ConnInfo,
+        replication: bool,
+        policy: &AuthPolicy,
+        binding: Option<Vec<u8>>,
+        tls: Option<&TlsSetup>,
+    ) -> Result<(), (Failure, SourceError)> {
+        let other = |e: SourceError| (Failure::Other, e);
         let mut params: Vec<(&str, &str)> = vec![
             ("user", info.user.as_str()),
             ("database", info.dbname.as_str()),
             ("application_name", info.application_name.as_str()),
             ("client_encoding", "UTF8"),
         ];
+        if let Some(o) = &info.options {
+            params.push(("options", o.as_str()));
+        }
         if replication {
             params.push(("replication", "database"));
         }
-        frontend::startup_message(params.iter().copied(), &mut self.wbuf)?;
-        self.flush().await?;
+        frontend::startup_message(params.iter().copied(), &mut self.wbuf)
+            .map_err(|e| other(e.into()))?;
+        self.flush().await.map_err(other)?;
+        let auth_failed = |message: String| SourceError::AuthFailed {
+            user: info.user.clone(),
+            message,
+        };
         let password = || {
             info.password
                 .as_ref()
                 .map(|p| p.expose().as_bytes())
-                .ok_or_else(|| SourceError::AuthFailed {
-                    user: info.user.clone(),
-                    message: "the server asks for a password and DATABASE_URL has none".into(),
+                .ok_or_else(|| {
+                    other(auth_failed(
+                        "the server asks for a password and DATABASE_URL has none".into(),
+                    ))
                 })
+        };
+        let mut state = AuthState {
+            tls: tls.is_some(),
+            ..Default::default()
         };
         let mut scram: Option<ScramSha256> = None;
         loop {
-            let f = self.read_frame().await?;
+            let f = match self.read_frame().await {
+                Ok(f) => f,
+                // A TLS alert right after the handshake (TLS 1.3 sends the
+                // verdict on our client certificate here).
+                Err(SourceError::Io(e)) => {
+                    return Err(other(match tls {
+                        Some(t) if TlsSetup::is_tls_error(&e) => t.explain_io(&e),
+                        _ => SourceError::Io(e),
+                    }))
+                }
+                Err(e) => return Err(other(e)),
+            };
             match f.tag {
                 b'R' => {
-                    let mut body = f.body.clone();
-                    if body.len() < 4 {
-                        return Err(SourceError::Protocol("short auth message".into()));
-                    }
-                    match body.get_i32() {
-                        0 => {}
-                        3 => {
-                            frontend::password_message(password()?, &mut self.wbuf)?;
-                            self.flush().await?;
+                    let body = f.body.as_ref();
+                    let req = Request::parse(body)
+                        .ok_or_else(|| other(SourceError::Protocol("short auth message".into())))?;
+                    policy.check(req, &state).map_err(|r| other(r.into()))?;
+                    let data = &body[4..];
+                    match req {
+                        Request::Ok => {}
+                        Request::Cleartext => {
+                            frontend::password_message(password()?, &mut self.wbuf)
+                                .map_err(|e| other(e.into()))?;
+                            self.flush().await.map_err(other)?;
+                            state.finished = true;
                         }
-                        5 => {
-                            if body.len() < 4 {
-                                return Err(SourceError::Protocol("short md5 salt".into()));
-                            }
-                            let salt = [body[0], body[1], body[2], body[3]];
+                        Request::Md5 => {
+                            let salt: [u8; 4] = data
+                                .get(..4)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or_else(|| {
+                                    other(SourceError::Protocol("short md5 salt".into()))
+                                })?;
                             let hash = postgres_protocol::authentication::md5_hash(
                                 info.user.as_bytes(),
                                 password()?,
                                 salt,
                             );
-                            frontend::password_message(hash.as_bytes(), &mut self.wbuf)?;
-                            self.flush().await?;
+                            frontend::password_message(hash.as_bytes(), &mut self.wbuf)
+                                .map_err(|e| other(e.into()))?;
+                            self.flush().await.map_err(other)?;
+                            state.finished = true;
                         }
-                        10 => {
-                            let mechs: Vec<&[u8]> =
-                                body.split(|b| *b == 0).filter(|m| !m.is_empty()).collect();
-                            if !mechs.contains(&SCRAM_SHA_256.as_bytes()) {
-                                return Err(SourceError::AuthFailed {
-                                    user: info.user.clone(),
-                                    message: "the server offers no SASL mechanism we support (SCRAM-SHA-256)".into(),
-                                });
-                            }
-                            // We do not do channel binding: 'n' (not supported)
-                            // is the honest flag whether or not TLS is on.
-                            let s = ScramSha256::new(password()?, ChannelBinding::unsupported());
-                            frontend::sasl_initial_response(
-                                SCRAM_SHA_256,
-                                s.message(),
-                                &mut self.wbuf,
-                            )?;
-                            self.flush().await?;
+                        Request::Sasl(list) => {
+                            let (mechanism, cb) = policy
+                                .choose_sasl(list, binding.clone(), state.tls)
+                                .map_err(|r| other(r.into()))?;
+                            let s = ScramSha256::new(password()?, cb);
+                            frontend::sasl_initial_response(mechanism, s.message(), &mut self.wbuf)
+                                .map_err(|e| other(e.into()))?;
+                            self.flush().await.map_err(other)?;
+                            state.sasl_pending = true;
+                            state.sasl_plus = mechanism == auth::SCRAM_SHA_256_PLUS;
                             scram = Some(s);
                         }
-                        11 => {
+                        Request::SaslContinue => {
                             let s = scram.as_mut().ok_or_else(|| {
-                                SourceError::Protocol("SASL continue before start".into())
+                                other(SourceError::Protocol("SASL continue before start".into()))
                             })?;
-                            s.update(&body).map_err(|e| SourceError::AuthFailed {
-                                user: info.user.clone(),
-                                message: e.to_string(),
-                            })?;
-                            frontend::sasl_response(s.message(), &mut self.wbuf)?;
-                            self.flush().await?;
+                            s.update(data)
+                                .map_err(|e| other(auth_failed(e.to_string())))?;
+                            frontend::sasl_response(s.message(), &mut self.wbuf)
+                                .map_err(|e| other(e.into()))?;
+                            self.flush().await.map_err(other)?;
                         }
-                        12 => {
+                        Request::SaslFinal => {
                             let s = scram.as_mut().ok_or_else(|| {
-                                SourceError::Protocol("SASL final before start".into())
+                                other(SourceError::Protocol("SASL final before start".into()))
                             })?;
-                            s.finish(&body).map_err(|e| SourceError::AuthFailed {
-                                user: info.user.clone(),
-                                message: format!("server proof rejected: {e}"),
+                            s.finish(data).map_err(|e| {
+                                other(auth_failed(format!("server proof rejected: {e}")))
                             })?;
+                            state.sasl_pending = false;
+                            state.finished = true;
                         }
-                        other => {
-                            return Err(SourceError::AuthFailed {
-                                user: info.user.clone(),
-                                message: format!("unsupported authentication method {other}"),
-                            })
+                        Request::Gss | Request::Sspi | Request::Other(_) => {
+                            let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                            return Err(other(auth_failed(format!(
+                                "unsupported authentication method {code} (projector speaks SCRAM-SHA-256, md5 and password)"
+                            ))));
                         }
                     }
                 }
@@ -324,13 +328,13 @@ impl PgConn {
                     }
                 }
                 b'K' | b'N' => {}
-                b'E' => return Err(self.error(&f.body)),
+                b'E' => return Err((Failure::Server, self.error(&f.body))),
                 b'Z' => return Ok(()),
-                other => {
-                    return Err(SourceError::Protocol(format!(
+                other_tag => {
+                    return Err(other(SourceError::Protocol(format!(
                         "unexpected message {:?} during startup",
-                        other as char
-                    )))
+                        other_tag as char
+                    ))))
                 }
             }
         }
@@ -519,20 +523,6 @@ pub fn quote_literal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_loopback_replication_gets_a_fixed_window() {
-        let at = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
-        assert!(fixed_window(true, &at("127.0.0.1:5432")));
-        assert!(fixed_window(true, &at("127.0.0.53:5432")));
-        assert!(fixed_window(true, &at("[::1]:5432")));
-        // Over a network the kernel's auto-tuning stays (a fixed window
-        // would cap throughput at window / RTT).
-        assert!(!fixed_window(true, &at("10.0.0.3:5432")));
-        assert!(!fixed_window(true, &at("[2001:db8::1]:5432")));
-        // Ordinary SQL connections are left alone.
-        assert!(!fixed_window(false, &at("127.0.0.1:5432")));
-    }
 
     /// A connection reading what `server` writes, with nothing negotiated.
     fn conn_over(io: tokio::io::DuplexStream) -> PgConn {

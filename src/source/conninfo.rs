@@ -6,15 +6,25 @@
 //! Auth Proxy's `--unix-socket` and a server on the same host. As in libpq,
 //! TLS is not used on a Unix socket (the kernel is the transport), so
 //! `sslmode` is ignored there.
+//!
+//! Every libpq parameter is either honoured with libpq's meaning, listed in
+//! `IGNORED` (no effect on authentication or encryption), or refused with
+//! the fix: a security setting is never dropped.
 
 use std::path::PathBuf;
 
 use crate::secret::Secret;
+use crate::source::auth::{ChannelBindingMode, RequireAuth};
 use crate::source::error::SourceError;
 
+/// libpq's six `sslmode`s (libpq-ssl, table "SSL Mode Descriptions").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SslMode {
     Disable,
+    /// Plain first; TLS only if the server refuses the plain connection.
+    Allow,
+    /// TLS first; plain if the server does not offer TLS, the handshake
+    /// fails, or the server refuses the TLS connection.
     Prefer,
     Require,
     VerifyCa,
@@ -25,14 +35,78 @@ impl SslMode {
     pub fn parse(s: &str) -> Result<Self, SourceError> {
         Ok(match s {
             "disable" => SslMode::Disable,
-            "allow" | "prefer" => SslMode::Prefer,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
             other => {
                 return Err(SourceError::Config(format!(
-                "sslmode={other:?} is not one of disable, prefer, require, verify-ca, verify-full"
+                "sslmode={other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
             )))
+            }
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// TLS is mandatory (no plain fallback).
+    pub fn requires_tls(self) -> bool {
+        matches!(
+            self,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        )
+    }
+}
+
+/// Where trusted CAs come from (`sslrootcert`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootCert {
+    /// Not given: libpq's `~/.postgresql/root.crt`, used only if it exists.
+    Default,
+    File(PathBuf),
+    /// `sslrootcert=system`: the operating system's trust store.
+    System,
+}
+
+/// `sslcertmode` (libpq 16): whether a client certificate is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertMode {
+    Disable,
+    Allow,
+    /// Fail unless the server asked for a certificate.
+    Require,
+}
+
+/// `ssl_min_protocol_version` / `ssl_max_protocol_version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls10,
+    Tls11,
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    fn parse(key: &str, v: &str) -> Result<Self, SourceError> {
+        Ok(match v {
+            "TLSv1" => TlsVersion::Tls10,
+            "TLSv1.1" => TlsVersion::Tls11,
+            "TLSv1.2" => TlsVersion::Tls12,
+            "TLSv1.3" => TlsVersion::Tls13,
+            other => {
+                return Err(SourceError::Config(format!(
+                    "{key}={other:?} is not one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3"
+                )))
             }
         })
     }
@@ -47,11 +121,44 @@ pub struct ConnInfo {
     pub password: Option<Secret>,
     pub dbname: String,
     pub sslmode: SslMode,
-    /// PEM file with trusted CAs; `None` or `system` = the webpki roots.
-    pub sslrootcert: Option<PathBuf>,
+    pub sslrootcert: RootCert,
+    /// Client certificate chain and key (PEM); `None`: libpq's
+    /// `~/.postgresql/postgresql.{crt,key}` when they exist.
+    pub sslcert: Option<PathBuf>,
+    pub sslkey: Option<PathBuf>,
+    pub sslcertmode: CertMode,
+    /// Certificate revocation lists (PEM): a file, and/or a directory of files.
+    pub sslcrl: Option<PathBuf>,
+    pub sslcrldir: Option<PathBuf>,
+    /// Send the host name as TLS SNI (libpq: `sslsni=1`, the default).
+    pub sslsni: bool,
+    pub ssl_min_protocol_version: TlsVersion,
+    pub ssl_max_protocol_version: Option<TlsVersion>,
+    pub channel_binding: ChannelBindingMode,
+    pub require_auth: Option<RequireAuth>,
+    /// The startup `options` (e.g. `-c search_path=app`).
+    pub options: Option<String>,
+    /// Unix-socket connections only: the server process's OS user.
+    pub requirepeer: Option<String>,
     pub application_name: String,
     pub connect_timeout: Option<std::time::Duration>,
 }
+
+/// libpq parameters we accept and do not act on: none of them weakens or
+/// strengthens authentication or encryption (TCP keepalives, the long
+/// obsolete `sslcompression`, GSSAPI settings that only matter to a GSSAPI
+/// exchange we never start).
+const IGNORED: &[&str] = &[
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "sslcompression",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+];
 
 impl ConnInfo {
     pub fn parse(url: &str) -> Result<ConnInfo, SourceError> {
@@ -84,7 +191,19 @@ impl ConnInfo {
             password: u.password().map(dec).transpose()?.map(Secret::new),
             dbname: String::new(),
             sslmode: SslMode::Prefer,
-            sslrootcert: None,
+            sslrootcert: RootCert::Default,
+            sslcert: None,
+            sslkey: None,
+            sslcertmode: CertMode::Allow,
+            sslcrl: None,
+            sslcrldir: None,
+            sslsni: true,
+            ssl_min_protocol_version: TlsVersion::Tls12,
+            ssl_max_protocol_version: None,
+            channel_binding: ChannelBindingMode::Prefer,
+            require_auth: None,
+            options: None,
+            requirepeer: None,
             application_name: "projector".into(),
             connect_timeout: None,
         };
@@ -94,32 +213,117 @@ impl ConnInfo {
         } else {
             dec(path)?
         };
+        let mut sslmode = None;
+        let mut application_name = None;
+        let mut fallback_application_name = None;
         for (k, v) in u.query_pairs() {
+            let v = v.into_owned();
+            // An empty value means "the default" in libpq.
+            if v.is_empty() {
+                continue;
+            }
+            let path = || Some(PathBuf::from(&v));
             match &*k {
-                "sslmode" => info.sslmode = SslMode::parse(&v)?,
+                "sslmode" => sslmode = Some(SslMode::parse(&v)?),
                 "sslrootcert" => {
-                    info.sslrootcert = (v != "system").then(|| PathBuf::from(&*v));
+                    info.sslrootcert = if v == "system" {
+                        RootCert::System
+                    } else {
+                        RootCert::File(PathBuf::from(&v))
+                    };
                 }
-                "host" => info.host = v.into_owned(),
+                "sslcert" => info.sslcert = path(),
+                "sslkey" => info.sslkey = path(),
+                "sslcrl" => info.sslcrl = path(),
+                "sslcrldir" => info.sslcrldir = path(),
+                "sslcertmode" => {
+                    info.sslcertmode = match v.as_str() {
+                        "disable" => CertMode::Disable,
+                        "allow" => CertMode::Allow,
+                        "require" => CertMode::Require,
+                        other => {
+                            return Err(SourceError::Config(format!(
+                                "sslcertmode={other:?} is not one of disable, allow, require"
+                            )))
+                        }
+                    }
+                }
+                "sslsni" => info.sslsni = flag("sslsni", &v)?,
+                "ssl_min_protocol_version" => {
+                    info.ssl_min_protocol_version = TlsVersion::parse(&k, &v)?
+                }
+                "ssl_max_protocol_version" => {
+                    info.ssl_max_protocol_version = Some(TlsVersion::parse(&k, &v)?)
+                }
+                "channel_binding" => info.channel_binding = ChannelBindingMode::parse(&v)?,
+                "require_auth" => info.require_auth = Some(RequireAuth::parse(&v)?),
+                "options" => info.options = Some(v),
+                "requirepeer" => info.requirepeer = Some(v),
+                "host" => info.host = v,
                 "port" => {
                     info.port = v
                         .parse()
                         .map_err(|_| SourceError::Config(format!("port={v:?} is not a number")))?
                 }
-                "user" => info.user = v.into_owned(),
-                "password" => info.password = Some(Secret::new(v.into_owned())),
-                "dbname" => info.dbname = v.into_owned(),
-                "application_name" => info.application_name = v.into_owned(),
+                "user" => info.user = v,
+                "password" => info.password = Some(Secret::new(v)),
+                "dbname" => info.dbname = v,
+                "application_name" => application_name = Some(v),
+                "fallback_application_name" => fallback_application_name = Some(v),
                 "connect_timeout" => {
                     let secs: u64 = v.parse().map_err(|_| {
                         SourceError::Config(format!("connect_timeout={v:?} is not a number"))
                     })?;
-                    info.connect_timeout = Some(std::time::Duration::from_secs(secs));
+                    // libpq: 0 (and negative) means wait forever.
+                    info.connect_timeout =
+                        (secs > 0).then(|| std::time::Duration::from_secs(secs.max(2)));
                 }
-                _ => {} // libpq knows many more; ignore what we do not use
+                "client_encoding" if v.eq_ignore_ascii_case("utf8") || v == "UTF-8" => {}
+                "target_session_attrs" if v == "any" => {}
+                "load_balance_hosts" if v == "disable" => {}
+                "gssencmode" if v == "disable" || v == "prefer" => {}
+                "sslnegotiation" if v == "postgres" => {}
+                key if IGNORED.contains(&key) => {}
+                key => return Err(unsupported(key, &v)),
             }
         }
+        if let Some(max) = info.ssl_max_protocol_version {
+            if max < TlsVersion::Tls12 {
+                return Err(SourceError::Config(
+                    "ssl_max_protocol_version below TLSv1.2 cannot be met: projector speaks TLSv1.2 and TLSv1.3".into(),
+                ));
+            }
+            if info.ssl_min_protocol_version > max {
+                return Err(SourceError::Config(
+                    "ssl_min_protocol_version is above ssl_max_protocol_version".into(),
+                ));
+            }
+        }
+        if info.host.contains(',') {
+            return Err(SourceError::Config(
+                "several hosts (host=a,b) are not supported: give one host".into(),
+            ));
+        }
+        if info.requirepeer.is_some() && !info.is_unix_socket() {
+            // libpq ignores requirepeer on TCP; there is no peer to check.
+            info.requirepeer = None;
+        }
+        info.application_name = application_name
+            .or(fallback_application_name)
+            .unwrap_or_else(|| "projector".into());
+        info.sslmode = match (sslmode, &info.sslrootcert) {
+            // libpq 16: public CAs make anything short of verify-full useless.
+            (None, RootCert::System) => SslMode::VerifyFull,
+            (Some(m), RootCert::System) if m != SslMode::VerifyFull => {
+                return Err(SourceError::Config(format!(
+                    "weak sslmode \"{}\" may not be used with sslrootcert=system (use \"verify-full\")",
+                    m.as_str()
+                )))
+            }
+            (m, _) => m.unwrap_or(SslMode::Prefer),
+        };
         if info.is_unix_socket() {
+            // libpq never uses TLS over a Unix socket, whatever sslmode says.
             info.sslmode = SslMode::Disable;
         }
         Ok(info)
@@ -180,6 +384,48 @@ fn percent_decode(s: &str) -> Result<String, ()> {
         }
     }
     String::from_utf8(out).map_err(|_| ())
+}
+
+fn flag(key: &str, v: &str) -> Result<bool, SourceError> {
+    match v {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        other => Err(SourceError::Config(format!(
+            "{key}={other:?} is not 0 or 1"
+        ))),
+    }
+}
+
+/// A libpq parameter we cannot honour. libpq itself refuses names it does
+/// not know; for the ones it knows we say what to do instead, never drop them.
+fn unsupported(key: &str, v: &str) -> SourceError {
+    let why = match key {
+        "gssencmode" => "GSSAPI encryption is not supported; use gssencmode=disable and sslmode",
+        "sslnegotiation" => "direct TLS negotiation is not supported; use sslnegotiation=postgres",
+        "sslpassword" => {
+            "encrypted client keys are not supported; decrypt it (openssl pkey -in key -out key.pem) and drop sslpassword"
+        }
+        "hostaddr" => "hostaddr is not supported; put the address in host",
+        "service" | "passfile" => "service and password files are not read; put the parameters in DATABASE_URL",
+        "replication" => "projector opens replication connections itself; drop replication",
+        "target_session_attrs" => "only target_session_attrs=any is supported (one host)",
+        "load_balance_hosts" => "only load_balance_hosts=disable is supported (one host)",
+        "client_encoding" => "projector speaks UTF8; drop client_encoding",
+        "sslkeylogfile" => "TLS key logging is not supported; drop sslkeylogfile",
+        _ => "",
+    };
+    if why.is_empty() {
+        SourceError::Config(format!(
+            "invalid URI query parameter: {key:?} (not a libpq connection parameter projector knows)"
+        ))
+    } else {
+        let shown = if key == "sslpassword" {
+            "<redacted>"
+        } else {
+            v
+        };
+        SourceError::Config(format!("{key}={shown:?}: {why}"))
+    }
 }
 
 #[cfg(test)]

@@ -30,8 +30,15 @@ pub enum SourceError {
     NotReplicationRole { user: String, message: String },
     #[error("logical decoding is off ({message}): set `ALTER SYSTEM SET wal_level = logical;` and restart Postgres")]
     WalLevel { message: String },
+    #[error("connection refused by DATABASE_URL's {parameter} rule: {message}")]
+    AuthPolicy {
+        parameter: &'static str,
+        message: String,
+    },
     #[error("TLS to {host} failed: {message}")]
     Tls { host: String, message: String },
+    #[error("slot name {name:?} read from Convex is not one this projector makes ({configured:?} or {configured:?}_g<generation>); refusing to use it: check who writes the projector's state with the admin key")]
+    UntrustedSlotName { name: String, configured: String },
     #[error("invalid DATABASE_URL: {0}")]
     Config(String),
     #[error(
@@ -81,6 +88,12 @@ impl SourceError {
             "42704" if msg.contains("publication") => SourceError::PublicationMissing {
                 publication: quoted(msg)
                     .unwrap_or_else(|| ctx.publication.clone().unwrap_or_default()),
+            },
+            "28P01" | "28000" if msg.contains("channel binding") => SourceError::AuthPolicy {
+                parameter: "channel_binding",
+                message: format!(
+                    "{msg}: the server's TLS certificate is not the one this connection saw, so something between projector and Postgres terminates TLS (a proxy, or an attacker); use sslmode=verify-full, or connect past the proxy"
+                ),
             },
             "28P01" | "28000" => SourceError::AuthFailed {
                 user: ctx.user.clone().unwrap_or_default(),

@@ -8,10 +8,12 @@
 //! sql (tokio-postgres, same TLS) ─▶ slot (slot info/create/drop, snapshot slots)
 //! ```
 
+pub mod auth;
 pub mod conn;
 pub mod conninfo;
 pub mod error;
 pub mod event;
+pub mod guard;
 pub mod pgoutput;
 #[cfg(any(test, feature = "test-support"))]
 pub mod pgoutput_encode;
@@ -19,5 +21,6 @@ pub mod slot;
 pub mod sql;
 pub mod stream;
 pub mod tls;
+pub mod transport;
 
 pub use error::SourceError;

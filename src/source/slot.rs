@@ -36,6 +36,32 @@ fn lsn(s: Option<String>) -> Option<Lsn> {
     s.and_then(|s| s.parse().ok())
 }
 
+/// Checks a slot name read back from Convex (a rebuild record, a
+/// generation's slot) before it is streamed from or dropped: anyone who
+/// holds the admin key can write those records, so a name is accepted only
+/// if it is one this projector makes: the configured slot, or a rebuild's
+/// `<configured>_g<generation>`, and a plain identifier (1-63 of a-z, 0-9, _).
+pub fn validate_slot_name(name: &str, configured: &str) -> Result<(), SourceError> {
+    let identifier = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let ours = name == configured
+        || name
+            .strip_prefix(configured)
+            .and_then(|rest| rest.strip_prefix("_g"))
+            .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()));
+    if identifier && ours {
+        Ok(())
+    } else {
+        Err(SourceError::UntrustedSlotName {
+            name: name.chars().take(80).collect(),
+            configured: configured.to_string(),
+        })
+    }
+}
+
 pub async fn slot_info(
     client: &tokio_postgres::Client,
     slot: &str,
@@ -177,4 +203,28 @@ async fn create_with_snapshot(
         snapshot_name,
         conn,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_slot_names_pass() {
+        for ok in ["projector", "projector_g1", "projector_g42"] {
+            validate_slot_name(ok, "projector").unwrap();
+        }
+        for bad in [
+            "other_app_slot",
+            "projector_g",
+            "projector_gx",
+            "projector_g1; drop",
+            "Projector",
+            "projector_g1\"",
+            "",
+            &"p".repeat(64),
+        ] {
+            assert!(validate_slot_name(bad, "projector").is_err(), "{bad:?}");
+        }
+    }
 }

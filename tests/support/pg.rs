@@ -6,13 +6,16 @@
 //!   tests (slots are never dropped with their databases, so it allows many). Never restart or reconfigure it; use a private cluster for that.
 //! - `PgCluster::start(PgOptions { .. }).await -> PgCluster`: a private cluster
 //!   (own data dir and port); dropped = stopped and deleted.
-//!   `PgOptions { wal_level, ssl, max_slot_wal_keep_size, extra_conf }`.
+//!   `PgOptions { wal_level, ssl, max_slot_wal_keep_size, extra_conf,
+//!   server_cert }` (`ServerCert::Good|Expired|NotYetValid`).
 //! - `cluster.fresh_db().await -> TestDb`: a new database created from a
 //!   template that already has `sql/001_runtime_events.sql` applied
 //!   (`runtime.events` + publication `projector_events`). Unique per call, so
 //!   tests run in parallel without shared state.
 //! - `TestDb { dbname, port, url, .. }`: `url` is a superuser URL
-//!   (`postgres://postgres@127.0.0.1:PORT/DB?sslmode=disable`, trust auth);
+//!   (`postgres://postgres:PASSWORD@127.0.0.1:PORT/DB?sslmode=disable`,
+//!   SCRAM with a random per-cluster password; the Unix socket is in the
+//!   cluster's 0700 directory, so no other OS user gets in either way);
 //!   `db.url_as(user, password, extra_query)` builds other URLs (host
 //!   127.0.0.1); `db.url_host(host, user, password, query)` for TLS names;
 //!   `db.client().await` (tokio-postgres, superuser); `db.exec(sql).await`
@@ -22,10 +25,16 @@
 //! - Users: `cluster.create_user(name, password, Auth::Scram|Md5|Password,
 //!   "REPLICATION").await` sets `password_encryption` to match, creates the
 //!   LOGIN role and puts it in the group that pg_hba maps to that method
-//!   (`md5_users` → md5, `password_users` → password, others → scram-sha-256;
-//!   the OS-less superuser `postgres` is trusted on 127.0.0.1).
-//! - `cluster.ca_cert` (PEM of the CA that signed the server cert, SANs
-//!   `localhost` and `127.0.0.1`), `cluster.wrong_ca_cert` (an unrelated CA).
+//!   (`md5_users` → md5, `password_users` → password, `tls_users` →
+//!   scram-sha-256 over TLS only, `cert_users` → scram-sha-256 over TLS with
+//!   a client certificate (`clientcert=verify-full`), others →
+//!   scram-sha-256; the superuser `postgres` needs its password over TCP).
+//!   The server listens on 127.0.0.1 and 127.0.0.2 (the latter is not on
+//!   its certificate: a "wrong name").
+//! - `pg::certs()`: the process-wide test PKI (CA, unrelated CA, client
+//!   certificates, CRLs; see `Certs`). `cluster.ca_cert` (the CA that
+//!   signed the server cert, SANs `localhost` and `127.0.0.1`),
+//!   `cluster.wrong_ca_cert` (an unrelated CA).
 //! - `cluster.restart()`, `cluster.stop()`, `cluster.start_again()` (sync),
 //!   `cluster.exec(db, sql).await`, `cluster.client(db).await`, `cluster.log()`.
 //!
@@ -53,6 +62,8 @@ pub struct PgOptions {
     pub max_slot_wal_keep_size: Option<String>,
     /// Extra postgresql.conf lines.
     pub extra_conf: Vec<String>,
+    /// The certificate the server presents when `ssl`.
+    pub server_cert: ServerCert,
 }
 
 impl Default for PgOptions {
@@ -62,6 +73,7 @@ impl Default for PgOptions {
             ssl: true,
             max_slot_wal_keep_size: None,
             extra_conf: vec![],
+            server_cert: ServerCert::Good,
         }
     }
 }
@@ -71,10 +83,17 @@ pub enum Auth {
     Scram,
     Md5,
     Password,
+    /// SCRAM, TLS only (`hostnossl ... reject`).
+    ScramTlsOnly,
+    /// SCRAM plus a client certificate (`hostssl ... clientcert=verify-full`,
+    /// CN = the user name; `certs().client_cert` is for `cert_u`).
+    Cert,
 }
 
 pub struct PgCluster {
     pub port: u16,
+    /// The superuser's password (random per cluster; TCP needs it).
+    pub superuser_password: String,
     pub dir: PathBuf,
     pub data: PathBuf,
     pub ca_cert: Option<PathBuf>,
@@ -87,6 +106,8 @@ static SHARED: tokio::sync::OnceCell<PgCluster> = tokio::sync::OnceCell::const_n
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// (pid, dir) of every live cluster, for the atexit hook.
 static LIVE: Mutex<Vec<(u32, PathBuf)>> = Mutex::new(Vec::new());
+/// Other directories the atexit hook removes (the test PKI).
+static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// The per-binary shared cluster.
 pub async fn shared() -> &'static PgCluster {
@@ -117,6 +138,11 @@ extern "C" fn cleanup_at_exit() {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = std::fs::remove_dir_all(dir);
+    }
+    if let Ok(dirs) = LIVE_DIRS.lock() {
+        for d in dirs.iter() {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
@@ -200,7 +226,70 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
+/// Which certificate the server presents (all signed by `Certs::ca`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerCert {
+    /// Valid now, SANs `localhost` and `127.0.0.1`.
+    Good,
+    /// Same names, valid 2020-01-01 to 2020-01-02.
+    Expired,
+    /// Same names, valid from 2100.
+    NotYetValid,
+}
+
+/// Test PKI made once per test process with openssl:
+/// - `ca` signs the server certificates and the client certificate;
+///   `wrong_ca` is unrelated (its own key, same CN).
+/// - `client_cert`/`client_key`: CN `cert_u` (the user of `Auth::Cert`),
+///   signed by `ca`; `wrong_client_cert`/`wrong_client_key`: CN `cert_u`,
+///   signed by `wrong_ca`.
+/// - `crl_revoked`: `ca`'s CRL revoking the good server certificate;
+///   `crl_empty`: `ca`'s CRL revoking nothing.
+#[derive(Clone, Debug)]
+pub struct Certs {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub wrong_ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub wrong_client_cert: PathBuf,
+    pub wrong_client_key: PathBuf,
+    pub crl_revoked: PathBuf,
+    pub crl_empty: PathBuf,
+}
+
+impl Certs {
+    fn server(&self, which: ServerCert) -> (PathBuf, PathBuf) {
+        let name = match which {
+            ServerCert::Good => "server",
+            ServerCert::Expired => "server-expired",
+            ServerCert::NotYetValid => "server-future",
+        };
+        (
+            self.dir.join(format!("{name}.crt")),
+            self.dir.join("server.key"),
+        )
+    }
+}
+
+const CA_CNF: &str = "[ca]\ndefault_ca = tca\n[tca]\ndatabase = index.txt\nnew_certs_dir = .\n\
+serial = serial\ncrlnumber = crlnumber\ndefault_md = sha256\npolicy = any\ndefault_crl_days = 3\n\
+unique_subject = no\n[any]\ncommonName = supplied\n";
+
+/// The process-wide test PKI (see [`Certs`]).
+pub fn certs() -> &'static Certs {
+    static CERTS: OnceLock<Certs> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        register_atexit();
+        let dir = std::env::temp_dir().join(format!("projector-pki-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        LIVE_DIRS.lock().unwrap().push(dir.clone());
+        make_certs(&dir)
+    })
+}
+
+fn make_certs(dir: &Path) -> Certs {
     let ec = [
         "-newkey",
         "ec",
@@ -208,10 +297,17 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
         "ec_paramgen_curve:prime256v1",
         "-nodes",
     ];
-    for ca in ["ca", "wrong-ca"] {
+    for (ca, cn) in [
+        ("ca", "projector test CA"),
+        ("wrong-ca", "unrelated test CA"),
+    ] {
         let mut a = vec!["req", "-x509"];
         a.extend(ec);
-        let (k, c) = (format!("{ca}.key"), format!("{ca}.crt"));
+        let (k, c, subj) = (
+            format!("{ca}.key"),
+            format!("{ca}.crt"),
+            format!("/CN={cn}"),
+        );
         a.extend([
             "-keyout",
             &k,
@@ -220,7 +316,7 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
             "-days",
             "3",
             "-subj",
-            "/CN=projector test CA",
+            &subj,
             "-addext",
             "basicConstraints=critical,CA:TRUE",
             "-addext",
@@ -229,42 +325,113 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
         openssl(dir, &a);
     }
     std::fs::write(
-        dir.join("ext.cnf"),
+        dir.join("server.cnf"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    let mut a = vec!["req"];
-    a.extend(ec);
-    a.extend([
-        "-keyout",
-        "server.key",
-        "-out",
+    std::fs::write(
+        dir.join("client.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("ca.cnf"), CA_CNF).unwrap();
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("serial"), "1000\n").unwrap();
+    std::fs::write(dir.join("crlnumber"), "1000\n").unwrap();
+    let csr = |name: &str, cn: &str| {
+        let mut a = vec!["req"];
+        a.extend(ec);
+        let (k, r, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("/CN={cn}"),
+        );
+        a.extend(["-keyout", &k, "-out", &r, "-subj", &subj]);
+        openssl(dir, &a);
+    };
+    // `openssl ca` takes explicit validity dates (x509 -req only "days from now").
+    let sign = |csr: &str, out: &str, ca: &str, ext: &str, dates: Option<(&str, &str)>| {
+        let (cert, key) = (format!("{ca}.crt"), format!("{ca}.key"));
+        let mut a = vec![
+            "ca", "-batch", "-notext", "-config", "ca.cnf", "-cert", &cert, "-keyfile", &key,
+            "-in", csr, "-out", out, "-extfile", ext,
+        ];
+        match dates {
+            Some((from, to)) => a.extend(["-startdate", from, "-enddate", to]),
+            None => a.extend(["-days", "3"]),
+        }
+        openssl(dir, &a);
+    };
+    csr("server", "localhost");
+    sign("server.csr", "server.crt", "ca", "server.cnf", None);
+    sign(
         "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(dir, &a);
+        "server-expired.crt",
+        "ca",
+        "server.cnf",
+        Some(("20200101000000Z", "20200102000000Z")),
+    );
+    sign(
+        "server.csr",
+        "server-future.crt",
+        "ca",
+        "server.cnf",
+        Some(("21000101000000Z", "21000102000000Z")),
+    );
+    csr("client", "cert_u");
+    sign("client.csr", "client.crt", "ca", "client.cnf", None);
+    csr("wrong-client", "cert_u");
+    sign(
+        "wrong-client.csr",
+        "wrong-client.crt",
+        "wrong-ca",
+        "client.cnf",
+        None,
+    );
+    let gencrl = |out: &str| {
+        openssl(
+            dir,
+            &[
+                "ca", "-batch", "-config", "ca.cnf", "-cert", "ca.crt", "-keyfile", "ca.key",
+                "-gencrl", "-out", out,
+            ],
+        )
+    };
+    gencrl("crl-empty.pem");
     openssl(
         dir,
         &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-cert",
             "ca.crt",
-            "-CAkey",
+            "-keyfile",
             "ca.key",
-            "-CAcreateserial",
-            "-out",
+            "-revoke",
             "server.crt",
-            "-days",
-            "3",
-            "-extfile",
-            "ext.cnf",
         ],
     );
-    (dir.join("ca.crt"), dir.join("wrong-ca.crt"))
+    gencrl("crl-revoked.pem");
+    for k in ["server.key", "client.key", "wrong-client.key"] {
+        std::fs::set_permissions(
+            dir.join(k),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    Certs {
+        dir: dir.to_path_buf(),
+        ca: dir.join("ca.crt"),
+        wrong_ca: dir.join("wrong-ca.crt"),
+        client_cert: dir.join("client.crt"),
+        client_key: dir.join("client.key"),
+        wrong_client_cert: dir.join("wrong-client.crt"),
+        wrong_client_key: dir.join("wrong-client.key"),
+        crl_revoked: dir.join("crl-revoked.pem"),
+        crl_empty: dir.join("crl-empty.pem"),
+    }
 }
 
 impl PgCluster {
@@ -280,41 +447,59 @@ impl PgCluster {
                 .subsec_nanos()
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        // The socket lives here: 0700 keeps every other OS user out.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         chown_pg(&dir);
+        let superuser_password = format!("{:032x}", rand::random::<u128>());
+        let pwfile = dir.join("pwfile");
+        std::fs::write(&pwfile, format!("{superuser_password}\n")).unwrap();
+        chown_pg(&pwfile);
         let data = dir.join("data");
         let mut initdb = Command::new("initdb");
-        initdb.current_dir(&dir).args(["-D"]).arg(&data).args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]);
+        initdb
+            .current_dir(&dir)
+            .args(["-D"])
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()));
         as_postgres(&mut initdb, false);
         run(&mut initdb, "initdb");
+        let _ = std::fs::remove_file(&pwfile);
 
         let (ca_cert, wrong_ca_cert) = if opts.ssl {
-            let (ca, wrong) = make_certs(&dir);
-            for f in ["server.crt", "server.key"] {
-                std::fs::copy(dir.join(f), data.join(f)).unwrap();
-                chown_pg(&data.join(f));
+            let pki = certs();
+            let (crt, key) = pki.server(opts.server_cert);
+            for (from, to) in [
+                (crt, "server.crt"),
+                (key, "server.key"),
+                (pki.ca.clone(), "ca.crt"),
+            ] {
+                std::fs::copy(from, data.join(to)).unwrap();
+                chown_pg(&data.join(to));
             }
             std::fs::set_permissions(
                 data.join("server.key"),
                 std::os::unix::fs::PermissionsExt::from_mode(0o600),
             )
             .unwrap();
-            (Some(ca), Some(wrong))
+            (Some(pki.ca.clone()), Some(pki.wrong_ca.clone()))
         } else {
             (None, None)
         };
 
         let port = free_port();
         let mut conf = format!(
-            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+            "\nlisten_addresses = '127.0.0.1,127.0.0.2'\nport = {port}\nunix_socket_directories = '{}'\n\
              wal_level = {}\nmax_wal_senders = 64\nmax_replication_slots = 256\n\
              wal_sender_timeout = '60s'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
              max_connections = 400\nlogical_decoding_work_mem = '64kB'\nlog_min_messages = warning\n",
@@ -322,7 +507,9 @@ impl PgCluster {
             opts.wal_level
         );
         if opts.ssl {
-            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+            conf.push_str(
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.crt'\n",
+            );
         }
         if let Some(s) = &opts.max_slot_wal_keep_size {
             conf.push_str(&format!("max_slot_wal_keep_size = '{s}'\n"));
@@ -339,15 +526,19 @@ impl PgCluster {
         std::fs::write(
             data.join("pg_hba.conf"),
             "local all all trust\n\
-             host all postgres 127.0.0.1/32 trust\n\
-             host all +md5_users 127.0.0.1/32 md5\n\
-             host all +password_users 127.0.0.1/32 password\n\
-             host all all 127.0.0.1/32 scram-sha-256\n",
+             host all postgres 127.0.0.0/8 scram-sha-256\n\
+             hostssl all +cert_users 127.0.0.0/8 scram-sha-256 clientcert=verify-full\n\
+             host all +cert_users 127.0.0.0/8 reject\n\
+             hostnossl all +tls_users 127.0.0.0/8 reject\n\
+             host all +md5_users 127.0.0.0/8 md5\n\
+             host all +password_users 127.0.0.0/8 password\n\
+             host all all 127.0.0.0/8 scram-sha-256\n",
         )
         .unwrap();
 
         let cluster = PgCluster {
             port,
+            superuser_password,
             dir,
             data,
             ca_cert,
@@ -359,7 +550,8 @@ impl PgCluster {
         cluster
             .exec(
                 "postgres",
-                "create role md5_users nologin; create role password_users nologin;",
+                "create role md5_users nologin; create role password_users nologin; \
+                 create role tls_users nologin; create role cert_users nologin;",
             )
             .await;
         cluster
@@ -453,8 +645,8 @@ impl PgCluster {
 
     pub fn url(&self, db: &str) -> String {
         format!(
-            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
-            self.port
+            "postgres://postgres:{}@127.0.0.1:{}/{db}?sslmode=disable",
+            self.superuser_password, self.port
         )
     }
 
@@ -487,6 +679,8 @@ impl PgCluster {
         let group = match auth {
             Auth::Md5 => "grant md5_users to",
             Auth::Password => "grant password_users to",
+            Auth::ScramTlsOnly => "grant tls_users to",
+            Auth::Cert => "grant cert_users to",
             Auth::Scram => "",
         };
         let grant = if group.is_empty() {
@@ -533,7 +727,7 @@ impl Drop for PgCluster {
 pub struct TestDb {
     pub dbname: String,
     pub port: u16,
-    /// Superuser URL, trust auth, no TLS.
+    /// Superuser URL (with the cluster's random password), no TLS.
     pub url: String,
     pub ca_cert: Option<PathBuf>,
     pub wrong_ca_cert: Option<PathBuf>,
