@@ -1,0 +1,83 @@
+/**
+ * Runs function calls through convex-test, one at a time: convex-test has no
+ * concurrency control (no OCC), so a single queue is what keeps each call a
+ * serializable transaction. Listeners hear about every call that may have
+ * committed writes (a mutation that returned, an action that returned — an
+ * action commits through the mutations it runs), after it committed and
+ * before the next queued call starts.
+ */
+import { convexTest } from "convex-test";
+import { makeFunctionReference } from "convex/server";
+import schema from "../convex/schema";
+import type { Identity } from "./auth";
+import type { Kind, Modules } from "./routing";
+
+export interface Stats {
+  mutations: number;
+  queries: number;
+  actions: number;
+  writes: number;
+  faults: number;
+}
+
+export type Commit = { kind: "mutation" | "action"; name: string };
+export type CommitListener = (commit: Commit) => void;
+
+export class Executor {
+  readonly stats: Stats = { mutations: 0, queries: 0, actions: 0, writes: 0, faults: 0 };
+  private readonly t;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly listeners = new Set<CommitListener>();
+
+  constructor(modules: Modules) {
+    this.t = convexTest({ schema, modules, transactionLimits: true });
+  }
+
+  /** Calls `listener` after every committed mutation or action; returns the unsubscribe. */
+  onCommit(listener: CommitListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Runs one function call after every call queued before it; resolves to its return value. */
+  run(kind: Kind, name: string, args: Record<string, unknown>, identity: Identity | null): Promise<unknown> {
+    return this.serialized(async () => {
+      const caller = identity ? this.t.withIdentity(identity) : this.t;
+      const ref = makeFunctionReference<any>(name) as any;
+      if (kind === "query") {
+        this.stats.queries++;
+        return await caller.query(ref, args);
+      }
+      let value: unknown;
+      if (kind === "mutation") {
+        this.stats.mutations++;
+        value = await caller.mutation(ref, args);
+        if (name === "projector:apply" && value && typeof value === "object") {
+          const v = value as any;
+          this.stats.writes += Number(v.applied ?? 0) + Number(v.deadLettersInserted ?? 0);
+        }
+      } else {
+        this.stats.actions++;
+        value = await caller.action(ref, args);
+      }
+      this.notify({ kind, name });
+      return value;
+    });
+  }
+
+  private notify(commit: Commit) {
+    for (const l of this.listeners) {
+      try {
+        l(commit);
+      } catch (e) {
+        console.error(`local-backend: commit listener failed: ${(e as Error)?.message ?? e}`);
+      }
+    }
+  }
+
+  private serialized<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(f, f);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+}
