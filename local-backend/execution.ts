@@ -65,6 +65,21 @@ export class Executor {
     });
   }
 
+  /**
+   * Runs `f` alone in the queue: every query it makes through `query` reads
+   * the same state, the one left by the calls queued before it (what a
+   * sync update needs to send one consistent Transition).
+   */
+  snapshot<T>(f: (query: (name: string, args: Record<string, unknown>, identity: Identity | null) => Promise<unknown>) => Promise<T>): Promise<T> {
+    return this.serialized(() =>
+      f(async (name, args, identity) => {
+        this.stats.queries++;
+        const caller = identity ? this.t.withIdentity(identity) : this.t;
+        return await caller.query(makeFunctionReference<any>(name) as any, args);
+      }),
+    );
+  }
+
   private notify(commit: Commit) {
     for (const l of this.listeners) {
       try {

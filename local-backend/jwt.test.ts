@@ -39,7 +39,7 @@ async function custom(k: IssuerKey, claims: Record<string, unknown>, header: Rec
 describe("a valid token", () => {
   test("becomes the identity Convex gives queries", async () => {
     const v = createVerifier({ providers: [provider] });
-    const token = await issuer.mint("alice", 300);
+    const token = await issuer.mint("alice", { ttlSeconds: 300 });
     const id = await v.verify(token);
     expect(id.subject).toBe("alice");
     expect(id.issuer).toBe(issuer.issuer);

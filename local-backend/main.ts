@@ -2,8 +2,13 @@
  * `npm run local-backend -- --port <port|0> --admin-key <key> [--host <addr>]`:
  * starts the backend, prints `local convex backend listening on <url>`, and
  * exits on SIGTERM/SIGINT or when the process that launched it dies.
+ * Bearer tokens are verified against convex/auth.config.ts (JWT_ISSUER,
+ * JWT_JWKS_URL, JWT_APPLICATION_ID); clients subscribe on /api/<v>/sync.
  */
 import { readFileSync } from "node:fs";
+import { createVerifier, providersFromAuthConfig } from "./jwt";
+import { bearerVerifier, enableLiveClients } from "./live";
+import { convexModules } from "./modules";
 import { startBackend } from "./server";
 
 /**
@@ -61,7 +66,15 @@ function parseCli(argv: string[]) {
 
 try {
   const opts = parseCli(process.argv.slice(2));
-  const b = await startBackend(opts);
+  const verifier = createVerifier({ providers: await providersFromAuthConfig() });
+  const b = await startBackend({ ...opts, verifyBearer: bearerVerifier(verifier) });
+  enableLiveClients(b, { verifier, adminKey: opts.adminKey, modules: convexModules() });
+  const issuers = verifier.providers.map((p) => p.issuer).join(", ");
+  console.error(
+    issuers === ""
+      ? "local-backend: no JWT provider configured (JWT_ISSUER, JWT_JWKS_URL, JWT_APPLICATION_ID unset): Bearer tokens are refused"
+      : `local-backend: Bearer tokens verified against ${issuers}`,
+  );
   console.log(`local convex backend listening on ${b.url}`);
   const stop = () => {
     b.close().then(() => process.exit(0));

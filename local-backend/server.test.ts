@@ -5,15 +5,20 @@ import { request } from "node:http";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, test } from "vitest";
+import { generateIssuerKey, startIssuer, type IssuerServer } from "../tools/token-issuer";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const ADMIN = "test-admin-key-123";
 let child: ChildProcess;
 let url = "";
+// The app backend's token issuer: the backend verifies Bearer tokens against it.
+let issuer: IssuerServer;
 
 beforeAll(async () => {
+  issuer = await startIssuer({ key: await generateIssuerKey(), audience: "server-test" });
   child = spawn("npm", ["run", "--silent", "local-backend", "--", "--port", "0", "--admin-key", ADMIN], {
     cwd: root,
+    env: { ...process.env, JWT_ISSUER: issuer.issuer, JWT_JWKS_URL: issuer.jwksUrl, JWT_APPLICATION_ID: "server-test" },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });
@@ -33,8 +38,9 @@ beforeAll(async () => {
   });
 }, 30000);
 
-afterAll(() => {
+afterAll(async () => {
   if (child?.pid) process.kill(-child.pid, "SIGTERM");
+  await issuer?.close();
 });
 
 type Res = { status: number; headers: Record<string, any>; body: any } | { dropped: true };
@@ -143,11 +149,19 @@ test("int64 args and results use the $integer encoding", async () => {
 
 test("bearer identity scopes public queries", async () => {
   await call("POST", "/api/mutation", { path: "projector:setActive", args: { generation: 1, expected: null } });
-  const jwt = (sub: string) => `Bearer h.${Buffer.from(JSON.stringify({ sub, iss: "test" })).toString("base64url")}.s`;
-  const alice = ok(await call("POST", "/api/query", { path: "threads:list", args: {} }, jwt("alice")));
+  const jwt = async (sub: string) => `Bearer ${await issuer.mint(sub)}`;
+  const alice = ok(await call("POST", "/api/query", { path: "threads:list", args: {} }, await jwt("alice")));
   expect(alice.body.value.map((d: any) => d.key)).toEqual(["t1"]);
-  const bob = ok(await call("POST", "/api/query", { path: "threads:list", args: {} }, jwt("bob")));
+  const bob = ok(await call("POST", "/api/query", { path: "threads:list", args: {} }, await jwt("bob")));
   expect(bob.body.value).toEqual([]);
+  // An unsigned token naming alice is refused, with Convex's 401 answer.
+  const forged = `Bearer h.${Buffer.from(JSON.stringify({ sub: "alice", iss: issuer.issuer, aud: "server-test" })).toString("base64url")}.s`;
+  const refused = ok(await call("POST", "/api/query", { path: "threads:list", args: {} }, forged));
+  expect(refused.status).toBe(401);
+  expect(refused.body).toEqual({
+    code: "InvalidAuthHeader",
+    message: "Could not decode token. JWT may be missing a 'kid' (key ID) header.",
+  });
   const anon = ok(await call("POST", "/api/query", { path: "threads:get", args: { threadId: "t1" } }, null));
   expect(anon.body).toMatchObject({ status: "success", value: null });
 });

@@ -106,7 +106,8 @@ export interface IssuerServer {
   /** JWT_JWKS_URL for Convex. */
   jwksUrl: string;
   audience: string;
-  mint(subject: string, ttlSeconds?: number): Promise<string>;
+  /** A token for `subject` (ttl default: the server's; issuedAt default: now). */
+  mint(subject: string, o?: { ttlSeconds?: number; issuedAt?: number }): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -114,8 +115,8 @@ export async function startIssuer(o: IssuerServerOptions): Promise<IssuerServer>
   const host = o.host ?? "127.0.0.1";
   const jwks = JSON.stringify(jwksDocument([o.key]));
   let issuer = "";
-  const mint = (subject: string, ttlSeconds?: number) =>
-    mintToken(o.key, { issuer, audience: o.audience, subject, ttlSeconds: ttlSeconds ?? o.ttlSeconds });
+  const mint = (subject: string, m: { ttlSeconds?: number; issuedAt?: number } = {}) =>
+    mintToken(o.key, { issuer, audience: o.audience, subject, ttlSeconds: m.ttlSeconds ?? o.ttlSeconds, issuedAt: m.issuedAt });
   const server = createServer(async (req, res) => {
     try {
       const url = new URL(req.url ?? "/", "http://localhost");
