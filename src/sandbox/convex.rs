@@ -33,6 +33,16 @@ pub fn free_port() -> std::io::Result<u16> {
 impl LocalConvex {
     /// Starts the backend from `root` and waits for its `listening` line.
     pub async fn start(root: &Path) -> anyhow::Result<LocalConvex> {
+        Self::start_with_env(root, &[]).await
+    }
+
+    /// Like [`LocalConvex::start`], with extra environment for the backend
+    /// (e.g. `JWT_ISSUER`, `JWT_JWKS_URL`, `JWT_APPLICATION_ID` for
+    /// `convex/auth.config.ts`).
+    pub async fn start_with_env(
+        root: &Path,
+        env: &[(String, String)],
+    ) -> anyhow::Result<LocalConvex> {
         if !root.join("node_modules").is_dir() {
             anyhow::bail!(
                 "{} has no node_modules: run `npm ci` there first (scripts/setup.sh does it)",
@@ -47,6 +57,7 @@ impl LocalConvex {
             .arg(port.to_string())
             .arg("--admin-key")
             .arg(&key)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

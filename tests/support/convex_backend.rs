@@ -35,10 +35,16 @@ impl ConvexBackend {
     /// Starts a backend and waits until it listens. Panics with the
     /// backend's output if it does not come up.
     pub fn start() -> ConvexBackend {
+        Self::start_with_env(&[])
+    }
+
+    /// Like [`ConvexBackend::start`], with extra environment for the backend
+    /// (`JWT_ISSUER`, `JWT_JWKS_URL`, `JWT_APPLICATION_ID`: auth.config.ts).
+    pub fn start_with_env(env: &[(String, String)]) -> ConvexBackend {
         let mut last_err = String::new();
         // A free port can be taken between probing and binding: retry.
         for _ in 0..3 {
-            match Self::try_start() {
+            match Self::try_start(env) {
                 Ok(b) => return b,
                 Err(e) => last_err = e,
             }
@@ -46,7 +52,7 @@ impl ConvexBackend {
         panic!("local Convex backend did not start: {last_err}");
     }
 
-    fn try_start() -> Result<ConvexBackend, String> {
+    fn try_start(env: &[(String, String)]) -> Result<ConvexBackend, String> {
         let root = env!("CARGO_MANIFEST_DIR");
         if !std::path::Path::new(root).join("node_modules").is_dir() {
             return Err(format!(
@@ -58,6 +64,7 @@ impl ConvexBackend {
         let mut child = Command::new("npm")
             .args(["run", "--silent", "local-backend", "--"])
             .args(["--port", &port.to_string(), "--admin-key", key.expose()])
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(root)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
