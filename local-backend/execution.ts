@@ -10,6 +10,8 @@ import { convexTest } from "convex-test";
 import { makeFunctionReference } from "convex/server";
 import schema from "../convex/schema";
 import type { Identity } from "./auth";
+import { convexTestInternals } from "./convex-test-internals";
+import { installIndexes, type IndexStats } from "./indexes";
 import type { Kind, Modules } from "./routing";
 
 export interface Stats {
@@ -28,9 +30,13 @@ export class Executor {
   private readonly t;
   private queue: Promise<unknown> = Promise.resolve();
   private readonly listeners = new Set<CommitListener>();
+  /** How queries were answered (index bucket vs whole table). */
+  readonly indexStats: IndexStats;
 
   constructor(modules: Modules) {
     this.t = convexTest({ schema, modules, transactionLimits: true });
+    const { db } = convexTestInternals(this.t);
+    this.indexStats = installIndexes(db);
   }
 
   /** Calls `listener` after every committed mutation or action; returns the unsubscribe. */
