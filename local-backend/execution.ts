@@ -10,7 +10,7 @@ import { convexTest } from "convex-test";
 import { makeFunctionReference } from "convex/server";
 import schema from "../convex/schema";
 import type { Identity } from "./auth";
-import { convexTestInternals } from "./convex-test-internals";
+import { convexTestInternals, type DatabaseFake } from "./convex-test-internals";
 import { installIndexes, type IndexStats } from "./indexes";
 import type { Kind, Modules } from "./routing";
 
@@ -32,10 +32,13 @@ export class Executor {
   private readonly listeners = new Set<CommitListener>();
   /** How queries were answered (index bucket vs whole table). */
   readonly indexStats: IndexStats;
+  /** convex-test's database, for read and write tracking (live.ts). */
+  readonly db: DatabaseFake;
 
   constructor(modules: Modules) {
     this.t = convexTest({ schema, modules, transactionLimits: true });
     const { db } = convexTestInternals(this.t);
+    this.db = db;
     this.indexStats = installIndexes(db);
   }
 

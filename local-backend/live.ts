@@ -8,6 +8,7 @@ import { convexToJson, jsonToConvex, type JSONValue } from "convex/values";
 import type { BearerVerifier, Identity } from "./auth";
 import { HttpError, functionError } from "./errors";
 import { AuthRefused, type VerifiedIdentity, type Verifier } from "./jwt";
+import { installReadSets, invalidates, readsEverything, type ReadSet, type WriteSet } from "./readsets";
 import { resolveFunction, type Kind, type Modules } from "./routing";
 import type { Backend } from "./server";
 import { createSyncServer, type Outcome, type SyncEngine, type SyncIdentity, type SyncServer } from "./sync";
@@ -41,6 +42,8 @@ export interface LiveClients {
 export function enableLiveClients(backend: Backend, opts: { verifier: Verifier; adminKey: string; modules: Modules }): LiveClients {
   let ts = nowNs();
   const { executor } = backend;
+  const tracker = installReadSets(executor.db);
+  const nothingRead = (): ReadSet => ({ tables: new Set(), ranges: [], ids: new Set() });
 
   async function resolve(udfPath: string, kind: Kind, identity: SyncIdentity) {
     const missing = `Could not find public function for '${udfPath.replace(/\.js(?=:|$)/, "")}'.`;
@@ -81,20 +84,28 @@ export function enableLiveClients(backend: Backend, opts: { verifier: Verifier; 
       return await executor.snapshot(async (query) => {
         const at = ts;
         const results: Outcome[] = [];
+        const reads: ReadSet[] = [];
         for (const [i, q] of queries.entries()) {
           const r = resolved[i]!;
           if (r.error !== undefined) {
+            // Resolved from the module map, which no commit changes.
             results.push({ ok: false, errorMessage: r.error, logLines: [] });
+            reads.push(nothingRead());
             continue;
           }
+          let readSet = nothingRead();
           try {
-            const value = await query(r.name!, decode(q.args), callerIdentity(identity));
-            results.push({ ok: true, value: convexToJson((value ?? null) as any), logLines: [] });
+            const tracked = await tracker.track(() => query(r.name!, decode(q.args), callerIdentity(identity)));
+            readSet = tracked.reads;
+            results.push({ ok: true, value: convexToJson((tracked.value ?? null) as any), logLines: [] });
           } catch (e) {
+            // A failure depends on what was read before it: keep a superset.
+            readSet = readsEverything();
             results.push(failed(e));
           }
+          reads.push(readSet);
         }
-        return { ts: at, results };
+        return { ts: at, results, reads };
       });
     },
 
@@ -121,6 +132,7 @@ export function enableLiveClients(backend: Backend, opts: { verifier: Verifier; 
     },
 
     latestTs: () => ts,
+    invalidates: (reads, writes) => invalidates(reads as ReadSet, writes as WriteSet),
   };
 
   const sync = createSyncServer(engine);
@@ -129,7 +141,7 @@ export function enableLiveClients(backend: Backend, opts: { verifier: Verifier; 
   executor.onCommit(() => {
     const now = nowNs();
     ts = now > ts ? now : ts + 1n;
-    sync.commit();
+    sync.commit(ts, tracker.takeWrites());
   });
   backend.onUpgrade((req, socket, head) => sync.handleUpgrade(req, socket, head));
   return { sync, latestTs: () => ts };

@@ -21,10 +21,10 @@
  * (all in the backend's single execution queue), and sends a Transition from
  * the last version sent to `{querySet, identity, ts}`, with QueryUpdated /
  * QueryFailed for results whose JSON changed and QueryRemoved for removed
- * queries. Queries rerun after every commit: the local backend has no read
- * sets, so every commit invalidates every subscription; a rerun whose
- * results are unchanged sends nothing (Convex would not have invalidated
- * it). Updates coalesce: at most one runs per socket, and none starts while
+ * queries. A query reruns when it is new, when the identity changed, or when
+ * a commit after its snapshot wrote into what it read (its read set, see
+ * readsets.ts); a rerun whose result is unchanged sends nothing unless the
+ * versions moved. Updates coalesce: at most one runs per socket, and none starts while
  * two Transitions are still unsent (SYNC_MAX_SEND_TRANSITION_COUNT), so a
  * slow client costs one pending update, not a queue.
  *
@@ -62,8 +62,13 @@ export interface QueryRequest {
 export interface SyncEngine {
   /** Verifies an Authenticate message's credentials; throws AuthRefused. */
   authenticate(tokenType: "User" | "Admin", value: string): Promise<SyncIdentity>;
-  /** Runs the queries at one snapshot; `ts` is that snapshot's commit timestamp. */
-  runQueries(queries: QueryRequest[], identity: SyncIdentity): Promise<{ ts: bigint; results: Outcome[] }>;
+  /**
+   * Runs the queries at one snapshot; `ts` is that snapshot's commit
+   * timestamp, `reads[i]` what query i read (opaque, for `invalidates`).
+   */
+  runQueries(queries: QueryRequest[], identity: SyncIdentity): Promise<{ ts: bigint; results: Outcome[]; reads: unknown[] }>;
+  /** Whether a commit's writes (as given to `SyncServer.commit`) can change a result with these reads. */
+  invalidates(reads: unknown, writes: unknown): boolean;
   /** Runs a mutation; `ts` is its commit timestamp when it succeeded. */
   runMutation(udfPath: string, args: JSONValue, identity: SyncIdentity): Promise<Outcome & { ts?: bigint }>;
   runAction(udfPath: string, args: JSONValue, identity: SyncIdentity): Promise<Outcome>;
@@ -111,6 +116,11 @@ interface SyncedQuery {
   args: JSONValue;
   /** JSON of the last result sent; undefined until the first run. */
   sent?: string;
+  /** What the last run read, and the snapshot it read. */
+  reads?: unknown;
+  ranAt: bigint;
+  /** A commit after `ranAt` wrote into `reads`. */
+  invalid: boolean;
 }
 
 interface Version {
@@ -132,8 +142,8 @@ class SyncSession {
   private queries = new Map<number, SyncedQuery>();
   private pending: any[] = [];
   private clockSkew: number | undefined;
-  /** ts of the snapshot the queries last ran at. */
-  private ranAt = -1n;
+  /** Commits seen while an update runs, checked against its fresh read sets. */
+  private inFlightWrites: { ts: bigint; writes: unknown }[] = [];
   private updateScheduled = false;
   private forced = false;
   private updating = false;
@@ -170,9 +180,21 @@ class SyncSession {
     this.resetPing();
   }
 
-  /** The database committed: queries may have new results. */
-  commit() {
-    this.schedule(false);
+  /** The database committed `writes` at `ts`: queries that read them must rerun. */
+  commit(ts: bigint, writes: unknown) {
+    if (this.updating) this.inFlightWrites.push({ ts, writes });
+    if (this.markInvalid(ts, writes)) this.schedule(false);
+  }
+
+  private markInvalid(ts: bigint, writes: unknown): boolean {
+    let any = false;
+    for (const q of this.queries.values()) {
+      if (!q.invalid && q.reads !== undefined && ts > q.ranAt && this.engine.invalidates(q.reads, writes)) {
+        q.invalid = true;
+        any = true;
+      }
+    }
+    return any;
   }
 
   private shutdown() {
@@ -366,7 +388,7 @@ class SyncSession {
       if (m?.type === "Add" && Number.isInteger(m.queryId) && typeof m.udfPath === "string" && Array.isArray(m.args)) {
         if (m.componentPath) throw internalError("Components are not supported by the local backend");
         if (this.queries.has(m.queryId)) throw internalError(`Duplicate query ID: ${m.queryId}`);
-        this.queries.set(m.queryId, { udfPath: m.udfPath, args: (m.args[0] ?? {}) as JSONValue });
+        this.queries.set(m.queryId, { udfPath: m.udfPath, args: (m.args[0] ?? {}) as JSONValue, ranAt: -1n, invalid: false });
       } else if (m?.type === "Remove" && Number.isInteger(m.queryId)) {
         if (!this.queries.delete(m.queryId)) throw internalError(`Nonexistent query id: ${m.queryId}`);
         changes.set(m.queryId, { type: "QueryRemoved", queryId: m.queryId });
@@ -374,11 +396,12 @@ class SyncSession {
         throw badRequest("WSMessageInvalidJson", "Received Invalid JSON on websocket: bad query set modification");
       }
     }
-    // Every query reruns after a commit or an identity change; new ones run anyway.
-    const everything = target.identity !== this.current.identity || this.engine.latestTs() !== this.ranAt;
-    const toRun = [...this.queries].filter(([, q]) => everything || q.sent === undefined);
+    // New and invalidated queries run; all of them when the identity changed.
+    const identityChanged = target.identity !== this.current.identity;
+    const toRun = [...this.queries].filter(([, q]) => identityChanged || q.sent === undefined || q.invalid);
     let ts = this.engine.latestTs();
     if (toRun.length > 0) {
+      this.inFlightWrites = [];
       const out = await this.engine.runQueries(
         toRun.map(([, q]) => ({ udfPath: q.udfPath, args: q.args })),
         identity,
@@ -387,6 +410,9 @@ class SyncSession {
       ts = out.ts;
       toRun.forEach(([queryId, q], i) => {
         const r = out.results[i]!;
+        q.reads = out.reads[i];
+        q.ranAt = out.ts;
+        q.invalid = false;
         const json = JSON.stringify(r);
         if (json === q.sent) return;
         q.sent = json;
@@ -398,7 +424,8 @@ class SyncSession {
         );
       });
     }
-    this.ranAt = ts;
+    // Commits that landed while the queries ran: against the new read sets.
+    for (const w of this.inFlightWrites.splice(0)) if (this.markInvalid(w.ts, w.writes)) this.updateScheduled = true;
     if (this.closed) return;
     const versionMoved = target.querySet !== this.current.querySet || target.identity !== this.current.identity;
     if (changes.size === 0 && !versionMoved && !forced) return;
@@ -431,8 +458,8 @@ export interface SyncServer {
   stats: SyncStats;
   /** For the HTTP server's `upgrade` event: serves /api/<version>/sync, 404 otherwise. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
-  /** Tell every session that the database committed. */
-  commit(): void;
+  /** Tell every session that the database committed `writes` at `ts`. */
+  commit(ts: bigint, writes: unknown): void;
   close(): void;
 }
 
@@ -457,8 +484,8 @@ export function createSyncServer(engine: SyncEngine): SyncServer {
         stats.sessions = sessions.size;
       });
     },
-    commit() {
-      for (const s of sessions) s.commit();
+    commit(ts, writes) {
+      for (const s of sessions) s.commit(ts, writes);
     },
     close() {
       for (const c of wss.clients) c.terminate();
