@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (Postgres, helpers)
@@ -67,7 +68,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=int, default=200)
     ap.add_argument("--secs", type=int, default=30)
-    ap.add_argument("--users", type=int, default=5)
+    ap.add_argument("--users", type=int, default=5, help="loadgen users (owners)")
+    ap.add_argument("--follow", type=int, default=1,
+                    help="users followed by a client (u0..): 1 = one page; 0 = no client (baseline)")
     ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
     if not os.path.exists(BIN):
@@ -109,12 +112,16 @@ def one_run(pg, a, n, web_url, convex_url, key):
     env = bench.projector_env(pg, convex_url, key)
     proj = subprocess.Popen([BIN, "run", "--slot", slot, "--metrics-addr", f"127.0.0.1:{mport}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    users = ",".join(f"u{k}" for k in range(a.users))
-    sub = subprocess.Popen(["npx", "tsx", "bench/client-subscriber.ts", "--url", convex_url,
-                            "--token-url", f"{web_url}/token", "--users", users],
-                           cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    users = ",".join(f"u{k}" for k in range(a.follow))
     obs = []
     ready = threading.Event()
+    sub = None
+    if a.follow > 0:
+        sub = subprocess.Popen(["npx", "tsx", "bench/client-subscriber.ts", "--url", convex_url,
+                                "--token-url", f"{web_url}/token", "--users", users],
+                               cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    else:
+        ready.set()
 
     def read():
         for line in sub.stdout:
@@ -123,8 +130,8 @@ def one_run(pg, a, n, web_url, convex_url, key):
             elif line.startswith("{"):
                 obs.append(json.loads(line))
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    if sub:
+        threading.Thread(target=read, daemon=True).start()
     murl = f"http://127.0.0.1:{mport}"
     try:
         wait_http(murl + "/healthz")
@@ -159,9 +166,12 @@ def one_run(pg, a, n, web_url, convex_url, key):
                 break
             last = len(obs)
         ack = bench.histogram(text)
+        req = urllib.request.Request(convex_url + "/_stats", headers={"authorization": f"Convex {key}"})
+        stats = json.loads(urllib.request.urlopen(req, timeout=5).read())
     finally:
-        os.killpg(sub.pid, 15)
-        sub.wait()
+        if sub:
+            os.killpg(sub.pid, 15)
+            sub.wait()
         proj.terminate()
         proj.wait()
     commits = {}
@@ -179,6 +189,7 @@ def one_run(pg, a, n, web_url, convex_url, key):
             if c is not None:
                 lat.append(o["at"] - c)
     return dict(events=len(commits), loaded=loaded, observed=len(lat), updates=len(obs),
+                mutations=stats.get("mutations", 0), queries=stats.get("queries", 0),
                 p50=quantile(lat, 0.5), p90=quantile(lat, 0.9), p99=quantile(lat, 0.99),
                 max=max(lat) if lat else float("nan"), min=min(lat) if lat else float("nan"),
                 ack_p50=bench.quantile(ack, 0.5) * 1000, ack_p99=bench.quantile(ack, 0.99) * 1000)
@@ -186,13 +197,14 @@ def one_run(pg, a, n, web_url, convex_url, key):
 
 def report(rows, a):
     out = ["### Commit → client latency (official ConvexClient over the sync protocol)\n",
-           f"`bench/client_latency.py --rate {a.rate} --secs {a.secs} --users {a.users}`: "
-           f"{a.users} clients (one per user, each subscribed to runs.list, workers.list and "
-           "inbox.get), every loadgen user followed.\n",
-           "| run | events | achieved ev/s | events observed | client updates | p50 ms | p90 ms | p99 ms | max ms | commit→ack p50 / p99 ms (projector metric) |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+           f"`bench/client_latency.py --rate {a.rate} --secs {a.secs} --users {a.users} --follow {a.follow}`: "
+           f"loadgen owners u0..u{a.users - 1}; {a.follow} client(s) (one per followed user, each "
+           "subscribed to runs.list {limit: 200}, workers.list {limit: 200} and inbox.get).\n",
+           "| run | events | achieved ev/s | applies/s | events observed | client updates | p50 ms | p90 ms | p99 ms | max ms | commit→ack p50 / p99 ms (projector metric) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for i, r in enumerate(rows, 1):
-        out.append(f"| {i} | {r['events']} | {r['events'] / r['loaded']:.0f} | {r['observed']} | {r['updates']} | "
+        out.append(f"| {i} | {r['events']} | {r['events'] / r['loaded']:.0f} | {r['mutations'] / r['loaded']:.0f} | "
+                   f"{r['observed']} | {r['updates']} | "
                    f"{r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | "
                    f"{r['ack_p50']:.1f} / {r['ack_p99']:.1f} |")
     return "\n".join(out)
