@@ -100,8 +100,10 @@ async fn a_postgres_commit_reaches_only_its_owners_subscription() {
     let mut bob = Subscriber::spawn(convex.url(), &web, "u-bob", "runs:list");
     for s in [&mut alice, &mut bob] {
         s.until(60, "auth", |v| v["auth"] == true).await;
-        s.until(60, "a first result", |v| v["value"] == serde_json::json!([]))
-            .await;
+        s.until(60, "a first result", |v| {
+            v["value"] == serde_json::json!([])
+        })
+        .await;
     }
 
     let insert = |seq: i64, ty: &str, payload: &str| {
@@ -119,7 +121,9 @@ async fn a_postgres_commit_reaches_only_its_owners_subscription() {
     .await
     .unwrap();
     let created = alice
-        .until(60, "r-e2e in alice's runs", |v| run_doc(v, "r-e2e").is_some())
+        .until(60, "r-e2e in alice's runs", |v| {
+            run_doc(v, "r-e2e").is_some()
+        })
         .await;
     let doc = run_doc(&created, "r-e2e").unwrap();
     assert_eq!(doc["ownerId"], "u-alice");

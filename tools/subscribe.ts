@@ -31,8 +31,9 @@ const quiet = () => {};
 const client = new ConvexClient(url, { logger: { logVerbose: quiet, log: quiet, warn: quiet, error: (...a: unknown[]) => console.error(...a) } });
 client.setAuth(
   async () => {
-    const res = await fetch(`${tokenUrl}?sub=${encodeURIComponent(user)}`);
-    return res.ok ? ((await res.json()) as { token: string }).token : null;
+    // No token (issuer gone or refusing) = no identity: the client goes on unauthenticated.
+    const res = await fetch(`${tokenUrl}?sub=${encodeURIComponent(user)}`).catch(() => null);
+    return res?.ok ? ((await res.json()) as { token: string }).token : null;
   },
   (ok) => console.log(JSON.stringify({ auth: ok })),
 );

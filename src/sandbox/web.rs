@@ -60,7 +60,9 @@ impl DemoWeb {
             Err(_) => anyhow::bail!("the demo web app did not start within 60 s"),
         };
         if jwt_env.len() != 3 {
-            anyhow::bail!("the demo web app did not print JWT_ISSUER, JWT_JWKS_URL and JWT_APPLICATION_ID");
+            anyhow::bail!(
+                "the demo web app did not print JWT_ISSUER, JWT_JWKS_URL and JWT_APPLICATION_ID"
+            );
         }
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(DemoWeb {
@@ -76,7 +78,8 @@ impl DemoWeb {
         struct Token {
             token: String,
         }
-        let url = reqwest::Url::parse_with_params(&format!("{}/token", self.url), &[("sub", user)])?;
+        let url =
+            reqwest::Url::parse_with_params(&format!("{}/token", self.url), &[("sub", user)])?;
         let resp = reqwest::get(url).await?.error_for_status()?;
         Ok(resp.json::<Token>().await?.token)
     }
