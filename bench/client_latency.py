@@ -88,10 +88,10 @@ def main():
             web = NpmChild("demo-web", ["--port", "0"], "listening on")
             jwt = dict(kv.split("=", 1) for line in web.seen for kv in line.split() if kv.startswith("JWT_"))
             web_url = web.seen[-1].split("listening on", 1)[1].strip()
-            env = dict(os.environ, **jwt)
             key = "bench-" + os.urandom(8).hex()
+            env = dict(os.environ, CONVEX_ADMIN_KEY=key, **jwt)
             port = free_port()
-            cx = NpmChild("local-backend", ["--port", str(port), "--admin-key", key], "listening", env=env)
+            cx = NpmChild("local-backend", ["--port", str(port)], "listening", env=env)
             convex_url = f"http://127.0.0.1:{port}"
             rows.append(one_run(pg, a, n, web_url, convex_url, key))
             cx.stop()

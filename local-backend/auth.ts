@@ -6,6 +6,7 @@
  * - nothing → anonymous.
  * Anything else, or a wrong admin key, is a 401.
  */
+import { createHash, timingSafeEqual } from "node:crypto";
 import type { UserIdentity } from "convex/server";
 import { HttpError } from "./errors";
 
@@ -34,14 +35,26 @@ export const decodeUnverifiedJwt: BearerVerifier = async (token) => {
   return { subject: payload.sub, issuer, tokenIdentifier: `${issuer}|${payload.sub}` };
 };
 
+const digest = (s: string) => createHash("sha256").update(s, "utf8").digest();
+
+/**
+ * Whether `candidate` is the admin key, in time independent of where they
+ * differ: both are hashed to equal-length digests first, which
+ * `timingSafeEqual` needs and which hides the key's length too.
+ */
+export function isAdminKey(adminKeyDigest: Buffer, candidate: string): boolean {
+  return timingSafeEqual(adminKeyDigest, digest(candidate));
+}
+
 export function createAuthenticator(opts: { adminKey: string; verifyBearer?: BearerVerifier }): Authenticator {
   const verifyBearer = opts.verifyBearer ?? decodeUnverifiedJwt;
+  const adminKeyDigest = digest(opts.adminKey);
   return async (header) => {
     if (header === undefined || header === "") return { admin: false, identity: null };
     const [scheme, ...rest] = header.split(" ");
     const credential = rest.join(" ").trim();
     if (scheme === "Convex") {
-      if (credential !== opts.adminKey) {
+      if (!isAdminKey(adminKeyDigest, credential)) {
         throw new HttpError(401, "BadAdminKey", "The provided admin key was invalid for this instance");
       }
       return { admin: true, identity: null };

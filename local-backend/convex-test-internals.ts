@@ -2,7 +2,8 @@
  * Reaches into the convex-test instance for the two objects the local backend
  * extends: the root component's in-memory database (`DatabaseFake`), to give
  * it real indexes, and the `TransactionManager`, to count transaction limits
- * the way the real backend does.
+ * the way the real backend does, and the syscall entry points (to see each
+ * database call the functions make).
  *
  * convex-test keeps them in a per-instance "Convex global" that it only ever
  * passes to `AsyncLocalStorage.run` around each call it makes on the test's
@@ -34,19 +35,34 @@ export interface TransactionManager {
   isInTransaction(): boolean;
 }
 
+/** The per-instance global convex-test routes the Convex runtime's syscalls through. */
+export interface ConvexGlobal {
+  syscall: (op: string, args: string) => string;
+  asyncSyscall: (op: string, args: string) => Promise<string>;
+}
+
 export interface ConvexTestInternals {
   db: DatabaseFake;
   transactionManager: TransactionManager;
+  global: ConvexGlobal;
 }
 
 const REQUIRED_DB_METHODS = ["get", "_addWrite", "commit", "_iterateDocs", "_resolveQuerySource"] as const;
 const REQUIRED_TM_METHODS = ["begin", "commit", "rollback", "isInTransaction"] as const;
 
-export function convexTestInternals(t: { finishInProgressScheduledFunctions(): Promise<unknown> }): ConvexTestInternals {
+export function convexTestInternals(t: {
+  finishInProgressScheduledFunctions(): Promise<unknown>;
+}): ConvexTestInternals {
   let global: any = undefined;
   const run = AsyncLocalStorage.prototype.run;
   AsyncLocalStorage.prototype.run = function (this: AsyncLocalStorage<unknown>, store: any, ...rest: any[]) {
-    if (global === undefined && store && typeof store === "object" && "components" in store && "transactionManager" in store) {
+    if (
+      global === undefined &&
+      store &&
+      typeof store === "object" &&
+      "components" in store &&
+      "transactionManager" in store
+    ) {
       global = store;
     }
     return (run as any).call(this, store, ...rest);
@@ -67,5 +83,7 @@ export function convexTestInternals(t: { finishInProgressScheduledFunctions(): P
   if (typeof db._documents !== "object" || !Array.isArray(db._writes)) fail("DatabaseFake state missing");
   const tm = global.transactionManager;
   for (const m of REQUIRED_TM_METHODS) if (typeof tm?.[m] !== "function") fail(`TransactionManager.${m} missing`);
-  return { db, transactionManager: tm };
+  if (typeof global.syscall !== "function" || typeof global.asyncSyscall !== "function")
+    fail("syscall entry points missing");
+  return { db, transactionManager: tm, global };
 }

@@ -12,6 +12,7 @@ import schema from "../convex/schema";
 import type { Identity } from "./auth";
 import { convexTestInternals, type DatabaseFake } from "./convex-test-internals";
 import { installIndexes, type IndexStats } from "./indexes";
+import { checkArgs, checkResult, installLimits } from "./limits";
 import type { Kind, Modules } from "./routing";
 
 export interface Stats {
@@ -25,6 +26,36 @@ export interface Stats {
 export type Commit = { kind: "mutation" | "action"; name: string };
 export type CommitListener = (commit: Commit) => void;
 
+const CHECKED = Symbol("resultChecked");
+
+/**
+ * The module map with every function's handler checking its return value
+ * (limits.ts `checkResult`) inside the call, so a mutation returning a value
+ * Convex refuses rolls back, as it does on Convex.
+ */
+function withResultChecks(modules: Modules): Modules {
+  const out: Modules = {};
+  for (const [path, load] of Object.entries(modules)) {
+    out[path] = async () => {
+      const mod = await load();
+      const name = path.replace(/^\/convex\//, "").replace(/\.(ts|js)$/, "");
+      for (const [fnName, fn] of Object.entries(mod)) {
+        const f = fn as any;
+        if (!f || typeof f._handler !== "function" || f[CHECKED]) continue;
+        const handler = f._handler;
+        f._handler = async (ctx: unknown, args: unknown) => {
+          const value = await handler(ctx, args);
+          checkResult(`${name}:${fnName}`, value);
+          return value;
+        };
+        f[CHECKED] = true;
+      }
+      return mod;
+    };
+  }
+  return out;
+}
+
 export class Executor {
   readonly stats: Stats = { mutations: 0, queries: 0, actions: 0, writes: 0, faults: 0 };
   private readonly t;
@@ -36,10 +67,12 @@ export class Executor {
   readonly db: DatabaseFake;
 
   constructor(modules: Modules) {
-    this.t = convexTest({ schema, modules, transactionLimits: true });
-    const { db } = convexTestInternals(this.t);
+    // convex-test's own limits are off: limits.ts counts as the real backend does.
+    this.t = convexTest({ schema, modules: withResultChecks(modules), transactionLimits: false });
+    const { db, transactionManager, global } = convexTestInternals(this.t);
     this.db = db;
     this.indexStats = installIndexes(db);
+    installLimits(db, transactionManager, global);
   }
 
   /** Calls `listener` after every committed mutation or action; returns the unsubscribe. */
@@ -51,26 +84,8 @@ export class Executor {
   /** Runs one function call after every call queued before it; resolves to its return value. */
   run(kind: Kind, name: string, args: Record<string, unknown>, identity: Identity | null): Promise<unknown> {
     return this.serialized(async () => {
-      const caller = identity ? this.t.withIdentity(identity) : this.t;
-      const ref = makeFunctionReference<any>(name) as any;
-      if (kind === "query") {
-        this.stats.queries++;
-        return await caller.query(ref, args);
-      }
-      let value: unknown;
-      if (kind === "mutation") {
-        this.stats.mutations++;
-        value = await caller.mutation(ref, args);
-        if (name === "projector:apply" && value && typeof value === "object") {
-          const v = value as any;
-          this.stats.writes += Number(v.applied ?? 0) + Number(v.deadLettersInserted ?? 0);
-        }
-      } else {
-        this.stats.actions++;
-        value = await caller.action(ref, args);
-      }
-      this.notify({ kind, name });
-      return value;
+      checkArgs(name, args);
+      return await this.call(kind, name, args, identity);
     });
   }
 
@@ -82,11 +97,33 @@ export class Executor {
   snapshot<T>(f: (query: (name: string, args: Record<string, unknown>, identity: Identity | null) => Promise<unknown>) => Promise<T>): Promise<T> {
     return this.serialized(() =>
       f(async (name, args, identity) => {
-        this.stats.queries++;
-        const caller = identity ? this.t.withIdentity(identity) : this.t;
-        return await caller.query(makeFunctionReference<any>(name) as any, args);
+        checkArgs(name, args);
+        return await this.call("query", name, args, identity);
       }),
     );
+  }
+
+  private async call(kind: Kind, name: string, args: Record<string, unknown>, identity: Identity | null) {
+    const caller = identity ? this.t.withIdentity(identity) : this.t;
+    const ref = makeFunctionReference<any>(name) as any;
+    if (kind === "query") {
+      this.stats.queries++;
+      return await caller.query(ref, args);
+    }
+    let value: unknown;
+    if (kind === "mutation") {
+      this.stats.mutations++;
+      value = await caller.mutation(ref, args);
+      if (name === "projector:apply" && value && typeof value === "object") {
+        const v = value as any;
+        this.stats.writes += Number(v.applied ?? 0) + Number(v.deadLettersInserted ?? 0);
+      }
+    } else {
+      this.stats.actions++;
+      value = await caller.action(ref, args);
+    }
+    this.notify({ kind, name });
+    return value;
   }
 
   private notify(commit: Commit) {

@@ -11,6 +11,7 @@ export type Fault = { count: number; path?: string } & (
   | { kind: "latency"; ms: number }
   | { kind: "drop_before" }
   | { kind: "drop_after" }
+  | { kind: "occ" }
 );
 
 export type RejectedWrite = { table: string; key: string };
@@ -50,7 +51,8 @@ export class FaultState {
   configure(f: any): void {
     const count = f?.count ?? 1;
     const okCount = Number.isSafeInteger(count) && count >= 1;
-    if (f?.path !== undefined && typeof f.path !== "string") throw new HttpError(400, "BadRequest", "path must be a string");
+    if (f?.path !== undefined && typeof f.path !== "string")
+      throw new HttpError(400, "BadRequest", "path must be a string");
     const path: string | undefined = f?.path?.replace(/\.js:/, ":");
     switch (f?.kind) {
       case "clear":
@@ -75,11 +77,16 @@ export class FaultState {
         break;
       case "drop_before":
       case "drop_after":
+      case "occ":
         if (!okCount) throw new HttpError(400, "BadRequest", "count must be >= 1");
         this.faults.push({ kind: f.kind, count, path });
         break;
       default:
-        throw new HttpError(400, "BadRequest", "kind must be status|latency|drop_before|drop_after|reject_key|clear");
+        throw new HttpError(
+          400,
+          "BadRequest",
+          "kind must be status|latency|drop_before|drop_after|occ|reject_key|clear",
+        );
     }
   }
 }

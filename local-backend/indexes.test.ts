@@ -32,7 +32,8 @@ function randomOps(r: () => number, n: number, depth = 0): Op[] {
     const x = r();
     // Inserts and deletes balance, so the table stays at a few dozen documents.
     if (x < 0.2) ops.push({ op: "insert", generation: g(), key: k(), value: Math.floor(r() * 100) });
-    else if (x < 0.35) ops.push({ op: "move", generation: g(), key: k(), to: { generation: g(), key: k() }, replace: r() < 0.5 });
+    else if (x < 0.35)
+      ops.push({ op: "move", generation: g(), key: k(), to: { generation: g(), key: k() }, replace: r() < 0.5 });
     else if (x < 0.55) ops.push({ op: "delete", generation: g(), key: k() });
     else if (x < 0.75) ops.push({ op: "get", generation: g(), key: k() });
     else if (x < 0.82) ops.push({ op: "generation", generation: g(), order: r() < 0.5 ? "asc" : "desc" });
@@ -118,11 +119,16 @@ test("a lookup in a 50,000-document table takes milliseconds", async () => {
   // by_generation_owner: 500 documents per owner, newest first.
   await ex.run("mutation", "projector:setActive", { generation: 1, expected: null }, null);
   const t3 = performance.now();
-  const owned: any = await ex.run("query", "threads:list", { limit: 200 }, {
-    subject: "owner7",
-    issuer: "test",
-    tokenIdentifier: "test|owner7",
-  });
+  const owned: any = await ex.run(
+    "query",
+    "threads:list",
+    { limit: 200 },
+    {
+      subject: "owner7",
+      issuer: "test",
+      tokenIdentifier: "test|owner7",
+    },
+  );
   const ownerMs = performance.now() - t3;
   expect(owned).toHaveLength(200);
   expect(owned.every((d: any) => d.ownerId === "owner7")).toBe(true);
@@ -130,8 +136,18 @@ test("a lookup in a 50,000-document table takes milliseconds", async () => {
 
   // Paging one generation (verify/export): two pages, in key order, disjoint.
   const t4 = performance.now();
-  const p1: any = await ex.run("query", "projector:page", { table: "threads", generation: 1, cursor: null, limit: 4096 }, null);
-  const p2: any = await ex.run("query", "projector:page", { table: "threads", generation: 1, cursor: p1.nextCursor, limit: 4096 }, null);
+  const p1: any = await ex.run(
+    "query",
+    "projector:page",
+    { table: "threads", generation: 1, cursor: null, limit: 4096 },
+    null,
+  );
+  const p2: any = await ex.run(
+    "query",
+    "projector:page",
+    { table: "threads", generation: 1, cursor: p1.nextCursor, limit: 4096 },
+    null,
+  );
   const pageMs = (performance.now() - t4) / 2;
   const pagedKeys = [...p1.docs, ...p2.docs].map((d: any) => d.key);
   expect(pagedKeys).toHaveLength(8192);
@@ -140,7 +156,7 @@ test("a lookup in a 50,000-document table takes milliseconds", async () => {
 
   console.log(
     `page(4096) ${pageMs.toFixed(0)} ms/page; ` +
-    `50k threads: fill ${fill.toFixed(0)} ms (${((fill / N) * 1000).toFixed(1)} µs/upsert); ` +
+      `50k threads: fill ${fill.toFixed(0)} ms (${((fill / N) * 1000).toFixed(1)} µs/upsert); ` +
       `load ${perLookup.toFixed(3)} ms/lookup; apply-skip ${perUpsert.toFixed(3)} ms/lookup; ` +
       `by_generation_owner take(200) ${ownerMs.toFixed(1)} ms`,
   );

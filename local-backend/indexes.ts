@@ -149,7 +149,8 @@ export function installIndexes(db: DatabaseFake): IndexStats {
 
   function hasAnyVersionEntry(id: string): boolean {
     if (db._documents[id]) return true;
-    for (const layers of [...stashed, db._writes]) for (const layer of layers) if (Object.hasOwn(layer, id)) return true;
+    for (const layers of [...stashed, db._writes])
+      for (const layer of layers) if (Object.hasOwn(layer, id)) return true;
     return false;
   }
 

@@ -6,7 +6,7 @@
  */
 import { convexToJson, jsonToConvex, type JSONValue } from "convex/values";
 import type { BearerVerifier, Identity } from "./auth";
-import { HttpError, functionError } from "./errors";
+import { HttpError, JsErrorMessage, functionError, serverErrorMessage } from "./errors";
 import { AuthRefused, type VerifiedIdentity, type Verifier } from "./jwt";
 import { installReadSets, invalidates, readsEverything, type ReadSet, type WriteSet } from "./readsets";
 import { resolveFunction, type Kind, type Modules } from "./routing";
@@ -39,30 +39,28 @@ export interface LiveClients {
 }
 
 /** Serves the sync protocol on `backend`; `modules` is the backend's module map. */
-export function enableLiveClients(backend: Backend, opts: { verifier: Verifier; adminKey: string; modules: Modules }): LiveClients {
+export function enableLiveClients(backend: Backend, opts: { verifier: Verifier; modules: Modules }): LiveClients {
   let ts = nowNs();
   const { executor } = backend;
   const tracker = installReadSets(executor.db);
   const nothingRead = (): ReadSet => ({ tables: new Set(), ranges: [], ids: new Set() });
 
-  async function resolve(udfPath: string, kind: Kind, identity: SyncIdentity) {
-    const missing = `Could not find public function for '${udfPath.replace(/\.js(?=:|$)/, "")}'.`;
+  /** The function a sync message names, or Convex's error message for a failed call. */
+  async function resolve(udfPath: string, kind: Kind, identity: SyncIdentity): Promise<{ name?: string; error?: string }> {
     try {
-      const fn = await resolveFunction(opts.modules, udfPath);
-      if (fn.internal && identity.kind !== "admin") return { error: missing };
-      if (fn.kind !== kind) {
-        return { error: `Trying to execute ${fn.name} as ${cap(kind)}, but it is defined as ${cap(fn.kind)}.` };
-      }
+      const fn = await resolveFunction(opts.modules, udfPath, { admin: identity.kind === "admin", expected: kind });
       return { name: fn.name };
-    } catch {
-      return { error: missing };
+    } catch (e) {
+      if (e instanceof JsErrorMessage) return { error: serverErrorMessage(e.message) };
+      throw e;
     }
   }
 
   const callerIdentity = (identity: SyncIdentity) => (identity.kind === "user" ? toIdentity(identity.user) : null);
   const failed = (e: unknown): Outcome => {
     const body = functionError(e);
-    return { ok: false, errorMessage: body.errorMessage, logLines: [], ...(body.errorData !== undefined ? { errorData: body.errorData as JSONValue } : {}) };
+    const data = body.errorData === undefined ? {} : { errorData: convexToJson(body.errorData as any) };
+    return { ok: false, errorMessage: body.errorMessage, logLines: [], ...data };
   };
   const decode = (args: JSONValue) => {
     const v = jsonToConvex(args);
@@ -73,8 +71,14 @@ export function enableLiveClients(backend: Backend, opts: { verifier: Verifier; 
   const engine: SyncEngine = {
     async authenticate(tokenType, value) {
       if (tokenType === "Admin") {
-        if (value !== opts.adminKey) throw new AuthRefused("BadAdminKey", "The provided admin key was invalid for this instance");
-        return { kind: "admin" };
+        // The HTTP rules (constant-time comparison), as for `Authorization: Convex <key>`.
+        try {
+          if ((await backend.authenticate(`Convex ${value}`)).admin) return { kind: "admin" };
+        } catch (e) {
+          if (e instanceof HttpError) throw new AuthRefused(e.code, e.message);
+          throw e;
+        }
+        throw new AuthRefused("BadAdminKey", "The provided admin key was invalid for this instance");
       }
       return { kind: "user", user: await opts.verifier.verify(value) };
     },
@@ -147,6 +151,3 @@ export function enableLiveClients(backend: Backend, opts: { verifier: Verifier; 
   return { sync, latestTs: () => ts };
 }
 
-function cap(k: string) {
-  return k[0]!.toUpperCase() + k.slice(1);
-}

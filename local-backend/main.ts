@@ -1,11 +1,14 @@
 /**
- * `npm run local-backend -- --port <port|0> --admin-key <key> [--host <addr>]`:
+ * `CONVEX_ADMIN_KEY=<key> npm run local-backend -- --port <port|0> [--host <addr> [--allow-remote]]`:
  * starts the backend, prints `local convex backend listening on <url>`, and
  * exits on SIGTERM/SIGINT or when the process that launched it dies.
+ * The admin key comes only from the environment (CONVEX_ADMIN_KEY, then
+ * CONVEX_SELF_HOSTED_ADMIN_KEY): process arguments are world-readable.
  * Bearer tokens are verified against convex/auth.config.ts (JWT_ISSUER,
  * JWT_JWKS_URL, JWT_APPLICATION_ID); clients subscribe on /api/<v>/sync.
  */
 import { readFileSync } from "node:fs";
+import { parseCli } from "./cli";
 import { createVerifier, providersFromAuthConfig } from "./jwt";
 import { bearerVerifier, enableLiveClients } from "./live";
 import { convexModules } from "./modules";
@@ -42,33 +45,11 @@ function alive(pid: number) {
   }
 }
 
-function parseCli(argv: string[]) {
-  let port = 3210;
-  let adminKey = process.env.CONVEX_ADMIN_KEY ?? process.env.CONVEX_SELF_HOSTED_ADMIN_KEY ?? "";
-  let host = "127.0.0.1";
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${a} needs a value`);
-      return x;
-    };
-    if (a === "--port") port = Number(next());
-    else if (a === "--admin-key") adminKey = next();
-    else if (a === "--host") host = next();
-    else if (a === "--") continue;
-    else throw new Error(`unknown argument ${a} (use --port <port> --admin-key <key> [--host <addr>])`);
-  }
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error("--port must be 0..65535");
-  if (adminKey === "") throw new Error("--admin-key <key> (or CONVEX_ADMIN_KEY) is required");
-  return { port, adminKey, host };
-}
-
 try {
-  const opts = parseCli(process.argv.slice(2));
+  const opts = parseCli(process.argv.slice(2), process.env);
   const verifier = createVerifier({ providers: await providersFromAuthConfig() });
   const b = await startBackend({ ...opts, verifyBearer: bearerVerifier(verifier) });
-  enableLiveClients(b, { verifier, adminKey: opts.adminKey, modules: convexModules() });
+  enableLiveClients(b, { verifier, modules: convexModules() });
   const issuers = verifier.providers.map((p) => p.issuer).join(", ");
   console.error(
     issuers === ""

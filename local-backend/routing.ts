@@ -3,7 +3,7 @@
  * (`/api/query|mutation|action` with `path` in the body, or
  * `/api/run/<module>/<function>`), the module map says what the function is.
  */
-import { HttpError } from "./errors";
+import { HttpError, JsErrorMessage } from "./errors";
 
 export type Kind = "query" | "mutation" | "action";
 
@@ -29,18 +29,43 @@ export function routeApi(pathname: string, body: { path?: unknown }): { path: st
   throw new HttpError(404, "NotFound", `No route ${pathname}`);
 }
 
-/** Resolve "mod/dir:fn" (".js" allowed, default export when no ":") to the registered function. */
-export async function resolveFunction(modules: Modules, path: string): Promise<ResolvedFunction> {
+const KIND_NAME: Record<Kind, string> = { query: "Query", mutation: "Mutation", action: "Action" };
+
+/**
+ * "Could not find public function for 'mod:fn'." — what Convex answers, as a
+ * failed call (HTTP 200, crates/udf/src/validation.rs `missing_or_internal_error`,
+ * UDF_404_ON_BAD_PATH off by default), for a function that does not exist
+ * and for an internal one called without an admin key alike.
+ */
+export function notFound(name: string): JsErrorMessage {
+  return new JsErrorMessage(`Could not find public function for '${name}'.`);
+}
+
+/**
+ * Resolves "mod/dir:fn" (".js" allowed, default export when no ":") to the
+ * registered function, and checks the caller may run it as `expected`, in
+ * Convex's order (`ValidatedPathAndArgs::new_inner`): visibility, then kind.
+ * Failures are `JsErrorMessage`s (failed calls), as on Convex.
+ */
+export async function resolveFunction(
+  modules: Modules,
+  path: string,
+  access: { admin: boolean; expected: Kind | null },
+): Promise<ResolvedFunction> {
   const [modPath, fnName = "default"] = path.split(":");
   const mod = (modPath ?? "").replace(/\.(js|ts)$/, "");
-  if (mod === "" || mod.startsWith("_") || mod.includes("..")) {
-    throw new HttpError(404, "FunctionNotFound", `Could not find function for '${path}'`);
-  }
+  const name = `${mod}:${fnName}`;
+  if (mod === "" || mod.startsWith("_") || mod.includes("..")) throw notFound(name);
   const loader = modules[`/convex/${mod}.ts`] ?? modules[`/convex/${mod}.js`];
   const fn = loader ? (await loader())[fnName] : undefined;
-  if (fn === undefined || !(fn.isQuery || fn.isMutation || fn.isAction)) {
-    throw new HttpError(404, "FunctionNotFound", `Could not find function for '${path}'`);
-  }
+  if (fn === undefined || !(fn.isQuery || fn.isMutation || fn.isAction)) throw notFound(name);
   const kind: Kind = fn.isQuery ? "query" : fn.isMutation ? "mutation" : "action";
-  return { name: `${mod}:${fnName}`, kind, internal: Boolean(fn.isInternal) };
+  const internal = Boolean(fn.isInternal);
+  if (internal && !access.admin) throw notFound(name);
+  if (access.expected !== null && access.expected !== kind) {
+    throw new JsErrorMessage(
+      `Trying to execute ${mod}.js:${fnName} as ${KIND_NAME[access.expected]}, but it is defined as ${KIND_NAME[kind]}.`,
+    );
+  }
+  return { name, kind, internal };
 }

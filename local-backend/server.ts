@@ -14,22 +14,28 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
-import { convexToJson, jsonToConvex, type JSONValue } from "convex/values";
+import { jsonToConvex, type JSONValue } from "convex/values";
 import { createAuthenticator, type Authenticator, type BearerVerifier } from "./auth";
-import { HttpError, functionError, injectedStatus, rejectedDocument } from "./errors";
+import { HttpError, functionError, injectedStatus, occFailure, rejectedDocument } from "./errors";
 import { Executor, type Stats } from "./execution";
 import { FaultState } from "./faults";
+import { isLoopback } from "./loopback";
 import { convexModules } from "./modules";
 import { resolveFunction, routeApi } from "./routing";
+import { encodeUdfResponse, type UdfResult } from "./udf-response";
+import { defaultValueFormat, parseValueFormat } from "./wire-json";
 
 export type { Stats } from "./execution";
 
-export const MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** MAX_BACKEND_PUBLIC_API_REQUEST_SIZE (crates/common/src/knobs.rs). */
+export const MAX_BODY_BYTES = (1 << 24) + 2000;
 
 export interface BackendOptions {
   port: number;
   adminKey: string;
+  /** Default 127.0.0.1; anything but loopback needs `allowRemote`. */
   host?: string;
+  allowRemote?: boolean;
   /** Checks `Authorization: Bearer …` tokens; default: decode without verifying (test only). */
   verifyBearer?: BearerVerifier;
 }
@@ -57,12 +63,21 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
     if (size <= MAX_BODY_BYTES) chunks.push(chunk);
   }
   if (size > MAX_BODY_BYTES) {
-    throw new HttpError(413, "PayloadTooLarge", `Request body exceeds ${MAX_BODY_BYTES} bytes`);
+    // axum's DefaultBodyLimit rejection, answered by convex-backend's Json extractor as BadJsonBody.
+    throw new HttpError(400, "BadJsonBody", "Failed to buffer the request body: length limit exceeded");
   }
   return Buffer.concat(chunks);
 }
 
+/** As convex-backend's `Json` extractor (crates/common/src/http/extract.rs): JSON content type, then the body. */
 async function readJsonObject(req: IncomingMessage): Promise<Record<string, any>> {
+  const type = String(req.headers["content-type"] ?? "")
+    .split(";")[0]!
+    .trim()
+    .toLowerCase();
+  if (!/^application\/([a-z0-9.+-]+\+)?json$/.test(type)) {
+    throw new HttpError(400, "BadJsonBody", "Expected request with `Content-Type: application/json`");
+  }
   const raw = await readBody(req);
   let body: any;
   try {
@@ -77,8 +92,15 @@ async function readJsonObject(req: IncomingMessage): Promise<Record<string, any>
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(text)), ...headers });
+  sendText(res, status, JSON.stringify(body), headers);
+}
+
+function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}) {
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": String(Buffer.byteLength(text)),
+    ...headers,
+  });
   res.end(text);
 }
 
@@ -99,6 +121,14 @@ function decodeArgs(raw: unknown): Record<string, unknown> {
 }
 
 export async function startBackend(opts: BackendOptions): Promise<Backend> {
+  const host = opts.host ?? "127.0.0.1";
+  if (!isLoopback(host) && !opts.allowRemote) {
+    throw new Error(
+      `host ${host} is not a loopback address: this test backend does not verify JWTs and holds an admin key; ` +
+        "allow it explicitly (--allow-remote)",
+    );
+  }
+  if (opts.adminKey === "") throw new Error("the admin key is empty");
   const modules = convexModules();
   const executor = new Executor(modules);
   const stats = executor.stats;
@@ -116,33 +146,37 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
     const caller = await authenticate(req.headers["authorization"]);
     const body = await readJsonObject(req);
     const { path, expected } = routeApi(url.pathname, body);
-    if (body.format !== undefined && body.format !== "json" && body.format !== "convex_encoded_json") {
-      throw new HttpError(400, "BadRequest", `Unsupported format ${JSON.stringify(body.format)}`);
-    }
+    const header = req.headers["convex-client"];
+    // Read after the call, as public_api.rs does: a bad `format` is a 400 for
+    // a function that has already run (and, for a mutation, committed).
+    const answerFormat = () =>
+      parseValueFormat(body.format) ??
+      (expected === null ? "json" : defaultValueFormat(Array.isArray(header) ? header[0] : header));
     const args = decodeArgs(body.args);
 
-    const fn = await resolveFunction(modules, path);
-    if (fn.internal && !caller.admin) {
-      throw new HttpError(401, "Unauthenticated", `'${fn.name}' is internal: it needs Authorization: Convex <admin key>`);
-    }
-    if (expected !== null && expected !== fn.kind) {
-      throw new HttpError(400, "BadRequest", `'${fn.name}' is a ${fn.kind}, not a ${expected}`);
+    let fn;
+    try {
+      fn = await resolveFunction(modules, path, { admin: caller.admin, expected });
+    } catch (e) {
+      if (e instanceof HttpError) throw e;
+      return sendText(res, 200, encodeUdfResponse(functionError(e), answerFormat()));
     }
 
     const fault = faults.take(fn.name);
     if (fault?.kind === "status") throw injectedStatus(fault.status, fault.retryAfterSeconds);
+    if (fault?.kind === "occ") throw occFailure();
     if (fault?.kind === "latency") await new Promise((r) => setTimeout(r, fault.ms));
     if (fault?.kind === "drop_before") {
       req.socket.destroy();
       return;
     }
     const rejected = faults.rejectedWrite(fn.name, args);
-    if (rejected) return send(res, 200, rejectedDocument(rejected.table, rejected.key));
+    if (rejected)
+      return sendText(res, 200, encodeUdfResponse(rejectedDocument(rejected.table, rejected.key), answerFormat()));
 
-    let out: Record<string, unknown>;
+    let out: UdfResult;
     try {
-      const value = await executor.run(fn.kind, fn.name, args, caller.identity);
-      out = { status: "success", value: convexToJson(value === undefined ? null : (value as any)), logLines: [] };
+      out = { status: "success", value: await executor.run(fn.kind, fn.name, args, caller.identity) };
     } catch (e) {
       out = functionError(e);
     }
@@ -150,7 +184,7 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
       req.socket.destroy();
       return;
     }
-    send(res, 200, out);
+    sendText(res, 200, encodeUdfResponse(out, answerFormat()));
   }
 
   async function handleFaults(req: IncomingMessage, res: ServerResponse) {
@@ -200,7 +234,6 @@ export async function startBackend(opts: BackendOptions): Promise<Backend> {
   server.keepAliveTimeout = 120_000;
   server.headersTimeout = 125_000;
 
-  const host = opts.host ?? "127.0.0.1";
   await new Promise<void>((ok, fail) => {
     server.once("error", fail);
     server.listen(opts.port, host, () => ok());

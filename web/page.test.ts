@@ -35,7 +35,7 @@ beforeAll(async () => {
   process.env.JWT_APPLICATION_ID = web.audience;
   const verifier = createVerifier({ providers: await providersFromAuthConfig() });
   backend = await startBackend({ port: 0, adminKey: ADMIN, verifyBearer: bearerVerifier(verifier) });
-  live = enableLiveClients(backend, { verifier, adminKey: ADMIN, modules: convexModules() });
+  live = enableLiveClients(backend, { verifier, modules: convexModules() });
   await apply([
     { table: "runs", key: "r-alice-1", doc: run("r-alice-1", "alice", { title: "index the repo", status: "running", stepCount: 2 }) },
     { table: "runs", key: "r-bob-1", doc: run("r-bob-1", "bob", { title: "bob's secret run" }) },

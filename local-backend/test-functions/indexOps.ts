@@ -47,19 +47,23 @@ async function runOps(ctx: any, ops: Op[], out: unknown[]) {
         break;
       case "generation":
         out.push(
-          strip(await ctx.db
-            .query("projectorState")
-            .withIndex("by_generation_key", (q: any) => q.eq("generation", o.generation))
-            .order(o.order)
-            .collect()),
+          strip(
+            await ctx.db
+              .query("projectorState")
+              .withIndex("by_generation_key", (q: any) => q.eq("generation", o.generation))
+              .order(o.order)
+              .collect(),
+          ),
         );
         break;
       case "range":
         out.push(
-          strip(await ctx.db
-            .query("projectorState")
-            .withIndex("by_generation_key", (q: any) => q.eq("generation", o.generation).gte("key", o.from))
-            .collect()),
+          strip(
+            await ctx.db
+              .query("projectorState")
+              .withIndex("by_generation_key", (q: any) => q.eq("generation", o.generation).gte("key", o.from))
+              .collect(),
+          ),
         );
         break;
       case "scan":

@@ -63,7 +63,9 @@ impl ConvexBackend {
         let key = random_key();
         let mut child = Command::new("npm")
             .args(["run", "--silent", "local-backend", "--"])
-            .args(["--port", &port.to_string(), "--admin-key", key.expose()])
+            .args(["--port", &port.to_string()])
+            // By environment: process arguments are visible to every local user.
+            .env("CONVEX_ADMIN_KEY", key.expose())
             .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(root)
             .stdin(Stdio::null())
