@@ -88,7 +88,11 @@ function client(token: string | null) {
   const c = new ConvexClient(backend.url, process.env.DBG ? { verbose: true } : { logger });
   clients.push(c);
   const auth: boolean[] = [];
-  if (token !== null) c.setAuth(async () => token, (ok) => auth.push(ok));
+  if (token !== null)
+    c.setAuth(
+      async () => token,
+      (ok) => auth.push(ok),
+    );
   return { c, auth };
 }
 
@@ -108,7 +112,10 @@ describe("the official client", () => {
     const anonRuns = subscribe<any[]>(anon.c, api.runs.list, {});
     const aliceWorkers = subscribe<any[]>(alice.c, api.workers.list, {});
     const aliceInbox = subscribe<any>(alice.c, api.inbox.get, { userId: "alice" });
-    await waitFor("first results", () => aliceRuns.length && bobRuns.length && anonRuns.length && aliceWorkers.length && aliceInbox.length);
+    await waitFor(
+      "first results",
+      () => aliceRuns.length && bobRuns.length && anonRuns.length && aliceWorkers.length && aliceInbox.length,
+    );
     expect(aliceRuns.at(-1)!.map((r) => [r.key, r.ownerId, r.title])).toEqual([["ra", "alice", "alice's run"]]);
     expect(bobRuns.at(-1)!.map((r) => [r.key, r.ownerId])).toEqual([["rb", "bob"]]);
     expect(anonRuns.at(-1)).toEqual([]);
@@ -129,7 +136,9 @@ describe("the official client", () => {
     await waitFor("first results", () => aliceRun.length && bobRuns.length);
     const before = bobRuns.length;
     const t0 = Date.now();
-    await apply([{ table: "runs", key: "ra", doc: run("ra", "alice", { status: "running", stepCount: 3, lastStreamSeq: 4 }) }]);
+    await apply([
+      { table: "runs", key: "ra", doc: run("ra", "alice", { status: "running", stepCount: 3, lastStreamSeq: 4 }) },
+    ]);
     const updated = await waitFor("alice's update", () => aliceRun.find((r) => r?.status === "running"));
     expect([updated.stepCount, updated.lastStreamSeq]).toEqual([3, 4]);
     expect(Date.now() - t0).toBeLessThan(5_000);
@@ -167,7 +176,10 @@ describe("the official client", () => {
       await waitFor(`${name}: auth refused`, () => c.auth.includes(false));
       // The client falls back to no identity: it sees nothing.
       await waitFor(`${name}: unauthenticated result`, () => runs.length);
-      expect(runs.every((r) => r.length === 0), name).toBe(true);
+      expect(
+        runs.every((r) => r.length === 0),
+        name,
+      ).toBe(true);
       expect(c.auth, name).toEqual([false]);
       // The server's reasons, as a raw protocol client sees them.
       const s = await rawSocket();
@@ -182,7 +194,8 @@ describe("the official client", () => {
 const reasons = {
   expired: /^Could not validate token: Token expired 54\d seconds ago$/,
   foreign: /^No auth provider found matching the given token\. /,
-  badSignature: /^Could not decode token\. The JWT's 'kid' \(key ID\) header is '[^']+', does this key match any key in the provider's JWKS\?$/,
+  badSignature:
+    /^Could not decode token\. The JWT's 'kid' \(key ID\) header is '[^']+', does this key match any key in the provider's JWKS\?$/,
 };
 
 /** A raw protocol connection, to check Convex's exact messages. */
@@ -193,7 +206,13 @@ async function rawSocket() {
   ws.on("message", (d) => got.push(JSON.parse(d.toString())));
   await new Promise((ok, fail) => ws.once("open", ok).once("error", fail));
   const send = (m: unknown) => ws.send(JSON.stringify(m));
-  send({ type: "Connect", sessionId: crypto.randomUUID(), connectionCount: 0, lastCloseReason: null, clientTs: Date.now() });
+  send({
+    type: "Connect",
+    sessionId: crypto.randomUUID(),
+    connectionCount: 0,
+    lastCloseReason: null,
+    clientTs: Date.now(),
+  });
   const next = (what: string, f: (m: any) => boolean) => waitFor(what, () => got.find(f));
   return { ws, got, send, next, closed };
 }
@@ -201,7 +220,11 @@ async function rawSocket() {
 describe("the sync protocol's answers", () => {
   test("a refused token: AuthError with Convex's message, then the socket closes", async () => {
     const s = await rawSocket();
-    const foreign = await mintToken(await generateIssuerKey(), { issuer: "https://evil.example.com", audience: AUD, subject: "a" });
+    const foreign = await mintToken(await generateIssuerKey(), {
+      issuer: "https://evil.example.com",
+      audience: AUD,
+      subject: "a",
+    });
     s.send({ type: "Authenticate", tokenType: "User", value: foreign, baseVersion: 0 });
     const err = await s.next("AuthError", (m) => m.type === "AuthError");
     expect(err).toEqual({
@@ -218,7 +241,12 @@ describe("the sync protocol's answers", () => {
     // exp one second ahead: valid now, expired soon.
     const token = await issuer.mint("alice", { issuedAt: Math.floor(Date.now() / 1000) - 10, ttlSeconds: 11 });
     s.send({ type: "Authenticate", tokenType: "User", value: token, baseVersion: 0 });
-    s.send({ type: "ModifyQuerySet", baseVersion: 0, newVersion: 1, modifications: [{ type: "Add", queryId: 0, udfPath: "runs:list", args: [{}] }] });
+    s.send({
+      type: "ModifyQuerySet",
+      baseVersion: 0,
+      newVersion: 1,
+      modifications: [{ type: "Add", queryId: 0, udfPath: "runs:list", args: [{}] }],
+    });
     const t = await s.next("the query's first result", (m) => m.type === "Transition" && m.endVersion.querySet === 1);
     expect(t.endVersion.identity).toBe(1);
     expect(t.modifications[0].value.map((r: any) => r.key)).toEqual(["ra"]);
@@ -226,7 +254,12 @@ describe("the sync protocol's answers", () => {
     await waitFor("exp to pass", () => Date.now() >= exp * 1000, 5_000);
     await apply([{ table: "runs", key: "ra", doc: run("ra", "alice", { stepCount: 9, lastStreamSeq: 9 }) }]);
     const err = await s.next("AuthError", (m) => m.type === "AuthError");
-    expect(err).toEqual({ type: "AuthError", error: "Convex token identity expired", baseVersion: 1, authUpdateAttempted: false });
+    expect(err).toEqual({
+      type: "AuthError",
+      error: "Convex token identity expired",
+      baseVersion: 1,
+      authUpdateAttempted: false,
+    });
     await s.closed;
   });
 
@@ -246,16 +279,27 @@ describe("the sync protocol's answers", () => {
     const byId = Object.fromEntries(first.modifications.map((m: any) => [m.queryId, m]));
     expect(byId[7]).toMatchObject({ type: "QueryUpdated", value: 1 });
     expect(byId[8].type).toBe("QueryFailed");
-    expect(byId[8].errorMessage).toMatch(/^\[Request ID: [0-9a-f]{16}\] Server Error\nCould not find public function for 'runs:nope'\.\n$/);
+    expect(byId[8].errorMessage).toMatch(
+      /^\[Request ID: [0-9a-f]{16}\] Server Error\nCould not find public function for 'runs:nope'\.\n$/,
+    );
     s.send({
       type: "Mutation",
       requestId: 0,
       udfPath: "projector:apply",
-      args: [{ generation: 1, writes: [{ table: "runs", key: "rz", position: pos(++lsn), doc: run("rz", "zed") }], deadLetters: [] }],
+      args: [
+        {
+          generation: 1,
+          writes: [{ table: "runs", key: "rz", position: pos(++lsn), doc: run("rz", "zed") }],
+          deadLetters: [],
+        },
+      ],
     });
     const resp = await s.next("MutationResponse", (m) => m.type === "MutationResponse");
     expect(resp).toMatchObject({ requestId: 0, success: true, result: { applied: 1 } });
-    const reached = await s.next("a transition at the mutation's ts", (m) => m.type === "Transition" && decodeTs(m.endVersion.ts) >= decodeTs(resp.ts));
+    const reached = await s.next(
+      "a transition at the mutation's ts",
+      (m) => m.type === "Transition" && decodeTs(m.endVersion.ts) >= decodeTs(resp.ts),
+    );
     // Every Transition starts where the previous one ended.
     const ts = s.got.filter((m) => m.type === "Transition");
     for (let i = 1; i < ts.length; i++) expect(ts[i].startVersion).toEqual(ts[i - 1].endVersion);

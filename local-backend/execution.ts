@@ -94,7 +94,11 @@ export class Executor {
    * the same state, the one left by the calls queued before it (what a
    * sync update needs to send one consistent Transition).
    */
-  snapshot<T>(f: (query: (name: string, args: Record<string, unknown>, identity: Identity | null) => Promise<unknown>) => Promise<T>): Promise<T> {
+  snapshot<T>(
+    f: (
+      query: (name: string, args: Record<string, unknown>, identity: Identity | null) => Promise<unknown>,
+    ) => Promise<T>,
+  ): Promise<T> {
     return this.serialized(() =>
       f(async (name, args, identity) => {
         checkArgs(name, args);

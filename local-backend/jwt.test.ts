@@ -4,8 +4,22 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { importJWK, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { generateIssuerKey, jwksDocument, mintToken, startIssuer, type IssuerKey, type IssuerServer } from "../tools/token-issuer";
-import { AuthConfigError, AuthRefused, createVerifier, freshnessMs, validateProviders, type CustomJwtProvider } from "./jwt";
+import {
+  generateIssuerKey,
+  jwksDocument,
+  mintToken,
+  startIssuer,
+  type IssuerKey,
+  type IssuerServer,
+} from "../tools/token-issuer";
+import {
+  AuthConfigError,
+  AuthRefused,
+  createVerifier,
+  freshnessMs,
+  validateProviders,
+  type CustomJwtProvider,
+} from "./jwt";
 
 const AUD = "projector-clients";
 let issuer: IssuerServer;
@@ -32,7 +46,11 @@ async function refusal(p: Promise<unknown>): Promise<AuthRefused> {
 }
 
 /** A token with full control over header and claims, signed by `k`. */
-async function custom(k: IssuerKey, claims: Record<string, unknown>, header: Record<string, unknown> = { alg: "RS256", kid: k.privateJwk.kid }) {
+async function custom(
+  k: IssuerKey,
+  claims: Record<string, unknown>,
+  header: Record<string, unknown> = { alg: "RS256", kid: k.privateJwk.kid },
+) {
   return await new SignJWT(claims).setProtectedHeader(header as any).sign(await importJWK(k.privateJwk, "RS256"));
 }
 
@@ -75,10 +93,16 @@ describe("temporal claims: 5 s of leeway on the current whole second", () => {
   test("nbf and iat in the future", async () => {
     const at = nowS();
     const v = createVerifier({ providers: [provider], now: () => at * 1000 });
-    await v.verify(await custom(key, { iss: issuer.issuer, aud: AUD, sub: "a", exp: at + 60, nbf: at + 5, iat: at + 5 }));
-    const nbf = await refusal(v.verify(await custom(key, { iss: issuer.issuer, aud: AUD, sub: "a", exp: at + 60, nbf: at + 30 })));
+    await v.verify(
+      await custom(key, { iss: issuer.issuer, aud: AUD, sub: "a", exp: at + 60, nbf: at + 5, iat: at + 5 }),
+    );
+    const nbf = await refusal(
+      v.verify(await custom(key, { iss: issuer.issuer, aud: AUD, sub: "a", exp: at + 60, nbf: at + 30 })),
+    );
     expect(nbf.message).toBe("Could not validate token: Token will be valid in 30 seconds");
-    const iat = await refusal(v.verify(await custom(key, { iss: issuer.issuer, aud: AUD, sub: "a", exp: at + 60, iat: at + 7 })));
+    const iat = await refusal(
+      v.verify(await custom(key, { iss: issuer.issuer, aud: AUD, sub: "a", exp: at + 60, iat: at + 7 })),
+    );
     expect(iat.message).toBe("Could not validate token: Token will be valid in 7 seconds");
   });
 
@@ -106,10 +130,14 @@ describe("refused tokens, with Convex's answers", () => {
       );
     }
     const none = await refusal(createVerifier({ providers: [] }).verify(await issuer.mint("alice")));
-    expect(none.message).toBe("No auth provider found matching the given token (no providers configured). Check convex/auth.config.ts.");
-    const redacted = await refusal(createVerifier({ providers: [provider], redactErrors: true }).verify(
-      await mintToken(key, { issuer: "https://evil.example.com", audience: AUD, subject: "alice" }),
-    ));
+    expect(none.message).toBe(
+      "No auth provider found matching the given token (no providers configured). Check convex/auth.config.ts.",
+    );
+    const redacted = await refusal(
+      createVerifier({ providers: [provider], redactErrors: true }).verify(
+        await mintToken(key, { issuer: "https://evil.example.com", audience: AUD, subject: "alice" }),
+      ),
+    );
     expect(redacted.message).toBe("No auth provider found matching the given token");
   });
 
@@ -119,7 +147,11 @@ describe("refused tokens, with Convex's answers", () => {
     const kidMessage = `Could not decode token. The JWT's 'kid' (key ID) header is '${kid}', does this key match any key in the provider's JWKS?`;
     // Another private key claiming our kid.
     const other = await generateIssuerKey();
-    const forged = await custom(other, { iss: issuer.issuer, aud: AUD, sub: "alice", exp: nowS() + 60 }, { alg: "RS256", kid });
+    const forged = await custom(
+      other,
+      { iss: issuer.issuer, aud: AUD, sub: "alice", exp: nowS() + 60 },
+      { alg: "RS256", kid },
+    );
     expect((await refusal(v.verify(forged))).message).toBe(kidMessage);
     // A real token whose payload was swapped for another user's.
     const [h, , s] = (await issuer.mint("alice")).split(".");
@@ -130,7 +162,9 @@ describe("refused tokens, with Convex's answers", () => {
     expect((await refusal(v.verify(unknown))).message).toContain(`header is '${other.privateJwk.kid}'`);
     // No kid at all.
     const noKid = await custom(key, { iss: issuer.issuer, aud: AUD, sub: "a", exp: nowS() + 60 }, { alg: "RS256" });
-    expect((await refusal(v.verify(noKid))).message).toBe("Could not decode token. JWT may be missing a 'kid' (key ID) header.");
+    expect((await refusal(v.verify(noKid))).message).toBe(
+      "Could not decode token. JWT may be missing a 'kid' (key ID) header.",
+    );
   });
 
   test("an algorithm other than the provider's", async () => {
@@ -149,7 +183,10 @@ describe("refused tokens, with Convex's answers", () => {
     }
     const noIss = await custom(key, { aud: AUD, sub: "a", exp: nowS() + 60 });
     expect((await refusal(v.verify(noIss))).message).toMatch(/^Missing issuer claim \('iss'\)/);
-    for (const claims of [{ aud: AUD, exp: nowS() + 60 }, { aud: AUD, sub: "a" }]) {
+    for (const claims of [
+      { aud: AUD, exp: nowS() + 60 },
+      { aud: AUD, sub: "a" },
+    ]) {
       const t = await custom(key, { iss: issuer.issuer, ...claims });
       expect((await refusal(v.verify(t))).message).toBe(
         "Could not verify token claim. Check that the JWT contains valid claims and matches your auth provider configuration.",
@@ -221,5 +258,7 @@ test("bad provider config fails with the fix", () => {
   expect(() => validateProviders([{ ...provider, issuer: undefined }])).toThrow(/set JWT_ISSUER/);
   expect(() => validateProviders([{ ...provider, algorithm: "HS256" }])).toThrow(/only RS256 and ES256/);
   expect(() => validateProviders([{ ...provider, issuer: "not a url" }])).toThrow(AuthConfigError);
-  expect(() => validateProviders([{ ...provider, issuer: "ftp://x.example.com" }])).toThrow(/scheme should be http or https/);
+  expect(() => validateProviders([{ ...provider, issuer: "ftp://x.example.com" }])).toThrow(
+    /scheme should be http or https/,
+  );
 });

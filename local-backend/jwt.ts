@@ -79,7 +79,9 @@ export function validateProviders(raw: unknown): CustomJwtProvider[] {
       throw new AuthConfigError(`${where}: issuer is not set (set JWT_ISSUER, e.g. http://127.0.0.1:8788)`);
     }
     if (typeof p.jwks !== "string" || p.jwks === "") {
-      throw new AuthConfigError(`${where}: jwks is not set (set JWT_JWKS_URL, e.g. http://127.0.0.1:8788/.well-known/jwks.json)`);
+      throw new AuthConfigError(
+        `${where}: jwks is not set (set JWT_JWKS_URL, e.g. http://127.0.0.1:8788/.well-known/jwks.json)`,
+      );
     }
     if (p.applicationID !== undefined && (typeof p.applicationID !== "string" || p.applicationID === "")) {
       throw new AuthConfigError(`${where}: applicationID is empty (set JWT_APPLICATION_ID, e.g. projector-clients)`);
@@ -89,7 +91,13 @@ export function validateProviders(raw: unknown): CustomJwtProvider[] {
         `${where}: Invalid signature algorithm (only RS256 and ES256 are supported): ${JSON.stringify(p.algorithm)}`,
       );
     }
-    return { type: "customJwt", issuer: issuerUrl(p.issuer, where), jwks: p.jwks, applicationID: p.applicationID, algorithm: p.algorithm };
+    return {
+      type: "customJwt",
+      issuer: issuerUrl(p.issuer, where),
+      jwks: p.jwks,
+      applicationID: p.applicationID,
+      algorithm: p.algorithm,
+    };
   });
 }
 
@@ -203,7 +211,10 @@ export function createVerifier(opts: VerifierOptions): Verifier {
       fetches++;
       let res: Response;
       try {
-        res = await doFetch(url, { headers: { accept: "application/json" }, signal: AbortSignal.timeout(JWKS_FETCH_TIMEOUT_MS) });
+        res = await doFetch(url, {
+          headers: { accept: "application/json" },
+          signal: AbortSignal.timeout(JWKS_FETCH_TIMEOUT_MS),
+        });
       } catch (e) {
         throw new AuthRefused(
           "InvalidAuthHeader",
@@ -284,7 +295,10 @@ export function createVerifier(opts: VerifierOptions): Verifier {
       }
       const aud = audiences(payload.aud);
       if (!aud.includes(provider.applicationID)) {
-        throw new AuthRefused("InvalidAuthHeader", `Invalid audience: ${provider.applicationID} not in ${debugList(aud)}`);
+        throw new AuthRefused(
+          "InvalidAuthHeader",
+          `Invalid audience: ${provider.applicationID} not in ${debugList(aud)}`,
+        );
       }
     }
 
@@ -374,7 +388,8 @@ async function verifySignature(token: string, keys: JWK[], algorithm: string, re
     if (kid === undefined) throw new Error("KidMissing");
     const jwk = keys.find((k) => k.kid === kid);
     if (!jwk) throw new Error("KeyNotFound");
-    if (header.alg !== algorithm || (jwk.alg !== undefined && jwk.alg !== algorithm)) throw new Error("WrongAlgorithmHeader");
+    if (header.alg !== algorithm || (jwk.alg !== undefined && jwk.alg !== algorithm))
+      throw new Error("WrongAlgorithmHeader");
     const key = await importJWK(jwk, algorithm);
     const { payload } = await compactVerify(token, key, { algorithms: [algorithm] });
     const claims = JSON.parse(new TextDecoder().decode(payload));
@@ -397,8 +412,13 @@ async function verifySignature(token: string, keys: JWK[], algorithm: string, re
 function checkClaimTypes(c: any) {
   if (typeof c !== "object" || c === null || Array.isArray(c)) throw new Error("payload not an object");
   for (const k of ["iss", "sub", "jti"]) if (c[k] !== undefined && typeof c[k] !== "string") throw new Error(k);
-  for (const k of ["exp", "nbf", "iat"]) if (c[k] !== undefined && (typeof c[k] !== "number" || !Number.isFinite(c[k]))) throw new Error(k);
-  if (c.aud !== undefined && typeof c.aud !== "string" && !(Array.isArray(c.aud) && c.aud.every((a: unknown) => typeof a === "string"))) {
+  for (const k of ["exp", "nbf", "iat"])
+    if (c[k] !== undefined && (typeof c[k] !== "number" || !Number.isFinite(c[k]))) throw new Error(k);
+  if (
+    c.aud !== undefined &&
+    typeof c.aud !== "string" &&
+    !(Array.isArray(c.aud) && c.aud.every((a: unknown) => typeof a === "string"))
+  ) {
     throw new Error("aud");
   }
 }
@@ -410,7 +430,8 @@ function timestamp(x: unknown): number | undefined {
 function flattenClaims(obj: Record<string, unknown>, prefix: string, out: Record<string, unknown>) {
   for (const [k, v] of Object.entries(obj)) {
     if (prefix === "" && (REGISTERED_CLAIMS.has(k) || k === "fva")) continue;
-    if (typeof v === "object" && v !== null && !Array.isArray(v)) flattenClaims(v as Record<string, unknown>, `${prefix}${k}.`, out);
+    if (typeof v === "object" && v !== null && !Array.isArray(v))
+      flattenClaims(v as Record<string, unknown>, `${prefix}${k}.`, out);
     else out[`${prefix}${k}`] = v;
   }
 }

@@ -15,7 +15,12 @@ import { createSyncServer, type Outcome, type SyncEngine, type SyncIdentity, typ
 
 /** What `ctx.auth.getUserIdentity()` returns for a verified custom JWT. */
 export function toIdentity(user: VerifiedIdentity): Identity {
-  return { ...user.customClaims, subject: user.subject, issuer: user.issuer, tokenIdentifier: user.tokenIdentifier } as Identity;
+  return {
+    ...user.customClaims,
+    subject: user.subject,
+    issuer: user.issuer,
+    tokenIdentifier: user.tokenIdentifier,
+  } as Identity;
 }
 
 /** HTTP `Authorization: Bearer`: Convex's 401 `{code, message}` for a refused token. */
@@ -46,7 +51,11 @@ export function enableLiveClients(backend: Backend, opts: { verifier: Verifier; 
   const nothingRead = (): ReadSet => ({ tables: new Set(), ranges: [], ids: new Set() });
 
   /** The function a sync message names, or Convex's error message for a failed call. */
-  async function resolve(udfPath: string, kind: Kind, identity: SyncIdentity): Promise<{ name?: string; error?: string }> {
+  async function resolve(
+    udfPath: string,
+    kind: Kind,
+    identity: SyncIdentity,
+  ): Promise<{ name?: string; error?: string }> {
     try {
       const fn = await resolveFunction(opts.modules, udfPath, { admin: identity.kind === "admin", expected: kind });
       return { name: fn.name };
@@ -150,4 +159,3 @@ export function enableLiveClients(backend: Backend, opts: { verifier: Verifier; 
   backend.onUpgrade((req, socket, head) => sync.handleUpgrade(req, socket, head));
   return { sync, latestTs: () => ts };
 }
-

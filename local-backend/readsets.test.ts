@@ -21,7 +21,11 @@ function setup() {
   };
   const apply = (writes: { table: string; key: string; doc: Record<string, unknown> }[]) => {
     lsn++;
-    return mutate("projector:apply", { generation: 1, writes: writes.map((w, i) => ({ ...w, position: pos(lsn, i) })), deadLetters: [] });
+    return mutate("projector:apply", {
+      generation: 1,
+      writes: writes.map((w, i) => ({ ...w, position: pos(lsn, i) })),
+      deadLetters: [],
+    });
   };
   const query = (name: string, args: Record<string, unknown>, subject: string) =>
     ex.snapshot((q) => tracker.track(() => q(name, args, user(subject))));
@@ -41,7 +45,9 @@ test("a query is invalidated by writes into its range, not by another user's", a
   expect(invalidates(alice.reads, bobWrite)).toBe(false);
   const workerWrite = await apply([{ table: "workers", key: "wa", doc: worker("wa", "alice") }]);
   expect(invalidates(alice.reads, workerWrite)).toBe(false);
-  expect(invalidates(alice.reads, await apply([{ table: "runs", key: "ra", doc: run("ra", "alice", { stepCount: 2 }) }]))).toBe(true);
+  expect(
+    invalidates(alice.reads, await apply([{ table: "runs", key: "ra", doc: run("ra", "alice", { stepCount: 2 }) }])),
+  ).toBe(true);
   // A document moving into the range, and out of it.
   expect(invalidates(alice.reads, await apply([{ table: "runs", key: "rb", doc: run("rb", "alice") }]))).toBe(true);
   const again = await query("runs:list", {}, "alice");

@@ -117,7 +117,8 @@ export function installReadSets(db: DatabaseFake): ReadSetTracker {
       current.tables.add(table);
       return;
     }
-    const table = source?.tableName ?? (typeof source?.indexName === "string" ? source.indexName.split(".")[0] : undefined);
+    const table =
+      source?.tableName ?? (typeof source?.indexName === "string" ? source.indexName.split(".")[0] : undefined);
     if (typeof table === "string") current.tables.add(table);
     // An unknown source shape: every table, to stay a superset.
     else current.tables.add("*");
@@ -142,9 +143,12 @@ export function installReadSets(db: DatabaseFake): ReadSetTracker {
   const commit = db.commit;
   db.commit = function (commitTs) {
     const layer = db._writes.length === 1 ? db._writes[0] : undefined;
-    const before = layer ? Object.entries(layer).map(([id, after]) => ({ id, before: db._documents[id] ?? null, after })) : [];
+    const before = layer
+      ? Object.entries(layer).map(([id, after]) => ({ id, before: db._documents[id] ?? null, after }))
+      : [];
     commit.call(db, commitTs);
-    for (const b of before) writes.push({ id: b.id, table: tableOfId(b.id), before: b.before, after: db._documents[b.id] ?? b.after });
+    for (const b of before)
+      writes.push({ id: b.id, table: tableOfId(b.id), before: b.before, after: db._documents[b.id] ?? b.after });
   };
 
   return {

@@ -66,7 +66,10 @@ export interface SyncEngine {
    * Runs the queries at one snapshot; `ts` is that snapshot's commit
    * timestamp, `reads[i]` what query i read (opaque, for `invalidates`).
    */
-  runQueries(queries: QueryRequest[], identity: SyncIdentity): Promise<{ ts: bigint; results: Outcome[]; reads: unknown[] }>;
+  runQueries(
+    queries: QueryRequest[],
+    identity: SyncIdentity,
+  ): Promise<{ ts: bigint; results: Outcome[]; reads: unknown[] }>;
   /** Whether a commit's writes (as given to `SyncServer.commit`) can change a result with these reads. */
   invalidates(reads: unknown, writes: unknown): boolean;
   /** Runs a mutation; `ts` is its commit timestamp when it succeeded. */
@@ -109,7 +112,8 @@ class SessionEnd extends Error {
 }
 
 const internalError = (message: string) => new SessionEnd(null, message, { code: 1011, reason: "InternalServerError" });
-const badRequest = (code: string, message: string) => new SessionEnd({ type: "FatalError", error: message }, `${code}: ${message}`, null);
+const badRequest = (code: string, message: string) =>
+  new SessionEnd({ type: "FatalError", error: message }, `${code}: ${message}`, null);
 
 interface SyncedQuery {
   udfPath: string;
@@ -165,7 +169,9 @@ class SyncSession {
       this.lastReceived = Date.now();
       if (isBinary) return this.fail(internalError("Unexpected binary message"));
       const text = data.toString();
-      this.messages = this.messages.then(() => (this.closed ? undefined : this.handle(text))).catch((e) => this.fail(e));
+      this.messages = this.messages
+        .then(() => (this.closed ? undefined : this.handle(text)))
+        .catch((e) => this.fail(e));
     });
     ws.on("pong", () => (this.lastReceived = Date.now()));
     ws.on("close", () => this.shutdown());
@@ -237,7 +243,8 @@ class SyncSession {
     let msg: any;
     try {
       msg = JSON.parse(text);
-      if (typeof msg !== "object" || msg === null || typeof msg.type !== "string") throw new Error("expected an object with a `type`");
+      if (typeof msg !== "object" || msg === null || typeof msg.type !== "string")
+        throw new Error("expected an object with a `type`");
     } catch (e) {
       throw badRequest("WSMessageInvalidJson", `Received Invalid JSON on websocket: ${(e as Error).message}`);
     }
@@ -264,7 +271,9 @@ class SyncSession {
       const observed = decodeTs(msg.maxObservedTimestamp);
       const latest = this.engine.latestTs();
       if (observed > latest) {
-        throw internalError(`Client has observed a timestamp ${observed} ahead of the backend latest known timestamp ${latest}`);
+        throw internalError(
+          `Client has observed a timestamp ${observed} ahead of the backend latest known timestamp ${latest}`,
+        );
       }
     }
   }
@@ -287,7 +296,9 @@ class SyncSession {
 
   private async authenticate(msg: any) {
     if (msg.baseVersion !== this.received.identity) {
-      throw internalError(`Authenticate baseVersion ${msg.baseVersion} is not the current identity version ${this.received.identity}`);
+      throw internalError(
+        `Authenticate baseVersion ${msg.baseVersion} is not the current identity version ${this.received.identity}`,
+      );
     }
     let identity: SyncIdentity;
     if (msg.tokenType === "None") {
@@ -317,7 +328,12 @@ class SyncSession {
     const id = this.identity;
     if (id.kind === "user" && Date.now() >= id.user.expiresAtMs) {
       throw new SessionEnd(
-        { type: "AuthError", error: "Convex token identity expired", baseVersion: this.current.identity, authUpdateAttempted: false },
+        {
+          type: "AuthError",
+          error: "Convex token identity expired",
+          baseVersion: this.current.identity,
+          authUpdateAttempted: false,
+        },
         "TokenExpired: Convex token identity expired",
         null,
       );
@@ -337,15 +353,37 @@ class SyncSession {
         const r = await this.engine.runMutation(udfPath, argObject, identity);
         this.send(
           r.ok
-            ? { type: "MutationResponse", requestId, success: true, result: r.value, ts: encodeTs(r.ts ?? this.engine.latestTs()), logLines: r.logLines }
-            : { type: "MutationResponse", requestId, success: false, result: r.errorMessage, ts: null, logLines: r.logLines, ...errorData(r) },
+            ? {
+                type: "MutationResponse",
+                requestId,
+                success: true,
+                result: r.value,
+                ts: encodeTs(r.ts ?? this.engine.latestTs()),
+                logLines: r.logLines,
+              }
+            : {
+                type: "MutationResponse",
+                requestId,
+                success: false,
+                result: r.errorMessage,
+                ts: null,
+                logLines: r.logLines,
+                ...errorData(r),
+              },
         );
       } else {
         const r = await this.engine.runAction(udfPath, argObject, identity);
         this.send(
           r.ok
             ? { type: "ActionResponse", requestId, success: true, result: r.value, logLines: r.logLines }
-            : { type: "ActionResponse", requestId, success: false, result: r.errorMessage, logLines: r.logLines, ...errorData(r) },
+            : {
+                type: "ActionResponse",
+                requestId,
+                success: false,
+                result: r.errorMessage,
+                logLines: r.logLines,
+                ...errorData(r),
+              },
         );
       }
       this.schedule(true);
@@ -388,7 +426,12 @@ class SyncSession {
       if (m?.type === "Add" && Number.isInteger(m.queryId) && typeof m.udfPath === "string" && Array.isArray(m.args)) {
         if (m.componentPath) throw internalError("Components are not supported by the local backend");
         if (this.queries.has(m.queryId)) throw internalError(`Duplicate query ID: ${m.queryId}`);
-        this.queries.set(m.queryId, { udfPath: m.udfPath, args: (m.args[0] ?? {}) as JSONValue, ranAt: -1n, invalid: false });
+        this.queries.set(m.queryId, {
+          udfPath: m.udfPath,
+          args: (m.args[0] ?? {}) as JSONValue,
+          ranAt: -1n,
+          invalid: false,
+        });
       } else if (m?.type === "Remove" && Number.isInteger(m.queryId)) {
         if (!this.queries.delete(m.queryId)) throw internalError(`Nonexistent query id: ${m.queryId}`);
         changes.set(m.queryId, { type: "QueryRemoved", queryId: m.queryId });
@@ -420,7 +463,14 @@ class SyncSession {
           queryId,
           r.ok
             ? { type: "QueryUpdated", queryId, value: r.value, logLines: r.logLines, journal: null }
-            : { type: "QueryFailed", queryId, errorMessage: r.errorMessage, logLines: r.logLines, journal: null, ...errorData(r) },
+            : {
+                type: "QueryFailed",
+                queryId,
+                errorMessage: r.errorMessage,
+                logLines: r.logLines,
+                journal: null,
+                ...errorData(r),
+              },
         );
       });
     }

@@ -22,13 +22,17 @@ const tokenUrl = flag("token-url");
 const user = flag("user");
 const query = flag("query");
 if (!url || !tokenUrl || !user || !query) {
-  console.error("usage: subscribe --url <deployment> --token-url <issuer>/token --user <id> --query <module:function> [--args JSON]");
+  console.error(
+    "usage: subscribe --url <deployment> --token-url <issuer>/token --user <id> --query <module:function> [--args JSON]",
+  );
   process.exit(2);
 }
 const args = JSON.parse(flag("args") ?? "{}");
 const now = () => performance.timeOrigin + performance.now();
 const quiet = () => {};
-const client = new ConvexClient(url, { logger: { logVerbose: quiet, log: quiet, warn: quiet, error: (...a: unknown[]) => console.error(...a) } });
+const client = new ConvexClient(url, {
+  logger: { logVerbose: quiet, log: quiet, warn: quiet, error: (...a: unknown[]) => console.error(...a) },
+});
 client.setAuth(
   async () => {
     // No token (issuer gone or refusing) = no identity: the client goes on unauthenticated.
@@ -37,7 +41,9 @@ client.setAuth(
   },
   (ok) => console.log(JSON.stringify({ auth: ok })),
 );
-client.onUpdate(makeFunctionReference<"query">(query), args, (value) => console.log(JSON.stringify({ at: now(), value })));
+client.onUpdate(makeFunctionReference<"query">(query), args, (value) =>
+  console.log(JSON.stringify({ at: now(), value })),
+);
 // Exit with the process that started us.
 const parent = process.ppid;
 setInterval(() => {

@@ -69,7 +69,8 @@ export interface MintOptions {
 export async function mintToken(key: IssuerKey, o: MintOptions): Promise<string> {
   if (o.subject === "") throw new Error("the subject (user id) must not be empty");
   const ttl = o.ttlSeconds ?? DEFAULT_TTL_SECONDS;
-  if (!Number.isFinite(ttl) || ttl <= 2) throw new Error("ttl must be more than 2 seconds (the client cannot refresh shorter tokens)");
+  if (!Number.isFinite(ttl) || ttl <= 2)
+    throw new Error("ttl must be more than 2 seconds (the client cannot refresh shorter tokens)");
   const iat = o.issuedAt ?? Math.floor(Date.now() / 1000);
   const signingKey = await importJWK(key.privateJwk, "RS256");
   return await new SignJWT({ ...o.claims })
@@ -96,7 +97,10 @@ export interface IssuerServerOptions {
    */
   devTokenEndpoint?: boolean;
   /** Extra routes (the demo page), tried after the issuer's own. */
-  extra?: (req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse) => boolean | Promise<boolean>;
+  extra?: (
+    req: import("node:http").IncomingMessage,
+    res: import("node:http").ServerResponse,
+  ) => boolean | Promise<boolean>;
 }
 
 export interface IssuerServer {
@@ -116,12 +120,21 @@ export async function startIssuer(o: IssuerServerOptions): Promise<IssuerServer>
   const jwks = JSON.stringify(jwksDocument([o.key]));
   let issuer = "";
   const mint = (subject: string, m: { ttlSeconds?: number; issuedAt?: number } = {}) =>
-    mintToken(o.key, { issuer, audience: o.audience, subject, ttlSeconds: m.ttlSeconds ?? o.ttlSeconds, issuedAt: m.issuedAt });
+    mintToken(o.key, {
+      issuer,
+      audience: o.audience,
+      subject,
+      ttlSeconds: m.ttlSeconds ?? o.ttlSeconds,
+      issuedAt: m.issuedAt,
+    });
   const server = createServer(async (req, res) => {
     try {
       const url = new URL(req.url ?? "/", "http://localhost");
       if (req.method === "GET" && url.pathname === JWKS_PATH) {
-        res.writeHead(200, { "content-type": "application/json", "cache-control": `public, max-age=${JWKS_MAX_AGE_SECONDS}` });
+        res.writeHead(200, {
+          "content-type": "application/json",
+          "cache-control": `public, max-age=${JWKS_MAX_AGE_SECONDS}`,
+        });
         res.end(jwks);
         return;
       }
@@ -200,7 +213,12 @@ async function cli(argv: string[]) {
       const key = readIssuerKey(need(flags, "key"));
       const ttl = flags.has("ttl") ? Number(need(flags, "ttl")) : undefined;
       console.log(
-        await mintToken(key, { issuer: need(flags, "issuer"), audience: need(flags, "audience"), subject: need(flags, "sub"), ttlSeconds: ttl }),
+        await mintToken(key, {
+          issuer: need(flags, "issuer"),
+          audience: need(flags, "audience"),
+          subject: need(flags, "sub"),
+          ttlSeconds: ttl,
+        }),
       );
       return;
     }
@@ -218,7 +236,9 @@ async function cli(argv: string[]) {
       return;
     }
     default:
-      throw new Error("usage: token-issuer keygen|jwks|mint|serve (see the comment at the top of tools/token-issuer.ts)");
+      throw new Error(
+        "usage: token-issuer keygen|jwks|mint|serve (see the comment at the top of tools/token-issuer.ts)",
+      );
   }
 }
 

@@ -83,7 +83,13 @@ function start() {
   });
   client.onUpdate(api.workers.list, { limit: 20 }, (workers) => {
     noteUpdate();
-    rows("workers", workers, (w) => [[w.workerId], [w.status, `status-${w.status}`], [w.host], [w.heartbeatCount], [w.lastEventType]]);
+    rows("workers", workers, (w) => [
+      [w.workerId],
+      [w.status, `status-${w.status}`],
+      [w.host],
+      [w.heartbeatCount],
+      [w.lastEventType],
+    ]);
   });
   client.onUpdate(api.inbox.get, { userId: user }, (box) => {
     noteUpdate();

@@ -28,7 +28,8 @@ let profile: string;
 let lsn = 100;
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (scripts/setup.sh does it)`);
+  if (!existsSync(CHROMIUM))
+    throw new Error(`${CHROMIUM} is missing: apt-get install chromium (scripts/setup.sh does it)`);
   web = await startDemoWeb();
   process.env.JWT_ISSUER = web.issuer;
   process.env.JWT_JWKS_URL = web.jwksUrl;
@@ -37,7 +38,11 @@ beforeAll(async () => {
   backend = await startBackend({ port: 0, adminKey: ADMIN, verifyBearer: bearerVerifier(verifier) });
   live = enableLiveClients(backend, { verifier, modules: convexModules() });
   await apply([
-    { table: "runs", key: "r-alice-1", doc: run("r-alice-1", "alice", { title: "index the repo", status: "running", stepCount: 2 }) },
+    {
+      table: "runs",
+      key: "r-alice-1",
+      doc: run("r-alice-1", "alice", { title: "index the repo", status: "running", stepCount: 2 }),
+    },
     { table: "runs", key: "r-bob-1", doc: run("r-bob-1", "bob", { title: "bob's secret run" }) },
     { table: "workers", key: "w-alice-1", doc: { ...worker("w-alice-1", "alice"), status: "running", host: "host-7" } },
     { table: "inboxes", key: "alice", doc: inbox("alice") },
@@ -81,7 +86,11 @@ async function admin(path: string, args: unknown) {
 
 async function apply(writes: { table: string; key: string; doc: Record<string, unknown> }[]) {
   lsn++;
-  await admin("projector:apply", { generation: 1, writes: writes.map((w, i) => ({ ...w, position: pos(lsn, i) })), deadLetters: [] });
+  await admin("projector:apply", {
+    generation: 1,
+    writes: writes.map((w, i) => ({ ...w, position: pos(lsn, i) })),
+    deadLetters: [],
+  });
 }
 
 test("the page shows alice's read model and redraws after a commit", async () => {
@@ -92,8 +101,18 @@ test("the page shows alice's read model and redraws after a commit", async () =>
 
   const runRow = page.locator('#runs tr[data-key="r-alice-1"]');
   await runRow.waitFor({ timeout: 20_000 });
-  expect(await runRow.locator("td").allTextContents()).toEqual(["r-alice-1", "index the repo", "running", "2", "0 / 0", "1", "run.created"]);
-  expect(await page.locator("#workers tr[data-key]").allTextContents()).toEqual(["w-alice-1runninghost-70worker.requested"]);
+  expect(await runRow.locator("td").allTextContents()).toEqual([
+    "r-alice-1",
+    "index the repo",
+    "running",
+    "2",
+    "0 / 0",
+    "1",
+    "run.created",
+  ]);
+  expect(await page.locator("#workers tr[data-key]").allTextContents()).toEqual([
+    "w-alice-1runninghost-70worker.requested",
+  ]);
   expect(await page.locator("#inbox li").allTextContents()).toEqual(["hi"]);
   expect(await page.locator("#auth").textContent()).toBe("auth: alice");
   // Bob's run exists but is not alice's.
@@ -103,10 +122,22 @@ test("the page shows alice's read model and redraws after a commit", async () =>
   // A commit: the run moves on and a second one starts.
   const updatesBefore = Number(await page.evaluate(() => document.body.dataset.updates));
   await apply([
-    { table: "runs", key: "r-alice-1", doc: run("r-alice-1", "alice", { title: "index the repo", status: "completed", stepCount: 5, eventCount: 7, lastEventType: "run.completed" }) },
+    {
+      table: "runs",
+      key: "r-alice-1",
+      doc: run("r-alice-1", "alice", {
+        title: "index the repo",
+        status: "completed",
+        stepCount: 5,
+        eventCount: 7,
+        lastEventType: "run.completed",
+      }),
+    },
     { table: "runs", key: "r-alice-2", doc: run("r-alice-2", "alice", { title: "write the summary" }) },
   ]);
-  await page.locator('#runs tr[data-key="r-alice-1"] td:nth-child(3)', { hasText: "completed" }).waitFor({ timeout: 10_000 });
+  await page
+    .locator('#runs tr[data-key="r-alice-1"] td:nth-child(3)', { hasText: "completed" })
+    .waitFor({ timeout: 10_000 });
   expect(await page.locator("#runs tr[data-key]").count()).toBe(2);
   expect(await page.locator('#runs tr[data-key="r-alice-1"] td').nth(3).textContent()).toBe("5");
   expect(Number(await page.evaluate(() => document.body.dataset.updates))).toBeGreaterThan(updatesBefore);

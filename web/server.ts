@@ -32,7 +32,9 @@ export async function bundlePage(): Promise<string> {
   return out.outputFiles[0]!.text;
 }
 
-export async function startDemoWeb(o: { port?: number; audience?: string; ttlSeconds?: number } = {}): Promise<IssuerServer> {
+export async function startDemoWeb(
+  o: { port?: number; audience?: string; ttlSeconds?: number } = {},
+): Promise<IssuerServer> {
   const [js, key] = await Promise.all([bundlePage(), generateIssuerKey()]);
   const html = readFileSync(join(webDir, "index.html"), "utf8");
   return await startIssuer({
