@@ -79,9 +79,17 @@ export interface SyncEngine {
   latestTs(): bigint;
 }
 
-export const PROTOCOL_PING_MS = 15_000;
-export const WS_PING_MS = 5_000;
-export const CLIENT_TIMEOUT_MS = 120_000;
+/** Heartbeats: Convex's HEARTBEAT_INTERVALs and CLIENT_TIMEOUT (tests shorten them). */
+export interface SyncTiming {
+  /** A protocol `Ping` after this long without sending anything. */
+  protocolPingMs: number;
+  /** A WebSocket ping this often. */
+  wsPingMs: number;
+  /** The socket is dropped after this long without anything from the client. */
+  clientTimeoutMs: number;
+}
+
+export const DEFAULT_TIMING: SyncTiming = { protocolPingMs: 15_000, wsPingMs: 5_000, clientTimeoutMs: 120_000 };
 /** Largest client message (Convex's argument limit). */
 export const MAX_CLIENT_MESSAGE_BYTES = 16 * 1024 * 1024;
 /** SYNC_MAX_SEND_TRANSITION_COUNT: no new update while this many Transitions are unsent. */
@@ -163,6 +171,7 @@ class SyncSession {
     private readonly ws: WebSocket,
     private readonly engine: SyncEngine,
     private readonly stats: SyncStats,
+    private readonly timing: SyncTiming,
     private readonly onClose: () => void,
   ) {
     ws.on("message", (data, isBinary) => {
@@ -177,12 +186,12 @@ class SyncSession {
     ws.on("close", () => this.shutdown());
     ws.on("error", () => this.shutdown());
     this.wsPing = setInterval(() => {
-      if (Date.now() - this.lastReceived > CLIENT_TIMEOUT_MS) {
+      if (Date.now() - this.lastReceived > this.timing.clientTimeoutMs) {
         ws.terminate();
         return;
       }
       ws.ping();
-    }, WS_PING_MS);
+    }, this.timing.wsPingMs);
     this.resetPing();
   }
 
@@ -214,7 +223,7 @@ class SyncSession {
   private resetPing() {
     clearTimeout(this.pingTimer);
     if (this.closed) return;
-    this.pingTimer = setTimeout(() => this.send({ type: "Ping" }), PROTOCOL_PING_MS);
+    this.pingTimer = setTimeout(() => this.send({ type: "Ping" }), this.timing.protocolPingMs);
   }
 
   private send(msg: Record<string, unknown>) {
@@ -513,7 +522,7 @@ export interface SyncServer {
   close(): void;
 }
 
-export function createSyncServer(engine: SyncEngine): SyncServer {
+export function createSyncServer(engine: SyncEngine, timing: SyncTiming = DEFAULT_TIMING): SyncServer {
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_CLIENT_MESSAGE_BYTES });
   const sessions = new Set<SyncSession>();
   const stats: SyncStats = { sessions: 0, transitions: 0, queryRuns: 0 };
@@ -526,7 +535,7 @@ export function createSyncServer(engine: SyncEngine): SyncServer {
         return;
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
-        const s = new SyncSession(ws, engine, stats, () => {
+        const s = new SyncSession(ws, engine, stats, timing, () => {
           sessions.delete(s);
           stats.sessions = sessions.size;
         });
