@@ -238,8 +238,8 @@ describe("the sync protocol's answers", () => {
 
   test("an identity past its exp is refused at the next update (TokenExpired)", async () => {
     const s = await rawSocket();
-    // exp one second ahead: valid now, expired soon.
-    const token = await issuer.mint("alice", { issuedAt: Math.floor(Date.now() / 1000) - 10, ttlSeconds: 11 });
+    // exp 1-2 s ahead (whole seconds): valid now, expired soon.
+    const token = await issuer.mint("alice", { issuedAt: Math.floor(Date.now() / 1000) - 10, ttlSeconds: 12 });
     s.send({ type: "Authenticate", tokenType: "User", value: token, baseVersion: 0 });
     s.send({
       type: "ModifyQuerySet",
