@@ -15,7 +15,7 @@
  * typ JWT, kid = the key's RFC 7638 thumbprint.
  */
 import { randomUUID } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { pathToFileURL } from "node:url";
@@ -201,6 +201,7 @@ async function cli(argv: string[]) {
   switch (cmd) {
     case "keygen": {
       const out = need(flags, "out");
+      if (existsSync(out)) throw new Error(`${out} exists: refusing to overwrite a key (remove it first, or choose another --out)`);
       const key = await generateIssuerKey();
       writeFileSync(out, JSON.stringify(key.privateJwk, null, 2) + "\n", { mode: 0o600, flag: "wx" });
       console.log(`wrote the private key to ${out} (kid ${key.publicJwk.kid}); publish \`jwks --key ${out}\``);
