@@ -163,7 +163,9 @@ class LocalConvex:
         self.port = free_port()
         self.key = "bench-" + os.urandom(8).hex()
         self.p = subprocess.Popen(
-            ["npm", "run", "local-backend", "--", "--port", str(self.port), "--admin-key", self.key],
+            ["npm", "run", "local-backend", "--", "--port", str(self.port)],
+            # The admin key only by environment (local-backend refuses --admin-key).
+            env=dict(os.environ, CONVEX_ADMIN_KEY=self.key),
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True)
         end = time.monotonic() + 120

@@ -10,7 +10,7 @@ import { convexTest } from "convex-test";
 import { makeFunctionReference } from "convex/server";
 import schema from "../convex/schema";
 import type { Identity } from "./auth";
-import { convexTestInternals } from "./convex-test-internals";
+import { convexTestInternals, type DatabaseFake } from "./convex-test-internals";
 import { installIndexes, type IndexStats } from "./indexes";
 import { checkArgs, checkResult, installLimits } from "./limits";
 import type { Kind, Modules } from "./routing";
@@ -63,11 +63,14 @@ export class Executor {
   private readonly listeners = new Set<CommitListener>();
   /** How queries were answered (index bucket vs whole table). */
   readonly indexStats: IndexStats;
+  /** convex-test's database, for read and write tracking (live.ts). */
+  readonly db: DatabaseFake;
 
   constructor(modules: Modules) {
     // convex-test's own limits are off: limits.ts counts as the real backend does.
     this.t = convexTest({ schema, modules: withResultChecks(modules), transactionLimits: false });
     const { db, transactionManager, global } = convexTestInternals(this.t);
+    this.db = db;
     this.indexStats = installIndexes(db);
     installLimits(db, transactionManager, global);
   }
@@ -84,6 +87,24 @@ export class Executor {
       checkArgs(name, args);
       return await this.call(kind, name, args, identity);
     });
+  }
+
+  /**
+   * Runs `f` alone in the queue: every query it makes through `query` reads
+   * the same state, the one left by the calls queued before it (what a
+   * sync update needs to send one consistent Transition).
+   */
+  snapshot<T>(
+    f: (
+      query: (name: string, args: Record<string, unknown>, identity: Identity | null) => Promise<unknown>,
+    ) => Promise<T>,
+  ): Promise<T> {
+    return this.serialized(() =>
+      f(async (name, args, identity) => {
+        checkArgs(name, args);
+        return await this.call("query", name, args, identity);
+      }),
+    );
   }
 
   private async call(kind: Kind, name: string, args: Record<string, unknown>, identity: Identity | null) {

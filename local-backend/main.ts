@@ -4,9 +4,14 @@
  * exits on SIGTERM/SIGINT or when the process that launched it dies.
  * The admin key comes only from the environment (CONVEX_ADMIN_KEY, then
  * CONVEX_SELF_HOSTED_ADMIN_KEY): process arguments are world-readable.
+ * Bearer tokens are verified against convex/auth.config.ts (JWT_ISSUER,
+ * JWT_JWKS_URL, JWT_APPLICATION_ID); clients subscribe on /api/<v>/sync.
  */
 import { readFileSync } from "node:fs";
 import { parseCli } from "./cli";
+import { createVerifier, providersFromAuthConfig } from "./jwt";
+import { bearerVerifier, enableLiveClients } from "./live";
+import { convexModules } from "./modules";
 import { startBackend } from "./server";
 
 /**
@@ -42,7 +47,15 @@ function alive(pid: number) {
 
 try {
   const opts = parseCli(process.argv.slice(2), process.env);
-  const b = await startBackend(opts);
+  const verifier = createVerifier({ providers: await providersFromAuthConfig() });
+  const b = await startBackend({ ...opts, verifyBearer: bearerVerifier(verifier) });
+  enableLiveClients(b, { verifier, modules: convexModules() });
+  const issuers = verifier.providers.map((p) => p.issuer).join(", ");
+  console.error(
+    issuers === ""
+      ? "local-backend: no JWT provider configured (JWT_ISSUER, JWT_JWKS_URL, JWT_APPLICATION_ID unset): Bearer tokens are refused"
+      : `local-backend: Bearer tokens verified against ${issuers}`,
+  );
   console.log(`local convex backend listening on ${b.url}`);
   const stop = () => {
     b.close().then(() => process.exit(0));

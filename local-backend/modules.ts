@@ -30,7 +30,11 @@ export function convexModules(): Record<string, () => Promise<any>> {
   for (const file of walk(convexDir)) {
     const key = "/convex/" + relative(convexDir, file).split("\\").join("/");
     const url = pathToFileURL(file).href;
-    map[key] = () => import(url);
+    // convex-test loads the module on every call: import once. (A repeated
+    // dynamic import still goes through the loader's resolve hook, ~ms each
+    // under tsx, which dominated a short query.)
+    let loaded: Promise<any> | undefined;
+    map[key] = () => (loaded ??= import(url));
   }
   return map;
 }

@@ -5,16 +5,26 @@ import { request } from "node:http";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, test } from "vitest";
+import { generateIssuerKey, startIssuer, type IssuerServer } from "../tools/token-issuer";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const ADMIN = "test-admin-key-123";
 let child: ChildProcess;
 let url = "";
+// The app backend's token issuer: the backend verifies Bearer tokens against it.
+let issuer: IssuerServer;
 
 beforeAll(async () => {
+  issuer = await startIssuer({ key: await generateIssuerKey(), audience: "server-test" });
   child = spawn("npm", ["run", "--silent", "local-backend", "--", "--port", "0"], {
     cwd: root,
-    env: { ...process.env, CONVEX_ADMIN_KEY: ADMIN },
+    env: {
+      ...process.env,
+      CONVEX_ADMIN_KEY: ADMIN,
+      JWT_ISSUER: issuer.issuer,
+      JWT_JWKS_URL: issuer.jwksUrl,
+      JWT_APPLICATION_ID: "server-test",
+    },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });
@@ -34,8 +44,9 @@ beforeAll(async () => {
   });
 }, 30000);
 
-afterAll(() => {
+afterAll(async () => {
   if (child?.pid) process.kill(-child.pid, "SIGTERM");
+  await issuer?.close();
 });
 
 type Res = { status: number; headers: Record<string, any>; body: any; text: string } | { dropped: true };
@@ -73,7 +84,9 @@ function call(
         res.on("error", () => ok({ dropped: true }));
       },
     );
-    req.on("error", (e: any) => (e.code === "ECONNRESET" || e.message === "socket hang up" ? ok({ dropped: true }) : fail(e)));
+    req.on("error", (e: any) =>
+      e.code === "ECONNRESET" || e.message === "socket hang up" ? ok({ dropped: true }) : fail(e),
+    );
     if (data !== undefined) req.write(data);
     req.end();
   });
@@ -91,7 +104,11 @@ const thread = (k: string, owner: string, runCount: number) => ({
 const apply = (key: string, p: number, runCount = 1) => ({
   path: "projector:apply",
   format: "json",
-  args: { generation: 1, writes: [{ table: "threads", key, position: pos(p), doc: thread(key, "alice", runCount) }], deadLetters: [] },
+  args: {
+    generation: 1,
+    writes: [{ table: "threads", key, position: pos(p), doc: thread(key, "alice", runCount) }],
+    deadLetters: [],
+  },
 });
 const ok = (r: Res) => {
   if ("dropped" in r) throw new Error("dropped");
@@ -104,10 +121,12 @@ test("version", async () => {
 });
 
 /** `errorMessage` without its first line (`[Request ID: …] Server Error`). */
-const jsError = (r: Res) => ("dropped" in r ? "dropped" : String(r.body.errorMessage).replace(/^\[Request ID: [0-9a-f]{16}\] Server Error\n/, ""));
+const jsError = (r: Res) =>
+  "dropped" in r ? "dropped" : String(r.body.errorMessage).replace(/^\[Request ID: [0-9a-f]{16}\] Server Error\n/, "");
 
 test("internal functions need the admin key; without it they do not exist (HTTP 200, as Convex)", async () => {
-  for (const auth of [null, "Bearer x.eyJzdWIiOiJhbGljZSJ9.y"]) {
+  // A user's (verified) token does not make internal functions visible either.
+  for (const auth of [null, `Bearer ${await issuer.mint("alice")}`]) {
     const r = ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} }, auth));
     expect(r.status).toBe(200);
     expect(jsError(r)).toBe("Could not find public function for 'projector:getActive'.\n");
@@ -129,7 +148,10 @@ test("success shape, run path, guarded upsert", async () => {
   const b = ok(await call("POST", "/api/run/projector/apply", { args: apply("t1", 9).args, format: "json" }));
   expect(b.body.value).toMatchObject({ applied: 0, skipped: 1 });
   const page = ok(
-    await call("POST", "/api/query", { path: "projector:page", args: { table: "threads", generation: 1, cursor: null, limit: 10 } }),
+    await call("POST", "/api/query", {
+      path: "projector:page",
+      args: { table: "threads", generation: 1, cursor: null, limit: 10 },
+    }),
   );
   expect(page.body.value.docs).toHaveLength(1);
   expect(page.body.value.nextCursor).toBeNull();
@@ -162,10 +184,18 @@ test("results are printed in the requested format; int64 and special floats per 
   const int5 = { $integer: Buffer.from(new BigInt64Array([5n]).buffer).toString("base64") };
   const negZero = { $float: Buffer.from(new Float64Array([-0]).buffer).toString("base64") };
   const value = { n: int5, two: 2, z: negZero, b: { $bytes: "AQ==" }, big: 1e21 };
-  const s = ok(await call("POST", "/api/mutation", { path: "projector:setState", args: { generation: 1, key: "i", value } }));
+  const s = ok(
+    await call("POST", "/api/mutation", { path: "projector:setState", args: { generation: 1, key: "i", value } }),
+  );
   expect(s.text).toBe('{"status":"success","value":null}');
   const get = (extra: object, headers?: string) =>
-    call("POST", "/api/query", { path: "projector:getState", args: { generation: 1, key: "i" }, ...extra }, `Convex ${ADMIN}`, headers);
+    call(
+      "POST",
+      "/api/query",
+      { path: "projector:getState", args: { generation: 1, key: "i" }, ...extra },
+      `Convex ${ADMIN}`,
+      headers,
+    );
   const encoded = ok(await get({ format: "convex_encoded_json" }));
   expect(encoded.text).toBe(
     `{"status":"success","value":{"b":{"$bytes":"AQ=="},"big":1e21,"n":{"$integer":"${int5.$integer}"},"two":2.0,"z":{"$float":"${negZero.$float}"}}}`,
@@ -180,7 +210,11 @@ test("results are printed in the requested format; int64 and special floats per 
 
 test("an unknown format is a 400 BadFormat after the function ran, as on Convex", async () => {
   const r = ok(
-    await call("POST", "/api/mutation", { path: "projector:setState", args: { generation: 1, key: "fmt", value: 1 }, format: "xml" }),
+    await call("POST", "/api/mutation", {
+      path: "projector:setState",
+      args: { generation: 1, key: "fmt", value: 1 },
+      format: "xml",
+    }),
   );
   expect(r.status).toBe(400);
   expect(r.body).toEqual({ code: "BadFormat", message: "format param must be one of [`json`]. Got xml" });
@@ -202,11 +236,19 @@ test("errorData is printed in the requested format too", async () => {
 
 test("bearer identity scopes public queries", async () => {
   await call("POST", "/api/mutation", { path: "projector:setActive", args: { generation: 1, expected: null } });
-  const jwt = (sub: string) => `Bearer h.${Buffer.from(JSON.stringify({ sub, iss: "test" })).toString("base64url")}.s`;
-  const alice = ok(await call("POST", "/api/query", { path: "threads:list", args: {} }, jwt("alice")));
+  const jwt = async (sub: string) => `Bearer ${await issuer.mint(sub)}`;
+  const alice = ok(await call("POST", "/api/query", { path: "threads:list", args: {} }, await jwt("alice")));
   expect(alice.body.value.map((d: any) => d.key)).toEqual(["t1"]);
-  const bob = ok(await call("POST", "/api/query", { path: "threads:list", args: {} }, jwt("bob")));
+  const bob = ok(await call("POST", "/api/query", { path: "threads:list", args: {} }, await jwt("bob")));
   expect(bob.body.value).toEqual([]);
+  // An unsigned token naming alice is refused, with Convex's 401 answer.
+  const forged = `Bearer h.${Buffer.from(JSON.stringify({ sub: "alice", iss: issuer.issuer, aud: "server-test" })).toString("base64url")}.s`;
+  const refused = ok(await call("POST", "/api/query", { path: "threads:list", args: {} }, forged));
+  expect(refused.status).toBe(401);
+  expect(refused.body).toEqual({
+    code: "InvalidAuthHeader",
+    message: "Could not decode token. JWT may be missing a 'kid' (key ID) header.",
+  });
   const anon = ok(await call("POST", "/api/query", { path: "threads:get", args: { threadId: "t1" } }, null));
   expect(anon.body).toMatchObject({ status: "success", value: null });
 });
@@ -214,7 +256,9 @@ test("bearer identity scopes public queries", async () => {
 test("fault injection: status, latency, drop before and after commit", async () => {
   const stats0 = ok(await call("GET", "/_stats")).body;
 
-  expect(ok(await call("POST", "/_faults", { kind: "status", status: 429, count: 1, retryAfterSeconds: 3 })).status).toBe(200);
+  expect(
+    ok(await call("POST", "/_faults", { kind: "status", status: 429, count: 1, retryAfterSeconds: 3 })).status,
+  ).toBe(200);
   const r429 = ok(await call("POST", "/api/mutation", apply("f1", 20)));
   expect(r429.status).toBe(429);
   expect(r429.headers["retry-after"]).toBe("3");
@@ -227,25 +271,48 @@ test("fault injection: status, latency, drop before and after commit", async () 
     expect(r.body.code).toEqual(expect.any(String));
   }
   // None of the faulted calls executed.
-  let load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["f1"] } }));
+  let load = ok(
+    await call("POST", "/api/query", {
+      path: "projector:load",
+      args: { generation: 1, table: "threads", keys: ["f1"] },
+    }),
+  );
   expect(load.body.value).toEqual([]);
 
   // An OCC failure: Convex's 503 shape; nothing ran.
   await call("POST", "/_faults", { kind: "occ", count: 1 });
   const occ = ok(await call("POST", "/api/mutation", apply("f1", 20)));
   expect(occ.status).toBe(503);
-  expect(occ.body).toMatchObject({ code: "OptimisticConcurrencyControlFailure", message: expect.stringMatching(/^Data read or written/) });
-  load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["f1"] } }));
+  expect(occ.body).toMatchObject({
+    code: "OptimisticConcurrencyControlFailure",
+    message: expect.stringMatching(/^Data read or written/),
+  });
+  load = ok(
+    await call("POST", "/api/query", {
+      path: "projector:load",
+      args: { generation: 1, table: "threads", keys: ["f1"] },
+    }),
+  );
   expect(load.body.value).toEqual([]);
 
   await call("POST", "/_faults", { kind: "drop_before", count: 1 });
   expect(await call("POST", "/api/mutation", apply("f1", 20))).toEqual({ dropped: true });
-  load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["f1"] } }));
+  load = ok(
+    await call("POST", "/api/query", {
+      path: "projector:load",
+      args: { generation: 1, table: "threads", keys: ["f1"] },
+    }),
+  );
   expect(load.body.value).toEqual([]);
 
   await call("POST", "/_faults", { kind: "drop_after", count: 1 });
   expect(await call("POST", "/api/mutation", apply("f1", 20))).toEqual({ dropped: true });
-  load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["f1"] } }));
+  load = ok(
+    await call("POST", "/api/query", {
+      path: "projector:load",
+      args: { generation: 1, table: "threads", keys: ["f1"] },
+    }),
+  );
   expect(load.body.value).toHaveLength(1); // committed although the client saw a dropped connection
   // The retry is absorbed by the position guard.
   const retry = ok(await call("POST", "/api/mutation", apply("f1", 20)));
@@ -275,23 +342,35 @@ test("bodies over 16 MiB + 2000 bytes are refused as Convex does; under that, ar
   const body = (pad: number) => JSON.stringify({ path: "projector:getActive", args: { pad: "x".repeat(pad) } });
   const over = ok(await call("POST", "/api/query", body(16 * 1024 * 1024 + 2000)));
   expect(over.status).toBe(400);
-  expect(over.body).toEqual({ code: "BadJsonBody", message: "Failed to buffer the request body: length limit exceeded" });
+  expect(over.body).toEqual({
+    code: "BadJsonBody",
+    message: "Failed to buffer the request body: length limit exceeded",
+  });
   const under = ok(await call("POST", "/api/query", body(16 * 1024 * 1024)));
   expect(under.status).toBe(200);
-  expect(under.body.errorMessage).toMatch(/\nArguments for projector\.js:getActive are too large \(actual: 16\.00 MiB, limit: 16 MiB\)\n$/);
+  expect(under.body.errorMessage).toMatch(
+    /\nArguments for projector\.js:getActive are too large \(actual: 16\.00 MiB, limit: 16 MiB\)\n$/,
+  );
 });
 
 test("a function call needs Content-Type: application/json", async () => {
   const r = await new Promise<{ status: number; body: any }>((done, fail) => {
-    const req = request(url + "/api/query", { method: "POST", headers: { authorization: `Convex ${ADMIN}` } }, (res) => {
-      let t = "";
-      res.on("data", (d) => (t += d));
-      res.on("end", () => done({ status: res.statusCode!, body: JSON.parse(t) }));
-    });
+    const req = request(
+      url + "/api/query",
+      { method: "POST", headers: { authorization: `Convex ${ADMIN}` } },
+      (res) => {
+        let t = "";
+        res.on("data", (d) => (t += d));
+        res.on("end", () => done({ status: res.statusCode!, body: JSON.parse(t) }));
+      },
+    );
     req.on("error", fail);
     req.end(JSON.stringify({ path: "projector:getActive", args: {} }));
   });
-  expect(r).toEqual({ status: 400, body: { code: "BadJsonBody", message: "Expected request with `Content-Type: application/json`" } });
+  expect(r).toEqual({
+    status: 400,
+    body: { code: "BadJsonBody", message: "Expected request with `Content-Type: application/json`" },
+  });
 });
 
 test("fault injection: reject_key fails every apply that writes that key, until clear", async () => {
@@ -307,7 +386,12 @@ test("fault injection: reject_key fails every apply that writes that key, until 
   // Other keys are unaffected.
   const other = ok(await call("POST", "/api/mutation", apply("rk2", 30)));
   expect(other.body.value).toMatchObject({ applied: 1 });
-  const load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["rk1"] } }));
+  const load = ok(
+    await call("POST", "/api/query", {
+      path: "projector:load",
+      args: { generation: 1, table: "threads", keys: ["rk1"] },
+    }),
+  );
   expect(load.body.value).toEqual([]);
   expect(ok(await call("POST", "/_faults", { kind: "reject_key" })).status).toBe(400);
   await call("POST", "/_faults", { kind: "clear" });

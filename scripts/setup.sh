@@ -14,6 +14,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# The live page's test drives Debian's Chromium (web/page.test.ts).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (Debian packages)"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

@@ -5,7 +5,9 @@
 //!     │ loadgen writers ──INSERT──▶ runtime.events
 //!     ▼
 //!  projector run (in process) ──▶ local Convex backend (convex/ in convex-test)
-//!     │
+//!     │                                   │ WebSocket sync, verified JWTs
+//!     │                        live page (web/, official Convex client)
+//!     │                        served with its token issuer by `demo-web`
 //!  live progress (events/s, lag) ──▶ catch up ──▶ verify ──▶ summary
 //! ```
 
@@ -19,6 +21,7 @@ use crate::config::{CommonArgs, ConvexArgs, MetricsArgs, SourceArgs};
 use crate::metrics::{Health, Metrics};
 use crate::sandbox::convex::{repo_root, LocalConvex};
 use crate::sandbox::postgres::LocalPostgres;
+use crate::sandbox::web::DemoWeb;
 use crate::sink::ConvexClient;
 
 #[derive(Args, Debug)]
@@ -38,6 +41,12 @@ pub struct DemoArgs {
     /// Where /metrics, /healthz and /readyz listen during the demo.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub metrics_addr: String,
+    /// The user whose read model the live page shows (loadgen users are u0, u1, …).
+    #[arg(long, default_value = "u1")]
+    pub page_user: String,
+    /// After the summary, keep the backend and the live page up until Ctrl-C.
+    #[arg(long)]
+    pub hold: bool,
 }
 
 pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -48,8 +57,17 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // The schema file creates the publication; the slot is ours to make.
     let sql = crate::source::sql::connect(&db.url).await?;
     crate::source::slot::create_slot(&sql, crate::config::DEFAULT_SLOT).await?;
+    eprintln!("demo: starting the demo app backend (token issuer and live page)...");
+    let web = DemoWeb::start(&repo_root()).await?;
     eprintln!("demo: starting the local Convex backend (convex/ functions in convex-test)...");
-    let convex = LocalConvex::start(&repo_root()).await?;
+    let convex = LocalConvex::start_with_env(&repo_root(), &web.jwt_env).await?;
+    let page = web.page_url(&convex.url, &args.page_user)?;
+    let token = web.token(&args.page_user).await?;
+    println!("demo: live page for {}: {page}", args.page_user);
+    println!(
+        "demo: a token for {} (RS256, 10 min; Authorization: Bearer …): {token}",
+        args.page_user
+    );
 
     let common = CommonArgs {
         source: SourceArgs {
@@ -166,13 +184,18 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         metrics.events_ignored_total.with_label_values(&["unknown_type"]).get() + metrics.events_ignored_total.with_label_values(&["prefix_mismatch"]).get(),
         elapsed
     );
-    Ok(if outcome.report.is_exact() && outcome.caught_up {
+    let code = if outcome.report.is_exact() && outcome.caught_up {
         println!("demo: OK — Convex equals a fresh fold of runtime.events");
         ExitCode::SUCCESS
     } else {
         println!("demo: FAILED — see the differences above");
         ExitCode::from(1)
-    })
+    };
+    if args.hold {
+        println!("demo: the live page stays up at {page} (Ctrl-C to stop)");
+        tokio::signal::ctrl_c().await?;
+    }
+    Ok(code)
 }
 
 fn progress(total: u64) -> ProgressBar {

@@ -17,7 +17,7 @@ pub mod metrics;
 pub(crate) mod pipeline;
 pub mod projection;
 pub(crate) mod rebuild;
-pub(crate) mod sandbox;
+pub mod sandbox;
 pub mod secret;
 pub mod setup;
 pub mod sink;

@@ -8,6 +8,7 @@
 mod support;
 
 mod backfill;
+mod client_live;
 mod config_docs;
 mod deploy_files;
 mod loadgen_traffic;

@@ -31,8 +31,13 @@ pub fn free_port() -> std::io::Result<u16> {
 }
 
 impl LocalConvex {
-    /// Starts the backend from `root` and waits for its `listening` line.
-    pub async fn start(root: &Path) -> anyhow::Result<LocalConvex> {
+    /// Starts the backend from `root` with extra environment (e.g.
+    /// `JWT_ISSUER`, `JWT_JWKS_URL`, `JWT_APPLICATION_ID` for
+    /// `convex/auth.config.ts`) and waits for its `listening` line.
+    pub async fn start_with_env(
+        root: &Path,
+        env: &[(String, String)],
+    ) -> anyhow::Result<LocalConvex> {
         if !root.join("node_modules").is_dir() {
             anyhow::bail!(
                 "{} has no node_modules: run `npm ci` there first (scripts/setup.sh does it)",
@@ -47,6 +52,7 @@ impl LocalConvex {
             .arg(port.to_string())
             // By environment: process arguments are visible to every local user.
             .env("CONVEX_ADMIN_KEY", &key)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

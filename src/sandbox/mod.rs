@@ -1,6 +1,8 @@
 //! Throwaway infrastructure on this machine, for `demo`, benchmarks and
-//! tests: a PostgreSQL cluster in a temp dir and the local Convex backend.
+//! tests: a PostgreSQL cluster in a temp dir, the local Convex backend and
+//! the demo's app backend (token issuer and live page).
 //! Never used by `run` against real deployments.
 
 pub mod convex;
 pub mod postgres;
+pub mod web;

@@ -34,10 +34,16 @@ impl ConvexBackend {
     /// Starts a backend and waits until it listens. Panics with the
     /// backend's output if it does not come up.
     pub fn start() -> ConvexBackend {
+        Self::start_with_env(&[])
+    }
+
+    /// Like [`ConvexBackend::start`], with extra environment for the backend
+    /// (`JWT_ISSUER`, `JWT_JWKS_URL`, `JWT_APPLICATION_ID`: auth.config.ts).
+    pub fn start_with_env(env: &[(String, String)]) -> ConvexBackend {
         let mut last_err = String::new();
         // A free port can be taken between probing and binding: retry.
         for _ in 0..3 {
-            match Self::try_start() {
+            match Self::try_start(env) {
                 Ok(b) => return b,
                 Err(e) => last_err = e,
             }
@@ -45,7 +51,7 @@ impl ConvexBackend {
         panic!("local Convex backend did not start: {last_err}");
     }
 
-    fn try_start() -> Result<ConvexBackend, String> {
+    fn try_start(env: &[(String, String)]) -> Result<ConvexBackend, String> {
         let root = env!("CARGO_MANIFEST_DIR");
         if !std::path::Path::new(root).join("node_modules").is_dir() {
             return Err(format!(
@@ -59,6 +65,7 @@ impl ConvexBackend {
             .args(["--port", &port.to_string()])
             // By environment: process arguments are visible to every local user.
             .env("CONVEX_ADMIN_KEY", key.expose())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(root)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
