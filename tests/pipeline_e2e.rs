@@ -144,3 +144,51 @@ async fn loadgen_traffic_ends_exact_in_convex() {
         .expect("exits after SIGTERM");
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
 }
+
+/// A database whose settings change the text Postgres sends (DateStyle,
+/// TimeZone): both connections pin their own, so timestamps still parse and
+/// nothing becomes an `invalid_timestamp` dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_iso_datestyle_changes_nothing() {
+    let db = pg::shared().await.fresh_db().await;
+    let sql = db.client().await;
+    sql.batch_execute(&format!(
+        "ALTER DATABASE {} SET DateStyle = 'SQL, DMY'; ALTER DATABASE {} SET TimeZone = 'Asia/Kolkata'; \
+         ALTER DATABASE {} SET IntervalStyle = 'sql_standard'",
+        db.dbname, db.dbname, db.dbname
+    ))
+    .await
+    .unwrap();
+    let slot = db.slot_name();
+    projector::source::slot::create_slot(&sql, &slot)
+        .await
+        .unwrap();
+    let convex = ConvexBackend::start();
+    let mut proc = Projector::spawn(
+        &db.url,
+        convex.url(),
+        convex.admin_key().expose(),
+        &slot,
+        &[],
+    );
+    assert!(proc
+        .wait_ready(true, Duration::from_secs(30))
+        .await
+        .is_some());
+    let report = generate(&db.secret(), small_spec(500, 0.0)).await.unwrap();
+    wait_caught_up(&sql, &slot, Duration::from_secs(120)).await;
+    let m = proc.metrics().await.expect("metrics");
+    assert_eq!(
+        projector_proc::metric_labeled(
+            &m,
+            "projector_events_dead_lettered_total",
+            "reason=\"invalid_timestamp\""
+        ),
+        0.0,
+        "{m}"
+    );
+    let outcome = assert_exact(&db, &convex, &slot).await;
+    assert_eq!(outcome.events, report.total);
+    proc.term();
+    let _ = tokio::time::timeout(Duration::from_secs(30), proc.wait()).await;
+}

@@ -23,17 +23,14 @@ const USERS: u64 = 10;
 /// What one checker round saw, per user: (runs visible, sum of eventCount).
 type Round = (Instant, Vec<(usize, f64)>);
 
-async fn read_round(http: &reqwest::Client, url: &str) -> Result<Vec<(usize, f64)>, String> {
+async fn read_round(
+    http: &reqwest::Client,
+    url: &str,
+    tokens: &[String],
+) -> Result<Vec<(usize, f64)>, String> {
     let mut out = vec![];
-    for u in 0..USERS {
-        let runs = cli::user_query(
-            http,
-            url,
-            &format!("u{u}"),
-            "runs:list",
-            json!({"limit": 200}),
-        )
-        .await?;
+    for token in tokens {
+        let runs = cli::user_query(http, url, token, "runs:list", json!({"limit": 200})).await?;
         let runs = runs.as_array().cloned().unwrap_or_default();
         let events: f64 = runs.iter().filter_map(|r| r["eventCount"].as_f64()).sum();
         out.push((runs.len(), events));
@@ -48,7 +45,16 @@ async fn rebuild_under_traffic_switches_without_clients_noticing() {
     projector::source::slot::create_slot(&sql, SLOT)
         .await
         .unwrap();
-    let convex = convex_backend::ConvexBackend::start();
+    // Clients hold tokens the backend verifies (RS256, the demo's issuer).
+    let web =
+        projector::sandbox::web::DemoWeb::start(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+            .await
+            .expect("token issuer");
+    let convex = convex_backend::ConvexBackend::start_with_env(&web.jwt_env);
+    let mut tokens = Vec::new();
+    for u in 0..USERS {
+        tokens.push(web.token(&format!("u{u}")).await.expect("a token"));
+    }
     let env = cli::Env {
         db_url: db.url.clone(),
         convex_url: convex.url().to_string(),
@@ -110,7 +116,7 @@ async fn rebuild_under_traffic_switches_without_clients_noticing() {
                 if *check_stop.borrow() {
                     return;
                 }
-                match read_round(&http, &url).await {
+                match read_round(&http, &url, &tokens).await {
                     Ok(r) => rounds.lock().unwrap().push((Instant::now(), r)),
                     Err(e) => panic!("client query failed: {e}"),
                 }

@@ -85,7 +85,9 @@ async fn doctor_reports_and_apply_fixes() {
 
 #[tokio::test]
 async fn least_privilege_role_script_is_enough_to_stream_and_read() {
-    let cluster = pg::shared().await;
+    // Its own cluster: roles are cluster-wide, and another test runs the
+    // same script on the shared one.
+    let cluster = pg::PgCluster::start(pg::PgOptions::default()).await;
     let db = cluster.fresh_db().await;
     let out = std::process::Command::new("psql")
         .arg(&db.url)

@@ -208,6 +208,9 @@ impl PgConn {
         if let Some(o) = &info.options {
             params.push(("options", o.as_str()));
         }
+        // After `options`, so a role's or the URL's settings cannot change
+        // the text pgoutput sends (timestamps, numbers) under us.
+        params.extend_from_slice(crate::source::TEXT_OUTPUT_SETTINGS);
         if replication {
             params.push(("replication", "database"));
         }

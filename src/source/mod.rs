@@ -24,3 +24,14 @@ pub mod tls;
 pub mod transport;
 
 pub use error::SourceError;
+
+/// Session settings that change the text Postgres sends (timestamps,
+/// intervals, floats), pinned on both connections whatever the role, the
+/// database or the URL set: a role with `DateStyle = 'SQL, DMY'` would make
+/// every `occurred_at` unparseable.
+pub const TEXT_OUTPUT_SETTINGS: &[(&str, &str)] = &[
+    ("DateStyle", "ISO"),
+    ("TimeZone", "UTC"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+];

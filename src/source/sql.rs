@@ -43,9 +43,17 @@ pub fn pg_config(info: &ConnInfo) -> tokio_postgres::Config {
     if let Some(p) = &info.password {
         cfg.password(p.expose());
     }
-    if let Some(o) = &info.options {
-        cfg.options(o);
-    }
+    // tokio-postgres sends no other startup settings: pin the text output
+    // through `options`, after the URL's own (the later `-c` wins).
+    let pinned: Vec<String> = crate::source::TEXT_OUTPUT_SETTINGS
+        .iter()
+        .map(|(k, v)| format!("-c {k}={v}"))
+        .collect();
+    let options = match &info.options {
+        Some(o) => format!("{o} {}", pinned.join(" ")),
+        None => pinned.join(" "),
+    };
+    cfg.options(&options);
     cfg
 }
 

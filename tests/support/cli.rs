@@ -6,7 +6,6 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
@@ -78,27 +77,18 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// An unsigned JWT for `sub` (the local backend decodes, never verifies).
-pub fn jwt(sub: &str) -> String {
-    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    format!(
-        "{}.{}.sig",
-        b.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
-        b.encode(json!({"sub": sub, "iss": "test"}).to_string())
-    )
-}
-
-/// A public query as user `sub`: `POST /api/query` with a bearer JWT.
+/// A public query with a user's bearer token (verified by the backend:
+/// mint it with `sandbox::web::DemoWeb::token`).
 pub async fn user_query(
     http: &reqwest::Client,
     convex_url: &str,
-    sub: &str,
+    token: &str,
     path: &str,
     args: Value,
 ) -> Result<Value, String> {
     let r = http
         .post(format!("{convex_url}/api/query"))
-        .bearer_auth(jwt(sub))
+        .bearer_auth(token)
         .json(&json!({"path": path, "args": args, "format": "json"}))
         .send()
         .await
