@@ -20,7 +20,7 @@ pub enum SourceError {
     SlotInUse { slot: String, message: String },
     #[error("replication slot \"{slot}\" does not exist: create it with `projector setup --apply` (or start a new generation with `projector rebuild`)")]
     SlotMissing { slot: String },
-    #[error("replication slot \"{slot}\" is invalidated and can no longer stream ({detail}): run `projector rebuild` to start from a fresh slot, and raise max_slot_wal_keep_size")]
+    #[error("replication slot \"{slot}\" is invalidated and can no longer stream ({detail}): run `projector rebuild` to start from a fresh slot, and {}", invalidation_remedy(detail))]
     SlotInvalidated { slot: String, detail: String },
     #[error("publication \"{publication}\" does not exist in this database: run `projector setup --apply` or `CREATE PUBLICATION {publication} FOR TABLE runtime.events;`")]
     PublicationMissing { publication: String },
@@ -110,6 +110,20 @@ impl SourceError {
                 message: full,
             },
         }
+    }
+}
+
+/// What keeps the next slot from the same end, by invalidation reason
+/// (`pg_replication_slots.invalidation_reason`, named in the detail).
+pub(crate) fn invalidation_remedy(detail: &str) -> &'static str {
+    if detail.contains("idle_timeout") {
+        "raise idle_replication_slot_timeout (0 turns it off) or keep a projector replica attached: the slot was unused longer than that"
+    } else if detail.contains("rows_removed") || detail.contains("conflict with recovery") {
+        "on a standby set hot_standby_feedback = on with a primary_slot_name, so the primary keeps the rows logical decoding needs"
+    } else if detail.contains("wal_level_insufficient") {
+        "keep wal_level = logical on the primary"
+    } else {
+        "raise max_slot_wal_keep_size"
     }
 }
 
