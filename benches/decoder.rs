@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use projector::source::event::{EventDecoder, SourceEvent};
 use projector::source::pgoutput::{self, Column, PgOutputMessage, Relation, TupleValue};
+use projector::source::pgoutput_encode;
 
 /// The allocator of the `projector` binary, so figures match it.
 #[global_allocator]
@@ -24,7 +25,7 @@ fn relation() -> Vec<u8> {
         type_oid,
         type_modifier: -1,
     };
-    pgoutput::encode(&PgOutputMessage::Relation(Relation {
+    pgoutput_encode::encode(&PgOutputMessage::Relation(Relation {
         xid: None,
         oid: OID,
         namespace: "runtime".into(),
@@ -45,7 +46,7 @@ fn relation() -> Vec<u8> {
 /// One transaction: Begin, `n` inserts, Commit (as XLogData payloads).
 fn transaction(t: u64, n: u64) -> Vec<Vec<u8>> {
     let lsn = 0x1000_0000 + t * 0x4000;
-    let mut out = vec![pgoutput::encode(&PgOutputMessage::Begin {
+    let mut out = vec![pgoutput_encode::encode(&PgOutputMessage::Begin {
         final_lsn: lsn,
         commit_time: 817_000_000_000_000 + t as i64,
         xid: 1000 + t as u32,
@@ -54,7 +55,7 @@ fn transaction(t: u64, n: u64) -> Vec<Vec<u8>> {
     for i in 0..n {
         let seq = t * n + i + 1;
         let r = seq % 200;
-        out.push(pgoutput::encode(&PgOutputMessage::Insert {
+        out.push(pgoutput_encode::encode(&PgOutputMessage::Insert {
             xid: None,
             relation: OID,
             new: vec![
@@ -71,7 +72,7 @@ fn transaction(t: u64, n: u64) -> Vec<Vec<u8>> {
             ],
         }));
     }
-    out.push(pgoutput::encode(&PgOutputMessage::Commit {
+    out.push(pgoutput_encode::encode(&PgOutputMessage::Commit {
         flags: 0,
         commit_lsn: lsn,
         end_lsn: lsn + 0x100,

@@ -1,6 +1,6 @@
 /**
  * Client authentication: the app backend mints short-lived RS256 JWTs that
- * Convex verifies against the issuer's JWKS (DESIGN §5). Set on the
+ * Convex verifies against the issuer's JWKS (design.md §5). Set on the
  * deployment: JWT_ISSUER, JWT_JWKS_URL, JWT_APPLICATION_ID (the `aud`).
  */
 import type { AuthConfig } from "convex/server";

@@ -1,6 +1,6 @@
 /**
  * Internal functions the Rust projector calls with the admin key (BRIEF
- * "Convex function interface", DESIGN §4–5). Never callable by clients.
+ * "Convex function interface", design.md §4–5). Never callable by clients.
  *
  *   apply     guarded upsert of a batch: per (table, generation, key) write only
  *             if the incoming position is newer (string order == position order);

@@ -1,5 +1,5 @@
 /**
- * Convex schema: the read models of DESIGN §3 plus `projectorState`.
+ * Convex schema: the read models of design.md §3 plus `projectorState`.
  *
  * Every table is keyed by `(generation, key)` (index `by_generation_key`), so
  * a rebuild can fill a new generation beside the live one; owned tables also

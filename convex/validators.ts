@@ -1,5 +1,5 @@
 /**
- * Document validators for the projection tables (DESIGN §3).
+ * Document validators for the projection tables (design.md §3).
  *
  * One source of truth: `schema.ts` builds the tables from these, and
  * `projector:apply` validates every incoming `doc` against the same
@@ -8,6 +8,7 @@
  * the batch to isolate it).
  */
 import { v, type Infer, type Validator } from "convex/values";
+import { TABLES } from "./tables";
 
 const nullable = <T extends Validator<any, "required", any>>(x: T) => v.union(x, v.null());
 
@@ -129,7 +130,7 @@ export const docValidators = {
 
 export type WritableTable = keyof typeof docValidators;
 export const writableTables = Object.keys(docValidators) as WritableTable[];
-export const allTables = [...writableTables, "deadLetters", "projectorState"] as const;
+export const allTables = TABLES;
 export type AnyTable = (typeof allTables)[number];
 
 export const writableTable = v.union(

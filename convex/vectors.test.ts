@@ -1,5 +1,5 @@
 // @vitest-environment node
-// The worked examples' expected documents (shared/vectors/projections.json)
+// The worked examples' expected documents (tests/vectors/projections.json)
 // must pass the validators `projector:apply` enforces, so the reducers'
 // output shape and the schema cannot drift apart.
 import { existsSync, readFileSync } from "node:fs";
@@ -9,7 +9,7 @@ import { expect, test } from "vitest";
 import { checkValue } from "./check";
 import { deadLetterDoc, docValidators } from "./validators";
 
-const file = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "shared", "vectors", "projections.json");
+const file = join(dirname(fileURLToPath(import.meta.url)), "..", "tests", "vectors", "projections.json");
 
 test.skipIf(!existsSync(file))("every expected document of the vectors passes the table validator", () => {
   const vectors = JSON.parse(readFileSync(file, "utf8"));

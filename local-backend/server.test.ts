@@ -12,8 +12,9 @@ let child: ChildProcess;
 let url = "";
 
 beforeAll(async () => {
-  child = spawn("npm", ["run", "--silent", "local-backend", "--", "--port", "0", "--admin-key", ADMIN], {
+  child = spawn("npm", ["run", "--silent", "local-backend", "--", "--port", "0"], {
     cwd: root,
+    env: { ...process.env, CONVEX_ADMIN_KEY: ADMIN },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });
@@ -37,14 +38,28 @@ afterAll(() => {
   if (child?.pid) process.kill(-child.pid, "SIGTERM");
 });
 
-type Res = { status: number; headers: Record<string, any>; body: any } | { dropped: true };
+type Res = { status: number; headers: Record<string, any>; body: any; text: string } | { dropped: true };
 
-function call(method: string, path: string, body?: unknown, auth: string | null = `Convex ${ADMIN}`): Promise<Res> {
+function call(
+  method: string,
+  path: string,
+  body?: unknown,
+  auth: string | null = `Convex ${ADMIN}`,
+  convexClient?: string,
+): Promise<Res> {
   return new Promise((ok, fail) => {
     const data = body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body);
     const req = request(
       url + path,
-      { method, headers: { ...(auth ? { authorization: auth } : {}), "content-type": "application/json" }, agent: false },
+      {
+        method,
+        headers: {
+          ...(auth ? { authorization: auth } : {}),
+          ...(convexClient ? { "convex-client": convexClient } : {}),
+          "content-type": "application/json",
+        },
+        agent: false,
+      },
       (res) => {
         let text = "";
         res.on("data", (d) => (text += d));
@@ -53,7 +68,7 @@ function call(method: string, path: string, body?: unknown, auth: string | null 
           try {
             parsed = JSON.parse(text);
           } catch {}
-          ok({ status: res.statusCode!, headers: res.headers, body: parsed });
+          ok({ status: res.statusCode!, headers: res.headers, body: parsed, text });
         });
         res.on("error", () => ok({ dropped: true }));
       },
@@ -88,12 +103,18 @@ test("version", async () => {
   expect(r.status).toBe(200);
 });
 
-test("internal functions need the admin key", async () => {
-  for (const auth of [null, "Convex wrong-key", "Bearer x.eyJzdWIiOiJhbGljZSJ9.y"]) {
+/** `errorMessage` without its first line (`[Request ID: …] Server Error`). */
+const jsError = (r: Res) => ("dropped" in r ? "dropped" : String(r.body.errorMessage).replace(/^\[Request ID: [0-9a-f]{16}\] Server Error\n/, ""));
+
+test("internal functions need the admin key; without it they do not exist (HTTP 200, as Convex)", async () => {
+  for (const auth of [null, "Bearer x.eyJzdWIiOiJhbGljZSJ9.y"]) {
     const r = ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} }, auth));
-    expect(r.status).toBe(401);
-    expect(r.body).toMatchObject({ code: expect.any(String), message: expect.any(String) });
+    expect(r.status).toBe(200);
+    expect(jsError(r)).toBe("Could not find public function for 'projector:getActive'.\n");
   }
+  const bad = ok(await call("POST", "/api/query", { path: "projector:getActive", args: {} }, "Convex wrong-key"));
+  expect(bad.status).toBe(401);
+  expect(bad.body).toEqual({ code: "BadAdminKey", message: "The provided admin key was invalid for this instance" });
   expect(ok(await call("GET", "/_stats", undefined, null)).status).toBe(401);
   expect(ok(await call("POST", "/_faults", { kind: "clear" }, null)).status).toBe(401);
 });
@@ -101,11 +122,10 @@ test("internal functions need the admin key", async () => {
 test("success shape, run path, guarded upsert", async () => {
   const a = ok(await call("POST", "/api/mutation", apply("t1", 10)));
   expect(a.status).toBe(200);
-  expect(a.body).toEqual({
-    status: "success",
-    value: { applied: 1, skipped: 0, deadLettersInserted: 0, deadLettersSkipped: 0 },
-    logLines: [],
-  });
+  // As the real backend writes it: float64 with a fraction, fields sorted, no empty logLines.
+  expect(a.text).toBe(
+    '{"status":"success","value":{"applied":1.0,"deadLettersInserted":0.0,"deadLettersSkipped":0.0,"skipped":0.0}}',
+  );
   const b = ok(await call("POST", "/api/run/projector/apply", { args: apply("t1", 9).args, format: "json" }));
   expect(b.body.value).toMatchObject({ applied: 0, skipped: 1 });
   const page = ok(
@@ -124,21 +144,60 @@ test("function error shape names the key; system error shapes", async () => {
   expect(r.body.errorMessage).toMatch(/threads key "t2": updatedAt: missing/);
   expect(r.body.errorData).toMatchObject({ code: "InvalidDocument", table: "threads", key: "t2" });
 
-  expect(ok(await call("POST", "/api/query", { path: "nope:fn", args: {} })).status).toBe(404);
+  const missing = ok(await call("POST", "/api/query", { path: "nope:fn", args: {} }));
+  expect([missing.status, jsError(missing)]).toEqual([200, "Could not find public function for 'nope:fn'.\n"]);
   expect(ok(await call("POST", "/api/query", "{not json")).status).toBe(400);
-  expect(ok(await call("POST", "/api/query", { path: "projector:apply", args: {} })).status).toBe(400);
+  const wrongKind = ok(await call("POST", "/api/query", { path: "projector:apply", args: {} }));
+  expect([wrongKind.status, jsError(wrongKind)]).toEqual([
+    200,
+    "Trying to execute projector.js:apply as Query, but it is defined as Mutation.\n",
+  ]);
   const argErr = ok(await call("POST", "/api/mutation", { path: "projector:setActive", args: { generation: "x" } }));
   expect(argErr.status).toBe(200);
   expect(argErr.body.status).toBe("error");
-  expect(argErr.body.errorMessage).toMatch(/ArgumentValidationError/);
+  expect(argErr.body.errorMessage).toMatch(/^\[Request ID: [0-9a-f]{16}\] Server Error\nArgumentValidationError: /);
 });
 
-test("int64 args and results use the $integer encoding", async () => {
-  const v = { $integer: Buffer.from(new BigInt64Array([5n]).buffer).toString("base64") };
-  const s = ok(await call("POST", "/api/mutation", { path: "projector:setState", args: { generation: 1, key: "i", value: v } }));
-  expect(s.body.status).toBe("success");
-  const g = ok(await call("POST", "/api/query", { path: "projector:getState", args: { generation: 1, key: "i" } }));
-  expect(g.body.value).toEqual(v);
+test("results are printed in the requested format; int64 and special floats per format", async () => {
+  const int5 = { $integer: Buffer.from(new BigInt64Array([5n]).buffer).toString("base64") };
+  const negZero = { $float: Buffer.from(new Float64Array([-0]).buffer).toString("base64") };
+  const value = { n: int5, two: 2, z: negZero, b: { $bytes: "AQ==" }, big: 1e21 };
+  const s = ok(await call("POST", "/api/mutation", { path: "projector:setState", args: { generation: 1, key: "i", value } }));
+  expect(s.text).toBe('{"status":"success","value":null}');
+  const get = (extra: object, headers?: string) =>
+    call("POST", "/api/query", { path: "projector:getState", args: { generation: 1, key: "i" }, ...extra }, `Convex ${ADMIN}`, headers);
+  const encoded = ok(await get({ format: "convex_encoded_json" }));
+  expect(encoded.text).toBe(
+    `{"status":"success","value":{"b":{"$bytes":"AQ=="},"big":1e21,"n":{"$integer":"${int5.$integer}"},"two":2.0,"z":{"$float":"${negZero.$float}"}}}`,
+  );
+  const clean = '{"status":"success","value":{"b":"AQ==","big":1e21,"n":"5","two":2.0,"z":-0.0}}';
+  expect(ok(await get({ format: "json" })).text).toBe(clean);
+  // No format: clean JSON for current clients (and no Convex-Client header); encoded for npm <= 1.4.1.
+  expect(ok(await get({})).text).toBe(clean);
+  expect(ok(await get({}, "npm-1.4.1")).text).toBe(encoded.text);
+  expect(ok(await call("POST", "/api/run/projector/getState", { args: { generation: 1, key: "i" } })).text).toBe(clean);
+});
+
+test("an unknown format is a 400 BadFormat after the function ran, as on Convex", async () => {
+  const r = ok(
+    await call("POST", "/api/mutation", { path: "projector:setState", args: { generation: 1, key: "fmt", value: 1 }, format: "xml" }),
+  );
+  expect(r.status).toBe(400);
+  expect(r.body).toEqual({ code: "BadFormat", message: "format param must be one of [`json`]. Got xml" });
+  const g = ok(await call("POST", "/api/query", { path: "projector:getState", args: { generation: 1, key: "fmt" } }));
+  expect(g.text).toBe('{"status":"success","value":1.0}');
+});
+
+test("errorData is printed in the requested format too", async () => {
+  const bad: any = apply("t3", 12);
+  delete bad.args.writes[0].doc.updatedAt;
+  const r = ok(await call("POST", "/api/mutation", bad));
+  const message = 'threads key \\"t3\\": updatedAt: missing';
+  const text = r.text.replace(/\[Request ID: [0-9a-f]{16}\]/, "[Request ID: <id>]");
+  expect(text).toBe(
+    `{"status":"error","errorMessage":"[Request ID: <id>] Server Error\\nUncaught ConvexError: ${message}\\n",` +
+      `"errorData":{"code":"InvalidDocument","key":"t3","message":"${message}","table":"threads"}}`,
+  );
 });
 
 test("bearer identity scopes public queries", async () => {
@@ -169,6 +228,14 @@ test("fault injection: status, latency, drop before and after commit", async () 
   }
   // None of the faulted calls executed.
   let load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["f1"] } }));
+  expect(load.body.value).toEqual([]);
+
+  // An OCC failure: Convex's 503 shape; nothing ran.
+  await call("POST", "/_faults", { kind: "occ", count: 1 });
+  const occ = ok(await call("POST", "/api/mutation", apply("f1", 20)));
+  expect(occ.status).toBe(503);
+  expect(occ.body).toMatchObject({ code: "OptimisticConcurrencyControlFailure", message: expect.stringMatching(/^Data read or written/) });
+  load = ok(await call("POST", "/api/query", { path: "projector:load", args: { generation: 1, table: "threads", keys: ["f1"] } }));
   expect(load.body.value).toEqual([]);
 
   await call("POST", "/_faults", { kind: "drop_before", count: 1 });
@@ -204,11 +271,27 @@ test("fault injection: status, latency, drop before and after commit", async () 
   expect(stats1.mutations - stats0.mutations).toBe(2);
 });
 
-test("bodies over 16 MiB get 413", async () => {
-  const big = JSON.stringify({ path: "projector:getActive", args: { pad: "x".repeat(16 * 1024 * 1024) } });
-  const r = ok(await call("POST", "/api/query", big));
-  expect(r.status).toBe(413);
-  expect(r.body.code).toBe("PayloadTooLarge");
+test("bodies over 16 MiB + 2000 bytes are refused as Convex does; under that, args over 16 MiB fail the call", async () => {
+  const body = (pad: number) => JSON.stringify({ path: "projector:getActive", args: { pad: "x".repeat(pad) } });
+  const over = ok(await call("POST", "/api/query", body(16 * 1024 * 1024 + 2000)));
+  expect(over.status).toBe(400);
+  expect(over.body).toEqual({ code: "BadJsonBody", message: "Failed to buffer the request body: length limit exceeded" });
+  const under = ok(await call("POST", "/api/query", body(16 * 1024 * 1024)));
+  expect(under.status).toBe(200);
+  expect(under.body.errorMessage).toMatch(/\nArguments for projector\.js:getActive are too large \(actual: 16\.00 MiB, limit: 16 MiB\)\n$/);
+});
+
+test("a function call needs Content-Type: application/json", async () => {
+  const r = await new Promise<{ status: number; body: any }>((done, fail) => {
+    const req = request(url + "/api/query", { method: "POST", headers: { authorization: `Convex ${ADMIN}` } }, (res) => {
+      let t = "";
+      res.on("data", (d) => (t += d));
+      res.on("end", () => done({ status: res.statusCode!, body: JSON.parse(t) }));
+    });
+    req.on("error", fail);
+    req.end(JSON.stringify({ path: "projector:getActive", args: {} }));
+  });
+  expect(r).toEqual({ status: 400, body: { code: "BadJsonBody", message: "Expected request with `Content-Type: application/json`" } });
 });
 
 test("fault injection: reject_key fails every apply that writes that key, until clear", async () => {
@@ -231,3 +314,25 @@ test("fault injection: reject_key fails every apply that writes that key, until 
   const after = ok(await call("POST", "/api/mutation", apply("rk1", 40)));
   expect(after.body.value).toMatchObject({ applied: 1 });
 });
+
+test("the command line refuses --admin-key without echoing it, and a non-loopback --host", async () => {
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; out: string }>((done) => {
+      const p = spawn("npm", ["run", "--silent", "local-backend", "--", ...args], {
+        cwd: root,
+        env: { ...process.env, CONVEX_ADMIN_KEY: ADMIN },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let out = "";
+      p.stdout!.on("data", (d) => (out += d));
+      p.stderr!.on("data", (d) => (out += d));
+      p.on("exit", (code) => done({ code, out }));
+    });
+  const key = await run(["--port", "0", "--admin-key", "visible-secret-42"]);
+  expect(key.code).not.toBe(0);
+  expect(key.out).toMatch(/--admin-key is not accepted/);
+  expect(key.out).not.toContain("visible-secret-42");
+  const remote = await run(["--port", "0", "--host", "0.0.0.0"]);
+  expect(remote.code).not.toBe(0);
+  expect(remote.out).toMatch(/not a loopback address/);
+}, 30_000);

@@ -17,11 +17,11 @@ use crate::{demo, loadgen, pipeline, rebuild, setup, sink, status, verify};
 #[command(name = "projector", version, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Stream the slot into Convex (the long-running service).
     Run(pipeline::RunArgs),
     /// Replay history into a new generation and switch to it atomically.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::CommonArgs;
+use crate::config::{CommonArgs, ConvexArgs, MetricsArgs, SourceArgs};
 use crate::metrics::{Health, Metrics};
 use crate::sandbox::convex::{repo_root, LocalConvex};
 use crate::sandbox::postgres::LocalPostgres;
@@ -52,10 +52,17 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let convex = LocalConvex::start(&repo_root()).await?;
 
     let common = CommonArgs {
-        database_url: Some(db.url.expose().to_string()),
-        convex_url: Some(convex.url.clone()),
-        convex_admin_key: Some(convex.admin_key.expose().to_string()),
-        metrics_addr: Some(args.metrics_addr.clone()),
+        source: SourceArgs {
+            database_url: Some(db.url.clone()),
+            ..Default::default()
+        },
+        convex: ConvexArgs {
+            convex_url: Some(convex.url.clone()),
+            convex_admin_key: Some(convex.admin_key.clone()),
+        },
+        metrics: MetricsArgs {
+            metrics_addr: Some(args.metrics_addr.clone()),
+        },
         ..Default::default()
     };
     let settings = common.resolve()?;

@@ -7,18 +7,20 @@
 
 pub mod cli;
 pub mod config;
-pub mod demo;
+pub(crate) mod demo;
 pub mod event;
+pub mod generation;
 pub mod history;
 pub mod loadgen;
 pub mod logging;
 pub mod metrics;
-pub mod pipeline;
+pub(crate) mod pipeline;
 pub mod projection;
-pub mod rebuild;
-pub mod sandbox;
+pub(crate) mod rebuild;
+pub(crate) mod sandbox;
+pub mod secret;
 pub mod setup;
 pub mod sink;
 pub mod source;
-pub mod status;
+pub(crate) mod status;
 pub mod verify;

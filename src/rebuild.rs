@@ -37,27 +37,12 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::config::{CommonArgs, Settings};
+use crate::generation::{self, Phase, RebuildRecord};
 use crate::metrics::{Health, Metrics};
-use crate::pipeline::engine::Engine;
-use crate::sink::{ConvexClient, RetryPolicy, SinkError};
-
-/// Tables purged when a generation is retired.
-const ALL_TABLES: [&str; 7] = [
-    "runs",
-    "timelines",
-    "threads",
-    "workers",
-    "inboxes",
-    "deadLetters",
-    "projectorState",
-];
-const PURGE_CHUNK: u64 = 500;
-const STATE_KEY: &str = "rebuild";
-const SLOT_KEY: &str = "slot";
+use crate::pipeline::driver::Driver;
+use crate::sink::ConvexClient;
 
 #[derive(Args, Debug)]
 pub struct RebuildArgs {
@@ -70,52 +55,6 @@ pub struct RebuildArgs {
     /// the switch before giving up on dropping it (it is retried next time).
     #[arg(long, default_value_t = 60)]
     pub release_wait_secs: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RebuildRecord {
-    pub target: u64,
-    pub slot: String,
-    pub from: Option<u64>,
-    pub old_slot: Option<String>,
-    pub phase: Phase,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Snapshot,
-    Catchup,
-    Cleanup,
-}
-
-/// The slot that feeds `generation`: recorded by a rebuild, else the
-/// configured one.
-pub async fn slot_for_generation(
-    client: &ConvexClient,
-    generation: u64,
-    configured: &str,
-) -> Result<String, SinkError> {
-    let v = client.get_state(generation, SLOT_KEY).await?;
-    Ok(v.as_ref()
-        .and_then(|v| v.get("name"))
-        .and_then(|n| n.as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| configured.to_string()))
-}
-
-async fn save(client: &ConvexClient, rec: Option<&RebuildRecord>) -> Result<(), SinkError> {
-    let value = match rec {
-        Some(r) => serde_json::to_value(r).map_err(|e| SinkError::Decode(e.to_string()))?,
-        None => serde_json::Value::Null,
-    };
-    let retry = RetryPolicy::bounded(20);
-    crate::sink::with_retry(&retry, "setState", || {
-        let value = value.clone();
-        async move { client.set_state(0, STATE_KEY, value).await }
-    })
-    .await
 }
 
 pub async fn main(args: RebuildArgs) -> anyhow::Result<ExitCode> {
@@ -175,37 +114,26 @@ pub async fn rebuild(
     )?);
     let sql = crate::source::sql::connect(&db_url).await?;
 
-    let existing: Option<RebuildRecord> = client
-        .get_state(0, STATE_KEY)
-        .await?
-        .filter(|v| !v.is_null())
-        .map(serde_json::from_value)
-        .transpose()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "projectorState `rebuild` record is unreadable ({e}); delete it to start over"
-            )
-        })?;
+    let existing = generation::rebuild_record(&client).await?;
     let mut rec = match existing {
         Some(r) => {
             tracing::info!(target = r.target, phase = ?r.phase, "resuming an interrupted rebuild");
             r
         }
         None => {
-            let active = client.get_active().await?;
+            let active = generation::active(&client).await?;
             let target = active.unwrap_or(0) + 1;
             let old_slot = match active {
-                Some(g) => Some(slot_for_generation(&client, g, &settings.slot).await?),
+                Some(g) => Some(generation::slot_of(&client, g, &settings.slot).await?),
                 None => None,
             };
-            let r = RebuildRecord {
+            let r = RebuildRecord::new(
                 target,
-                slot: format!("{}_g{}", settings.slot, target),
-                from: active,
+                format!("{}_g{}", settings.slot, target),
+                active,
                 old_slot,
-                phase: Phase::Snapshot,
-            };
-            save(&client, Some(&r)).await?;
+            );
+            generation::save_rebuild(&client, Some(&r)).await?;
             r
         }
     };
@@ -215,7 +143,7 @@ pub async fn rebuild(
     if rec.phase == Phase::Snapshot {
         // Start clean: a previous attempt's slot and documents are useless.
         drop_slot_retrying(&sql, &rec.slot).await?;
-        purge_generation(&client, rec.target).await?;
+        generation::purge(&client, rec.target).await?;
         let copy_started = Instant::now();
         match copy_snapshot(settings, &client, &rec, metrics, &mut shutdown).await? {
             Some(n) => history_events = n,
@@ -223,7 +151,7 @@ pub async fn rebuild(
         }
         copy_elapsed = copy_started.elapsed();
         rec.phase = Phase::Catchup;
-        save(&client, Some(&rec)).await?;
+        generation::save_rebuild(&client, Some(&rec)).await?;
     }
 
     if rec.phase == Phase::Catchup {
@@ -252,9 +180,9 @@ pub async fn rebuild(
             }
         }
         if let (Some(old), false) = (rec.from, keep_old) {
-            purge_generation(&client, old).await?;
+            generation::purge(&client, old).await?;
         }
-        save(&client, None).await?;
+        generation::save_rebuild(&client, None).await?;
     }
     Ok(Some(Summary {
         generation: rec.target,
@@ -355,10 +283,8 @@ async fn catch_up_and_switch(
     }
 
     // 2. Switch (the stream keeps running).
-    client
-        .set_state(rec.target, SLOT_KEY, json!({ "name": rec.slot }))
-        .await?;
-    let (ok, active) = client.set_active(rec.target, rec.from).await?;
+    generation::set_slot(client, rec.target, &rec.slot).await?;
+    let (ok, active) = generation::switch(client, rec.target, rec.from).await?;
     if !ok && active != Some(rec.target) {
         stream.stop().await?;
         anyhow::bail!(
@@ -370,7 +296,7 @@ async fn catch_up_and_switch(
     tracing::info!(generation = rec.target, "switched the active generation");
     metrics.generation_active.set(rec.target as i64);
     rec.phase = Phase::Cleanup;
-    save(client, Some(rec)).await?;
+    generation::save_rebuild(client, Some(rec)).await?;
 
     // 3. Keep the new generation moving until the old slot's consumer has
     // moved on (it follows the active generation), then hand the new slot over.
@@ -451,7 +377,7 @@ async fn copy_snapshot(
     let total = crate::history::count(&sql, 0).await?;
     metrics.rebuild_events_planned.set(total as i64);
     let bar = progress_bar(total);
-    let (mut engine, mut acks) = Engine::new(
+    let mut driver = Driver::new(
         client.clone(),
         rec.target,
         settings.tuning.clone(),
@@ -465,47 +391,14 @@ async fn copy_snapshot(
             bar.abandon_with_message("interrupted");
             return Ok(None);
         }
-        let full = engine.push(ev);
+        driver.push_waiting(ev).await?;
         n += 1;
         if n % 1024 == 0 {
             bar.set_position(n);
             metrics.rebuild_events_copied.set(n as i64);
         }
-        while let Ok(ack) = acks.try_recv() {
-            engine.handle_ack(ack);
-        }
-        // Backpressure: while batches are in flight and the byte budget is
-        // full, wait for acknowledgements instead of closing tiny batches.
-        while !engine.can_read() && engine.inflight_batches() > 0 && !full {
-            match acks.recv().await {
-                Some(ack) => engine.handle_ack(ack),
-                None => anyhow::bail!("the dispatch channel closed"),
-            }
-        }
-        if full || !engine.can_read() {
-            while !engine.has_slot() {
-                match acks.recv().await {
-                    Some(ack) => engine.handle_ack(ack),
-                    None => anyhow::bail!("the dispatch channel closed"),
-                }
-            }
-            engine.close_batch().await?;
-        }
     }
-    // Flush the rest and wait for every acknowledgement.
-    loop {
-        if engine.has_open_batch() && engine.has_slot() {
-            engine.close_batch().await?;
-            continue;
-        }
-        if engine.inflight_batches() == 0 && !engine.has_open_batch() {
-            break;
-        }
-        match acks.recv().await {
-            Some(ack) => engine.handle_ack(ack),
-            None => anyhow::bail!("the dispatch channel closed"),
-        }
-    }
+    driver.settle().await?;
     sql.batch_execute("COMMIT").await?;
     snap.release().await;
     bar.set_position(n);
@@ -538,25 +431,6 @@ fn progress_bar(total: u64) -> ProgressBar {
         });
         bar
     }
-}
-
-/// Deletes every document of a generation, in chunks under the limits.
-pub async fn purge_generation(client: &ConvexClient, generation: u64) -> Result<u64, SinkError> {
-    let retry = RetryPolicy::bounded(20);
-    let mut total = 0;
-    for table in ALL_TABLES {
-        loop {
-            let (deleted, done) = crate::sink::with_retry(&retry, "purge", || async move {
-                client.purge(generation, table, PURGE_CHUNK).await
-            })
-            .await?;
-            total += deleted;
-            if done {
-                break;
-            }
-        }
-    }
-    Ok(total)
 }
 
 /// Drops a slot left by an interrupted attempt; its walsender may take a

@@ -54,7 +54,7 @@ pub struct Status {
     pub active_generation: Option<u64>,
     pub dead_letters: Option<usize>,
     /// The record of a rebuild in progress (or interrupted), if any.
-    pub rebuild: Option<serde_json::Value>,
+    pub rebuild: Option<crate::generation::RebuildRecord>,
     /// Why Convex could not be read (the rest is still reported).
     pub convex_error: Option<String>,
     pub verdict: String,
@@ -166,15 +166,15 @@ struct ConvexView {
     generation: Option<u64>,
     slot: String,
     dead_letters: Option<usize>,
-    rebuild: Option<serde_json::Value>,
+    rebuild: Option<crate::generation::RebuildRecord>,
 }
 
 async fn convex_view(client: &ConvexClient, configured_slot: &str) -> anyhow::Result<ConvexView> {
-    let generation = client.get_active().await?;
-    let rebuild = client.get_state(0, "rebuild").await?;
+    let generation = crate::generation::active(client).await?;
+    let rebuild = crate::generation::rebuild_record(client).await?;
     let (slot, dead_letters) = match generation {
         Some(g) => (
-            crate::rebuild::slot_for_generation(client, g, configured_slot).await?,
+            crate::generation::slot_of(client, g, configured_slot).await?,
             Some(crate::verify::dump(client, "deadLetters", g).await?.len()),
         ),
         None => (configured_slot.to_string(), None),
@@ -225,7 +225,7 @@ pub fn render(s: &Status) -> String {
         verdict = s.verdict,
         rb = s.rebuild.as_ref().map_or_else(String::new, |r| format!(
             "\nrebuild in progress (run `projector rebuild` to resume if interrupted): generation {} phase {} slot {}",
-            r["target"], r["phase"], r["slot"]
+            r.target, r.phase, r.slot
         )),
     )
 }

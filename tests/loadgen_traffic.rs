@@ -7,8 +7,7 @@ use std::time::Duration;
 use projector::config::Secret;
 use projector::loadgen::{generate, LoadSpec, MalformedKind, Mix};
 
-#[path = "support/pg.rs"]
-mod pg;
+use crate::support::pg;
 
 async fn client(url: &str) -> tokio_postgres::Client {
     let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)

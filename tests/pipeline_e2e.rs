@@ -2,12 +2,9 @@
 //! (the real binary) → the real Convex functions in the local backend;
 //! afterwards every document equals a fresh fold of runtime.events.
 
-#[path = "support/convex_backend.rs"]
-mod convex_backend;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/projector.rs"]
-mod projector_proc;
+use crate::support::convex_backend;
+use crate::support::pg;
+use crate::support::projector_proc;
 
 use std::time::Duration;
 

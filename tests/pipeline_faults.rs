@@ -11,12 +11,10 @@
 //!
 //! Each test uses its own database and slot name (slots are cluster-wide).
 
-#[path = "support/convex_backend.rs"]
-mod convex_backend;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/projector.rs"]
-mod projector_proc;
+use crate::support::convex_backend;
+use crate::support::pg;
+use crate::support::projector_proc;
+use crate::support::tcp_proxy;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -481,6 +479,85 @@ async fn standby_replica_takes_over_after_sigkill() {
     b.term();
     let _ = tokio::time::timeout(Duration::from_secs(30), b.wait()).await;
     eprintln!("HA test took {:?}", started.elapsed());
+}
+
+/// Appends steps `from..=to` of run `r1` (run.created first when `from` is 1).
+async fn append_steps(sql: &tokio_postgres::Client, from: i64, to: i64) {
+    for seq in from..=to {
+        let (ty, payload) = if seq == 1 {
+            (
+                "run.created",
+                json!({"thread_id": "t1", "title": "takeover"}),
+            )
+        } else {
+            ("run.step", json!({"name": format!("step {seq}")}))
+        };
+        sql.execute(
+            "INSERT INTO runtime.events (stream_id, stream_seq, event_type, owner_id, payload) \
+             VALUES ('run:r1', $1, $2, 'u1', $3::text::jsonb)",
+            &[&seq, &ty, &payload.to_string()],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// The slot leaves replica A (its network to Postgres is cut), replica B
+/// writes newer states, then the slot comes back to A: A must fold onto
+/// what Convex holds now, not onto what it cached before it lost the slot
+/// (it used to overwrite B's steps with its stale run: 6 steps of 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_gets_the_slot_back_forgets_what_it_cached() {
+    const SLOT: &str = "takeback";
+    let db = pg::shared().await.fresh_db().await;
+    let sql = new_slot(&db, SLOT).await;
+    let convex = ConvexBackend::start();
+    let proxy = tcp_proxy::TcpProxy::start(db.port).await;
+    let via_proxy = db
+        .url
+        .replace(&format!(":{}/", db.port), &format!(":{}/", proxy.port));
+    let mut a = Projector::spawn(
+        &via_proxy,
+        convex.url(),
+        convex.admin_key().expose(),
+        SLOT,
+        &[],
+    );
+    assert!(
+        a.wait_ready(true, Duration::from_secs(30)).await.is_some(),
+        "A ready"
+    );
+    append_steps(&sql, 1, 5).await;
+    wait_caught_up(&sql, SLOT, Duration::from_secs(60)).await;
+
+    // A loses its network; B takes the slot and writes steps 6..10.
+    proxy.cut();
+    assert!(
+        a.wait_ready(false, Duration::from_secs(30)).await.is_some(),
+        "A notices the cut"
+    );
+    let mut b = spawn(&db, &convex, SLOT, &[]);
+    assert!(
+        b.wait_ready(true, Duration::from_secs(30)).await.is_some(),
+        "B takes the slot"
+    );
+    append_steps(&sql, 6, 10).await;
+    wait_caught_up(&sql, SLOT, Duration::from_secs(60)).await;
+    b.term();
+    let _ = tokio::time::timeout(Duration::from_secs(30), b.wait()).await;
+
+    // A gets its network and the slot back, then folds step 11.
+    proxy.restore();
+    assert!(
+        a.wait_ready(true, Duration::from_secs(30)).await.is_some(),
+        "A takes the slot back"
+    );
+    append_steps(&sql, 11, 11).await;
+    wait_caught_up(&sql, SLOT, Duration::from_secs(60)).await;
+    let outcome = assert_exact(&db, &convex, SLOT).await;
+    assert_eq!(outcome.events, 11);
+    a.term();
+    let _ = tokio::time::timeout(Duration::from_secs(30), a.wait()).await;
 }
 
 // --------------------------------------------------------------- 5. poison

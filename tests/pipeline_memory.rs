@@ -1,4 +1,4 @@
-//! Memory is bounded by configuration, not by the backlog (DESIGN §4):
+//! Memory is bounded by configuration, not by the backlog (design.md §4):
 //! the real binary drains a backlog of valid events (default 1M, in 10
 //! transactions of 100k; `PROJECTOR_MEMORY_EVENTS` = a multiple of 100k
 //! overrides) into the null sink with 16 MiB in-flight and 16 MiB cache
@@ -10,10 +10,8 @@
 //! (16.8k events/s), peak VmRSS 101.8 MiB. Before written documents counted
 //! against the in-flight budget: 383.5 MiB at the same rate.
 
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/projector.rs"]
-mod projector_proc;
+use crate::support::pg;
+use crate::support::projector_proc;
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! Properties of the reducers (DESIGN §3–4):
+//! Properties of the reducers (design.md §3–4):
 //! 1. the final state depends only on the set of events: seq order and any
 //!    interleaving that keeps each stream's order give the same documents;
 //! 2. replay is idempotent: a prefix, then everything again, equals once;

@@ -3,16 +3,11 @@
 //! it ends exact, with only the active generation's slot left and every
 //! older generation purged.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/convex_backend.rs"]
-mod convex_backend;
-#[path = "support/history_sql.rs"]
-mod history_sql;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/projector.rs"]
-mod projector_proc;
+use crate::support::cli;
+use crate::support::convex_backend;
+use crate::support::history_sql;
+use crate::support::pg;
+use crate::support::projector_proc;
 
 use std::time::{Duration, Instant};
 
@@ -172,7 +167,7 @@ async fn rebuild_killed_anywhere_resumes_to_an_exact_state() {
     assert_eq!(code, 0, "final rebuild:\n{out}\n{err}");
     let active = client.get_active().await.unwrap().unwrap();
     assert!(active >= 2);
-    let slot = projector::rebuild::slot_for_generation(&client, active, SLOT)
+    let slot = projector::generation::slot_of(&client, active, SLOT)
         .await
         .unwrap();
     assert!(client.get_state(0, "rebuild").await.unwrap().is_none());

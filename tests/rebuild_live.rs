@@ -5,16 +5,11 @@
 //! switch `verify` is exact, the old slot is gone, the old generation is
 //! purged, and the service follows the new generation.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/convex_backend.rs"]
-mod convex_backend;
-#[path = "support/history_sql.rs"]
-mod history_sql;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/projector.rs"]
-mod projector_proc;
+use crate::support::cli;
+use crate::support::convex_backend;
+use crate::support::history_sql;
+use crate::support::pg;
+use crate::support::projector_proc;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

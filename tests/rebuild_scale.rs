@@ -7,12 +7,9 @@
 //! (or a debug test with `PROJECTOR_BIN=target/release/projector`).
 //! `PROJECTOR_SCALE_EVENTS` overrides the event count.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/history_sql.rs"]
-mod history_sql;
-#[path = "support/pg.rs"]
-mod pg;
+use crate::support::cli;
+use crate::support::history_sql;
+use crate::support::pg;
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};

@@ -3,16 +3,11 @@
 //! `status` reports the slot lost (exit 3, `--json`), and `rebuild` restores
 //! an exact projection (dropping the lost slot).
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/convex_backend.rs"]
-mod convex_backend;
-#[path = "support/history_sql.rs"]
-mod history_sql;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/projector.rs"]
-mod projector_proc;
+use crate::support::cli;
+use crate::support::convex_backend;
+use crate::support::history_sql;
+use crate::support::pg;
+use crate::support::projector_proc;
 
 use std::time::{Duration, Instant};
 

@@ -5,8 +5,7 @@
 //!
 //! Needs `npm ci` in the repository root.
 
-#[path = "support/convex_backend.rs"]
-mod convex_backend;
+use crate::support::convex_backend;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,7 +22,7 @@ use serde_json::{json, Value};
 
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/vectors/projections.json"
+    "/tests/vectors/projections.json"
 );
 
 /// A complete `runs` document from the worked examples.

@@ -2,8 +2,7 @@
 //! every transport failure is transient and retried, every definite
 //! answer is returned at once with the server's message.
 
-#[path = "support/wire_fixture.rs"]
-mod wire_fixture;
+use crate::support::wire_fixture;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

@@ -3,8 +3,7 @@
 //! in error texts, not in `Debug` output — even when a hostile server
 //! echoes the header back in its error messages.
 
-#[path = "support/wire_fixture.rs"]
-mod wire_fixture;
+use crate::support::wire_fixture;
 
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};

@@ -1,8 +1,7 @@
 //! SCRAM, md5 and cleartext users connect (replication and SQL); TLS with a
 //! CA made for the test: verify-full passes (DNS name and IP), a wrong CA and
 //! a wrong password fail with one clear line.
-#[path = "support/pg.rs"]
-mod pg;
+use crate::support::pg;
 
 use pg::Auth;
 use projector::config::Secret;

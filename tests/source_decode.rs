@@ -4,8 +4,7 @@
 //! progress (with a rolled-back savepoint and a fully aborted transaction).
 //! Both with and without `streaming`, the runtime events and their positions
 //! are identical, and positions strictly increase.
-#[path = "support/pg.rs"]
-mod pg;
+use crate::support::pg;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

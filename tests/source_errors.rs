@@ -1,7 +1,6 @@
 //! Slot in use, slot missing, publication missing, wal_level=replica and an
 //! invalidated slot: each ends in one clear line naming the fix.
-#[path = "support/pg.rs"]
-mod pg;
+use crate::support::pg;
 
 use std::time::Duration;
 

@@ -7,9 +7,10 @@ use proptest::prelude::*;
 
 use projector::source::event::EventDecoder;
 use projector::source::pgoutput::{
-    borrow_insert, decode, decode_bytes, encode, streamed_xid, Column, ColumnRef,
-    PgOutputMessage as M, Relation, TupleValue, MAX_BORROWED_COLUMNS,
+    borrow_insert, decode, decode_bytes, streamed_xid, Column, ColumnRef, PgOutputMessage as M,
+    Relation, TupleValue, MAX_BORROWED_COLUMNS,
 };
+use projector::source::pgoutput_encode::encode;
 
 fn name() -> impl Strategy<Value = String> {
     "[a-z_\u{e9}\u{4e2d}]{0,12}"

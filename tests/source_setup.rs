@@ -1,8 +1,7 @@
 //! `projector setup`: findings with the SQL that fixes them; `--apply`
 //! creates the publication and the slot idempotently. Slots are
 //! cluster-wide: every test uses its own slot name.
-#[path = "support/pg.rs"]
-mod pg;
+use crate::support::pg;
 
 use projector::config::Secret;
 use projector::setup::{doctor, Level};

@@ -1,8 +1,7 @@
 //! create_slot_with_snapshot: the exported snapshot sees exactly the rows
 //! committed before the slot's consistent point, and the slot streams
 //! exactly the rows after it (rebuild's no-gap, no-overlap guarantee).
-#[path = "support/pg.rs"]
-mod pg;
+use crate::support::pg;
 
 use std::time::Duration;
 

@@ -1,7 +1,6 @@
 //! Smoke: the harness starts, a slot streams inserts of runtime.events as
 //! positioned events.
-#[path = "support/pg.rs"]
-mod pg;
+use crate::support::pg;
 
 use std::time::Duration;
 

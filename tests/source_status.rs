@@ -1,8 +1,7 @@
 //! Standby status updates move confirmed_flush_lsn to exactly what we report
 //! and never past it; answering reply-requested keepalives keeps an idle
 //! connection alive past wal_sender_timeout (5 s), not answering does not.
-#[path = "support/pg.rs"]
-mod pg;
+use crate::support::pg;
 
 use std::time::Duration;
 
@@ -132,7 +131,13 @@ async fn confirmed_flush_is_exactly_what_we_report() {
 
 #[tokio::test]
 async fn answered_keepalives_outlive_wal_sender_timeout() {
-    let cluster = pg::shared().await;
+    // Its own cluster: a 5 s wal_sender_timeout would drop the streams of
+    // busy tests on the shared one.
+    let cluster = pg::PgCluster::start(pg::PgOptions {
+        extra_conf: vec!["wal_sender_timeout = '5s'".into()],
+        ..pg::PgOptions::default()
+    })
+    .await;
     let db = cluster.fresh_db().await;
     let client = db.client().await;
     slot::create_slot(&client, "answer").await.unwrap();
@@ -259,6 +264,37 @@ async fn next_is_cancel_safe() {
                             assert_eq!(ev.stream_seq, n);
                         }
                     }
+                }
+            }
+        }
+    }
+    // Caught up: now every read waits, so each of these is cancelled
+    // mid-wait; the rows written next must still come through in order.
+    for _ in 0..20 {
+        tokio::select! {
+            biased;
+            m = s.next() => {
+                if let WalMessage::XLogData { data, .. } = m.unwrap().unwrap() {
+                    dec.feed(&data).unwrap();
+                    while dec.pop().is_some() {}
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(5)) => cancelled += 1,
+        }
+    }
+    db.exec(
+        "insert into runtime.events (stream_id, stream_seq, event_type, owner_id) \
+         select 'run:c', g, 'run.step', 'u' from generate_series(20001, 20100) g",
+    )
+    .await;
+    while n < 20100 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "stalled at {n}");
+        if let WalMessage::XLogData { data, .. } = s.next().await.unwrap().unwrap() {
+            dec.feed(&data).unwrap();
+            while let Some(e) = dec.pop() {
+                if let SourceEvent::Event(ev) = e {
+                    n += 1;
+                    assert_eq!(ev.stream_seq, n);
                 }
             }
         }

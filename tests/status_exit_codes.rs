@@ -2,16 +2,11 @@
 //! than `--max-lag-bytes`, or no consumer), slot missing (3), as text and
 //! `--json`. The lost-slot case (3) is in tests/rebuild_slot_lost.rs.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/convex_backend.rs"]
-mod convex_backend;
-#[path = "support/history_sql.rs"]
-mod history_sql;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/projector.rs"]
-mod projector_proc;
+use crate::support::cli;
+use crate::support::convex_backend;
+use crate::support::history_sql;
+use crate::support::pg;
+use crate::support::projector_proc;
 
 use std::time::{Duration, Instant};
 

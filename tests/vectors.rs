@@ -1,4 +1,4 @@
-//! Every worked example of `shared/vectors/projections.json` (DESIGN §2–3),
+//! Every worked example of `tests/vectors/projections.json` (design.md §2–3),
 //! folded by the real reducers through `MemoryFold`.
 
 use std::collections::BTreeSet;
@@ -9,13 +9,12 @@ use serde_json::Value;
 
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/vectors/projections.json"
+    "/tests/vectors/projections.json"
 );
 
 fn load() -> Value {
-    let text = std::fs::read_to_string(VECTORS).unwrap_or_else(|e| {
-        panic!("cannot read {VECTORS}: {e} (shared/ must sit beside the repo)")
-    });
+    let text =
+        std::fs::read_to_string(VECTORS).unwrap_or_else(|e| panic!("cannot read {VECTORS}: {e}"));
     serde_json::from_str(&text).expect("vectors file is JSON")
 }
 

@@ -7,7 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use projector::source::event::EventDecoder;
-use projector::source::pgoutput::{decode, encode};
+use projector::source::pgoutput::decode;
+use projector::source::pgoutput_encode::encode;
 
 fuzz_target!(|data: &[u8]| {
     for in_stream in [false, true] {

@@ -413,7 +413,7 @@ pub struct LoadgenArgs {
     #[arg(long, default_value_t = DEFAULT_PAYLOAD_BYTES)]
     pub payload_bytes: usize,
     /// Fraction of malformed events (0..1), cycling through every kind of
-    /// DESIGN §2 (dead letters, plus unknown types and prefix mismatches,
+    /// design.md §2 (dead letters, plus unknown types and prefix mismatches,
     /// which are ignored).
     #[arg(long, default_value_t = 0.0)]
     pub malformed_fraction: f64,

@@ -2,7 +2,7 @@
 //! registered in its own `prometheus::Registry` (no global state, so tests
 //! can run several pipelines in one process). Cloning is cheap (an `Arc`).
 
-use std::future::Future;
+use crate::projection::{ConvexTable, Table};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -26,13 +26,13 @@ pub const COMMIT_TO_ACK_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
 ];
 /// The `projection` label values of [`Inner::commit_to_ack_seconds`].
-pub const PROJECTIONS: &[&str] = &[
-    "runs",
-    "timelines",
-    "threads",
-    "workers",
-    "inboxes",
-    "deadLetters",
+pub const PROJECTIONS: [&str; 6] = [
+    ConvexTable::Projection(Table::Runs).as_str(),
+    ConvexTable::Projection(Table::Timelines).as_str(),
+    ConvexTable::Projection(Table::Threads).as_str(),
+    ConvexTable::Projection(Table::Workers).as_str(),
+    ConvexTable::Projection(Table::Inboxes).as_str(),
+    ConvexTable::DeadLetters.as_str(),
 ];
 /// The `status` label values of [`Inner::slot_wal_status`].
 pub const WAL_STATUSES: &[&str] = &["reserved", "extended", "unreserved", "lost", "unknown"];
@@ -304,36 +304,6 @@ impl Metrics {
             *since = Some(now);
         }
     }
-
-    /// Runs one Convex request attempt, recording its latency under
-    /// `function` and, on error, one `convex_errors_total{class, code}`
-    /// from `classify(&error) -> (transient, code)`. Wrap each attempt
-    /// (inside the retry loop) so that every request is counted once.
-    pub async fn instrument_convex<T, E, Fut>(
-        &self,
-        function: &str,
-        attempt: Fut,
-        classify: impl FnOnce(&E) -> (bool, &'static str),
-    ) -> Result<T, E>
-    where
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let start = Instant::now();
-        let result = attempt.await;
-        self.observe_convex_request(function, start.elapsed().as_secs_f64());
-        if let Err(e) = &result {
-            let (transient, code) = classify(e);
-            self.convex_error(transient, code);
-        }
-        result
-    }
-
-    /// Counts one retry of a Convex request.
-    pub fn convex_retry(&self, function: &str) {
-        self.convex_retries_total
-            .with_label_values(&[function])
-            .inc();
-    }
 }
 
 #[cfg(test)]
@@ -384,37 +354,5 @@ mod tests {
         m.set_backpressure_at(false, t0 + std::time::Duration::from_secs(10));
         assert_eq!(m.backpressure_active.get(), 0);
         assert!((m.backpressure_seconds_total.get() - 3.0).abs() < 1e-9);
-    }
-
-    #[tokio::test]
-    async fn instrument_convex_counts_latency_and_errors() {
-        let m = Metrics::new().unwrap();
-        let ok: Result<u8, String> = m
-            .instrument_convex("projector:apply", async { Ok(1) }, |_| (true, "x"))
-            .await;
-        assert_eq!(ok, Ok(1));
-        let err: Result<u8, String> = m
-            .instrument_convex("projector:apply", async { Err("503".to_string()) }, |_| {
-                (true, "server")
-            })
-            .await;
-        assert!(err.is_err());
-        m.convex_retry("projector:apply");
-        let h = m
-            .convex_request_duration_seconds
-            .with_label_values(&["projector:apply"]);
-        assert_eq!(h.get_sample_count(), 2);
-        assert_eq!(
-            m.convex_errors_total
-                .with_label_values(&["transient", "server"])
-                .get(),
-            1
-        );
-        assert_eq!(
-            m.convex_retries_total
-                .with_label_values(&["projector:apply"])
-                .get(),
-            1
-        );
     }
 }

@@ -129,11 +129,6 @@ impl SlotMonitor {
             .set(eta.unwrap_or(f64::INFINITY));
         eta.map(Duration::from_secs_f64)
     }
-
-    /// Smoothed growth rate of retained WAL, bytes/s.
-    pub fn growth_rate(&self) -> Option<f64> {
-        self.trend.lock().ok().and_then(|t| t.rate())
-    }
 }
 
 #[cfg(test)]

@@ -30,11 +30,9 @@ pub enum Item {
 /// Bytes we charge per event on top of its payload (struct, strings, keys).
 pub const EVENT_OVERHEAD: usize = 192;
 
-/// Documents (and dead letters) one batch may touch: each is one index
-/// lookup in `apply`, and Convex allows 4,096 index ranges read per
-/// mutation. 3,000 keeps a quarter as margin and lets a backlog batch hold
-/// enough events to coalesce (2,000 capped writes at ~290 per 1,000 events).
-pub const MAX_DISTINCT_KEYS: usize = 3_000;
+/// Documents (and dead letters) one batch may touch: each costs index
+/// ranges in `apply` (see `sink::limits`).
+pub const MAX_DISTINCT_KEYS: usize = crate::sink::limits::MAX_KEYS_PER_APPLY;
 
 #[derive(Default)]
 pub struct OpenBatch {

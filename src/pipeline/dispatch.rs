@@ -15,9 +15,9 @@ use tokio::sync::{mpsc, watch};
 use crate::event::Position;
 use crate::metrics::Metrics;
 use crate::pipeline::watermark::BatchId;
-use crate::projection::{DeadLetter, DocKey, DocKeyMap, FoldedEvent, Table};
+use crate::projection::{ConvexTable, DeadLetter, DocKey, DocKeyMap, FoldedEvent, Table};
 use crate::sink::{
-    ApplyRequest, ConvexClient, DeadLetterWrite, DocJson, RetryPolicy, SinkError, Write,
+    ApplyRequest, DeadLetterWrite, DocJson, DocumentStore, RetryPolicy, SinkError, Write,
 };
 
 /// A document snapshot, serialised once at batch close; request bodies
@@ -81,7 +81,7 @@ fn to_dead_letter(d: &DeadLetter) -> DeadLetterWrite {
 }
 
 pub fn spawn(
-    client: Arc<ConvexClient>,
+    store: Arc<dyn DocumentStore>,
     retry: RetryPolicy,
     metrics: Metrics,
     job: Dispatch,
@@ -100,11 +100,11 @@ pub fn spawn(
             }
         }
         if !job.dead_letters.is_empty() {
-            tables.push("deadLetters");
+            tables.push(ConvexTable::DeadLetters.as_str());
         }
         let written: Vec<DocKey> = job.writes.iter().map(|w| w.key.clone()).collect();
         let mut sender = Sender {
-            client,
+            store,
             retry,
             metrics,
             generation: job.generation,
@@ -115,8 +115,9 @@ pub fn spawn(
         // (runs, workers, inboxes) goes in the last mutation: a crash between
         // mutations then replays the event into the documents that lack it,
         // instead of skipping it because its stream document has it.
-        let mut writes: Vec<DocWrite> = job.writes.into_iter().map(to_write).collect();
-        writes.sort_by_key(|w| matches!(&*w.table, "runs" | "workers" | "inboxes"));
+        let mut planned = job.writes;
+        planned.sort_by_key(|w| w.key.table.is_stream_table());
+        let writes: Vec<DocWrite> = planned.into_iter().map(to_write).collect();
         let dls: Vec<DeadLetterWrite> = job.dead_letters.iter().map(to_dead_letter).collect();
         sender.send(writes, dls).await;
         // Rejected documents: their events become dead letters.
@@ -151,7 +152,7 @@ pub fn spawn(
 }
 
 struct Sender {
-    client: Arc<ConvexClient>,
+    store: Arc<dyn DocumentStore>,
     retry: RetryPolicy,
     metrics: Metrics,
     generation: u64,
@@ -182,13 +183,9 @@ impl Sender {
                 continue;
             }
             let started = Instant::now();
-            let client = self.client.clone();
-            let result = crate::sink::with_retry(&self.retry, "apply", || {
-                let client = client.clone();
-                let body = body.clone();
-                async move { client.apply_encoded(body).await }
-            })
-            .await;
+            let store = &self.store;
+            let result =
+                crate::sink::with_retry(&self.retry, "apply", || store.apply(body.clone())).await;
             self.metrics
                 .observe_convex_request("apply", started.elapsed().as_secs_f64());
             match result {

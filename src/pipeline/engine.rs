@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Tuning;
@@ -43,7 +42,7 @@ use crate::pipeline::watermark::{BatchId, Watermark};
 use crate::projection::{
     self, Doc, DocKey, DocKeyMap, FoldOutcome, FoldedEvent, Plan, StateAccess, Stored, Table,
 };
-use crate::sink::{ConvexClient, DocJson, RetryPolicy, SinkError};
+use crate::sink::{DocJson, DocumentStore, RetryPolicy, SinkError};
 
 /// Memory of one document write in flight beyond its serialised JSON: the
 /// key, the position, and the copy inside the encoded request body.
@@ -68,7 +67,7 @@ const CATCH_UP_SCALE: usize = 3;
 const LOAD_CHUNK: usize = 256;
 
 pub struct Engine {
-    client: Arc<ConvexClient>,
+    store: Arc<dyn DocumentStore>,
     generation: u64,
     tuning: Tuning,
     /// For `load` (hydration) and `apply` (dispatch); both count retries.
@@ -95,14 +94,14 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(
-        client: Arc<ConvexClient>,
+        store: Arc<dyn DocumentStore>,
         generation: u64,
         tuning: Tuning,
         metrics: Metrics,
     ) -> (Engine, mpsc::UnboundedReceiver<Ack>) {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let engine = Engine {
-            client,
+            store,
             generation,
             cache: StateCache::new(tuning.cache_bytes),
             tuning,
@@ -122,10 +121,6 @@ impl Engine {
             order: WriteOrder::default(),
         };
         (engine, ack_rx)
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation
     }
 
     /// Starts progress tracking at the slot's confirmed position (after a
@@ -446,7 +441,7 @@ impl Engine {
             .inflight_batches
             .set(self.inflight_batches as i64);
         dispatch::spawn(
-            self.client.clone(),
+            self.store.clone(),
             self.retry_apply.clone(),
             self.metrics.clone(),
             job,
@@ -474,15 +469,13 @@ impl Engine {
             .iter()
             .flat_map(|(&table, keys)| keys.chunks(LOAD_CHUNK).map(move |chunk| (table, chunk)));
         let loads = requests.map(|(table, chunk)| {
-            let client = self.client.clone();
+            let store = &self.store;
             let generation = self.generation;
             let retry = &self.retry;
             async move {
-                let loaded = crate::sink::with_retry(retry, "load", || {
-                    let client = client.clone();
-                    async move { client.load(generation, table.as_str(), chunk).await }
-                })
-                .await?;
+                let loaded =
+                    crate::sink::with_retry(retry, "load", || store.load(generation, table, chunk))
+                        .await?;
                 Ok::<_, SinkError>((table, chunk, loaded))
             }
         });
@@ -548,9 +541,6 @@ fn counted_retry(metrics: &Metrics, function: &'static str) -> RetryPolicy {
     }))
 }
 
-/// A document's JSON, serialised once. Our plain structs cannot fail to
-/// serialise; if one ever did, `null` goes out instead, Convex rejects it,
-/// and its events become `sink_rejected` dead letters: reported, not lost.
 /// The fold's view of a batch's lent states: the state of an event's i-th
 /// key is `states[ids[i]]`.
 struct LentStates<'a> {
@@ -574,25 +564,14 @@ impl StateAccess for LentStates<'_> {
     }
 }
 
-/// The value a document would have in Convex, for tests and verify.
-pub fn doc_json(doc: &Doc) -> Value {
-    doc.to_json()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
 
     fn engine(tuning: Tuning) -> Engine {
-        let client = ConvexClient::new(
-            "http://127.0.0.1:9",
-            Secret::new("k"),
-            std::time::Duration::from_secs(1),
-        )
-        .expect("client");
+        let store = Arc::new(crate::sink::memory::MemoryStore::new());
         let metrics = Metrics::new().expect("metrics");
-        Engine::new(Arc::new(client), 1, tuning, metrics).0
+        Engine::new(store, 1, tuning, metrics).0
     }
 
     fn step(seq: i64) -> RuntimeEvent {

@@ -15,9 +15,15 @@
 pub mod batch;
 pub mod cache;
 pub mod dispatch;
+pub mod driver;
 pub mod engine;
 pub mod order;
 pub mod run;
+pub mod session;
+pub mod slot_poller;
 pub mod watermark;
+
+#[cfg(test)]
+mod engine_tests;
 
 pub use run::{main, RunArgs};

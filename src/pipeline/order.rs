@@ -48,10 +48,6 @@ impl WriteOrder {
         self.thread_written.retain(|_, (b, _)| *b != id);
     }
 
-    pub fn len(&self) -> usize {
-        self.thread_written.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.thread_written.is_empty()
     }
@@ -96,6 +92,6 @@ mod tests {
         order.wrote_thread(&run, 5, &r2);
         assert_eq!(order.wait_for(&run, 6).map(|(b, _)| b), Some(5));
         order.acked(3);
-        assert_eq!(order.len(), 1);
+        assert_eq!(order.thread_written.len(), 1);
     }
 }

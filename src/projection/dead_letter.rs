@@ -1,4 +1,4 @@
-//! Dead letters: known events that break their contract (DESIGN §2) or
+//! Dead letters: known events that break their contract (design.md §2) or
 //! arrive out of order within their stream (§3). Never folded, never dropped.
 
 use serde_json::{json, Value};

@@ -1,5 +1,5 @@
 //! A projection document of any table, its JSON form (exactly the Convex
-//! fields of DESIGN §3, camelCase, nulls explicit) and its stored position.
+//! fields of design.md §3, camelCase, nulls explicit) and its stored position.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -123,7 +123,7 @@ impl Doc {
         }
     }
 
-    /// Folds one event into this document (the fold of DESIGN §3).
+    /// Folds one event into this document (the fold of design.md §3).
     pub(crate) fn apply(&mut self, key: &DocKey, f: &Folding) {
         if self.table() != key.table {
             // A caller handed a document of another table; start afresh

@@ -1,4 +1,4 @@
-//! The event types of DESIGN §2 and the stream family each belongs to.
+//! The event types of design.md §2 and the stream family each belongs to.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
 //! Folding a planned event into its documents, with the position skip of
-//! DESIGN §4 and the out-of-order rule of §3.
+//! design.md §4 and the out-of-order rule of §3.
 //!
 //! ```text
 //! Folding ─▶ primary doc (runs / workers / inboxes) position >= event?  ──yes──▶ Skipped

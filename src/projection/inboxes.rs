@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::json::JsonHead;
+use super::json_head::JsonHead;
 use super::runs::{opt_len, set_owner};
 use super::validate::{EventData, Folding};
 

@@ -13,7 +13,6 @@
 //! including strings that need escaping.
 
 use std::collections::VecDeque;
-use std::sync::OnceLock;
 
 use super::doc::Doc;
 use super::event_type::EventType;
@@ -280,29 +279,9 @@ impl WriteJson for WorkerDoc {
     }
 }
 
-/// The JSON text of a value's fields that never change, written on first
-/// use and kept (see [`InboxItem`]). Derived data: it compares equal
-/// whatever it holds, is not serialised, and starts empty.
-#[derive(Clone, Default)]
-pub struct JsonHead(OnceLock<Vec<u8>>);
-
-impl PartialEq for JsonHead {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for JsonHead {}
-
-impl std::fmt::Debug for JsonHead {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JsonHead")
-    }
-}
-
 impl WriteJson for InboxItem {
     fn write_json(&self, out: &mut Vec<u8>) {
-        let head = self.json_head.0.get_or_init(|| {
+        let head = self.json_head.get_or_init(|| {
             // Sized for its longest form up front: no growth, no shrink.
             let text = self.id.len() + self.title.len() + self.body.as_ref().map_or(4, String::len);
             let mut h = Vec::with_capacity(text + 64);
@@ -370,6 +349,7 @@ impl Doc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::projection::JsonHead;
 
     const AWKWARD: &str =
         "quote \" backslash \\ newline \n tab \t nul \u{0} bell \u{7} é 😀 \u{2028}";

@@ -1,5 +1,5 @@
 //! Projection reducers: pure, deterministic folds of runtime events into the
-//! Convex read models of DESIGN §3.
+//! Convex read models of design.md §3.
 //!
 //! ```text
 //! RuntimeEvent ─plan()─▶ Ignored | DeadLetter | Fold(Folding{keys, data})
@@ -20,6 +20,7 @@ pub mod event_type;
 pub mod fold;
 pub mod inboxes;
 mod json;
+mod json_head;
 pub mod memory;
 pub mod payload;
 pub mod runs;
@@ -36,10 +37,11 @@ pub use doc::{Doc, DocError, Stored};
 pub use event_type::{EventType, Family};
 pub use fold::{fold, Changed, FoldOutcome, StateAccess};
 pub use inboxes::{InboxDoc, InboxItem};
-pub use json::{write_str as write_json_str, JsonHead};
+pub use json::write_str as write_json_str;
+pub use json_head::JsonHead;
 pub use memory::MemoryFold;
 pub use runs::{RunDoc, RunStatus};
-pub use table::{DocKey, DocKeyMap, Table};
+pub use table::{ConvexTable, DocKey, DocKeyMap, Table};
 pub use threads::ThreadDoc;
 pub use timelines::{TimelineDoc, TimelineItem};
 pub use validate::{

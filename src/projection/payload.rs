@@ -2,7 +2,7 @@
 //! the reducers know (borrowing strings where possible), everything else is
 //! skipped without building a `Value` tree. Each field remembers whether it
 //! was absent, null, a string, a number or something else, which is
-//! exactly what the payload contract of DESIGN §2 needs to decide.
+//! exactly what the payload contract of design.md §2 needs to decide.
 //!
 //! ```text
 //! text ─▶ flat::read: no `\` or control byte, flat object? ──yes──▶ RawPayload
@@ -43,7 +43,7 @@ pub enum Field<'a> {
     Other,
 }
 
-/// The known payload keys of DESIGN §2 (unknown keys are ignored).
+/// The known payload keys of design.md §2 (unknown keys are ignored).
 #[derive(Debug, Default, PartialEq)]
 pub struct RawPayload<'a> {
     pub thread_id: Field<'a>,
@@ -184,7 +184,7 @@ impl<'a> RawPayload<'a> {
     }
 }
 
-/// The payload keys the reducers read (DESIGN §2), the ones `Key` knows.
+/// The payload keys the reducers read (design.md §2), the ones `Key` knows.
 pub const KNOWN_KEYS: [&str; 11] = [
     "thread_id",
     "title",

@@ -1,5 +1,5 @@
 //! `runs` (key = runId): status, counters and times of one run, following
-//! its stream in `stream_seq` order (DESIGN §3).
+//! its stream in `stream_seq` order (design.md §3).
 
 use serde::{Deserialize, Serialize};
 

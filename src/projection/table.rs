@@ -37,6 +37,55 @@ impl Table {
     pub fn parse(s: &str) -> Option<Table> {
         Table::ALL.into_iter().find(|t| t.as_str() == s)
     }
+
+    /// The table of an event's own stream (a run, a worker, a user's
+    /// inbox): it records the event's stream position, so when a batch must
+    /// be split its writes go last (a crash between the parts then replays
+    /// the event into the documents that lack it; see `pipeline::dispatch`).
+    pub const fn is_stream_table(self) -> bool {
+        matches!(self, Table::Runs | Table::Workers | Table::Inboxes)
+    }
+}
+
+/// Every table of the Convex app (`convex/schema.ts`), mirrored once on
+/// the Convex side in `convex/tables.ts` (a test checks that the two agree).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvexTable {
+    Projection(Table),
+    DeadLetters,
+    ProjectorState,
+}
+
+impl ConvexTable {
+    pub const ALL: [ConvexTable; 7] = [
+        ConvexTable::Projection(Table::Runs),
+        ConvexTable::Projection(Table::Timelines),
+        ConvexTable::Projection(Table::Threads),
+        ConvexTable::Projection(Table::Workers),
+        ConvexTable::Projection(Table::Inboxes),
+        ConvexTable::DeadLetters,
+        ConvexTable::ProjectorState,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConvexTable::Projection(t) => t.as_str(),
+            ConvexTable::DeadLetters => "deadLetters",
+            ConvexTable::ProjectorState => "projectorState",
+        }
+    }
+}
+
+impl From<Table> for ConvexTable {
+    fn from(t: Table) -> Self {
+        ConvexTable::Projection(t)
+    }
+}
+
+impl fmt::Display for ConvexTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl fmt::Display for Table {
@@ -73,5 +122,32 @@ impl DocKey {
 impl fmt::Display for DocKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.table, self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `convex/tables.ts` lists the same tables in the same order.
+    #[test]
+    fn the_convex_side_names_the_same_tables() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/convex/tables.ts");
+        let text = std::fs::read_to_string(path).expect("convex/tables.ts");
+        let list = text
+            .split("TABLES = [")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .expect("a TABLES = [...] literal");
+        let names: Vec<&str> = list
+            .split(',')
+            .map(|s| s.trim().trim_matches('"'))
+            .filter(|s| !s.is_empty())
+            .collect();
+        let ours: Vec<&str> = ConvexTable::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(names, ours);
+        for t in Table::ALL {
+            assert_eq!(Table::parse(t.as_str()), Some(t));
+        }
     }
 }

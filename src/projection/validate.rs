@@ -1,4 +1,4 @@
-//! Planning an event (DESIGN §2): is it ours (else ignored), does it keep
+//! Planning an event (design.md §2): is it ours (else ignored), does it keep
 //! its payload contract (else dead letter), and if so which documents it
 //! touches and with what typed data.
 //!
@@ -241,7 +241,7 @@ fn intern(keys: &mut Option<&mut KeyInterner>, key: &str) -> Arc<str> {
     }
 }
 
-/// Plans one event (validation of DESIGN §2).
+/// Plans one event (validation of design.md §2).
 pub fn plan(ev: &RuntimeEvent) -> Plan {
     match check(ev, None) {
         Checked::Ignored(reason) => Plan::Ignored(reason),

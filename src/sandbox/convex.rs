@@ -45,8 +45,8 @@ impl LocalConvex {
         cmd.current_dir(root)
             .args(["run", "--silent", "local-backend", "--", "--port"])
             .arg(port.to_string())
-            .arg("--admin-key")
-            .arg(&key)
+            // By environment: process arguments are visible to every local user.
+            .env("CONVEX_ADMIN_KEY", &key)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

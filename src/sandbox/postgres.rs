@@ -19,7 +19,6 @@ pub struct LocalPostgres {
 }
 
 pub struct LocalDb {
-    pub name: String,
     pub url: Secret,
 }
 
@@ -174,13 +173,8 @@ impl LocalPostgres {
         tokio::spawn(conn);
         db.batch_execute(SCHEMA).await?;
         Ok(LocalDb {
-            name: name.to_string(),
             url: Secret::new(self.url(name)),
         })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

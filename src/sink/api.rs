@@ -14,7 +14,6 @@ use crate::projection::write_json_str;
 use crate::sink::client::{decode_value, encode_body, ConvexClient, Kind};
 use crate::sink::encoding::{count, opt_count};
 use crate::sink::error::SinkError;
-use crate::sink::retry::{with_retry, RetryPolicy};
 
 pub const APPLY: &str = "projector:apply";
 pub const LOAD: &str = "projector:load";
@@ -301,26 +300,6 @@ impl ConvexClient {
             )
             .await?;
         Ok(())
-    }
-}
-
-/// The active generation; on a fresh deployment, makes generation 1
-/// active (compare-and-set, so two replicas starting at once agree).
-pub async fn ensure_active_generation(
-    client: &ConvexClient,
-    policy: &RetryPolicy,
-) -> Result<u64, SinkError> {
-    if let Some(g) = with_retry(policy, "getActive", || client.get_active()).await? {
-        return Ok(g);
-    }
-    let (ok, active) = with_retry(policy, "setActive", || client.set_active(1, None)).await?;
-    match active {
-        Some(g) => Ok(g),
-        None if ok => Ok(1),
-        None => Err(SinkError::Protocol {
-            path: SET_ACTIVE.into(),
-            why: "setActive(1, expected null) failed but reports no active generation".into(),
-        }),
     }
 }
 

@@ -3,14 +3,14 @@
 //!
 //! ```text
 //! ApplyRequest ─encode()─▶ Bytes ─apply_encoded()─▶ POST /api/mutation ─▶ Convex
-//!                 │                     ▲
-//!   limits::BatchBudget (size)     retry::with_retry (transient only, backoff + jitter)
+//!                                       ▲
+//!                                  retry::with_retry (transient only, backoff + jitter)
 //! ```
 //!
 //! * [`client`]: one request, one attempt; classifies failures ([`error`]).
 //! * [`api`]: typed calls to `convex/projector.ts` (apply, load, page, ...).
-//! * [`encoding`]: Convex JSON rules (int64, finite floats, reserved names).
-//! * [`limits`]: keeps one mutation well inside Convex's limits.
+//! * [`encoding`]: numbers as Convex sends them back (float64, int64).
+//! * [`limits`]: Convex's limits as the real backend counts them.
 //! * [`null`]: Convex-wire server that acknowledges everything.
 
 pub mod api;
@@ -18,15 +18,15 @@ pub mod client;
 pub mod encoding;
 pub mod error;
 pub mod limits;
+#[cfg(any(test, feature = "test-support"))]
+pub mod memory;
 pub mod null;
 pub mod retry;
+pub mod store;
 
-pub use api::{
-    ensure_active_generation, ApplyRequest, ApplyResult, DeadLetterWrite, DocJson, LoadedDoc, Page,
-    Write,
-};
+pub use api::{ApplyRequest, ApplyResult, DeadLetterWrite, DocJson, LoadedDoc, Page, Write};
 pub use client::{ConvexClient, Kind};
 pub use error::SinkError;
-pub use limits::{BatchBudget, BatchLimits};
 pub use null::NullSink;
 pub use retry::{with_retry, RetryHook, RetryPolicy};
+pub use store::DocumentStore;

@@ -1,7 +1,7 @@
 //! The null sink: a Convex-wire HTTP server that acknowledges every
 //! `projector:apply` and stores nothing. Scale tests and benchmarks point
 //! `--convex-url` at it to measure the projector without Convex's cost
-//! (the local backend scans whole tables per lookup, DESIGN §8).
+//! (the local backend scans whole tables per lookup, design.md §8).
 //!
 //! ```text
 //! POST /api/mutation {"path":"projector:apply","args":{writes,deadLetters}}

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::source::error::SourceError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -484,7 +484,8 @@ fn event_columns(rel: &Relation) -> Result<EventColumns, EventError> {
 #[cfg(test)]
 mod tests {
     use super::{parse_i64, utf8, EventDecoder, SourceEvent};
-    use crate::source::pgoutput::{encode, Column, PgOutputMessage as M, Relation, TupleValue};
+    use crate::source::pgoutput::{Column, PgOutputMessage as M, Relation, TupleValue};
+    use crate::source::pgoutput_encode::encode;
 
     /// A transaction inserting `rows` (stream_id, payload) into
     /// runtime.events, as pgoutput messages.

@@ -13,6 +13,8 @@ pub mod conninfo;
 pub mod error;
 pub mod event;
 pub mod pgoutput;
+#[cfg(any(test, feature = "test-support"))]
+pub mod pgoutput_encode;
 pub mod slot;
 pub mod sql;
 pub mod stream;

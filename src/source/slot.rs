@@ -1,8 +1,8 @@
 //! Slot administration and health (tokio-postgres), and slot creation with
 //! an exported snapshot on a replication connection (rebuild).
 
-use crate::config::Secret;
 use crate::event::Lsn;
+use crate::secret::Secret;
 use crate::source::conn::{quote_ident, PgConn};
 use crate::source::error::SourceError;
 use crate::source::stream::connect_replication;

@@ -4,7 +4,7 @@
 
 use tokio_postgres::config::SslMode as PgSslMode;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::source::conninfo::{ConnInfo, SslMode};
 use crate::source::error::SourceError;
 use crate::source::tls;

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Buf, BufMut, Bytes};
 use postgres_protocol::message::frontend;
 
-use crate::config::Secret;
 use crate::event::Lsn;
+use crate::secret::Secret;
 use crate::source::conn::{quote_ident, quote_literal, PgConn};
 use crate::source::conninfo::ConnInfo;
 use crate::source::error::SourceError;

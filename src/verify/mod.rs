@@ -51,11 +51,11 @@ pub async fn main(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let client = ConvexClient::new(url, key.clone(), settings.tuning.convex_timeout)?;
     let generation = match args.generation {
         Some(g) => g,
-        None => client.get_active().await?.ok_or_else(|| {
+        None => crate::generation::active(&client).await?.ok_or_else(|| {
             anyhow::anyhow!("Convex has no active generation yet: start `projector run` (or `projector rebuild`) first")
         })?,
     };
-    let slot = crate::rebuild::slot_for_generation(&client, generation, &settings.slot).await?;
+    let slot = crate::generation::slot_of(&client, generation, &settings.slot).await?;
     let outcome = verify(
         &db_url,
         Some(&slot),

@@ -1,6 +1,6 @@
 //! Helpers for rebuild/verify/status tests: run a `projector` subcommand as
 //! the real binary, call public client queries as a user, list slots.
-//! Include with `#[path = "support/cli.rs"] mod cli;`.
+//! Use with `use crate::support::cli;`.
 #![allow(dead_code)]
 
 use std::process::Stdio;

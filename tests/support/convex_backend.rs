@@ -3,8 +3,7 @@
 //! HTTP wire format) on a free port with a random admin key. Killed with
 //! its whole process group on drop.
 //!
-//! Use from a test file with
-//! `#[path = "support/convex_backend.rs"] mod convex_backend;`.
+//! Use with `use crate::support::convex_backend;`.
 
 #![allow(dead_code)]
 
@@ -57,7 +56,9 @@ impl ConvexBackend {
         let key = random_key();
         let mut child = Command::new("npm")
             .args(["run", "--silent", "local-backend", "--"])
-            .args(["--port", &port.to_string(), "--admin-key", key.expose()])
+            .args(["--port", &port.to_string()])
+            // By environment: process arguments are visible to every local user.
+            .env("CONVEX_ADMIN_KEY", key.expose())
             .current_dir(root)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

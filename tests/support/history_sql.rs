@@ -1,7 +1,7 @@
 //! Fast, valid event history written with one `INSERT ... SELECT
 //! generate_series(...)`: many events over few documents (the local
 //! backend scans whole tables per lookup, so tests keep tables small).
-//! Include with `#[path = "support/history_sql.rs"] mod history_sql;`.
+//! Use with `use crate::support::history_sql;`.
 #![allow(dead_code)]
 
 /// Shape of the history.

@@ -1,5 +1,4 @@
-//! Throwaway PostgreSQL clusters for tests. Include it with
-//! `#[path = "support/pg.rs"] mod pg;`.
+//! Throwaway PostgreSQL clusters for tests (`use crate::support::pg;`).
 //!
 //! Server binaries: `initdb` and `postgres` from `$PROJECTOR_PG_BIN` when
 //! set (e.g. `PROJECTOR_PG_BIN=$(scripts/pg-versions.sh 17)`), else from
@@ -8,9 +7,9 @@
 //! feature of a newer server.
 //!
 //! API:
-//! - `pg::shared().await -> &'static PgCluster`: one cluster per test binary
-//!   (one initdb, ~1–2 s), TLS on, `wal_level=logical`, shared by all tests of
-//!   the binary. Never restart or reconfigure it; use a private cluster for that.
+//! - `pg::shared().await -> &'static PgCluster`: one cluster for the test
+//!   binary (one initdb, ~1–2 s), TLS on, `wal_level=logical`, shared by all
+//!   tests (slots are never dropped with their databases, so it allows many). Never restart or reconfigure it; use a private cluster for that.
 //! - `PgCluster::start(PgOptions { .. }).await -> PgCluster`: a private cluster
 //!   (own data dir and port); dropped = stopped and deleted.
 //!   `PgOptions { wal_level, ssl, max_slot_wal_keep_size, extra_conf }`.
@@ -372,9 +371,9 @@ impl PgCluster {
         let port = free_port();
         let mut conf = format!(
             "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
-             wal_level = {}\nmax_wal_senders = 20\nmax_replication_slots = 20\n\
-             wal_sender_timeout = '5s'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
-             max_connections = 200\nlogical_decoding_work_mem = '64kB'\nlog_min_messages = warning\n",
+             wal_level = {}\nmax_wal_senders = 64\nmax_replication_slots = 256\n\
+             wal_sender_timeout = '60s'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             max_connections = 400\nlogical_decoding_work_mem = '64kB'\nlog_min_messages = warning\n",
             dir.display(),
             opts.wal_level
         );

@@ -1,0 +1,113 @@
+//! The engine in-process against [`MemoryStore`]: deterministic faults,
+//! paused time (retry backoff passes instantly), no HTTP and no backend.
+
+use std::sync::Arc;
+
+use crate::config::Tuning;
+use crate::event::{Lsn, Position, RuntimeEvent};
+use crate::metrics::Metrics;
+use crate::pipeline::driver::Driver;
+use crate::projection::Table;
+use crate::sink::memory::{Fault, MemoryStore};
+
+fn driver(store: &Arc<MemoryStore>) -> Driver {
+    Driver::new(
+        store.clone(),
+        1,
+        Tuning::default(),
+        Metrics::new().expect("metrics"),
+    )
+}
+
+/// Run `r1`'s event `seq` in a transaction committed at `lsn`.
+fn run_event(seq: i64, lsn: u64) -> RuntimeEvent {
+    let (ty, payload) = if seq == 1 {
+        (
+            "run.created",
+            r#"{"thread_id":"t1","title":"x"}"#.to_string(),
+        )
+    } else {
+        ("run.step", format!(r#"{{"name":"s{seq}"}}"#))
+    };
+    RuntimeEvent::new(
+        seq,
+        "run:r1",
+        seq,
+        ty,
+        "u1",
+        &payload,
+        "2026-11-23 08:00:00+00",
+    )
+    .at(Position::new(Lsn(lsn), 0))
+}
+
+/// One transaction per event, each committed and closed into its own batch.
+async fn feed(d: &mut Driver, seqs: std::ops::RangeInclusive<i64>) {
+    for seq in seqs {
+        let lsn = 1000 + seq as u64 * 100;
+        d.engine_mut().begin(0);
+        d.push_waiting(run_event(seq, lsn)).await.expect("push");
+        d.engine_mut().commit(Lsn(lsn + 50));
+        d.close_batch().await.expect("close");
+    }
+}
+
+fn step_count(store: &MemoryStore) -> u64 {
+    let (_, doc) = store.doc(1, Table::Runs, "r1").expect("run r1 stored");
+    doc["stepCount"].as_u64().expect("stepCount")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_failure_is_retried_and_confirmed_only_after_the_ack() {
+    let store = Arc::new(MemoryStore::new());
+    let mut d = driver(&store);
+    d.engine_mut().reset_progress(Lsn(1000));
+    store.push_fault(Fault::ApplyTransient);
+    store.push_fault(Fault::ApplyTransient);
+    feed(&mut d, 1..=3).await;
+    assert_eq!(
+        d.engine().flush_lsn(),
+        Lsn(1000),
+        "nothing acknowledged yet"
+    );
+    d.settle().await.expect("settle");
+    assert_eq!(d.engine().flush_lsn(), Lsn(1350), "every commit confirmed");
+    assert_eq!(step_count(&store), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_answer_is_retried_and_the_guard_absorbs_the_replay() {
+    let store = Arc::new(MemoryStore::new());
+    let mut d = driver(&store);
+    d.engine_mut().reset_progress(Lsn(1000));
+    store.push_fault(Fault::ApplyLostAnswer);
+    feed(&mut d, 1..=4).await;
+    d.settle().await.expect("settle");
+    assert_eq!(step_count(&store), 3);
+    // A new owner replays everything from the start: nothing changes.
+    let mut again = driver(&store);
+    again.engine_mut().reset_progress(Lsn(1000));
+    feed(&mut again, 1..=4).await;
+    again.settle().await.expect("settle");
+    assert_eq!(step_count(&store), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_driver_hydrates_what_another_writer_stored() {
+    // The first-bullet bug of the life-cycle issue, in-process: a second
+    // writer advanced the run; a new driver must fold onto its state.
+    let store = Arc::new(MemoryStore::new());
+    let mut a = driver(&store);
+    a.engine_mut().reset_progress(Lsn(1000));
+    feed(&mut a, 1..=3).await;
+    a.settle().await.expect("settle");
+    let mut b = driver(&store);
+    b.engine_mut().reset_progress(Lsn(1350));
+    feed(&mut b, 4..=6).await;
+    b.settle().await.expect("settle");
+    let mut a2 = driver(&store);
+    a2.engine_mut().reset_progress(Lsn(1650));
+    feed(&mut a2, 7..=7).await;
+    a2.settle().await.expect("settle");
+    assert_eq!(step_count(&store), 6);
+}

@@ -1,0 +1,446 @@
+//! One streaming session: a replication connection on the target's slot,
+//! from its confirmed position until shutdown, a switch of the active
+//! generation, the catch-up point, or an error.
+//!
+//! ```text
+//!  ┌─▶ catching up and the last read was small? sleep 2 ms (socket fills)
+//!  │   select! (biased), one named method per arm, in this priority:
+//!  │     1. shutdown            on_shutdown: settle, confirm, stop
+//!  │     2. acknowledgement     on_ack: the flush LSN may advance
+//!  │     3. active check        on_active_check: did a rebuild switch away?
+//!  │     4. status timer        confirm(): progress to Postgres
+//!  │     5. replication message on_replication: every message one read
+//!  │                            brought (≤ 1,024) → decoder → engine
+//!  │     6. batch deadline      close_batch
+//!  └──────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Why this order: stopping must win over everything; an acknowledgement
+//! is cheap and frees budget the reads below need; status updates must not
+//! starve behind a busy stream (`wal_sender_timeout`); and the stream comes
+//! before the deadline so that while WAL is ready the batch keeps filling up
+//! to its size limits (a backlog drains in full batches: fewer mutations,
+//! more coalescing), while the deadline closes it as soon as nothing is ready.
+//!
+//! Progress sent to Postgres is always the engine's flush LSN: the commit
+//! end of the last transaction whose every batch Convex acknowledged (see
+//! `pipeline::watermark`), so a crash between any two steps resends what
+//! was not acknowledged and nothing else.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{sleep_until, Instant, Interval, MissedTickBehavior};
+
+use crate::config::{Secret, Settings};
+use crate::event::Lsn;
+use crate::metrics::{Health, Metrics};
+use crate::pipeline::dispatch::Ack;
+use crate::pipeline::driver::Driver;
+use crate::sink::{ConvexClient, SinkError};
+use crate::source::event::{EventDecoder, SourceEvent};
+use crate::source::stream::{ReplicationStream, StreamOptions, WalMessage};
+use crate::source::SourceError;
+
+/// How often a following service checks the active generation.
+const ACTIVE_CHECK: Duration = Duration::from_secs(3);
+
+/// While catching up, a read shorter than this is followed by a pause.
+const BULK_READ_BYTES: usize = 64 * 1024;
+
+/// The pause threshold for a connection whose receive buffer we fixed:
+/// a quarter of it at most. A full window must never count as a short
+/// read, or every read would pause and the window would cap the drain at
+/// window / pause. With 64 KiB asked (128 KiB granted) reads average
+/// ~120 KB, so a quarter leaves a margin for kernels that grant less.
+fn bulk_read_threshold(granted_recv_buffer: Option<u32>) -> usize {
+    granted_recv_buffer.map_or(BULK_READ_BYTES, |g| (g as usize / 4).min(BULK_READ_BYTES))
+}
+
+/// The pause: the walsender fills the socket meanwhile. Over a network
+/// TCP's receive buffer grows to megabytes, so 2 ms of WAL fits; on
+/// loopback our window is small (`LOOPBACK_RECV_BUFFER`) and the rest
+/// waits in the server's send queue, merged into large segments. The
+/// measurements behind 2 ms are in BENCHMARKS.md.
+const BULK_READ_PAUSE: Duration = Duration::from_millis(2);
+/// A Unix socket holds only the server's send buffer (~200 KB of small
+/// writes): the walsender fills it in well under a millisecond and then
+/// blocks, so the TCP pause would throttle the drain.
+const BULK_READ_PAUSE_UNIX: Duration = Duration::from_micros(400);
+/// At most this many WAL messages are handled per wake-up before acks,
+/// status and shutdown get their turn.
+const MESSAGES_PER_WAKE: usize = 1024;
+
+/// Where a service streams from and writes to.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub slot: String,
+    pub generation: u64,
+    /// Follow the active generation: end the session when a rebuild
+    /// switched it, then move to the new generation's slot.
+    pub follow_active: bool,
+}
+
+/// Why one streaming session ended.
+pub enum SessionEnd {
+    Shutdown,
+    CaughtUp,
+    /// A rebuild switched the active generation away from ours.
+    Switched,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// What a session needs from the service around it.
+pub struct SessionContext<'a> {
+    pub settings: &'a Settings,
+    pub db_url: &'a Secret,
+    pub target: &'a Target,
+    pub client: &'a Arc<ConvexClient>,
+    pub metrics: &'a Metrics,
+    pub health: &'a Health,
+    pub exit_when_caught_up: bool,
+}
+
+pub struct Session<'a> {
+    ctx: SessionContext<'a>,
+    driver: &'a mut Driver,
+    stream: ReplicationStream,
+    decoder: EventDecoder,
+    status: Interval,
+    active_check: Interval,
+    /// Set by the active-generation check, which runs off the loop.
+    switched: Arc<AtomicBool>,
+    /// Stop once the flush LSN reaches this (`--exit-when-caught-up`).
+    caught_up_at: Option<Lsn>,
+    bulk_read_bytes: usize,
+}
+
+impl<'a> Session<'a> {
+    /// Connects, checks the slot and starts streaming from its confirmed
+    /// position. `driver` must be settled (nothing open or in flight).
+    pub async fn start(
+        ctx: SessionContext<'a>,
+        driver: &'a mut Driver,
+    ) -> Result<Session<'a>, SessionError> {
+        let slot_name = &ctx.target.slot;
+        let sql = crate::source::sql::connect(ctx.db_url).await?;
+        let slot = crate::source::slot::slot_info(&sql, slot_name)
+            .await?
+            .ok_or_else(|| SourceError::SlotMissing {
+                slot: slot_name.clone(),
+            })?;
+        if slot.is_lost() {
+            return Err(SourceError::SlotInvalidated {
+                slot: slot_name.clone(),
+                detail: format!(
+                    "wal_status is {}",
+                    slot.wal_status.as_deref().unwrap_or("lost")
+                ),
+            }
+            .into());
+        }
+        let start = slot.confirmed_flush_lsn.unwrap_or(Lsn(0));
+        let caught_up_at = if ctx.exit_when_caught_up {
+            Some(
+                crate::history::current_wal_lsn(&sql)
+                    .await
+                    .map_err(|e| SourceError::Sql(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        drop(sql);
+        let stream = ReplicationStream::start(
+            ctx.db_url,
+            slot_name,
+            &ctx.settings.publication,
+            start,
+            // No in-progress streaming: the server spills large transactions
+            // and sends them at commit, so our memory never holds a whole one.
+            StreamOptions {
+                streaming: false,
+                ..StreamOptions::default()
+            },
+        )
+        .await?;
+        driver.engine_mut().reset_progress(start);
+        ctx.health.set_blocked(None);
+        ctx.health.set_connected(true);
+        ctx.health.set_streaming(true);
+        // The window is worth seeing when a drain is slower than expected
+        // (none: the kernel auto-tunes it; see LOOPBACK_RECV_BUFFER).
+        tracing::info!(
+            start = %start,
+            recv_buffer = stream.recv_buffer().map_or_else(|| "auto".to_string(), |b| b.to_string()),
+            "streaming"
+        );
+        let mut status = tokio::time::interval(ctx.settings.tuning.status_interval);
+        status.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut active_check = tokio::time::interval(ACTIVE_CHECK);
+        active_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let bulk_read_bytes = bulk_read_threshold(stream.recv_buffer());
+        Ok(Session {
+            ctx,
+            driver,
+            stream,
+            decoder: EventDecoder::new(),
+            status,
+            active_check,
+            switched: Arc::new(AtomicBool::new(false)),
+            caught_up_at,
+            bulk_read_bytes,
+        })
+    }
+
+    /// Streams until the session ends (see the module doc for the loop).
+    pub async fn run(
+        mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<SessionEnd, SessionError> {
+        loop {
+            if let Some(end) = self.finished() {
+                self.stop().await?;
+                return Ok(end);
+            }
+            let engine = self.driver.engine();
+            // A full batch waiting for a slot closes first (reads below would
+            // overfill it: the stream is polled before the fill deadline).
+            if engine.batch_full() && engine.has_slot() {
+                self.close_batch().await?;
+                continue;
+            }
+            let deadline = engine.batch_deadline().filter(|_| engine.has_slot());
+            let can_read = engine.can_read();
+            if can_read {
+                self.pause_for_bulk_read();
+            }
+            let follow = self.ctx.target.follow_active;
+            tokio::select! {
+                biased;
+                Ok(()) = shutdown.changed() => return self.on_shutdown().await,
+                Some(ack) = self.driver.acks.recv() => self.on_ack(ack),
+                _ = self.active_check.tick(), if follow => self.on_active_check(),
+                _ = self.status.tick() => self.confirm().await?,
+                msg = self.stream.next(), if can_read => self.on_replication(msg?).await?,
+                _ = sleep_until_deadline(deadline), if deadline.is_some() => self.close_batch().await?,
+            }
+        }
+    }
+
+    /// The ends that are not events: a switch away from our generation, or
+    /// the catch-up point reached with everything acknowledged.
+    fn finished(&self) -> Option<SessionEnd> {
+        if self.switched.load(Ordering::Relaxed) {
+            tracing::info!(
+                "stopping this generation's stream: a rebuild switched the active generation"
+            );
+            return Some(SessionEnd::Switched);
+        }
+        let engine = self.driver.engine();
+        match self.caught_up_at {
+            Some(t) if engine.flush_lsn() >= t && engine.is_drained() => Some(SessionEnd::CaughtUp),
+            _ => None,
+        }
+    }
+
+    async fn on_shutdown(self) -> Result<SessionEnd, SessionError> {
+        tracing::info!("stopping: no more reads; finishing in-flight writes");
+        let confirmed = self.stop().await?;
+        tracing::info!(%confirmed, "stopped cleanly");
+        Ok(SessionEnd::Shutdown)
+    }
+
+    fn on_ack(&mut self, ack: Ack) {
+        self.driver.on_ack(ack);
+        self.ctx.health.mark_progress();
+    }
+
+    /// Asks Convex for the active generation, off the loop: a slow Convex
+    /// must not delay status updates.
+    fn on_active_check(&mut self) {
+        let client = self.ctx.client.clone();
+        let switched = self.switched.clone();
+        let ours = self.ctx.target.generation;
+        tokio::spawn(async move {
+            if let Ok(Some(g)) = crate::generation::active(&client).await {
+                if g != ours {
+                    switched.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    /// Handles `first` and every further message the same socket read
+    /// brought, not one message per trip through `select!` (whose polling
+    /// of every arm cost more than decoding a message).
+    async fn on_replication(&mut self, first: Option<WalMessage>) -> Result<(), SessionError> {
+        let Some(mut msg) = first else {
+            return Err(SourceError::Closed.into());
+        };
+        let mut budget = MESSAGES_PER_WAKE;
+        loop {
+            match msg {
+                WalMessage::Keepalive {
+                    wal_end,
+                    reply_requested,
+                    ..
+                } => {
+                    self.driver.engine_mut().observe_wal_end(wal_end);
+                    if reply_requested {
+                        self.confirm().await?;
+                    }
+                }
+                WalMessage::XLogData {
+                    data,
+                    wal_end,
+                    server_time,
+                    ..
+                } => {
+                    self.driver
+                        .engine_mut()
+                        .observe_send_time(crate::source::stream::pg_to_unix_us(server_time));
+                    self.decoder
+                        .feed_bytes(&data)
+                        .map_err(|e| SourceError::Protocol(e.to_string()))?;
+                    self.decode_events().await?;
+                    self.driver.engine_mut().observe_wal_end(wal_end);
+                }
+            }
+            budget -= 1;
+            if budget == 0 || !self.driver.engine().can_read() {
+                break;
+            }
+            match self.stream.try_next()? {
+                Some(next) => msg = next,
+                None => break,
+            }
+        }
+        self.ctx.health.mark_progress();
+        Ok(())
+    }
+
+    /// Moves every complete event out of the decoder into the engine.
+    async fn decode_events(&mut self) -> Result<(), SessionError> {
+        while let Some(ev) = self.decoder.pop() {
+            match ev {
+                SourceEvent::Begin { commit_time_us, .. } => {
+                    self.driver.engine_mut().begin(commit_time_us)
+                }
+                SourceEvent::Event(ev) => {
+                    if self.driver.engine_mut().push(ev) && self.driver.engine().has_slot() {
+                        self.close_batch().await?;
+                    }
+                }
+                SourceEvent::Commit { end_lsn, .. } => self.driver.engine_mut().commit(end_lsn),
+                SourceEvent::Violation { kind, detail } => self.on_violation(kind, detail),
+            }
+        }
+        Ok(())
+    }
+
+    fn on_violation(&self, kind: crate::source::event::ViolationKind, detail: String) {
+        let kind = format!("{kind:?}").to_lowercase();
+        self.ctx
+            .metrics
+            .append_only_violations_total
+            .with_label_values(&[&kind])
+            .inc();
+        tracing::error!(%kind, %detail, "runtime.events is append-only, but the WAL carries a change that breaks that contract; it is not projected");
+        let client = self.ctx.client.clone();
+        let value = serde_json::json!({
+            "kind": kind,
+            "detail": detail.chars().take(500).collect::<String>(),
+            "at": chrono::Utc::now().timestamp_millis(),
+        });
+        tokio::spawn(async move { crate::generation::record_violation(&client, value).await });
+    }
+
+    /// Bulk reads while catching up: when the last read emptied the socket
+    /// with little data (we decode faster than the walsender sends), wait
+    /// a moment so the next read returns many messages instead of waking
+    /// up per message. Only for a backlog: events that committed over a
+    /// second ago are not delayed in any way that matters.
+    fn pause_for_bulk_read(&self) {
+        if self.driver.engine().catching_up()
+            && !self.stream.has_buffered_message()
+            && self.stream.last_read() < self.bulk_read_bytes
+        {
+            // A blocking sleep, not a timer: while the runtime waits in
+            // epoll, every small write of the walsender wakes it; asleep,
+            // the socket just fills. Acks and HTTP I/O wait at most this long.
+            std::thread::sleep(if self.stream.is_unix_socket() {
+                BULK_READ_PAUSE_UNIX
+            } else {
+                BULK_READ_PAUSE
+            });
+        }
+    }
+
+    /// Closes the open batch while still sending status updates on the
+    /// timer (hydration may wait on a slow or failing Convex).
+    async fn close_batch(&mut self) -> Result<(), SessionError> {
+        let flush = self.driver.engine().flush_handle();
+        let fut = self.driver.close_batch();
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                r = &mut fut => return r.map_err(SessionError::from),
+                _ = self.status.tick() => {
+                    let f = Lsn(flush.load(Ordering::Relaxed));
+                    self.stream.send_status(f, f, f, false).await?;
+                }
+            }
+        }
+    }
+
+    /// Sends the flush LSN to Postgres: the one place progress is confirmed.
+    async fn confirm(&mut self) -> Result<(), SessionError> {
+        let engine = self.driver.engine();
+        let flush = engine.flush_lsn();
+        let received = engine.received_lsn().max(flush);
+        self.stream
+            .send_status(received, flush, flush, false)
+            .await?;
+        self.ctx.metrics.set_lsns(received.0, flush.0, flush.0);
+        self.ctx.health.mark_progress();
+        Ok(())
+    }
+
+    /// Settles every batch, confirms, and ends the replication stream.
+    /// Returns the LSN confirmed last.
+    async fn stop(mut self) -> Result<Lsn, SessionError> {
+        self.driver.settle().await?;
+        self.confirm().await?;
+        self.stream.finish().await;
+        Ok(self.driver.engine().flush_lsn())
+    }
+}
+
+async fn sleep_until_deadline(deadline: Option<std::time::Instant>) {
+    sleep_until(deadline.map(Instant::from_std).unwrap_or_else(Instant::now)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fixed_window_is_never_a_short_read() {
+        // Auto-tuned (network, Unix socket): the fixed threshold.
+        assert_eq!(bulk_read_threshold(None), BULK_READ_BYTES);
+        // Loopback: 64 KiB asked, 128 KiB granted -> a quarter.
+        assert_eq!(bulk_read_threshold(Some(128 * 1024)), 32 * 1024);
+        // A kernel granting only what was asked: still under a full read.
+        assert_eq!(bulk_read_threshold(Some(64 * 1024)), 16 * 1024);
+        assert_eq!(bulk_read_threshold(Some(8 << 20)), BULK_READ_BYTES);
+    }
+}

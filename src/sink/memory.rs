@@ -1,0 +1,224 @@
+//! An in-memory [`DocumentStore`] with the semantics of
+//! `convex/projector.ts` (`apply` writes a document only at a greater
+//! position, inserts a dead letter once; `load` returns stored states), and
+//! deterministic faults, for in-process engine tests: no HTTP, no backend,
+//! and `tokio::time::pause()` works across retries.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::projection::Table;
+use crate::sink::store::{DocumentStore, StoreFuture};
+use crate::sink::{ApplyResult, LoadedDoc, SinkError};
+
+/// One scripted misbehaviour, consumed by the call it applies to.
+pub enum Fault {
+    /// The next `apply` fails with a transient error (HTTP 503), unapplied.
+    ApplyTransient,
+    /// The next `apply` is applied, but its answer is lost (a timeout).
+    ApplyLostAnswer,
+    /// The next `apply` waits until the watch turns true, then runs.
+    ApplyHeld(watch::Receiver<bool>),
+    /// The next `load` fails with a transient error.
+    LoadTransient,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (generation, table, key) → (position, doc)
+    docs: HashMap<(u64, String, String), (String, Value)>,
+    /// (generation, key) → doc
+    dead_letters: HashMap<(u64, String), Value>,
+    faults: VecDeque<Fault>,
+    /// Every `apply` whose writes hold one of these keys is rejected
+    /// definitely, like a document Convex refuses.
+    rejected_keys: Vec<String>,
+    applies: u64,
+    loads: u64,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push_fault(&self, f: Fault) {
+        self.lock().faults.push_back(f);
+    }
+
+    pub fn reject_key(&self, key: &str) {
+        self.lock().rejected_keys.push(key.to_string());
+    }
+
+    /// The stored document of `(generation, table, key)` and its position.
+    pub fn doc(&self, generation: u64, table: Table, key: &str) -> Option<(String, Value)> {
+        self.lock()
+            .docs
+            .get(&(generation, table.as_str().to_string(), key.to_string()))
+            .cloned()
+    }
+
+    pub fn dead_letter_keys(&self, generation: u64) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .lock()
+            .dead_letters
+            .keys()
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, k)| k.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// (applies, loads) executed so far.
+    pub fn calls(&self) -> (u64, u64) {
+        let g = self.lock();
+        (g.applies, g.loads)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_fault(&self, pred: impl Fn(&Fault) -> bool) -> Option<Fault> {
+        let mut g = self.lock();
+        let i = g.faults.iter().position(pred)?;
+        g.faults.remove(i)
+    }
+
+    fn run_apply(&self, body: &[u8]) -> Result<ApplyResult, SinkError> {
+        let v: Value = serde_json::from_slice(body).map_err(|e| protocol(e.to_string()))?;
+        let args = &v["args"];
+        let generation = args["generation"]
+            .as_u64()
+            .ok_or_else(|| protocol("generation".into()))?;
+        let empty = Vec::new();
+        let writes = args["writes"].as_array().unwrap_or(&empty);
+        let dead_letters = args["deadLetters"].as_array().unwrap_or(&empty);
+        let mut g = self.lock();
+        for w in writes {
+            let key = w["key"].as_str().unwrap_or_default();
+            if g.rejected_keys.iter().any(|k| k == key) {
+                return Err(SinkError::Function {
+                    path: "projector:apply".into(),
+                    message: format!("InvalidDocument: key {key:?} rejected"),
+                    data: None,
+                });
+            }
+        }
+        g.applies += 1;
+        let mut r = ApplyResult::default();
+        for w in writes {
+            let id = (
+                generation,
+                w["table"].as_str().unwrap_or_default().to_string(),
+                w["key"].as_str().unwrap_or_default().to_string(),
+            );
+            let position = w["position"].as_str().unwrap_or_default().to_string();
+            match g.docs.get(&id) {
+                Some((stored, _)) if *stored >= position => r.skipped += 1,
+                _ => {
+                    g.docs.insert(id, (position, w["doc"].clone()));
+                    r.applied += 1;
+                }
+            }
+        }
+        for d in dead_letters {
+            let id = (
+                generation,
+                d["key"].as_str().unwrap_or_default().to_string(),
+            );
+            match g.dead_letters.entry(id) {
+                std::collections::hash_map::Entry::Occupied(_) => r.dead_letters_skipped += 1,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(d["doc"].clone());
+                    r.dead_letters_inserted += 1;
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+fn protocol(why: String) -> SinkError {
+    SinkError::Protocol {
+        path: "projector:apply".into(),
+        why,
+    }
+}
+
+fn unavailable(path: &str) -> SinkError {
+    SinkError::Server {
+        path: path.into(),
+        status: 503,
+        code: "ServiceUnavailable".into(),
+        message: "injected".into(),
+        retry_after: None,
+    }
+}
+
+impl DocumentStore for MemoryStore {
+    fn apply(&self, body: Bytes) -> StoreFuture<'_, ApplyResult> {
+        Box::pin(async move {
+            let fault = self.take_fault(|f| {
+                matches!(
+                    f,
+                    Fault::ApplyTransient | Fault::ApplyLostAnswer | Fault::ApplyHeld(_)
+                )
+            });
+            match fault {
+                Some(Fault::ApplyTransient) => return Err(unavailable("projector:apply")),
+                Some(Fault::ApplyLostAnswer) => {
+                    self.run_apply(&body)?;
+                    return Err(SinkError::Timeout {
+                        path: "projector:apply".into(),
+                        timeout: std::time::Duration::from_secs(30),
+                    });
+                }
+                Some(Fault::ApplyHeld(mut release)) => {
+                    let _ = release.wait_for(|go| *go).await;
+                }
+                _ => {}
+            }
+            self.run_apply(&body)
+        })
+    }
+
+    fn load<'a>(
+        &'a self,
+        generation: u64,
+        table: Table,
+        keys: &'a [String],
+    ) -> StoreFuture<'a, Vec<LoadedDoc>> {
+        Box::pin(async move {
+            if self
+                .take_fault(|f| matches!(f, Fault::LoadTransient))
+                .is_some()
+            {
+                return Err(unavailable("projector:load"));
+            }
+            let mut g = self.lock();
+            g.loads += 1;
+            Ok(keys
+                .iter()
+                .filter_map(|k| {
+                    let id = (generation, table.as_str().to_string(), k.clone());
+                    g.docs.get(&id).map(|(position, doc)| LoadedDoc {
+                        key: k.clone(),
+                        position: position.clone(),
+                        doc: doc.clone(),
+                    })
+                })
+                .collect())
+        })
+    }
+}

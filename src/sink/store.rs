@@ -1,0 +1,47 @@
+//! The narrow interface the engine writes through: `apply` a request body
+//! and `load` stored states. [`ConvexClient`] is the production store; the
+//! in-memory [`crate::sink::memory::MemoryStore`] lets the engine be tested
+//! in-process with deterministic faults and paused time.
+//!
+//! One call is one attempt: retries are the caller's (`with_retry`).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+use crate::projection::Table;
+use crate::sink::{ApplyResult, ConvexClient, LoadedDoc, SinkError};
+
+/// What a store call returns: boxed, so the engine holds `Arc<dyn DocumentStore>`
+/// (one allocation per request, negligible beside a round trip).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SinkError>> + Send + 'a>>;
+
+pub trait DocumentStore: Send + Sync + 'static {
+    /// One `projector:apply` with a body from `ApplyRequest::encode_raw`.
+    fn apply(&self, body: Bytes) -> StoreFuture<'_, ApplyResult>;
+
+    /// The stored states of `keys` in `table` of `generation` (absent keys
+    /// are left out).
+    fn load<'a>(
+        &'a self,
+        generation: u64,
+        table: Table,
+        keys: &'a [String],
+    ) -> StoreFuture<'a, Vec<LoadedDoc>>;
+}
+
+impl DocumentStore for ConvexClient {
+    fn apply(&self, body: Bytes) -> StoreFuture<'_, ApplyResult> {
+        Box::pin(self.apply_encoded(body))
+    }
+
+    fn load<'a>(
+        &'a self,
+        generation: u64,
+        table: Table,
+        keys: &'a [String],
+    ) -> StoreFuture<'a, Vec<LoadedDoc>> {
+        Box::pin(ConvexClient::load(self, generation, table.as_str(), keys))
+    }
+}
