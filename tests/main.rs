@@ -24,6 +24,7 @@ mod sink_convex;
 mod sink_http;
 mod sink_null;
 mod sink_redaction;
+mod slot_idle_timeout;
 mod source_auth;
 mod source_decode;
 mod source_errors;
