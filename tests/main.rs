@@ -12,6 +12,7 @@ mod deploy_files;
 mod loadgen_traffic;
 mod metrics_docs;
 mod metrics_server;
+mod pg_failover;
 mod pipeline_e2e;
 mod pipeline_faults;
 mod pipeline_memory;

@@ -6,11 +6,15 @@
 //! Auth Proxy's `--unix-socket` and a server on the same host. As in libpq,
 //! TLS is not used on a Unix socket (the kernel is the transport), so
 //! `sslmode` is ignored there.
+//!
+//! Several hosts (`postgres://u@h1:5432,h2:5432/db`, `?host=h1,h2`) and
+//! `target_session_attrs=read-write` are libpq's too: see `hosts`.
 
 use std::path::PathBuf;
 
 use crate::secret::Secret;
 use crate::source::error::SourceError;
+use crate::source::hosts::{self, SessionAttrs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SslMode {
@@ -41,8 +45,12 @@ impl SslMode {
 /// A parsed connection URL. `Debug` never shows the password.
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
+    /// The first of `hosts`.
     pub host: String,
     pub port: u16,
+    /// Every host to try, in order (one for a one-host URL).
+    pub hosts: Vec<(String, u16)>,
+    pub target_session_attrs: SessionAttrs,
     pub user: String,
     pub password: Option<Secret>,
     pub dbname: String,
@@ -55,7 +63,8 @@ pub struct ConnInfo {
 
 impl ConnInfo {
     pub fn parse(url: &str) -> Result<ConnInfo, SourceError> {
-        let url = with_placeholder_host(url);
+        let (url, url_hosts) = hosts::split_authority(url)?;
+        let url = with_placeholder_host(&url);
         let u = url::Url::parse(&url).map_err(|e| {
             SourceError::Config(format!(
                 "{e}; expected postgres://user:password@host:5432/dbname"
@@ -76,6 +85,8 @@ impl ConnInfo {
                 None => "localhost".into(),
             },
             port: u.port().unwrap_or(5432),
+            hosts: Vec::new(),
+            target_session_attrs: SessionAttrs::Any,
             user: if u.username().is_empty() {
                 std::env::var("USER").unwrap_or_else(|_| "postgres".into())
             } else {
@@ -94,18 +105,16 @@ impl ConnInfo {
         } else {
             dec(path)?
         };
+        let (mut query_hosts, mut query_ports) = (None, None);
         for (k, v) in u.query_pairs() {
             match &*k {
                 "sslmode" => info.sslmode = SslMode::parse(&v)?,
                 "sslrootcert" => {
                     info.sslrootcert = (v != "system").then(|| PathBuf::from(&*v));
                 }
-                "host" => info.host = v.into_owned(),
-                "port" => {
-                    info.port = v
-                        .parse()
-                        .map_err(|_| SourceError::Config(format!("port={v:?} is not a number")))?
-                }
+                "host" => query_hosts = Some(v.into_owned()),
+                "port" => query_ports = Some(hosts::parse_ports(&v)?),
+                "target_session_attrs" => info.target_session_attrs = SessionAttrs::parse(&v)?,
                 "user" => info.user = v.into_owned(),
                 "password" => info.password = Some(Secret::new(v.into_owned())),
                 "dbname" => info.dbname = v.into_owned(),
@@ -119,10 +128,44 @@ impl ConnInfo {
                 _ => {} // libpq knows many more; ignore what we do not use
             }
         }
-        if info.is_unix_socket() {
+        let (listed, default_port) = match query_hosts {
+            Some(h) => (
+                h.split(',').map(|h| (h.to_string(), None)).collect(),
+                info.port,
+            ),
+            None if !url_hosts.is_empty() => (
+                url_hosts
+                    .into_iter()
+                    .map(|(h, p)| dec(&h).map(|h| (h, p)))
+                    .collect::<Result<Vec<_>, _>>()?,
+                5432,
+            ),
+            None => (vec![(info.host.clone(), None)], info.port),
+        };
+        info.hosts = hosts::pair(listed, query_ports, default_port)?;
+        (info.host, info.port) = info.hosts[0].clone();
+        if info.hosts.len() == 1 && info.is_unix_socket() {
             info.sslmode = SslMode::Disable;
         }
         Ok(info)
+    }
+
+    /// One `ConnInfo` per host, in the order to try them (a socket host
+    /// without TLS, as in libpq).
+    pub fn candidates(&self) -> Vec<ConnInfo> {
+        self.hosts
+            .iter()
+            .map(|(host, port)| {
+                let mut one = self.clone();
+                one.host = host.clone();
+                one.port = *port;
+                one.hosts = vec![(host.clone(), *port)];
+                if one.is_unix_socket() {
+                    one.sslmode = SslMode::Disable;
+                }
+                one
+            })
+            .collect()
     }
 
     /// The host is a socket directory (libpq: a host starting with `/`).
@@ -202,6 +245,42 @@ mod tests {
         assert!(!format!("{c:?}").contains("p/w"));
         assert!(ConnInfo::parse("postgres://h/db?sslmode=bogus").is_err());
         assert!(ConnInfo::parse("mysql://h/db").is_err());
+    }
+
+    #[test]
+    fn several_hosts_as_in_libpq() {
+        let c = ConnInfo::parse(
+            "postgres://app:pw@10.0.0.3:5432,10.0.0.4:6432/orders?target_session_attrs=read-write&sslmode=require",
+        )
+        .unwrap();
+        assert_eq!(
+            c.hosts,
+            vec![("10.0.0.3".into(), 5432), ("10.0.0.4".into(), 6432)]
+        );
+        assert_eq!((c.host.as_str(), c.port), ("10.0.0.3", 5432));
+        assert_eq!(c.target_session_attrs, SessionAttrs::ReadWrite);
+        assert_eq!(c.password.as_ref().unwrap().expose(), "pw");
+        assert_eq!(c.dbname, "orders");
+        let second = &c.candidates()[1];
+        assert_eq!((second.host.as_str(), second.port), ("10.0.0.4", 6432));
+        assert_eq!(second.sslmode, SslMode::Require);
+        assert_eq!(second.dbname, "orders");
+
+        let c = ConnInfo::parse("postgres://app@/orders?host=a,b&port=7000").unwrap();
+        assert_eq!(c.hosts, vec![("a".into(), 7000), ("b".into(), 7000)]);
+        assert_eq!(c.target_session_attrs, SessionAttrs::Any);
+        let c = ConnInfo::parse("postgres://app@/orders?host=a,/tmp&port=1,2").unwrap();
+        assert_eq!(
+            c.candidates()[1].unix_socket_path().unwrap(),
+            PathBuf::from("/tmp/.s.PGSQL.2")
+        );
+        assert_eq!(c.candidates()[1].sslmode, SslMode::Disable);
+        assert_eq!(c.candidates()[0].sslmode, SslMode::Prefer);
+        assert!(ConnInfo::parse("postgres://app@/orders?host=a,b&port=1,2,3").is_err());
+        assert!(ConnInfo::parse("postgres://h/db?target_session_attrs=standby").is_err());
+        let one = ConnInfo::parse("postgres://app@db:6543/orders").unwrap();
+        assert_eq!(one.hosts, vec![("db".into(), 6543)]);
+        assert_eq!(one.candidates().len(), 1);
     }
 
     #[test]

@@ -12,6 +12,10 @@ pub struct ServerError {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// The server function that raised it (field `R`): never translated,
+    /// unlike the message, so it can tell apart reports that share a
+    /// SQLSTATE.
+    pub routine: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +166,7 @@ impl From<tokio_postgres::Error> for SourceError {
                 message: db.message().to_string(),
                 detail: db.detail().map(str::to_string),
                 hint: db.hint().map(str::to_string),
+                routine: db.routine().map(str::to_string),
             };
             return SourceError::from_server(se, &ErrorContext::default());
         }

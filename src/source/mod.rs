@@ -12,6 +12,7 @@ pub mod conn;
 pub mod conninfo;
 pub mod error;
 pub mod event;
+pub mod hosts;
 pub mod pgoutput;
 #[cfg(any(test, feature = "test-support"))]
 pub mod pgoutput_encode;

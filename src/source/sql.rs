@@ -7,15 +7,21 @@ use tokio_postgres::config::SslMode as PgSslMode;
 use crate::secret::Secret;
 use crate::source::conninfo::{ConnInfo, SslMode};
 use crate::source::error::SourceError;
+use crate::source::hosts::SessionAttrs;
 use crate::source::tls;
 
 pub fn pg_config(info: &ConnInfo) -> tokio_postgres::Config {
     let mut cfg = tokio_postgres::Config::new();
     // A host starting with `/` is a socket directory to tokio-postgres too;
     // `ConnInfo::parse` already turned TLS off for it, as libpq does.
-    cfg.host(&info.host)
-        .port(info.port)
-        .user(&info.user)
+    // Every host in order (tokio-postgres tries them as libpq does).
+    for (host, port) in &info.hosts {
+        cfg.host(host).port(*port);
+    }
+    if info.target_session_attrs == SessionAttrs::ReadWrite {
+        cfg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    }
+    cfg.user(&info.user)
         .dbname(&info.dbname)
         .application_name(&info.application_name)
         .ssl_mode(match info.sslmode {

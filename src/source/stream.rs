@@ -261,7 +261,7 @@ impl ReplicationStream {
                 self.done = true;
                 Ok(None)
             }
-            b'E' => Err(self.conn.error(&f.body)),
+            b'E' => Err(self.on_error(&f.body)),
             b'N' => self.on_notice(&f.body),
             b'S' | b'C' | b'Z' => Ok(None),
             other => Err(SourceError::Protocol(format!(
@@ -273,22 +273,46 @@ impl ReplicationStream {
 
     /// A NoticeResponse inside the stream. From PostgreSQL 18 pgoutput no
     /// longer fails on a publication it cannot find at a change's WAL
-    /// position: it sends a WARNING (SQLSTATE 55000, object not in
-    /// prerequisite state: `LoadPublications` in pgoutput.c) and skips the
-    /// change. Skipped changes would be confirmed with the next keepalive
-    /// and never reach Convex, so that warning ends the stream with the
-    /// error every earlier version raises. The warning precedes any
-    /// keepalive past the skipped change, so nothing beyond what was
-    /// received is confirmed.
+    /// position: it sends a WARNING (SQLSTATE 55000, raised by
+    /// `LoadPublications`) and skips the change. Skipped changes would be
+    /// confirmed with the next keepalive and never reach Convex, so that
+    /// warning ends the stream with the error every earlier version
+    /// raises. The warning precedes any keepalive past the skipped change,
+    /// so nothing beyond what was received is confirmed. Other warnings
+    /// share the SQLSTATE (a standby named in `synchronized_standby_slots`
+    /// is away, and the walsender waits for it): those are logged.
     fn on_notice(&mut self, body: &[u8]) -> Result<Option<WalMessage>, SourceError> {
         let notice = crate::source::conn::parse_error_fields(body);
-        if notice.code == "55000" && notice.severity == "WARNING" {
+        if notice.code == "55000"
+            && notice.severity == "WARNING"
+            && notice.routine.as_deref() == Some("LoadPublications")
+        {
             return Err(SourceError::PublicationMissing {
                 publication: self.conn.ctx.publication.clone().unwrap_or_default(),
             });
         }
-        tracing::warn!(code = %notice.code, message = %notice.message, "notice from the walsender");
+        tracing::warn!(
+            code = %notice.code,
+            message = %notice.message,
+            detail = notice.detail.as_deref().unwrap_or(""),
+            "warning from the walsender"
+        );
         Ok(None)
+    }
+
+    /// An ErrorResponse inside the stream (the server ends the stream).
+    /// SQLSTATE 55000 there is a walsender that stops while it cannot
+    /// proceed: a shutting-down primary whose standby in
+    /// `synchronized_standby_slots` is gone (as after a failover), or a
+    /// slot invalidated under it. Reconnecting is right for both: the next
+    /// session checks the slot first, and an invalidated one stops `run`.
+    fn on_error(&self, body: &[u8]) -> SourceError {
+        match self.conn.error(body) {
+            SourceError::Server { code, message } if code == "55000" => SourceError::Io(
+                std::io::Error::other(format!("the walsender ended the stream (55000: {message})")),
+            ),
+            other => other,
+        }
     }
 
     /// `next()` will return without reading the socket.

@@ -224,7 +224,7 @@ fn as_postgres(cmd: &mut Command, die_with_parent: bool) {
     }
 }
 
-fn chown_pg(p: &Path) {
+pub fn chown_pg(p: &Path) {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     if unsafe { libc::geteuid() } == 0 {
         let (uid, gid) = postgres_ids();
@@ -430,6 +430,24 @@ impl PgCluster {
         cluster
     }
 
+    /// A cluster around a data directory made elsewhere (a standby copied
+    /// from a primary, see `pg_standby`): started, and dropped like any
+    /// other. `dir` holds `data`, the log and the socket.
+    pub fn adopt(dir: PathBuf, data: PathBuf, port: u16) -> PgCluster {
+        register_atexit();
+        let cluster = PgCluster {
+            port,
+            dir,
+            data,
+            ca_cert: None,
+            wrong_ca_cert: None,
+            child: Mutex::new(None),
+            owned: true,
+        };
+        cluster.start_again();
+        cluster
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.join("postgres.log")
     }
@@ -464,7 +482,8 @@ impl PgCluster {
             if log
                 .get(log_start..)
                 .unwrap_or("")
-                .contains("ready to accept connections")
+                // a hot standby: "ready to accept read-only connections"
+                .contains("ready to accept")
             {
                 break;
             }
