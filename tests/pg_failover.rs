@@ -228,6 +228,21 @@ async fn promoting_the_standby_continues_from_the_synced_slot_or_exits_3_before_
         );
     }
 
+    // How far the standby's copy of the slot is behind what the projector
+    // confirmed on the primary: the stretch replayed after the failover
+    // (the slot sync worker naps up to 30 s between syncs when idle).
+    let replay_bytes = if failover_slots {
+        let confirmed = projector_proc::confirmed_lsn(&on_primary, SLOT)
+            .await
+            .unwrap_or(0);
+        let synced = projector_proc::confirmed_lsn(&on_standby, SLOT)
+            .await
+            .unwrap_or(0);
+        confirmed.saturating_sub(synced)
+    } else {
+        0
+    };
+
     // Failover: promote the standby, then stop the old primary.
     let promoted_at = Instant::now();
     on_standby
@@ -306,7 +321,8 @@ async fn promoting_the_standby_continues_from_the_synced_slot_or_exits_3_before_
     let lost_with_old_primary = committed.load(Ordering::Relaxed) * BATCH - events as u64;
     eprintln!(
         "failover on PostgreSQL {major}: promotion {:.2} s, old primary stopped at {:.2} s, streaming again {:.2} s after promotion began; \
-         events in the workload {events} (committed {} of which {lost_with_old_primary} only on the old primary), divergent documents {divergent}, rebuild: no",
+         events in the workload {events} (committed {} of which {lost_with_old_primary} only on the old primary), divergent documents {divergent}, rebuild: no; \
+         the synced slot was {replay_bytes} bytes of WAL behind the primary's at promotion (replayed, idempotent)",
         promotion.as_secs_f64(),
         old_primary_stopped.as_secs_f64(),
         streaming_again.as_secs_f64(),

@@ -22,7 +22,7 @@ pub struct ServerError {
 pub enum SourceError {
     #[error("replication slot \"{slot}\" is in use by another consumer ({message}): another projector replica holds it; this one retries until it is free")]
     SlotInUse { slot: String, message: String },
-    #[error("replication slot \"{slot}\" does not exist: create it with `projector setup --apply` (or start a new generation with `projector rebuild`)")]
+    #[error("replication slot \"{slot}\" does not exist: before the first run create it with `projector setup --apply`; if it streamed before (a failover to a server without it, a dropped slot) run `projector rebuild`, since a new slot starts after what happened meanwhile")]
     SlotMissing { slot: String },
     #[error("replication slot \"{slot}\" is invalidated and can no longer stream ({detail}): run `projector rebuild` to start from a fresh slot, and {}", invalidation_remedy(detail))]
     SlotInvalidated { slot: String, detail: String },
