@@ -30,10 +30,17 @@ const POSITION = /^[0-9a-f]{16}:[0-9a-f]{16}$/;
 /** Convex's limit on one document's size. */
 const MAX_DOCUMENT_BYTES = 1024 * 1024;
 
-/** Bytes read by one purge call before it stops (Convex allows 16 MiB). */
-const PURGE_READ_BUDGET = 8 * 1024 * 1024;
-/** Documents deleted by one purge call at most (Convex allows 16,000 writes). */
-const PURGE_MAX = 8000;
+/**
+ * Bytes of documents one purge call reads before it stops. Each document is
+ * read twice (by the query, then by `db.delete`, which reads it through its
+ * id) against Convex's 16 MiB per transaction: 4 MiB leaves half as margin.
+ */
+const PURGE_READ_BUDGET = 4 * 1024 * 1024;
+/**
+ * Documents deleted by one purge call at most: Convex counts an index range
+ * for every `db.delete` (4,096 per transaction) besides the query's own.
+ */
+const PURGE_MAX = 2000;
 
 /** A definite error: `errorMessage` is readable, `errorData` carries {code, message, table?, key?}. */
 function fail(code: string, message: string, data: Record<string, string> = {}): never {
@@ -106,7 +113,9 @@ export const apply = internalMutation({
       const full = { ...w.doc, key: w.key, generation, position: w.position };
       // Checked here, not up front: Convex would reject the write itself, and
       // our error names the key so the sink can isolate it.
-      const size = getConvexSize(full);
+      // Convex counts the system fields too: a 32-character `_id` string and
+      // the float64 `_creationTime`.
+      const size = getConvexSize({ ...full, _id: "x".repeat(32), _creationTime: 0 });
       if (size > MAX_DOCUMENT_BYTES) {
         invalid(`${w.table} key ${JSON.stringify(w.key)}: document is ${size} bytes, over Convex's 1 MiB limit`, {
           table: w.table,

@@ -78,8 +78,14 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let metrics = metrics.clone();
         let health = health.clone();
         tokio::spawn(async move {
-            crate::pipeline::run::run_service(&settings, None, false, metrics, health, stop_rx)
-                .await
+            crate::pipeline::run::run_service(
+                &settings,
+                crate::pipeline::run::ServiceOptions::default(),
+                metrics,
+                health,
+                stop_rx,
+            )
+            .await
         })
     };
 

@@ -10,6 +10,7 @@
 //!  (0, "rebuild")        the rebuild in progress          RebuildRecord, versioned
 //!  (0, "lastViolation")  the newest append-only violation  best effort
 //!  (g, "slot")           the slot that feeds generation g  absent: the configured slot
+//!  (g, "backfill")       the first start's history copy   copying | done | skipped
 //! ```
 //!
 //! Everything read back parses Convex's number encoding: every JSON number
@@ -27,6 +28,7 @@ const GLOBAL: u64 = 0;
 const REBUILD_KEY: &str = "rebuild";
 const SLOT_KEY: &str = "slot";
 const VIOLATION_KEY: &str = "lastViolation";
+const BACKFILL_KEY: &str = "backfill";
 
 /// Every Convex table a generation has documents in, purged with it.
 const PURGED_TABLES: [crate::projection::ConvexTable; 7] = crate::projection::ConvexTable::ALL;
@@ -194,6 +196,66 @@ pub async fn save_rebuild(
         async move { client.set_state(GLOBAL, REBUILD_KEY, value).await }
     })
     .await
+}
+
+/// Where the history copy of a generation's first start stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backfill {
+    /// Started and not finished: the next start copies again (idempotent).
+    Copying,
+    /// Copied, or nothing to copy, or the generation came from a rebuild.
+    Done,
+    /// `--no-backfill`: the operator chose to start from the slot alone.
+    Skipped,
+}
+
+pub async fn backfill(
+    client: &ConvexClient,
+    generation: u64,
+) -> Result<Option<Backfill>, SinkError> {
+    let Some(v) = client.get_state(generation, BACKFILL_KEY).await? else {
+        return Ok(None);
+    };
+    serde_json::from_value(v["state"].clone())
+        .map(Some)
+        .map_err(|e| SinkError::Decode(format!("projectorState ({generation}, backfill): {e}")))
+}
+
+pub async fn set_backfill(
+    client: &ConvexClient,
+    generation: u64,
+    state: Backfill,
+) -> Result<(), SinkError> {
+    let retry = RetryPolicy::bounded(20);
+    with_retry(&retry, "setState", || async move {
+        client
+            .set_state(generation, BACKFILL_KEY, json!({ "state": state }))
+            .await
+    })
+    .await
+}
+
+/// Whether a rebuild recorded the slot of `generation` (then the rebuild,
+/// not a backfill, filled it).
+pub async fn has_recorded_slot(client: &ConvexClient, generation: u64) -> Result<bool, SinkError> {
+    Ok(client.get_state(generation, SLOT_KEY).await?.is_some())
+}
+
+/// No document of any projection table or dead letter in `generation`.
+pub async fn is_empty(client: &ConvexClient, generation: u64) -> Result<bool, SinkError> {
+    for table in PURGED_TABLES {
+        if table == crate::projection::ConvexTable::ProjectorState {
+            continue;
+        }
+        let page = client
+            .page(table.as_str(), Some(generation), None, 1)
+            .await?;
+        if !page.docs.is_empty() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Records the newest append-only violation (best effort: retried a few

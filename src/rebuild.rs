@@ -35,8 +35,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures::TryStreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{CommonArgs, Settings};
 use crate::generation::{self, Phase, RebuildRecord};
@@ -226,8 +224,11 @@ async fn catch_up_and_switch(
         tokio::spawn(async move {
             crate::pipeline::run::run_service(
                 &s,
-                Some(target),
-                false,
+                crate::pipeline::run::ServiceOptions {
+                    generation: Some(target),
+                    exit_when_caught_up: false,
+                    backfill: false,
+                },
                 metrics,
                 Health::new(crate::pipeline::run::WEDGED_AFTER),
                 stop_rx,
@@ -373,64 +374,23 @@ async fn copy_snapshot(
     let snap = crate::source::slot::create_slot_with_snapshot(db_url, &rec.slot).await?;
     tracing::info!(slot = %rec.slot, consistent_point = %snap.consistent_point, "created the new slot; copying history at its snapshot");
     let sql = crate::source::sql::connect(db_url).await?;
-    crate::history::begin_snapshot(&sql, Some(&snap.snapshot_name)).await?;
-    let total = crate::history::count(&sql, 0).await?;
-    metrics.rebuild_events_planned.set(total as i64);
-    let bar = progress_bar(total);
     let mut driver = Driver::new(
         client.clone(),
         rec.target,
         settings.tuning.clone(),
         metrics.clone(),
     );
-    let stream = crate::history::events(&sql, 0).await?;
-    futures::pin_mut!(stream);
-    let mut n = 0u64;
-    while let Some(ev) = stream.try_next().await? {
-        if *shutdown.borrow() {
-            bar.abandon_with_message("interrupted");
-            return Ok(None);
-        }
-        driver.push_waiting(ev).await?;
-        n += 1;
-        if n % 1024 == 0 {
-            bar.set_position(n);
-            metrics.rebuild_events_copied.set(n as i64);
-        }
-    }
-    driver.settle().await?;
-    sql.batch_execute("COMMIT").await?;
+    let copied = crate::pipeline::copy::copy_history(
+        &sql,
+        Some(&snap.snapshot_name),
+        &mut driver,
+        metrics,
+        shutdown,
+        "rebuild",
+    )
+    .await?;
     snap.release().await;
-    bar.set_position(n);
-    metrics.rebuild_events_copied.set(n as i64);
-    bar.finish_with_message("history copied");
-    Ok(Some(n))
-}
-
-fn progress_bar(total: u64) -> ProgressBar {
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} rebuild [{bar:40}] {pos}/{len} events  {per_sec}  ETA {eta}  {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        // Not a terminal: log lines instead of a bar.
-        let bar = ProgressBar::hidden();
-        tokio::spawn({
-            let bar = bar.clone();
-            async move {
-                while !bar.is_finished() {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    tracing::info!(copied = bar.position(), total, "rebuild progress");
-                }
-            }
-        });
-        bar
-    }
+    Ok(copied)
 }
 
 /// Drops a slot left by an interrupted attempt; its walsender may take a

@@ -475,7 +475,32 @@ async fn check(
             None,
         );
     }
+    if let Some(f) = history_finding(client).await {
+        r.findings.push(f);
+    }
     r.findings
         .extend(failover::findings(client, server, slot_name, slot_row.as_ref()).await?);
     Ok(r)
+}
+
+/// How much history a first `run` copies before streaming (the slot only
+/// carries what commits after it was made).
+async fn history_finding(client: &tokio_postgres::Client) -> Option<Finding> {
+    let n: i64 = client
+        .query_one("select count(*) from runtime.events", &[])
+        .await
+        .ok()?
+        .get(0);
+    Some(Finding {
+        level: Level::Ok,
+        check: "history",
+        message: if n == 0 {
+            "runtime.events is empty: nothing to backfill".into()
+        } else {
+            format!(
+                "runtime.events holds {n} events: the first `projector run` on an empty read model copies them (backfill) before streaming; `run --no-backfill` starts from the slot alone"
+            )
+        },
+        fix: None,
+    })
 }

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod backfill;
 mod config_docs;
 mod deploy_files;
 mod loadgen_traffic;

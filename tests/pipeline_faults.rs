@@ -250,7 +250,7 @@ async fn sigkill_at_random_moments_is_exact_and_never_confirms_early() {
     let convex = ConvexBackend::start();
     let client = convex.client(Duration::from_secs(30));
     let (tx, h) = traffic(&db, 150.0);
-    let mut rng = rand::thread_rng();
+    let mut rng = crate::support::seeded_rng("sigkill_at_random_moments");
     let mut confirmed = Vec::new();
     let mut checked = 0;
     for kill in 0..12 {
@@ -461,7 +461,7 @@ async fn standby_replica_takes_over_after_sigkill() {
 
     // The standby retries every 2 s from its start: kill at a random phase
     // of that cycle, or the figure would only measure the alignment.
-    let phase = rand::thread_rng().gen_range(0..2000);
+    let phase = crate::support::seeded_rng("standby_takeover").gen_range(0..2000);
     tokio::time::sleep(Duration::from_millis(phase)).await;
     a.kill9();
     let killed = Instant::now();
@@ -588,6 +588,8 @@ async fn poison_input_is_dead_lettered_and_a_rejected_document_is_isolated() {
         .fault(json!({"kind": "reject_key", "key": POISON}))
         .await;
     let p = spawn(&db, &convex, SLOT, &[]);
+    // Streaming before traffic: no backfill, so each event is counted once.
+    assert!(p.wait_ready(true, Duration::from_secs(30)).await.is_some());
     let s = |seed| LoadSpec {
         events: Some(700),
         seed,
@@ -786,4 +788,69 @@ async fn idle_slot_advances_with_other_wal_traffic() {
     }
     let m = p.metrics().await.unwrap();
     assert_eq!(metric_sum(&m, "projector_events_decoded_total"), 0.0);
+}
+
+// ------------------------------------------------------ 7. violation storm
+
+/// A retention DELETE of every row while the service streams: one summary
+/// per transaction, not one Convex write (and one task) per row; the rows
+/// stay projected (the log is append-only, their deletion is not applied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_delete_is_one_violation_record_not_one_per_row() {
+    const SLOT: &str = "storm";
+    let db = pg::shared().await.fresh_db().await;
+    let sql = new_slot(&db, SLOT).await;
+    let convex = ConvexBackend::start();
+    sql.batch_execute(
+        "INSERT INTO runtime.events (stream_id, stream_seq, event_type, owner_id, payload) \
+         SELECT 'worker:w' || (g % 50), g / 50 + 1, \
+                CASE WHEN g / 50 = 0 THEN 'worker.requested' ELSE 'worker.heartbeat' END, \
+                'u1', CASE WHEN g / 50 = 0 THEN '{\"repo\": \"r\"}'::jsonb ELSE '{}'::jsonb END \
+         FROM generate_series(0, 19999) g",
+    )
+    .await
+    .unwrap();
+    let mut p = spawn(&db, &convex, SLOT, &[]);
+    wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
+    let before = convex.stats().await["mutations"].as_u64().unwrap_or(0);
+    sql.batch_execute("DELETE FROM runtime.events")
+        .await
+        .unwrap();
+    wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
+    // The summary is written off the loop: give it its moment.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut m;
+    loop {
+        m = p.metrics().await.unwrap_or_default();
+        if metric_labeled(
+            &m,
+            "projector_append_only_violations_total",
+            "kind=\"delete\"",
+        ) >= 20000.0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "violations not counted:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = convex.stats().await["mutations"].as_u64().unwrap_or(0);
+    eprintln!(
+        "VIOLATION STORM: 20000 deleted rows -> {} Convex mutations",
+        after - before
+    );
+    assert!(
+        after - before <= 5,
+        "a 20k-row DELETE cost {} mutations",
+        after - before
+    );
+    let client = convex.client(Duration::from_secs(30));
+    let summary = client
+        .get_state(0, "lastViolation")
+        .await
+        .unwrap()
+        .expect("the summary is recorded");
+    assert_eq!(summary["delete"].as_f64(), Some(20000.0), "{summary}");
+    p.term();
+    let _ = tokio::time::timeout(Duration::from_secs(30), p.wait()).await;
 }

@@ -12,8 +12,10 @@
 //! tasks, so status updates to Postgres never wait on the sink. Reading
 //! stops (backpressure) while the in-flight byte budget is full.
 
+pub mod backfill;
 pub mod batch;
 pub mod cache;
+pub mod copy;
 pub mod dispatch;
 pub mod driver;
 pub mod engine;
@@ -21,6 +23,7 @@ pub mod order;
 pub mod run;
 pub mod session;
 pub mod slot_poller;
+pub mod violations;
 pub mod watermark;
 
 #[cfg(test)]

@@ -36,6 +36,11 @@ pub struct RunArgs {
     /// benchmarks). The slot is confirmed before exiting.
     #[arg(long)]
     pub exit_when_caught_up: bool,
+    /// Do not copy the history that predates the slot on the first start
+    /// (a deliberately empty read model). By default, when the generation
+    /// is empty and runtime.events has rows, they are copied first.
+    #[arg(long, env = "PROJECTOR_NO_BACKFILL")]
+    pub no_backfill: bool,
 }
 
 pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -46,15 +51,12 @@ pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         metrics::serve(settings.metrics_addr, metrics.clone(), health.clone()).await?;
     tracing::info!(%addr, "metrics, health and readiness endpoints listening");
     let shutdown = shutdown_signal();
-    run_service(
-        &settings,
-        args.generation,
-        args.exit_when_caught_up,
-        metrics,
-        health,
-        shutdown,
-    )
-    .await
+    let options = ServiceOptions {
+        generation: args.generation,
+        exit_when_caught_up: args.exit_when_caught_up,
+        backfill: !args.no_backfill,
+    };
+    run_service(&settings, options, metrics, health, shutdown).await
 }
 
 /// A watch that turns true on the first SIGINT/SIGTERM; the second one exits
@@ -106,10 +108,30 @@ pub async fn resolve_target(
     })
 }
 
+/// How a service runs, beside its settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceOptions {
+    /// Write into this generation instead of following the active one.
+    pub generation: Option<u64>,
+    /// Stop once caught up with the WAL position current at start.
+    pub exit_when_caught_up: bool,
+    /// Copy the history that predates the slot on a generation's first start.
+    pub backfill: bool,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            generation: None,
+            exit_when_caught_up: false,
+            backfill: true,
+        }
+    }
+}
+
 pub async fn run_service(
     settings: &Settings,
-    generation: Option<u64>,
-    exit_when_caught_up: bool,
+    options: ServiceOptions,
     metrics: Metrics,
     health: Health,
     mut shutdown: watch::Receiver<bool>,
@@ -121,7 +143,7 @@ pub async fn run_service(
         settings.tuning.convex_timeout,
     )?);
     loop {
-        let target = match generation {
+        let target = match options.generation {
             Some(g) => Target {
                 slot: settings.slot.clone(),
                 generation: g,
@@ -138,7 +160,7 @@ pub async fn run_service(
             settings,
             &client,
             &target,
-            exit_when_caught_up,
+            options,
             &metrics,
             &health,
             &mut shutdown,
@@ -159,7 +181,7 @@ async fn serve_target(
     settings: &Settings,
     client: &Arc<ConvexClient>,
     target: &Target,
-    exit_when_caught_up: bool,
+    options: ServiceOptions,
     metrics: &Metrics,
     health: &Health,
     shutdown: &mut watch::Receiver<bool>,
@@ -191,7 +213,8 @@ async fn serve_target(
             client,
             metrics,
             health,
-            exit_when_caught_up,
+            exit_when_caught_up: options.exit_when_caught_up,
+            backfill: options.backfill,
         };
         let result = match Session::start(ctx, &mut driver).await {
             Ok(session) => session.run(shutdown).await,

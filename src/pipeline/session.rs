@@ -39,6 +39,7 @@ use crate::event::Lsn;
 use crate::metrics::{Health, Metrics};
 use crate::pipeline::dispatch::Ack;
 use crate::pipeline::driver::Driver;
+use crate::pipeline::violations::Violations;
 use crate::sink::{ConvexClient, SinkError};
 use crate::source::event::{EventDecoder, SourceEvent};
 use crate::source::stream::{ReplicationStream, StreamOptions, WalMessage};
@@ -108,6 +109,8 @@ pub struct SessionContext<'a> {
     pub metrics: &'a Metrics,
     pub health: &'a Health,
     pub exit_when_caught_up: bool,
+    /// Copy existing history before streaming on a generation's first start.
+    pub backfill: bool,
 }
 
 pub struct Session<'a> {
@@ -122,6 +125,9 @@ pub struct Session<'a> {
     /// Stop once the flush LSN reaches this (`--exit-when-caught-up`).
     caught_up_at: Option<Lsn>,
     bulk_read_bytes: usize,
+    violations: Violations,
+    /// The slot's confirmed position this session started from.
+    start: Lsn,
 }
 
 impl<'a> Session<'a> {
@@ -175,7 +181,6 @@ impl<'a> Session<'a> {
         driver.engine_mut().reset_progress(start);
         ctx.health.set_blocked(None);
         ctx.health.set_connected(true);
-        ctx.health.set_streaming(true);
         // The window is worth seeing when a drain is slower than expected
         // (none: the kernel auto-tunes it; see LOOPBACK_RECV_BUFFER).
         tracing::info!(
@@ -188,6 +193,7 @@ impl<'a> Session<'a> {
         let mut active_check = tokio::time::interval(ACTIVE_CHECK);
         active_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let bulk_read_bytes = bulk_read_threshold(stream.recv_buffer());
+        let violations = Violations::new(ctx.client.clone());
         Ok(Session {
             ctx,
             driver,
@@ -198,6 +204,8 @@ impl<'a> Session<'a> {
             switched: Arc::new(AtomicBool::new(false)),
             caught_up_at,
             bulk_read_bytes,
+            violations,
+            start,
         })
     }
 
@@ -206,6 +214,20 @@ impl<'a> Session<'a> {
         mut self,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<SessionEnd, SessionError> {
+        let (stream, go_on) = crate::pipeline::backfill::run(
+            &self.ctx,
+            self.driver,
+            self.stream,
+            self.start,
+            shutdown,
+        )
+        .await?;
+        self.stream = stream;
+        if !go_on {
+            return self.on_shutdown().await;
+        }
+        // Ready only now: during a backfill the read model is still filling.
+        self.ctx.health.set_streaming(true);
         loop {
             if let Some(end) = self.finished() {
                 self.stop().await?;
@@ -340,28 +362,14 @@ impl<'a> Session<'a> {
                         self.close_batch().await?;
                     }
                 }
-                SourceEvent::Commit { end_lsn, .. } => self.driver.engine_mut().commit(end_lsn),
-                SourceEvent::Violation { kind, detail } => self.on_violation(kind, detail),
+                SourceEvent::Commit { end_lsn, .. } => {
+                    self.violations.commit(self.ctx.metrics);
+                    self.driver.engine_mut().commit(end_lsn)
+                }
+                SourceEvent::Violation { kind, detail } => self.violations.observe(kind, detail),
             }
         }
         Ok(())
-    }
-
-    fn on_violation(&self, kind: crate::source::event::ViolationKind, detail: String) {
-        let kind = format!("{kind:?}").to_lowercase();
-        self.ctx
-            .metrics
-            .append_only_violations_total
-            .with_label_values(&[&kind])
-            .inc();
-        tracing::error!(%kind, %detail, "runtime.events is append-only, but the WAL carries a change that breaks that contract; it is not projected");
-        let client = self.ctx.client.clone();
-        let value = serde_json::json!({
-            "kind": kind,
-            "detail": detail.chars().take(500).collect::<String>(),
-            "at": chrono::Utc::now().timestamp_millis(),
-        });
-        tokio::spawn(async move { crate::generation::record_violation(&client, value).await });
     }
 
     /// Bulk reads while catching up: when the last read emptied the socket

@@ -3,9 +3,20 @@
 //!
 //! ```text
 //! Folding ─▶ primary doc (runs / workers / inboxes) position >= event?  ──yes──▶ Skipped
-//!            primary lastStreamSeq >= event stream_seq?                 ──yes──▶ DeadLetter(out_of_order)
+//!            primary lastStreamSeq >= event stream_seq?
+//!              a streamed event, primary at a snapshot position (0, seq)? ─yes─▶ Skipped
+//!              else                                                     ──yes──▶ DeadLetter(out_of_order)
 //!            for each key: doc position >= event? skip : fold, position := event
 //! ```
+//!
+//! Why a snapshot position skips: a history copy (backfill on first start)
+//! folds every event visible in a snapshot taken after the slot was made,
+//! so the events committed between the two arrive again from the stream.
+//! `(stream_id, stream_seq)` is unique and one writer appends each stream
+//! in order, so while the primary still holds the copy's position, a
+//! streamed event whose `stream_seq` it already counts is that overlap,
+//! already folded. (Within one copy both positions are snapshot positions,
+//! and an event out of order is a dead letter as anywhere else.)
 //!
 //! Why the whole event is skipped when its primary document already holds
 //! it: the primary decides whether the event was folded or dead-lettered
@@ -72,6 +83,11 @@ pub enum FoldOutcome {
     DeadLetter(DeadLetter),
 }
 
+/// A streamed event meeting a document last written by a history copy.
+fn is_copy_overlap(stored: &Stored, f: &Folding) -> bool {
+    stored.position.commit_lsn.0 == 0 && f.position.commit_lsn.0 != 0
+}
+
 /// Folds one planned event. `states` must answer for every key of
 /// [`Folding::keys`].
 pub fn fold(f: &Folding, states: &mut dyn StateAccess) -> FoldOutcome {
@@ -84,6 +100,9 @@ pub fn fold(f: &Folding, states: &mut dyn StateAccess) -> FoldOutcome {
             return FoldOutcome::Skipped;
         }
         if let Some(last) = stored.doc.last_stream_seq() {
+            if f.stream_seq <= last && is_copy_overlap(stored, f) {
+                return FoldOutcome::Skipped;
+            }
             if f.stream_seq <= last {
                 return FoldOutcome::DeadLetter(f.dead_letter(format!(
                     "out_of_order: stream_seq {} is not after lastStreamSeq {last} of {}",

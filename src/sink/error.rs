@@ -118,6 +118,12 @@ impl SinkError {
         match self {
             SinkError::Rejected { status, .. } => matches!(status, 401 | 403 | 404),
             SinkError::Protocol { .. } | SinkError::Config(_) => true,
+            // Real Convex answers a missing (or internal-only) function with
+            // HTTP 200 and this error (crates/udf/src/validation.rs), not 404.
+            SinkError::Function { message, .. } => {
+                message.contains("Could not find public function")
+                    || message.contains("Could not find function")
+            }
             _ => false,
         }
     }

@@ -8,3 +8,34 @@ pub mod pg_standby;
 pub mod projector_proc;
 pub mod tcp_proxy;
 pub mod wire_fixture;
+
+/// A random generator for a test's fault timings, seeded from
+/// `PROJECTOR_TEST_SEED` when set, else at random. The seed is printed
+/// (libtest shows it when the test fails), so a failing run replays with
+/// `PROJECTOR_TEST_SEED=<seed> cargo test --test main <test>`.
+pub fn seeded_rng(test: &str) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    let seed = std::env::var("PROJECTOR_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("{test}: PROJECTOR_TEST_SEED={seed}");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// `v` with every number as a float64: Convex stores JSON numbers as
+/// float64 and prints them so (`4` comes back as `4.0`).
+pub fn as_float64(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number),
+        Value::Array(a) => Value::Array(a.iter().map(as_float64).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), as_float64(v))).collect())
+        }
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,191 @@
+//! The first install on a log that already has history: `setup --apply`
+//! makes the slot "now", and `run` copies what predates it before
+//! streaming, resumably; `--no-backfill` starts from the slot alone.
+
+use crate::support::cli;
+use crate::support::convex_backend::ConvexBackend;
+use crate::support::history_sql::{self, Shape};
+use crate::support::pg;
+use crate::support::projector_proc;
+
+use std::time::{Duration, Instant};
+
+const SHAPE: Shape = Shape {
+    events: 3_000,
+    runs: 100,
+    workers: 20,
+    users: 10,
+    threads: 15,
+};
+
+fn env(db: &pg::TestDb, convex: &ConvexBackend, slot: &str) -> cli::Env {
+    cli::Env {
+        db_url: db.url.clone(),
+        convex_url: convex.url().to_string(),
+        admin_key: convex.admin_key().expose().to_string(),
+        slot: slot.to_string(),
+    }
+}
+
+/// History, then `setup --apply`, then more events (in the stream and, for
+/// the ones before the copy's snapshot, in both): verify is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_on_a_log_with_history_backfills_then_streams_exactly() {
+    const SLOT: &str = "backfill_first";
+    let db = pg::shared().await.fresh_db().await;
+    let sql = db.client().await;
+    let convex = ConvexBackend::start();
+    let env = env(&db, &convex, SLOT);
+    sql.batch_execute(&history_sql::insert_sql("a", SHAPE, 0))
+        .await
+        .unwrap();
+    let (code, out, err) = env.run(&["setup"], Duration::from_secs(60)).await;
+    assert!(
+        out.contains("3000 events") && out.contains("backfill"),
+        "setup reports the backfill ({code}):\n{out}\n{err}"
+    );
+    let (code, out, err) = env
+        .run(&["setup", "--apply"], Duration::from_secs(60))
+        .await;
+    assert!(
+        code == 0 || code == 1,
+        "setup --apply: {code}\n{out}\n{err}"
+    );
+    // After the slot: these arrive from the stream, and (committed before
+    // the service's snapshot) from the copy as well.
+    sql.batch_execute(&history_sql::insert_sql("a", SHAPE, SHAPE.events))
+        .await
+        .unwrap();
+    let mut p = projector_proc::Projector::spawn(
+        &db.url,
+        convex.url(),
+        convex.admin_key().expose(),
+        SLOT,
+        &[],
+    );
+    cli::wait_confirmed(&sql, SLOT, Duration::from_secs(120)).await;
+    let client = convex.client(Duration::from_secs(30));
+    let outcome = projector_proc::assert_exact_active(&db.secret(), &client, SLOT).await;
+    assert_eq!(outcome.events, 2 * SHAPE.events);
+    let m = p.metrics().await.unwrap_or_default();
+    assert_eq!(
+        projector_proc::metric_sum(&m, "projector_events_dead_lettered_total"),
+        0.0,
+        "the overlap must be skipped, not dead-lettered:\n{m}"
+    );
+    p.term();
+    let _ = tokio::time::timeout(Duration::from_secs(30), p.wait()).await;
+}
+
+/// SIGKILL in the middle of the copy: the next start copies again and ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_backfill_resumes_to_an_exact_state() {
+    const SLOT: &str = "backfill_kill";
+    let db = pg::shared().await.fresh_db().await;
+    let sql = db.client().await;
+    let convex = ConvexBackend::start();
+    let big = Shape {
+        events: 20_000,
+        ..SHAPE
+    };
+    sql.batch_execute(&history_sql::insert_sql("k", big, 0))
+        .await
+        .unwrap();
+    projector::source::slot::create_slot(&sql, SLOT)
+        .await
+        .unwrap();
+    let client = convex.client(Duration::from_secs(30));
+    let spawn = || {
+        projector_proc::Projector::spawn(
+            &db.url,
+            convex.url(),
+            convex.admin_key().expose(),
+            SLOT,
+            &[("PROJECTOR_BATCH_MAX_EVENTS", "200")],
+        )
+    };
+    let mut p = spawn();
+    // Wait until the copy has written something, then kill it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = p.metrics().await.unwrap_or_default();
+        if projector_proc::metric_value(&m, "projector_rebuild_events_copied").unwrap_or(0.0) > 0.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backfill never started:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.kill9();
+    let _ = p.wait().await;
+    let state = client.get_state(1, "backfill").await.unwrap();
+    assert_eq!(
+        state.as_ref().and_then(|s| s["state"].as_str()),
+        Some("copying"),
+        "{state:?}"
+    );
+    let mut p = spawn();
+    let outcome = loop {
+        let (outcome, text) = projector_proc::verify_active(&db.secret(), &client, SLOT).await;
+        if outcome.report.is_exact() {
+            break outcome;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(120),
+            "{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(outcome.events, big.events);
+    let state = client.get_state(1, "backfill").await.unwrap();
+    assert_eq!(
+        state.as_ref().and_then(|s| s["state"].as_str()),
+        Some("done")
+    );
+    p.term();
+    let _ = tokio::time::timeout(Duration::from_secs(30), p.wait()).await;
+}
+
+/// `--no-backfill`: only what follows the slot is projected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_backfill_starts_from_the_slot_alone() {
+    const SLOT: &str = "backfill_off";
+    let db = pg::shared().await.fresh_db().await;
+    let sql = db.client().await;
+    let convex = ConvexBackend::start();
+    sql.batch_execute(&history_sql::insert_sql("o", SHAPE, 0))
+        .await
+        .unwrap();
+    projector::source::slot::create_slot(&sql, SLOT)
+        .await
+        .unwrap();
+    sql.batch_execute(
+        "INSERT INTO runtime.events (stream_id, stream_seq, event_type, owner_id, payload) \
+         VALUES ('run:after', 1, 'run.created', 'u1', '{\"thread_id\": \"t\", \"title\": \"x\"}')",
+    )
+    .await
+    .unwrap();
+    let mut p = projector_proc::Projector::spawn_args(
+        &db.url,
+        convex.url(),
+        convex.admin_key().expose(),
+        SLOT,
+        &["--no-backfill"],
+        &[],
+    );
+    cli::wait_confirmed(&sql, SLOT, Duration::from_secs(60)).await;
+    let client = convex.client(Duration::from_secs(30));
+    let runs = projector::verify::dump(&client, "runs", 1).await.unwrap();
+    let keys: Vec<&String> = runs.keys().collect();
+    assert_eq!(keys, vec!["after"], "only the run after the slot");
+    let state = client.get_state(1, "backfill").await.unwrap();
+    assert_eq!(
+        state.as_ref().and_then(|s| s["state"].as_str()),
+        Some("skipped")
+    );
+    p.term();
+    let _ = tokio::time::timeout(Duration::from_secs(30), p.wait()).await;
+}
