@@ -2,9 +2,12 @@
 //!
 //! Checks wal_level, the role's right to stream, runtime.events, the
 //! publication and what it covers, replica identity, the slot (and its
-//! wal_status) and max_slot_wal_keep_size. Every problem is printed with the
-//! exact SQL that fixes it; `--apply` creates the publication and the slot
-//! (idempotently) and checks again. Exit 0 when nothing fails, 1 otherwise.
+//! wal_status) and max_slot_wal_keep_size, and what a failover would do to
+//! the slot (`failover`: failover slots on 17+, the standby settings).
+//! Every problem is printed with the exact SQL that fixes it; `--apply`
+//! creates the publication and the slot (idempotently; a failover slot on
+//! 17+, and an existing idle slot is made one) and checks again. On a
+//! standby nothing is applied. Exit 0 when nothing fails, 1 otherwise.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -14,6 +17,8 @@ use clap::Args;
 use crate::config::{CommonArgs, Secret};
 use crate::source::conn::{quote_ident, quote_literal};
 use crate::source::{slot, sql, SourceError};
+
+mod failover;
 
 /// The schema file, printed as the fix when runtime.events is missing.
 pub const SCHEMA_SQL: &str = include_str!("../sql/001_runtime_events.sql");
@@ -105,11 +110,20 @@ pub async fn doctor(
     apply: bool,
 ) -> Result<Report, SourceError> {
     let client = sql::connect(url).await?;
+    let server = failover::server(&client).await?;
     let mut applied = Vec::new();
-    if apply {
-        applied = apply_fixes(&client, slot_name, publication).await?;
+    if apply && !server.in_recovery {
+        applied = apply_fixes(&client, url, server, slot_name, publication).await?;
     }
-    let mut report = check(&client, slot_name, publication).await?;
+    let mut report = check(&client, server, slot_name, publication).await?;
+    if apply && server.in_recovery {
+        report.findings.push(Finding {
+            level: Level::Warn,
+            check: "apply",
+            message: "nothing applied: this server is a standby (read-only); run `projector setup --apply` against the primary".into(),
+            fix: None,
+        });
+    }
     report.applied = applied;
     Ok(report)
 }
@@ -120,6 +134,8 @@ async fn exists(client: &tokio_postgres::Client, sql: &str, p: &str) -> Result<b
 
 async fn apply_fixes(
     client: &tokio_postgres::Client,
+    url: &Secret,
+    server: failover::Server,
     slot_name: &str,
     publication: &str,
 ) -> Result<Vec<String>, SourceError> {
@@ -147,22 +163,52 @@ async fn apply_fixes(
         done.push(s);
     }
     let wal: String = client.query_one("show wal_level", &[]).await?.get(0);
-    if wal == "logical" && slot::slot_info(client, slot_name).await?.is_none() {
+    let existing = slot::slot_info(client, slot_name).await?;
+    if wal == "logical" && existing.is_none() {
         match slot::create_slot(client, slot_name).await {
             Ok(lsn) => done.push(format!(
-                "SELECT pg_create_logical_replication_slot({}, 'pgoutput') -- at {lsn}",
-                quote_literal(slot_name)
+                "{} -- at {lsn}",
+                create_slot_sql(server.major, slot_name).trim_end_matches(';')
             )),
             // A concurrent setup created it meanwhile: fine.
             Err(SourceError::Server { code, .. }) if code == "42710" => {}
             Err(e) => return Err(e),
         }
     }
+    // An existing slot from before 17's failover slots (or made without):
+    // make it one while no consumer holds it (the server refuses otherwise).
+    if let Some(info) = existing {
+        if info.failover == Some(false) && !info.active && !info.is_lost() {
+            let cmd = failover::alter_to_failover(slot_name);
+            let mut conn = crate::source::stream::connect_replication(url).await?;
+            conn.ctx.slot = Some(slot_name.to_string());
+            let r = conn.simple_query(&cmd).await;
+            conn.close().await;
+            r?;
+            done.push(cmd);
+        }
+    }
     Ok(done)
+}
+
+/// The SQL that creates the slot: a failover slot where the server has them.
+fn create_slot_sql(major: u32, slot_name: &str) -> String {
+    if slot::supports_failover_slots(major) {
+        format!(
+            "SELECT pg_create_logical_replication_slot({}, 'pgoutput', false, false, true);  -- failover = true",
+            quote_literal(slot_name)
+        )
+    } else {
+        format!(
+            "SELECT pg_create_logical_replication_slot({}, 'pgoutput');",
+            quote_literal(slot_name)
+        )
+    }
 }
 
 async fn check(
     client: &tokio_postgres::Client,
+    server: failover::Server,
     slot_name: &str,
     publication: &str,
 ) -> Result<Report, SourceError> {
@@ -342,11 +388,9 @@ async fn check(
         .query_one("select current_database()::text", &[])
         .await?
         .get(0);
-    let create_slot = format!(
-        "SELECT pg_create_logical_replication_slot({}, 'pgoutput');",
-        quote_literal(slot_name)
-    );
-    match slot::slot_info(client, slot_name).await? {
+    let create_slot = create_slot_sql(server.major, slot_name);
+    let slot_row = slot::slot_info(client, slot_name).await?;
+    match slot_row.clone() {
         None => push(
             Level::Fail,
             "slot",
@@ -381,11 +425,11 @@ async fn check(
                             .into(),
                     ),
                 );
-            } else if info.is_lost() {
+            } else if let Some(reason) = info.lost_reason() {
                 push(
                     Level::Fail,
                     "slot",
-                    format!("slot {slot_name} is invalidated (wal_status = lost)"),
+                    format!("slot {slot_name} is invalidated ({reason})"),
                     Some("projector rebuild   -- creates a fresh slot and a new generation".into()),
                 );
             } else {
@@ -434,6 +478,8 @@ async fn check(
     if let Some(f) = history_finding(client).await {
         r.findings.push(f);
     }
+    r.findings
+        .extend(failover::findings(client, server, slot_name, slot_row.as_ref()).await?);
     Ok(r)
 }
 

@@ -43,6 +43,11 @@ pub struct Status {
     pub confirmed_flush_lsn: Option<String>,
     pub current_wal_lsn: String,
     pub wal_status: Option<String>,
+    /// Why the slot was invalidated: the server's `invalidation_reason`
+    /// (17+; `idle_timeout` from 18), `wal_removed` for a lost slot before 17.
+    pub invalidation_reason: Option<String>,
+    /// The slot is a failover slot (17+), kept on standbys that sync slots.
+    pub failover: Option<bool>,
     pub safe_wal_size: Option<i64>,
     pub retained_wal_bytes: Option<i64>,
     pub lag_bytes: Option<i64>,
@@ -52,7 +57,7 @@ pub struct Status {
     pub rebuild: Option<crate::generation::RebuildRecord>,
     /// Why Convex could not be read (the rest is still reported).
     pub convex_error: Option<String>,
-    pub verdict: &'static str,
+    pub verdict: String,
 }
 
 pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -93,18 +98,22 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .and_then(|i| i.restart_lsn)
         .map(|r| current.0 as i64 - r.0 as i64);
     let (verdict, code) = match &info {
-        _ if convex_error.is_some() => (CONVEX_UNREACHABLE, EXIT_ERROR),
+        _ if convex_error.is_some() => (CONVEX_UNREACHABLE.to_string(), EXIT_ERROR),
         None => (
-            "slot missing: run `projector setup --apply` (or `projector rebuild`)",
+            "slot missing: run `projector setup --apply` (or `projector rebuild`)".to_string(),
             EXIT_SLOT_LOST,
         ),
-        Some(i) if i.is_lost() => (
-            "slot lost (WAL removed): run `projector rebuild`",
-            EXIT_SLOT_LOST,
-        ),
-        Some(i) if !i.active => ("slot inactive: no projector is streaming", EXIT_LAGGING),
-        Some(_) if lag.is_some_and(|l| l > args.max_lag_bytes as i64) => ("lagging", EXIT_LAGGING),
-        Some(_) => ("healthy", EXIT_HEALTHY),
+        Some(i) => match i.lost_reason() {
+            Some(reason) => (lost_verdict(reason), EXIT_SLOT_LOST),
+            None if !i.active => (
+                "slot inactive: no projector is streaming".to_string(),
+                EXIT_LAGGING,
+            ),
+            None if lag.is_some_and(|l| l > args.max_lag_bytes as i64) => {
+                ("lagging".to_string(), EXIT_LAGGING)
+            }
+            None => ("healthy".to_string(), EXIT_HEALTHY),
+        },
     };
     let status = Status {
         slot,
@@ -121,6 +130,10 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .map(|l| l.to_string()),
         current_wal_lsn: current.to_string(),
         wal_status: info.as_ref().and_then(|i| i.wal_status.clone()),
+        invalidation_reason: info
+            .as_ref()
+            .and_then(|i| i.lost_reason().map(str::to_string)),
+        failover: info.as_ref().and_then(|i| i.failover),
         safe_wal_size: info.as_ref().and_then(|i| i.safe_wal_size),
         retained_wal_bytes: retained,
         lag_bytes: lag,
@@ -136,6 +149,15 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         print!("{}", render(&status));
     }
     Ok(ExitCode::from(code))
+}
+
+/// "slot lost (idle_timeout): run `projector rebuild`, and raise …": the
+/// reason, then the remedy for that reason.
+fn lost_verdict(reason: &str) -> String {
+    format!(
+        "slot lost ({reason}): run `projector rebuild`, and {}",
+        crate::source::error::invalidation_remedy(reason)
+    )
 }
 
 /// What Convex says: the active generation, the slot that feeds it, its
@@ -174,7 +196,7 @@ pub fn render(s: &Status) -> String {
     format!(
         "slot {slot}: {exists}, active {active} (pid {pid})\n  \
          restart_lsn {restart}  confirmed_flush_lsn {confirmed}  current {current}\n  \
-         wal_status {ws}  safe_wal_size {safe}  retained WAL {retained} bytes  lag {lag} bytes\n\
+         wal_status {ws}{reason}  safe_wal_size {safe}  retained WAL {retained} bytes  lag {lag} bytes\n\
          convex: {convex}{rb}\n\
          verdict: {verdict}\n",
         slot = s.slot,
@@ -185,6 +207,10 @@ pub fn render(s: &Status) -> String {
         confirmed = opt(&s.confirmed_flush_lsn),
         current = s.current_wal_lsn,
         ws = opt(&s.wal_status),
+        reason = s
+            .invalidation_reason
+            .as_ref()
+            .map_or_else(String::new, |r| format!(" (invalidated: {r})")),
         safe = opt(&s.safe_wal_size),
         retained = opt(&s.retained_wal_bytes),
         lag = opt(&s.lag_bytes),

@@ -31,7 +31,7 @@ async fn slot_missing_and_in_use() {
     assert!(matches!(e, SourceError::SlotMissing { .. }), "{e:?}");
     assert_eq!(
         one_line(&e),
-        "replication slot \"nope\" does not exist: create it with `projector setup --apply` (or start a new generation with `projector rebuild`)"
+        "replication slot \"nope\" does not exist: before the first run create it with `projector setup --apply`; if it streamed before (a failover to a server without it, a dropped slot) run `projector rebuild`, since a new slot starts after what happened meanwhile"
     );
     assert!(!e.is_transient());
 

@@ -31,9 +31,15 @@ async fn doctor_reports_and_apply_fixes() {
         fix("publication"),
         "CREATE PUBLICATION \"projector_events\" FOR TABLE runtime.events;"
     );
+    // From 17 the slot is a failover slot (its 5th argument).
+    let failover_slots = pg::server_major() >= 17;
     assert_eq!(
         fix("slot"),
-        "SELECT pg_create_logical_replication_slot('projector', 'pgoutput');"
+        if failover_slots {
+            "SELECT pg_create_logical_replication_slot('projector', 'pgoutput', false, false, true);  -- failover = true"
+        } else {
+            "SELECT pg_create_logical_replication_slot('projector', 'pgoutput');"
+        }
     );
     assert_eq!(r.get("max_slot_wal_keep_size").unwrap().level, Level::Warn);
     assert!(r
@@ -70,6 +76,25 @@ async fn doctor_reports_and_apply_fixes() {
         .unwrap()
         .message
         .contains("wal_status reserved"));
+    let failover: Option<bool> = db
+        .client()
+        .await
+        .query_one(
+            "select (to_jsonb(s) ->> 'failover')::bool from pg_replication_slots s where slot_name = 'projector'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failover, failover_slots.then_some(true));
+    // No standby streams from the test cluster: nothing to warn about.
+    let f = r.get("failover_slot").unwrap();
+    assert_eq!(f.level, Level::Ok, "{f}");
+    if failover_slots {
+        assert!(f.message.contains("is a failover slot"), "{f}");
+    } else {
+        assert!(f.message.contains("rebuild"), "{f}");
+    }
 
     // A publication that does not cover runtime.events.
     db.exec("create table other (x int); create publication narrow for table other")
@@ -81,6 +106,57 @@ async fn doctor_reports_and_apply_fixes() {
         r.get("publication").unwrap().fix.as_deref(),
         Some("ALTER PUBLICATION \"narrow\" ADD TABLE runtime.events;")
     );
+}
+
+/// 17+: a slot made without `failover` (by hand, or before an upgrade) is
+/// reported, and `--apply` makes it a failover slot.
+#[tokio::test]
+async fn apply_makes_an_existing_slot_a_failover_slot() {
+    if pg::server_major() < 17 {
+        eprintln!(
+            "skipped: failover slots need PostgreSQL 17 (this is {})",
+            pg::server_major()
+        );
+        return;
+    }
+    let cluster = pg::shared().await;
+    let db = cluster.fresh_db().await;
+    let slot = db.slot_name();
+    db.exec(&format!(
+        "select pg_create_logical_replication_slot('{slot}', 'pgoutput')"
+    ))
+    .await;
+    let r = doctor(&db.secret(), &slot, "projector_events", false)
+        .await
+        .unwrap();
+    let f = r.get("failover_slot").unwrap();
+    assert_eq!(f.level, Level::Warn, "{f}");
+    assert!(f.message.contains("is not a failover slot"), "{f}");
+    assert!(
+        f.fix.as_deref().unwrap().contains(&format!(
+            "ALTER_REPLICATION_SLOT \"{slot}\" (FAILOVER true)"
+        )),
+        "{f}"
+    );
+    let r = doctor(&db.secret(), &slot, "projector_events", true)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.applied,
+        vec![format!("ALTER_REPLICATION_SLOT \"{slot}\" (FAILOVER true)")]
+    );
+    assert_eq!(r.get("failover_slot").unwrap().level, Level::Ok);
+    let failover: bool = db
+        .client()
+        .await
+        .query_one(
+            "select failover from pg_replication_slots where slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(failover);
 }
 
 #[tokio::test]

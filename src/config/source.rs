@@ -42,7 +42,10 @@ pub struct SourceArgs {
                 (sslmode, sslrootcert and the other parameters as in libpq), or through a Unix \
                 socket such as the Cloud SQL Auth Proxy's --unix-socket: \
                 postgres://projector:…@/app?host=/cloudsql/PROJECT:REGION:INSTANCE \
-                (TLS is not used on a socket, as in libpq). Secret: never logged"
+                (TLS is not used on a socket, as in libpq). Several hosts, \
+                postgres://projector:…@10.0.0.3:5432,10.0.0.4:5432/app?target_session_attrs=read-write \
+                (or ?host=a,b&port=..): tried in order on every connection, the first writable one \
+                wins (a failover). Secret: never logged"
     )]
     pub database_url: Option<Secret>,
 

@@ -144,15 +144,10 @@ impl<'a> Session<'a> {
             .ok_or_else(|| SourceError::SlotMissing {
                 slot: slot_name.clone(),
             })?;
-        if slot.is_lost() {
-            return Err(SourceError::SlotInvalidated {
-                slot: slot_name.clone(),
-                detail: format!(
-                    "wal_status is {}",
-                    slot.wal_status.as_deref().unwrap_or("lost")
-                ),
-            }
-            .into());
+        // Named by `invalidation_reason` where the server has it (17+:
+        // wal_removed, idle_timeout, ...), each with its own remedy.
+        if let Some(e) = slot.invalidated_error() {
+            return Err(e.into());
         }
         let start = slot.confirmed_flush_lsn.unwrap_or(Lsn(0));
         let caught_up_at = if ctx.exit_when_caught_up {

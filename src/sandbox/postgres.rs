@@ -1,6 +1,7 @@
 //! A throwaway PostgreSQL cluster for `demo`: `initdb` into a temp dir (as
 //! the `postgres` OS user when we are root, since initdb refuses root), a
-//! free port on 127.0.0.1, `wal_level=logical`. The server is started with
+//! free port on 127.0.0.1, `wal_level=logical`. The binaries come from
+//! `$PROJECTOR_PG_BIN` when set (see `find_binary`). The server is started with
 //! `PR_SET_PDEATHSIG`, so it dies with us even on SIGKILL; drop stops it
 //! and removes the directory.
 //!
@@ -11,7 +12,7 @@
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,7 +52,13 @@ fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) {
     }
 }
 
+/// A server binary: from `$PROJECTOR_PG_BIN` (a bin directory, e.g.
+/// `scripts/pg-versions.sh 17`'s), else PATH, else the newest Debian
+/// install.
 fn find_binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("PROJECTOR_PG_BIN").filter(|d| !d.is_empty()) {
+        return Path::new(&dir).join(name);
+    }
     if let Ok(path) = std::env::var("PATH") {
         for d in std::env::split_paths(&path) {
             if d.join(name).is_file() {

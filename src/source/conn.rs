@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::source::auth::{self, AuthPolicy, AuthState, Request};
 use crate::source::conninfo::ConnInfo;
 use crate::source::error::{ErrorContext, ServerError, SourceError};
+use crate::source::hosts::SessionAttrs;
 use crate::source::tls::{self, TlsSetup};
 use crate::source::transport::{self, Encryption, Failure};
 
@@ -91,6 +92,44 @@ type AttemptError = (Encryption, Failure, SourceError);
 impl PgConn {
     /// Connects and authenticates. `replication` adds `replication=database`.
     pub async fn connect(info: &ConnInfo, replication: bool) -> Result<PgConn, SourceError> {
+        if info.hosts.len() <= 1 && info.target_session_attrs == SessionAttrs::Any {
+            return Self::connect_host(info, replication).await;
+        }
+        // libpq's order: each host in turn, the first that answers (and,
+        // for read-write, is not read-only) wins; else the last error.
+        let mut last = None;
+        for host in info.candidates() {
+            match Self::connect_host(&host, replication).await {
+                Ok(conn)
+                    if info.target_session_attrs == SessionAttrs::ReadWrite
+                        && conn.is_read_only() =>
+                {
+                    conn.close().await;
+                    last = Some(SourceError::Io(std::io::Error::other(format!(
+                        "{} is read-only (a standby) and target_session_attrs=read-write",
+                        host.address()
+                    ))));
+                }
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    tracing::debug!(host = %host.address(), error = %e, "host refused; trying the next");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| SourceError::Config("DATABASE_URL names no host".into())))
+    }
+
+    /// The server takes no writes: a standby (`in_hot_standby`), or
+    /// `default_transaction_read_only`. Both are reported at startup by
+    /// every server from 14 on, so this costs no query.
+    pub fn is_read_only(&self) -> bool {
+        let on = |k: &str| self.params.get(k).is_some_and(|v| v == "on");
+        on("in_hot_standby") || on("default_transaction_read_only")
+    }
+
+    /// Connects to one host (`info.host`), within `connect_timeout`.
+    async fn connect_host(info: &ConnInfo, replication: bool) -> Result<PgConn, SourceError> {
         let timeout = info.connect_timeout.unwrap_or(Duration::from_secs(30));
         match tokio::time::timeout(timeout, Self::connect_inner(info, replication)).await {
             Ok(r) => r,
@@ -507,6 +546,7 @@ pub fn parse_error_fields(body: &[u8]) -> ServerError {
             b'M' => e.message = v,
             b'D' => e.detail = Some(v),
             b'H' => e.hint = Some(v),
+            b'R' => e.routine = Some(v),
             _ => {}
         }
     }

@@ -10,12 +10,16 @@
 //! Every libpq parameter is either honoured with libpq's meaning, listed in
 //! `IGNORED` (no effect on authentication or encryption), or refused with
 //! the fix: a security setting is never dropped.
+//!
+//! Several hosts (`postgres://u@h1:5432,h2:5432/db`, `?host=h1,h2`) and
+//! `target_session_attrs=read-write` are libpq's too: see `hosts`.
 
 use std::path::PathBuf;
 
 use crate::secret::Secret;
 use crate::source::auth::{ChannelBindingMode, RequireAuth};
 use crate::source::error::SourceError;
+use crate::source::hosts::{self, SessionAttrs};
 
 /// libpq's six `sslmode`s (libpq-ssl, table "SSL Mode Descriptions").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,8 +119,12 @@ impl TlsVersion {
 /// A parsed connection URL. `Debug` never shows the password.
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
+    /// The first of `hosts`.
     pub host: String,
     pub port: u16,
+    /// Every host to try, in order (one for a one-host URL).
+    pub hosts: Vec<(String, u16)>,
+    pub target_session_attrs: SessionAttrs,
     pub user: String,
     pub password: Option<Secret>,
     pub dbname: String,
@@ -162,7 +170,8 @@ const IGNORED: &[&str] = &[
 
 impl ConnInfo {
     pub fn parse(url: &str) -> Result<ConnInfo, SourceError> {
-        let url = with_placeholder_host(url);
+        let (url, url_hosts) = hosts::split_authority(url)?;
+        let url = with_placeholder_host(&url);
         let u = url::Url::parse(&url).map_err(|e| {
             SourceError::Config(format!(
                 "{e}; expected postgres://user:password@host:5432/dbname"
@@ -183,6 +192,8 @@ impl ConnInfo {
                 None => "localhost".into(),
             },
             port: u.port().unwrap_or(5432),
+            hosts: Vec::new(),
+            target_session_attrs: SessionAttrs::Any,
             user: if u.username().is_empty() {
                 std::env::var("USER").unwrap_or_else(|_| "postgres".into())
             } else {
@@ -216,6 +227,7 @@ impl ConnInfo {
         let mut sslmode = None;
         let mut application_name = None;
         let mut fallback_application_name = None;
+        let (mut query_hosts, mut query_ports) = (None, None);
         for (k, v) in u.query_pairs() {
             let v = v.into_owned();
             // An empty value means "the default" in libpq.
@@ -259,12 +271,9 @@ impl ConnInfo {
                 "require_auth" => info.require_auth = Some(RequireAuth::parse(&v)?),
                 "options" => info.options = Some(v),
                 "requirepeer" => info.requirepeer = Some(v),
-                "host" => info.host = v,
-                "port" => {
-                    info.port = v
-                        .parse()
-                        .map_err(|_| SourceError::Config(format!("port={v:?} is not a number")))?
-                }
+                "host" => query_hosts = Some(v),
+                "port" => query_ports = Some(hosts::parse_ports(&v)?),
+                "target_session_attrs" => info.target_session_attrs = SessionAttrs::parse(&v)?,
                 "user" => info.user = v,
                 "password" => info.password = Some(Secret::new(v)),
                 "dbname" => info.dbname = v,
@@ -279,7 +288,6 @@ impl ConnInfo {
                         (secs > 0).then(|| std::time::Duration::from_secs(secs.max(2)));
                 }
                 "client_encoding" if v.eq_ignore_ascii_case("utf8") || v == "UTF-8" => {}
-                "target_session_attrs" if v == "any" => {}
                 "load_balance_hosts" if v == "disable" => {}
                 "gssencmode" if v == "disable" || v == "prefer" => {}
                 "sslnegotiation" if v == "postgres" => {}
@@ -287,6 +295,22 @@ impl ConnInfo {
                 key => return Err(unsupported(key, &v)),
             }
         }
+        let (listed, default_port) = match query_hosts {
+            Some(h) => (
+                h.split(',').map(|h| (h.to_string(), None)).collect(),
+                info.port,
+            ),
+            None if !url_hosts.is_empty() => (
+                url_hosts
+                    .into_iter()
+                    .map(|(h, p)| dec(&h).map(|h| (h, p)))
+                    .collect::<Result<Vec<_>, _>>()?,
+                5432,
+            ),
+            None => (vec![(info.host.clone(), None)], info.port),
+        };
+        info.hosts = hosts::pair(listed, query_ports, default_port)?;
+        (info.host, info.port) = info.hosts[0].clone();
         if let Some(max) = info.ssl_max_protocol_version {
             if max < TlsVersion::Tls12 {
                 return Err(SourceError::Config(
@@ -298,11 +322,6 @@ impl ConnInfo {
                     "ssl_min_protocol_version is above ssl_max_protocol_version".into(),
                 ));
             }
-        }
-        if info.host.contains(',') {
-            return Err(SourceError::Config(
-                "several hosts (host=a,b) are not supported: give one host".into(),
-            ));
         }
         if info.requirepeer.is_some() && !info.is_unix_socket() {
             // libpq ignores requirepeer on TCP; there is no peer to check.
@@ -322,11 +341,29 @@ impl ConnInfo {
             }
             (m, _) => m.unwrap_or(SslMode::Prefer),
         };
-        if info.is_unix_socket() {
+        if info.hosts.len() == 1 && info.is_unix_socket() {
             // libpq never uses TLS over a Unix socket, whatever sslmode says.
             info.sslmode = SslMode::Disable;
         }
         Ok(info)
+    }
+
+    /// One `ConnInfo` per host, in the order to try them (a socket host
+    /// without TLS, as in libpq).
+    pub fn candidates(&self) -> Vec<ConnInfo> {
+        self.hosts
+            .iter()
+            .map(|(host, port)| {
+                let mut one = self.clone();
+                one.host = host.clone();
+                one.port = *port;
+                one.hosts = vec![(host.clone(), *port)];
+                if one.is_unix_socket() {
+                    one.sslmode = SslMode::Disable;
+                }
+                one
+            })
+            .collect()
     }
 
     /// The host is a socket directory (libpq: a host starting with `/`).
@@ -448,6 +485,42 @@ mod tests {
         assert!(!format!("{c:?}").contains("p/w"));
         assert!(ConnInfo::parse("postgres://h/db?sslmode=bogus").is_err());
         assert!(ConnInfo::parse("mysql://h/db").is_err());
+    }
+
+    #[test]
+    fn several_hosts_as_in_libpq() {
+        let c = ConnInfo::parse(
+            "postgres://app:pw@10.0.0.3:5432,10.0.0.4:6432/orders?target_session_attrs=read-write&sslmode=require",
+        )
+        .unwrap();
+        assert_eq!(
+            c.hosts,
+            vec![("10.0.0.3".into(), 5432), ("10.0.0.4".into(), 6432)]
+        );
+        assert_eq!((c.host.as_str(), c.port), ("10.0.0.3", 5432));
+        assert_eq!(c.target_session_attrs, SessionAttrs::ReadWrite);
+        assert_eq!(c.password.as_ref().unwrap().expose(), "pw");
+        assert_eq!(c.dbname, "orders");
+        let second = &c.candidates()[1];
+        assert_eq!((second.host.as_str(), second.port), ("10.0.0.4", 6432));
+        assert_eq!(second.sslmode, SslMode::Require);
+        assert_eq!(second.dbname, "orders");
+
+        let c = ConnInfo::parse("postgres://app@/orders?host=a,b&port=7000").unwrap();
+        assert_eq!(c.hosts, vec![("a".into(), 7000), ("b".into(), 7000)]);
+        assert_eq!(c.target_session_attrs, SessionAttrs::Any);
+        let c = ConnInfo::parse("postgres://app@/orders?host=a,/tmp&port=1,2").unwrap();
+        assert_eq!(
+            c.candidates()[1].unix_socket_path().unwrap(),
+            PathBuf::from("/tmp/.s.PGSQL.2")
+        );
+        assert_eq!(c.candidates()[1].sslmode, SslMode::Disable);
+        assert_eq!(c.candidates()[0].sslmode, SslMode::Prefer);
+        assert!(ConnInfo::parse("postgres://app@/orders?host=a,b&port=1,2,3").is_err());
+        assert!(ConnInfo::parse("postgres://h/db?target_session_attrs=standby").is_err());
+        let one = ConnInfo::parse("postgres://app@db:6543/orders").unwrap();
+        assert_eq!(one.hosts, vec![("db".into(), 6543)]);
+        assert_eq!(one.candidates().len(), 1);
     }
 
     #[test]

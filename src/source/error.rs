@@ -12,15 +12,19 @@ pub struct ServerError {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// The server function that raised it (field `R`): never translated,
+    /// unlike the message, so it can tell apart reports that share a
+    /// SQLSTATE.
+    pub routine: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("replication slot \"{slot}\" is in use by another consumer ({message}): another projector replica holds it; this one retries until it is free")]
     SlotInUse { slot: String, message: String },
-    #[error("replication slot \"{slot}\" does not exist: create it with `projector setup --apply` (or start a new generation with `projector rebuild`)")]
+    #[error("replication slot \"{slot}\" does not exist: before the first run create it with `projector setup --apply`; if it streamed before (a failover to a server without it, a dropped slot) run `projector rebuild`, since a new slot starts after what happened meanwhile")]
     SlotMissing { slot: String },
-    #[error("replication slot \"{slot}\" is invalidated and can no longer stream ({detail}): run `projector rebuild` to start from a fresh slot, and raise max_slot_wal_keep_size")]
+    #[error("replication slot \"{slot}\" is invalidated and can no longer stream ({detail}): run `projector rebuild` to start from a fresh slot, and {}", invalidation_remedy(detail))]
     SlotInvalidated { slot: String, detail: String },
     #[error("publication \"{publication}\" does not exist in this database: run `projector setup --apply` or `CREATE PUBLICATION {publication} FOR TABLE runtime.events;`")]
     PublicationMissing { publication: String },
@@ -126,6 +130,20 @@ impl SourceError {
     }
 }
 
+/// What keeps the next slot from the same end, by invalidation reason
+/// (`pg_replication_slots.invalidation_reason`, named in the detail).
+pub(crate) fn invalidation_remedy(detail: &str) -> &'static str {
+    if detail.contains("idle_timeout") {
+        "raise idle_replication_slot_timeout (0 turns it off) or keep a projector replica attached: the slot was unused longer than that"
+    } else if detail.contains("rows_removed") || detail.contains("conflict with recovery") {
+        "on a standby set hot_standby_feedback = on with a primary_slot_name, so the primary keeps the rows logical decoding needs"
+    } else if detail.contains("wal_level_insufficient") {
+        "keep wal_level = logical on the primary"
+    } else {
+        "raise max_slot_wal_keep_size"
+    }
+}
+
 /// SQLSTATE classes worth retrying: connection exceptions, insufficient
 /// resources, operator intervention (shutdown, cannot connect now), and
 /// serialization/deadlock.
@@ -161,6 +179,7 @@ impl From<tokio_postgres::Error> for SourceError {
                 message: db.message().to_string(),
                 detail: db.detail().map(str::to_string),
                 hint: db.hint().map(str::to_string),
+                routine: db.routine().map(str::to_string),
             };
             return SourceError::from_server(se, &ErrorContext::default());
         }

@@ -14,6 +14,7 @@ pub mod conninfo;
 pub mod error;
 pub mod event;
 pub mod guard;
+pub mod hosts;
 pub mod pgoutput;
 #[cfg(any(test, feature = "test-support"))]
 pub mod pgoutput_encode;

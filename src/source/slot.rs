@@ -7,7 +7,9 @@ use crate::source::conn::{quote_ident, PgConn};
 use crate::source::error::SourceError;
 use crate::source::stream::connect_replication;
 
-/// A row of `pg_replication_slots`.
+/// A row of `pg_replication_slots`, on any server from 14 on. Columns a
+/// server does not have are `None`: `conflicting` (16+), and
+/// `invalidation_reason`, `inactive_since`, `failover`, `synced` (17+).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotInfo {
     pub slot_name: String,
@@ -17,18 +19,60 @@ pub struct SlotInfo {
     pub active_pid: Option<i32>,
     pub restart_lsn: Option<Lsn>,
     pub confirmed_flush_lsn: Option<Lsn>,
-    /// reserved | extended | unreserved | lost
+    /// reserved | extended | unreserved | lost (every invalidated slot,
+    /// whatever the reason, shows `lost`)
     pub wal_status: Option<String>,
     /// Bytes of WAL that can still be written before the slot is lost
     /// (NULL when max_slot_wal_keep_size = -1).
     pub safe_wal_size: Option<i64>,
-    /// pg_current_wal_lsn() - restart_lsn, bytes.
+    /// pg_current_wal_lsn() - restart_lsn, bytes (on a standby: the last
+    /// replayed LSN - restart_lsn).
     pub retained_wal_bytes: Option<i64>,
+    /// Why the server invalidated the slot (17+): `wal_removed`,
+    /// `rows_removed`, `wal_level_insufficient`, `idle_timeout` (18+).
+    pub invalidation_reason: Option<String>,
+    /// 16: the slot was invalidated by a conflict with recovery.
+    pub conflicting: Option<bool>,
+    /// 17+: when the slot was last released by a consumer (text timestamp).
+    pub inactive_since: Option<String>,
+    /// 17+: the slot is synchronized to standbys that ask for it.
+    pub failover: Option<bool>,
+    /// 17+: on a standby, the slot is a copy synchronized from the primary.
+    pub synced: Option<bool>,
 }
 
 impl SlotInfo {
+    /// Invalidated: the server will never stream from it again.
     pub fn is_lost(&self) -> bool {
-        self.wal_status.as_deref() == Some("lost")
+        self.wal_status.as_deref() == Some("lost") || self.invalidation_reason.is_some()
+    }
+
+    /// Why the slot is lost, when it is: the server's `invalidation_reason`
+    /// (17+); before 17 a lost slot on a primary was invalidated by
+    /// `max_slot_wal_keep_size` (`wal_removed`), and on 16 `conflicting`
+    /// names a conflict with recovery.
+    pub fn lost_reason(&self) -> Option<&str> {
+        if let Some(r) = &self.invalidation_reason {
+            return Some(r);
+        }
+        if !self.is_lost() {
+            return None;
+        }
+        Some(if self.conflicting == Some(true) {
+            "conflict with recovery"
+        } else {
+            "wal_removed"
+        })
+    }
+
+    /// The error to stop with when the slot is lost (`None` while it can
+    /// stream): it names the reason and that reason's remedy.
+    pub fn invalidated_error(&self) -> Option<SourceError> {
+        let reason = self.lost_reason()?;
+        Some(SourceError::SlotInvalidated {
+            slot: self.slot_name.clone(),
+            detail: format!("invalidation_reason {reason}"),
+        })
     }
 }
 
@@ -62,43 +106,78 @@ pub fn validate_slot_name(name: &str, configured: &str) -> Result<(), SourceErro
     }
 }
 
+/// The slot's row, read through `to_jsonb` so one query serves every
+/// server version (columns differ from 14 to 18).
 pub async fn slot_info(
     client: &tokio_postgres::Client,
     slot: &str,
 ) -> Result<Option<SlotInfo>, SourceError> {
     let row = client
         .query_opt(
-            "select slot_name::text, plugin::text, database::text, active, active_pid,
-                    restart_lsn::text, confirmed_flush_lsn::text, wal_status, safe_wal_size,
-                    (case when restart_lsn is null then null
-                          else pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) end)::bigint
-               from pg_replication_slots where slot_name = $1",
+            "select to_jsonb(s),
+                    (case when s.restart_lsn is null then null
+                          else pg_wal_lsn_diff(
+                                 case when pg_is_in_recovery() then pg_last_wal_replay_lsn()
+                                      else pg_current_wal_lsn() end,
+                                 s.restart_lsn) end)::bigint
+               from pg_replication_slots s where s.slot_name = $1",
             &[&slot],
         )
         .await?;
-    Ok(row.map(|r| SlotInfo {
-        slot_name: r.get(0),
-        plugin: r.get(1),
-        database: r.get(2),
-        active: r.get(3),
-        active_pid: r.get(4),
-        restart_lsn: lsn(r.get(5)),
-        confirmed_flush_lsn: lsn(r.get(6)),
-        wal_status: r.get(7),
-        safe_wal_size: r.get(8),
-        retained_wal_bytes: r.get(9),
-    }))
+    Ok(row.map(|r| from_row(&r.get::<_, serde_json::Value>(0), r.get(1))))
+}
+
+fn from_row(j: &serde_json::Value, retained_wal_bytes: Option<i64>) -> SlotInfo {
+    let text = |k: &str| j.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let flag = |k: &str| j.get(k).and_then(|v| v.as_bool());
+    let int = |k: &str| j.get(k).and_then(|v| v.as_i64());
+    SlotInfo {
+        slot_name: text("slot_name").unwrap_or_default(),
+        plugin: text("plugin"),
+        database: text("database"),
+        active: flag("active").unwrap_or(false),
+        active_pid: int("active_pid").and_then(|p| i32::try_from(p).ok()),
+        restart_lsn: lsn(text("restart_lsn")),
+        confirmed_flush_lsn: lsn(text("confirmed_flush_lsn")),
+        wal_status: text("wal_status"),
+        safe_wal_size: int("safe_wal_size"),
+        retained_wal_bytes,
+        invalidation_reason: text("invalidation_reason"),
+        conflicting: flag("conflicting"),
+        inactive_since: text("inactive_since"),
+        failover: flag("failover"),
+        synced: flag("synced"),
+    }
+}
+
+/// `server_version_num / 10000`: 14 … 18.
+pub async fn server_major(client: &tokio_postgres::Client) -> Result<u32, SourceError> {
+    let v: String = client
+        .query_one("select current_setting('server_version_num')", &[])
+        .await?
+        .get(0);
+    v.parse::<u32>()
+        .map(|n| n / 10000)
+        .map_err(|_| SourceError::Protocol(format!("server_version_num {v:?} is not a number")))
+}
+
+/// Failover slots (synchronized to standbys) exist from PostgreSQL 17.
+pub fn supports_failover_slots(major: u32) -> bool {
+    major >= 17
 }
 
 /// Creates a logical pgoutput slot in the current database; returns its
-/// consistent point. Errors if it exists.
+/// consistent point. Errors if it exists. On 17 and later the slot is a
+/// failover slot: a standby with `sync_replication_slots = on` keeps a
+/// copy, so the slot survives a promotion.
 pub async fn create_slot(client: &tokio_postgres::Client, slot: &str) -> Result<Lsn, SourceError> {
-    let row = client
-        .query_one(
-            "select lsn::text from pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await?;
+    let sql = if supports_failover_slots(server_major(client).await?) {
+        // (name, plugin, temporary, two_phase, failover)
+        "select lsn::text from pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+    } else {
+        "select lsn::text from pg_create_logical_replication_slot($1, 'pgoutput')"
+    };
+    let row = client.query_one(sql, &[&slot]).await?;
     let s: String = row.get(0);
     s.parse().map_err(SourceError::Protocol)
 }
@@ -169,9 +248,17 @@ async fn create_with_snapshot(
 ) -> Result<SnapshotSlot, SourceError> {
     let mut conn = connect_replication(url).await?;
     conn.ctx.slot = Some(slot.to_string());
-    let cmd = if conn.server_major() >= 15 {
+    let major = conn.server_major();
+    let cmd = if major >= 15 {
+        // A rebuild's slot becomes the service's slot: a failover slot too
+        // (17+). A temporary slot cannot be one.
+        let failover = if supports_failover_slots(major) && temporary.is_empty() {
+            ", FAILOVER"
+        } else {
+            ""
+        };
         format!(
-            "CREATE_REPLICATION_SLOT {}{temporary} LOGICAL pgoutput (SNAPSHOT 'export')",
+            "CREATE_REPLICATION_SLOT {}{temporary} LOGICAL pgoutput (SNAPSHOT 'export'{failover})",
             quote_ident(slot)
         )
     } else {

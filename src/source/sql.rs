@@ -26,6 +26,7 @@ use crate::source::auth::{AuthPolicy, ChannelBindingMode};
 use crate::source::conninfo::ConnInfo;
 use crate::source::error::SourceError;
 use crate::source::guard::{find_refusal, Guarded};
+use crate::source::hosts::SessionAttrs;
 use crate::source::tls::{self, TlsSetup};
 use crate::source::transport::{self, Encryption, Failure, Transport};
 
@@ -64,6 +65,39 @@ pub async fn connect(url: &Secret) -> Result<tokio_postgres::Client, SourceError
 }
 
 pub async fn connect_info(info: &ConnInfo) -> Result<tokio_postgres::Client, SourceError> {
+    if info.hosts.len() <= 1 && info.target_session_attrs == SessionAttrs::Any {
+        return connect_host(info).await;
+    }
+    // libpq's order, as the replication connection: each host in turn, the
+    // first that answers (and, for read-write, takes writes) wins.
+    let mut last = None;
+    for host in info.candidates() {
+        match connect_host(&host).await {
+            Ok(client) if info.target_session_attrs == SessionAttrs::ReadWrite => {
+                let read_only = client
+                    .query_one("SHOW transaction_read_only", &[])
+                    .await
+                    .map(|r| r.get::<_, String>(0) == "on")
+                    .unwrap_or(true);
+                if !read_only {
+                    return Ok(client);
+                }
+                last = Some(SourceError::Io(std::io::Error::other(format!(
+                    "{} is read-only (a standby) and target_session_attrs=read-write",
+                    host.address()
+                ))));
+            }
+            Ok(client) => return Ok(client),
+            Err(e) => {
+                tracing::debug!(host = %host.address(), error = %e, "host refused; trying the next");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| SourceError::Config("DATABASE_URL names no host".into())))
+}
+
+async fn connect_host(info: &ConnInfo) -> Result<tokio_postgres::Client, SourceError> {
     let timeout = info.connect_timeout.unwrap_or(Duration::from_secs(30));
     match tokio::time::timeout(timeout, connect_inner(info)).await {
         Ok(r) => r,

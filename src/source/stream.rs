@@ -123,6 +123,31 @@ pub async fn identify_system(conn: &mut PgConn) -> Result<SystemId, SourceError>
     })
 }
 
+/// SQLSTATEs with which START_REPLICATION refuses a slot it cannot decode
+/// from: object not in prerequisite state (an invalidated slot, 14-18,
+/// whatever the message says in that version), and a WAL file already
+/// removed (58P01, or XX000 from some code paths).
+fn may_be_invalidated(code: &str) -> bool {
+    matches!(code, "55000" | "58P01" | "XX000")
+}
+
+/// Maps START_REPLICATION's ErrorResponse. For the SQLSTATEs of a slot
+/// that cannot be decoded from, `pg_replication_slots` decides (its
+/// `wal_status` and `invalidation_reason`), not the message, whose text
+/// changed from version to version.
+async fn start_error(url: &Secret, slot: &str, code: &str, mapped: SourceError) -> SourceError {
+    if may_be_invalidated(code) {
+        if let Ok(sql) = crate::source::sql::connect(url).await {
+            if let Ok(Some(info)) = crate::source::slot::slot_info(&sql, slot).await {
+                if let Some(e) = info.invalidated_error() {
+                    return e;
+                }
+            }
+        }
+    }
+    mapped
+}
+
 /// The pgoutput protocol version for a server major version.
 pub fn proto_for_server(major: u32) -> u32 {
     match major {
@@ -175,7 +200,10 @@ impl ReplicationStream {
             let f = conn.read_frame().await?;
             match f.tag {
                 b'W' => break,
-                b'E' => return Err(conn.error(&f.body)),
+                b'E' => {
+                    let code = crate::source::conn::parse_error_fields(&f.body).code;
+                    return Err(start_error(url, slot, &code, conn.error(&f.body)).await);
+                }
                 b'N' | b'S' => {}
                 other => {
                     return Err(SourceError::Protocol(format!(
@@ -233,12 +261,57 @@ impl ReplicationStream {
                 self.done = true;
                 Ok(None)
             }
-            b'E' => Err(self.conn.error(&f.body)),
-            b'N' | b'S' | b'C' | b'Z' => Ok(None),
+            b'E' => Err(self.on_error(&f.body)),
+            b'N' => self.on_notice(&f.body),
+            b'S' | b'C' | b'Z' => Ok(None),
             other => Err(SourceError::Protocol(format!(
                 "unexpected message {:?} in replication stream",
                 other as char
             ))),
+        }
+    }
+
+    /// A NoticeResponse inside the stream. From PostgreSQL 18 pgoutput no
+    /// longer fails on a publication it cannot find at a change's WAL
+    /// position: it sends a WARNING (SQLSTATE 55000, raised by
+    /// `LoadPublications`) and skips the change. Skipped changes would be
+    /// confirmed with the next keepalive and never reach Convex, so that
+    /// warning ends the stream with the error every earlier version
+    /// raises. The warning precedes any keepalive past the skipped change,
+    /// so nothing beyond what was received is confirmed. Other warnings
+    /// share the SQLSTATE (a standby named in `synchronized_standby_slots`
+    /// is away, and the walsender waits for it): those are logged.
+    fn on_notice(&mut self, body: &[u8]) -> Result<Option<WalMessage>, SourceError> {
+        let notice = crate::source::conn::parse_error_fields(body);
+        if notice.code == "55000"
+            && notice.severity == "WARNING"
+            && notice.routine.as_deref() == Some("LoadPublications")
+        {
+            return Err(SourceError::PublicationMissing {
+                publication: self.conn.ctx.publication.clone().unwrap_or_default(),
+            });
+        }
+        tracing::warn!(
+            code = %notice.code,
+            message = %notice.message,
+            detail = notice.detail.as_deref().unwrap_or(""),
+            "warning from the walsender"
+        );
+        Ok(None)
+    }
+
+    /// An ErrorResponse inside the stream (the server ends the stream).
+    /// SQLSTATE 55000 there is a walsender that stops while it cannot
+    /// proceed: a shutting-down primary whose standby in
+    /// `synchronized_standby_slots` is gone (as after a failover), or a
+    /// slot invalidated under it. Reconnecting is right for both: the next
+    /// session checks the slot first, and an invalidated one stops `run`.
+    fn on_error(&self, body: &[u8]) -> SourceError {
+        match self.conn.error(body) {
+            SourceError::Server { code, message } if code == "55000" => SourceError::Io(
+                std::io::Error::other(format!("the walsender ended the stream (55000: {message})")),
+            ),
+            other => other,
         }
     }
 

@@ -1,4 +1,10 @@
-//! Throwaway PostgreSQL 15 clusters for tests (`use crate::support::pg;`).
+//! Throwaway PostgreSQL clusters for tests (`use crate::support::pg;`).
+//!
+//! Server binaries: `initdb` and `postgres` from `$PROJECTOR_PG_BIN` when
+//! set (e.g. `PROJECTOR_PG_BIN=$(scripts/pg-versions.sh 17)`), else from
+//! PATH (Debian's PostgreSQL 15 through scripts/env.sh). `pg::server_major()`
+//! is the major version those binaries serve, for tests that need a
+//! feature of a newer server.
 //!
 //! API:
 //! - `pg::shared().await -> &'static PgCluster`: one cluster for the test
@@ -52,8 +58,49 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-const PG_UID: u32 = 101;
-const PG_GID: u32 = 104;
+/// A server binary (`initdb`, `postgres`): from `$PROJECTOR_PG_BIN`, or
+/// found on PATH.
+pub fn pg_binary(name: &str) -> PathBuf {
+    match std::env::var_os("PROJECTOR_PG_BIN") {
+        Some(dir) if !dir.is_empty() => Path::new(&dir).join(name),
+        _ => PathBuf::from(name),
+    }
+}
+
+/// The major version of the server binaries the clusters run (`postgres
+/// --version`: "postgres (PostgreSQL) 17.10").
+pub fn server_major() -> u32 {
+    static MAJOR: OnceLock<u32> = OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let out = Command::new(pg_binary("postgres"))
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", pg_binary("postgres").display()));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.rsplit(' ')
+            .next()
+            .and_then(|v| v.trim().split('.').next())
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("cannot read the major version from {text:?}"))
+    })
+}
+
+/// uid and gid of the `postgres` OS user, whom the server runs as when we
+/// are root (initdb refuses root).
+fn postgres_ids() -> (u32, u32) {
+    static IDS: OnceLock<(u32, u32)> = OnceLock::new();
+    *IDS.get_or_init(|| {
+        let name = std::ffi::CString::new("postgres").unwrap();
+        // SAFETY: getpwnam returns NULL or a pointer to a static record,
+        // read at once; tests look it up once (OnceLock), before spawning.
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        assert!(
+            !pw.is_null(),
+            "no `postgres` OS user to run the server as (apt-get install postgresql creates it)"
+        );
+        unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+    })
+}
 
 #[derive(Clone, Debug)]
 pub struct PgOptions {
@@ -184,12 +231,18 @@ fn spawn_long_lived(cmd: Command) -> std::io::Result<Child> {
 }
 
 fn as_postgres(cmd: &mut Command, die_with_parent: bool) {
+    // Looked up here, not in the child: getpwnam is not async-signal-safe.
+    let (uid, gid) = if unsafe { libc::geteuid() } == 0 {
+        postgres_ids()
+    } else {
+        (0, 0)
+    };
     unsafe {
         cmd.pre_exec(move || {
             if die_with_parent {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             }
-            if libc::geteuid() == 0 && (libc::setgid(PG_GID) != 0 || libc::setuid(PG_UID) != 0) {
+            if libc::geteuid() == 0 && (libc::setgid(gid) != 0 || libc::setuid(uid) != 0) {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -197,9 +250,12 @@ fn as_postgres(cmd: &mut Command, die_with_parent: bool) {
     }
 }
 
-fn chown_pg(p: &Path) {
+pub fn chown_pg(p: &Path) {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    unsafe { libc::chown(c.as_ptr(), PG_UID, PG_GID) };
+    if unsafe { libc::geteuid() } == 0 {
+        let (uid, gid) = postgres_ids();
+        unsafe { libc::chown(c.as_ptr(), uid, gid) };
+    }
 }
 
 fn run(cmd: &mut Command, what: &str) {
@@ -456,7 +512,7 @@ impl PgCluster {
         std::fs::write(&pwfile, format!("{superuser_password}\n")).unwrap();
         chown_pg(&pwfile);
         let data = dir.join("data");
-        let mut initdb = Command::new("initdb");
+        let mut initdb = Command::new(pg_binary("initdb"));
         initdb
             .current_dir(&dir)
             .args(["-D"])
@@ -527,6 +583,7 @@ impl PgCluster {
             data.join("pg_hba.conf"),
             "local all all trust\n\
              host all postgres 127.0.0.0/8 scram-sha-256\n\
+             host replication postgres 127.0.0.0/8 scram-sha-256\n\
              hostssl all +cert_users 127.0.0.0/8 scram-sha-256 clientcert=verify-full\n\
              host all +cert_users 127.0.0.0/8 reject\n\
              hostnossl all +tls_users 127.0.0.0/8 reject\n\
@@ -566,6 +623,25 @@ impl PgCluster {
         cluster
     }
 
+    /// A cluster around a data directory made elsewhere (a standby copied
+    /// from a primary, see `pg_standby`): started, and dropped like any
+    /// other. `dir` holds `data`, the log and the socket.
+    pub fn adopt(dir: PathBuf, data: PathBuf, port: u16, superuser_password: String) -> PgCluster {
+        register_atexit();
+        let cluster = PgCluster {
+            superuser_password,
+            port,
+            dir,
+            data,
+            ca_cert: None,
+            wrong_ca_cert: None,
+            child: Mutex::new(None),
+            owned: true,
+        };
+        cluster.start_again();
+        cluster
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.join("postgres.log")
     }
@@ -585,7 +661,7 @@ impl PgCluster {
             .open(self.log_path())
             .unwrap();
         chown_pg(&self.log_path());
-        let mut cmd = Command::new("postgres");
+        let mut cmd = Command::new(pg_binary("postgres"));
         cmd.current_dir(&self.dir)
             .arg("-D")
             .arg(&self.data)
@@ -600,7 +676,8 @@ impl PgCluster {
             if log
                 .get(log_start..)
                 .unwrap_or("")
-                .contains("ready to accept connections")
+                // a hot standby: "ready to accept read-only connections"
+                .contains("ready to accept")
             {
                 break;
             }

@@ -1,0 +1,382 @@
+//! The failover part of `setup`: can the slot outlive the promotion of a
+//! physical standby?
+//!
+//! Before PostgreSQL 17 a logical slot lives on the primary only, so a
+//! promoted standby has none and the projector must `rebuild`. From 17 a
+//! slot created with `failover = true` is copied to every standby that
+//! runs with `sync_replication_slots = on`, `hot_standby_feedback = on`, a
+//! `primary_slot_name` and a `dbname` in `primary_conninfo`; and the
+//! primary's `synchronized_standby_slots` makes logical walsenders wait
+//! until those standbys have the WAL, so the projector never receives a
+//! change that a promoted standby lacks. These checks report what the
+//! connected server shows of that, with the fix for each gap: on a primary
+//! its side (and the standbys streaming from it); on a standby its own
+//! settings.
+
+use super::{Finding, Level};
+use crate::source::conn::{quote_ident, quote_literal};
+use crate::source::slot::{supports_failover_slots, SlotInfo};
+use crate::source::SourceError;
+
+/// What kind of server `setup` is talking to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Server {
+    pub major: u32,
+    pub in_recovery: bool,
+}
+
+pub(crate) async fn server(client: &tokio_postgres::Client) -> Result<Server, SourceError> {
+    let major = crate::source::slot::server_major(client).await?;
+    let in_recovery: bool = client
+        .query_one("select pg_is_in_recovery()", &[])
+        .await?
+        .get(0);
+    Ok(Server { major, in_recovery })
+}
+
+fn finding(level: Level, check: &'static str, message: String, fix: Option<String>) -> Finding {
+    Finding {
+        level,
+        check,
+        message,
+        fix,
+    }
+}
+
+/// The failover findings for the connected server.
+pub(crate) async fn findings(
+    client: &tokio_postgres::Client,
+    server: Server,
+    slot_name: &str,
+    slot: Option<&SlotInfo>,
+) -> Result<Vec<Finding>, SourceError> {
+    if server.in_recovery {
+        standby_findings(client, server, slot_name, slot).await
+    } else {
+        primary_findings(client, server, slot_name, slot).await
+    }
+}
+
+/// `ALTER_REPLICATION_SLOT`, the only way to make an existing slot a
+/// failover slot (17+; a replication connection; the slot must be idle).
+pub(crate) fn alter_to_failover(slot_name: &str) -> String {
+    format!(
+        "ALTER_REPLICATION_SLOT {} (FAILOVER true)",
+        quote_ident(slot_name)
+    )
+}
+
+async fn primary_findings(
+    client: &tokio_postgres::Client,
+    server: Server,
+    slot_name: &str,
+    slot: Option<&SlotInfo>,
+) -> Result<Vec<Finding>, SourceError> {
+    let mut out = Vec::new();
+    let standbys: Vec<(String, String)> = client
+        .query(
+            // Walsenders that hold no logical slot: physical standbys.
+            "select coalesce(r.application_name, '')::text, coalesce(r.state, '')::text
+               from pg_stat_replication r
+              where not exists (select 1 from pg_replication_slots s
+                                 where s.slot_type = 'logical' and s.active_pid = r.pid)
+              order by 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let physical: Vec<(String, bool)> = client
+        .query(
+            "select slot_name::text, active from pg_replication_slots
+              where slot_type = 'physical' order by slot_name",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let shown = if standbys.is_empty() {
+        "no physical standby streams from this server".to_string()
+    } else {
+        format!(
+            "physical standbys streaming: {}",
+            standbys
+                .iter()
+                .map(|(app, state)| format!("{} ({state})", if app.is_empty() { "?" } else { app }))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+
+    if !supports_failover_slots(server.major) {
+        let level = if standbys.is_empty() {
+            Level::Ok
+        } else {
+            Level::Warn
+        };
+        out.push(finding(
+            level,
+            "failover_slot",
+            format!(
+                "PostgreSQL {}: logical slots live on the primary only, so a promoted standby has no slot {slot_name} and the projector needs `projector rebuild` after a failover ({shown}); PostgreSQL 17 keeps failover slots on standbys",
+                server.major
+            ),
+            None,
+        ));
+        return Ok(out);
+    }
+
+    match slot.and_then(|s| s.failover) {
+        Some(true) => out.push(finding(
+            Level::Ok,
+            "failover_slot",
+            format!("slot {slot_name} is a failover slot ({shown})"),
+            None,
+        )),
+        Some(false) => out.push(finding(
+            Level::Warn,
+            "failover_slot",
+            format!(
+                "slot {slot_name} is not a failover slot: standbys will not keep a copy, and a failover needs `projector rebuild` ({shown})"
+            ),
+            Some(format!(
+                "projector setup --apply   -- or, with the projector stopped, on a replication connection (psql \"dbname=<db> replication=database\"): {};",
+                alter_to_failover(slot_name)
+            )),
+        )),
+        None => {} // no slot yet: the slot finding says how to create one
+    }
+
+    let listed: String = client
+        .query_one("show synchronized_standby_slots", &[])
+        .await?
+        .get(0);
+    let listed: Vec<String> = listed
+        .split(',')
+        .map(|s| s.trim().trim_matches('"').to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if listed.is_empty() {
+        if physical.is_empty() {
+            let level = if standbys.is_empty() {
+                Level::Ok
+            } else {
+                Level::Warn
+            };
+            out.push(finding(
+                level,
+                "synchronized_standby_slots",
+                "no physical replication slot: a standby syncs logical slots only when it streams through one (primary_slot_name)".into(),
+                (level == Level::Warn).then(|| {
+                    "SELECT pg_create_physical_replication_slot('standby1');  -- then on the standby: ALTER SYSTEM SET primary_slot_name = 'standby1'; SELECT pg_reload_conf();".to_string()
+                }),
+            ));
+        } else {
+            let names: Vec<&str> = physical.iter().map(|(n, _)| n.as_str()).collect();
+            out.push(finding(
+                Level::Warn,
+                "synchronized_standby_slots",
+                "synchronized_standby_slots is empty: the projector can receive (and write to Convex) a change the standby has not received; after a failover Convex would hold events the new primary never had".into(),
+                Some(format!(
+                    "ALTER SYSTEM SET synchronized_standby_slots = {}; SELECT pg_reload_conf();",
+                    quote_literal(&names.join(","))
+                )),
+            ));
+        }
+    } else {
+        for name in &listed {
+            match physical.iter().find(|(n, _)| n == name) {
+                None => out.push(finding(
+                    Level::Fail,
+                    "synchronized_standby_slots",
+                    format!("synchronized_standby_slots names {name:?}, which is not a physical slot here: logical walsenders wait for it, so the projector receives nothing"),
+                    Some(format!(
+                        "SELECT pg_create_physical_replication_slot({});  -- or remove it: ALTER SYSTEM SET synchronized_standby_slots = '...'; SELECT pg_reload_conf();",
+                        quote_literal(name)
+                    )),
+                )),
+                Some((_, false)) => out.push(finding(
+                    Level::Warn,
+                    "synchronized_standby_slots",
+                    format!("standby slot {name} is inactive: while no standby streams through it the projector receives nothing (synchronized_standby_slots holds logical walsenders back)"),
+                    Some("start the standby, or drop the slot from synchronized_standby_slots while it is away".into()),
+                )),
+                Some((_, true)) => out.push(finding(
+                    Level::Ok,
+                    "synchronized_standby_slots",
+                    format!("standby slot {name} is active: the projector never gets ahead of that standby"),
+                    None,
+                )),
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn show(client: &tokio_postgres::Client, name: &str) -> Result<String, SourceError> {
+    Ok(client.query_one(&format!("show {name}"), &[]).await?.get(0))
+}
+
+/// `dbname` of a key=value conninfo (`primary_conninfo`), without showing
+/// anything else of it (it may hold a password).
+fn conninfo_dbname(conninfo: &str) -> Option<String> {
+    conninfo.split_whitespace().find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k.trim() == "dbname" && !v.trim().is_empty())
+            .then(|| v.trim().trim_matches('\'').to_string())
+    })
+}
+
+async fn standby_findings(
+    client: &tokio_postgres::Client,
+    server: Server,
+    slot_name: &str,
+    slot: Option<&SlotInfo>,
+) -> Result<Vec<Finding>, SourceError> {
+    let mut out = Vec::new();
+    if !supports_failover_slots(server.major) {
+        out.push(finding(
+            Level::Fail,
+            "standby",
+            format!(
+                "this is a standby of PostgreSQL {}: it keeps no copy of logical slots; point DATABASE_URL at the primary (after a promotion, `projector rebuild`)",
+                server.major
+            ),
+            None,
+        ));
+        return Ok(out);
+    }
+    out.push(finding(
+        Level::Ok,
+        "standby",
+        "this is a standby: the projector streams from the primary; these are the settings that keep the slot here for a failover".into(),
+        None,
+    ));
+    let on = |v: &str| v == "on";
+    for (name, why) in [
+        (
+            "sync_replication_slots",
+            "the standby copies failover slots from the primary",
+        ),
+        (
+            "hot_standby_feedback",
+            "the primary keeps the catalog rows the synced slot needs",
+        ),
+    ] {
+        let v = show(client, name).await?;
+        out.push(if on(&v) {
+            finding(Level::Ok, name, format!("{name} = on: {why}"), None)
+        } else {
+            finding(
+                Level::Fail,
+                name,
+                format!("{name} = {v}: it must be on so that {why}"),
+                Some(format!(
+                    "ALTER SYSTEM SET {name} = on; SELECT pg_reload_conf();"
+                )),
+            )
+        });
+    }
+    let primary_slot = show(client, "primary_slot_name").await?;
+    out.push(if primary_slot.is_empty() {
+        finding(
+            Level::Fail,
+            "primary_slot_name",
+            "primary_slot_name is empty: slot sync needs the standby to stream through a physical slot".into(),
+            Some("on the primary: SELECT pg_create_physical_replication_slot('standby1');  then here: ALTER SYSTEM SET primary_slot_name = 'standby1'; SELECT pg_reload_conf();".into()),
+        )
+    } else {
+        finding(
+            Level::Ok,
+            "primary_slot_name",
+            format!("primary_slot_name = {primary_slot} (list it in the primary's synchronized_standby_slots)"),
+            None,
+        )
+    });
+    match client.query_one("show primary_conninfo", &[]).await {
+        Ok(row) => {
+            let conninfo: String = row.get(0);
+            out.push(match conninfo_dbname(&conninfo) {
+                Some(db) => finding(
+                    Level::Ok,
+                    "primary_conninfo",
+                    format!("primary_conninfo names dbname {db}"),
+                    None,
+                ),
+                None => finding(
+                    Level::Fail,
+                    "primary_conninfo",
+                    "primary_conninfo has no dbname: the slot sync worker connects to a database of the primary to read its slots".into(),
+                    Some("add dbname=<any database of the primary> to primary_conninfo (ALTER SYSTEM SET primary_conninfo = '...'); SELECT pg_reload_conf();".into()),
+                ),
+            });
+        }
+        Err(e) => out.push(finding(
+            Level::Warn,
+            "primary_conninfo",
+            format!(
+                "cannot read primary_conninfo ({}): check that it names a dbname",
+                SourceError::from(e)
+            ),
+            Some("GRANT pg_read_all_settings TO <this role>;  -- to let setup check it".into()),
+        )),
+    }
+    out.push(match slot {
+        Some(s) if s.synced == Some(true) && !s.is_lost() => finding(
+            Level::Ok,
+            "synced_slot",
+            format!(
+                "slot {slot_name} is synchronized from the primary (confirmed_flush_lsn {})",
+                s.confirmed_flush_lsn.map_or_else(|| "-".into(), |l| l.to_string())
+            ),
+            None,
+        ),
+        Some(s) if s.is_lost() => finding(
+            Level::Fail,
+            "synced_slot",
+            format!("slot {slot_name} here is invalidated ({}): a promotion would need `projector rebuild`", s.lost_reason().unwrap_or("lost")),
+            None,
+        ),
+        _ => finding(
+            Level::Warn,
+            "synced_slot",
+            format!("slot {slot_name} is not (yet) synchronized here: it must be a failover slot on the primary (`projector setup --apply` there)"),
+            None,
+        ),
+    });
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dbname_is_read_from_primary_conninfo_and_nothing_else_is_kept() {
+        assert_eq!(
+            conninfo_dbname("host=10.0.0.1 port=5432 user=rep password=s3cret dbname=app"),
+            Some("app".into())
+        );
+        assert_eq!(
+            conninfo_dbname("host=h dbname='postgres' sslmode=require"),
+            Some("postgres".into())
+        );
+        assert_eq!(conninfo_dbname("host=h user=rep password=x"), None);
+        assert_eq!(conninfo_dbname("host=h dbname="), None);
+        assert_eq!(conninfo_dbname(""), None);
+    }
+
+    #[test]
+    fn the_alter_command_quotes_the_slot() {
+        assert_eq!(
+            alter_to_failover("projector"),
+            "ALTER_REPLICATION_SLOT \"projector\" (FAILOVER true)"
+        );
+        assert_eq!(
+            alter_to_failover("Odd\"Name"),
+            "ALTER_REPLICATION_SLOT \"Odd\"\"Name\" (FAILOVER true)"
+        );
+    }
+}
