@@ -26,8 +26,8 @@ use tokio::sync::watch;
 
 use crate::event::Lsn;
 use crate::generation::{self, Backfill};
+use crate::pipeline::context::{SessionContext, SessionError};
 use crate::pipeline::driver::Driver;
-use crate::pipeline::session::{SessionContext, SessionError};
 use crate::source::stream::ReplicationStream;
 use crate::source::SourceError;
 

@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::pipeline::context::SessionError;
 use crate::pipeline::driver::Driver;
-use crate::pipeline::session::SessionError;
 use crate::source::SourceError;
 
 /// Folds the history visible in `snapshot` (an exported snapshot's name,

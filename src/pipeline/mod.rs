@@ -15,6 +15,7 @@
 pub mod backfill;
 pub mod batch;
 pub mod cache;
+pub mod context;
 pub mod copy;
 pub mod dispatch;
 pub mod driver;

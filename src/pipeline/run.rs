@@ -13,8 +13,9 @@ use tokio::sync::watch;
 
 use crate::config::{CommonArgs, Settings};
 use crate::metrics::{self, Health, Metrics};
+use crate::pipeline::context::{SessionContext, SessionEnd, SessionError, Target};
 use crate::pipeline::driver::Driver;
-use crate::pipeline::session::{Session, SessionContext, SessionEnd, SessionError, Target};
+use crate::pipeline::session::Session;
 use crate::pipeline::slot_poller::{spawn_slot_poller, AbortOnDrop};
 use crate::sink::{ConvexClient, RetryPolicy};
 use crate::source::SourceError;

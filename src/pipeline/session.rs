@@ -34,13 +34,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant, Interval, MissedTickBehavior};
 
-use crate::config::{Secret, Settings};
 use crate::event::Lsn;
-use crate::metrics::{Health, Metrics};
+use crate::pipeline::context::{SessionContext, SessionEnd, SessionError};
 use crate::pipeline::dispatch::Ack;
 use crate::pipeline::driver::Driver;
 use crate::pipeline::violations::Violations;
-use crate::sink::{ConvexClient, SinkError};
 use crate::source::event::{EventDecoder, SourceEvent};
 use crate::source::stream::{ReplicationStream, StreamOptions, WalMessage};
 use crate::source::SourceError;
@@ -73,45 +71,6 @@ const BULK_READ_PAUSE_UNIX: Duration = Duration::from_micros(400);
 /// At most this many WAL messages are handled per wake-up before acks,
 /// status and shutdown get their turn.
 const MESSAGES_PER_WAKE: usize = 1024;
-
-/// Where a service streams from and writes to.
-#[derive(Clone, Debug)]
-pub struct Target {
-    pub slot: String,
-    pub generation: u64,
-    /// Follow the active generation: end the session when a rebuild
-    /// switched it, then move to the new generation's slot.
-    pub follow_active: bool,
-}
-
-/// Why one streaming session ended.
-pub enum SessionEnd {
-    Shutdown,
-    CaughtUp,
-    /// A rebuild switched the active generation away from ours.
-    Switched,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-}
-
-/// What a session needs from the service around it.
-pub struct SessionContext<'a> {
-    pub settings: &'a Settings,
-    pub db_url: &'a Secret,
-    pub target: &'a Target,
-    pub client: &'a Arc<ConvexClient>,
-    pub metrics: &'a Metrics,
-    pub health: &'a Health,
-    pub exit_when_caught_up: bool,
-    /// Copy existing history before streaming on a generation's first start.
-    pub backfill: bool,
-}
 
 pub struct Session<'a> {
     ctx: SessionContext<'a>,

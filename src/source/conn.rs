@@ -20,6 +20,7 @@ use postgres_protocol::authentication::sasl::ScramSha256;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::secret::Secret;
 use crate::source::auth::{self, AuthPolicy, AuthState, Request};
 use crate::source::conninfo::ConnInfo;
 use crate::source::error::{ErrorContext, ServerError, SourceError};
@@ -27,21 +28,7 @@ use crate::source::hosts::SessionAttrs;
 use crate::source::tls::{self, TlsSetup};
 use crate::source::transport::{self, Encryption, Failure};
 
-/// The receive buffer we ask for on a loopback replication connection (the
-/// kernel doubles it for bookkeeping). Why small: the walsender writes
-/// every WAL message separately with TCP_NODELAY, and loopback has no GRO,
-/// so with the default auto-tuned window (megabytes) every message crosses
-/// as its own tiny segment, and each costs both processes a
-/// per-segment toll (skb alloc, copy, free, ACK). A window this size fills
-/// within a bulk read pause; the server's writes then queue on its side and
-/// merge into segments of up to 64 KiB. Measured (BENCHMARKS.md, session
-/// 6): kernel time per event 0.44 -> 0.16 µs, total 1.41 -> 1.05 µs, and
-/// 1.06x -> 1.75x pg_recvlogical's rows/s (300k events; 2.12x on 1M). 32 KiB stalls
-/// the drain (reads fall under the bulk threshold and every read pauses);
-/// 128 KiB and up lose half the gain. Over a real network the NIC merges
-/// segments (GRO) and a fixed window would cap throughput at window / RTT,
-/// so only loopback gets it.
-pub const LOOPBACK_RECV_BUFFER: u32 = 64 * 1024;
+pub use crate::source::transport::LOOPBACK_RECV_BUFFER;
 /// Read buffer: big enough for many XLogData frames per syscall.
 const READ_CHUNK: usize = 256 * 1024;
 /// Refuse frames above this (Postgres caps messages at 1 GiB).
@@ -561,6 +548,12 @@ pub fn quote_ident(s: &str) -> String {
 /// Quotes a string literal.
 pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A replication connection (`replication=database`) to `url`.
+pub async fn connect_replication(url: &Secret) -> Result<PgConn, SourceError> {
+    let info = ConnInfo::parse(url.expose())?;
+    PgConn::connect(&info, true).await
 }
 
 #[cfg(test)]

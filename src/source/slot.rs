@@ -3,9 +3,9 @@
 
 use crate::event::Lsn;
 use crate::secret::Secret;
+use crate::source::conn::connect_replication;
 use crate::source::conn::{quote_ident, PgConn};
 use crate::source::error::SourceError;
-use crate::source::stream::connect_replication;
 
 /// A row of `pg_replication_slots`, on any server from 14 on. Columns a
 /// server does not have are `None`: `conflicting` (16+), and

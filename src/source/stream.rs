@@ -17,7 +17,6 @@ use postgres_protocol::message::frontend;
 use crate::event::Lsn;
 use crate::secret::Secret;
 use crate::source::conn::{quote_ident, quote_literal, PgConn};
-use crate::source::conninfo::ConnInfo;
 use crate::source::error::SourceError;
 
 /// Microseconds between 1970-01-01 and 2000-01-01 (the Postgres epoch).
@@ -103,10 +102,7 @@ impl std::fmt::Debug for ReplicationStream {
 }
 
 /// Opens a replication connection (`replication=database`).
-pub async fn connect_replication(url: &Secret) -> Result<PgConn, SourceError> {
-    let info = ConnInfo::parse(url.expose())?;
-    PgConn::connect(&info, true).await
-}
+pub use crate::source::conn::connect_replication;
 
 pub async fn identify_system(conn: &mut PgConn) -> Result<SystemId, SourceError> {
     let rows = conn.simple_query("IDENTIFY_SYSTEM").await?;

@@ -1,0 +1,50 @@
+//! What a streaming session is given and what it ends with, apart from
+//! the session itself, so the steps it runs (the backfill, the history
+//! copy) depend on these and not on the session.
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::metrics::{Health, Metrics};
+use crate::secret::Secret;
+use crate::sink::{ConvexClient, SinkError};
+use crate::source::SourceError;
+
+/// Where a service streams from and writes to.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub slot: String,
+    pub generation: u64,
+    /// Follow the active generation: end the session when a rebuild
+    /// switched it, then move to the new generation's slot.
+    pub follow_active: bool,
+}
+
+/// Why one streaming session ended.
+pub enum SessionEnd {
+    Shutdown,
+    CaughtUp,
+    /// A rebuild switched the active generation away from ours.
+    Switched,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// What a session needs from the service around it.
+pub struct SessionContext<'a> {
+    pub settings: &'a Settings,
+    pub db_url: &'a Secret,
+    pub target: &'a Target,
+    pub client: &'a Arc<ConvexClient>,
+    pub metrics: &'a Metrics,
+    pub health: &'a Health,
+    pub exit_when_caught_up: bool,
+    /// Copy existing history before streaming on a generation's first start.
+    pub backfill: bool,
+}
