@@ -85,7 +85,7 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let settings = common.resolve()?;
     let metrics = Metrics::new()?;
-    let health = Health::new(crate::pipeline::run::WEDGED_AFTER);
+    let health = Health::new(crate::pipeline::service::WEDGED_AFTER);
     let (addr, _server) =
         crate::metrics::serve(settings.metrics_addr, metrics.clone(), health.clone()).await?;
     eprintln!("demo: metrics on http://{addr}/metrics");
@@ -96,9 +96,9 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let metrics = metrics.clone();
         let health = health.clone();
         tokio::spawn(async move {
-            crate::pipeline::run::run_service(
+            crate::pipeline::service::run_service(
                 &settings,
-                crate::pipeline::run::ServiceOptions::default(),
+                crate::pipeline::service::ServiceOptions::default(),
                 metrics,
                 health,
                 stop_rx,

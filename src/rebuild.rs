@@ -58,7 +58,7 @@ pub struct RebuildArgs {
 pub async fn main(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
     let metrics = Metrics::new()?;
-    let shutdown = crate::pipeline::run::shutdown_signal();
+    let shutdown = crate::pipeline::service::shutdown_signal();
     let summary = rebuild(
         &settings,
         &metrics,
@@ -228,15 +228,15 @@ async fn catch_up_and_switch(
         let metrics = metrics.clone();
         let target = rec.target;
         tokio::spawn(async move {
-            crate::pipeline::run::run_service(
+            crate::pipeline::service::run_service(
                 &s,
-                crate::pipeline::run::ServiceOptions {
+                crate::pipeline::service::ServiceOptions {
                     generation: Some(target),
                     exit_when_caught_up: false,
                     backfill: false,
                 },
                 metrics,
-                Health::new(crate::pipeline::run::WEDGED_AFTER),
+                Health::new(crate::pipeline::service::WEDGED_AFTER),
                 stop_rx,
             )
             .await

@@ -167,3 +167,112 @@ async fn lost_slot_stops_run_shows_in_status_and_rebuild_restores() {
     service.term();
     let _ = tokio::time::timeout(Duration::from_secs(30), service.wait()).await;
 }
+
+/// `run --on-slot-lost=rebuild`: the service rebuilds into generation 2 from
+/// a fresh slot by itself (clients read generation 1 meanwhile), then
+/// streams it; the read model ends exact and the lost slot is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_slot_lost_rebuild_recovers_by_itself() {
+    const SLOT2: &str = "projector_heal";
+    let cluster = pg::PgCluster::start(pg::PgOptions {
+        ssl: false,
+        max_slot_wal_keep_size: Some("1MB".into()),
+        extra_conf: vec![
+            "wal_keep_size = 0".into(),
+            "min_wal_size = '32MB'".into(),
+            "max_wal_size = '64MB'".into(),
+        ],
+        ..pg::PgOptions::default()
+    })
+    .await;
+    let db = cluster.fresh_db().await;
+    let sql = db.client().await;
+    projector::source::slot::create_slot(&sql, SLOT2)
+        .await
+        .unwrap();
+    let convex = convex_backend::ConvexBackend::start();
+    sql.batch_execute(&history_sql::insert_sql("a", shape(1000), 0))
+        .await
+        .unwrap();
+    let mut service = projector_proc::Projector::spawn(
+        &db.url,
+        convex.url(),
+        convex.admin_key().expose(),
+        SLOT2,
+        &[],
+    );
+    cli::wait_confirmed(&sql, SLOT2, Duration::from_secs(60)).await;
+    service.term();
+    assert!(service.wait().await.success());
+    sql.batch_execute("CREATE TABLE filler (x text)")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut round = 0u64;
+    while slot_wal_status(&sql, SLOT2).await.as_deref() != Some("lost") {
+        assert!(started.elapsed() < Duration::from_secs(60), "slot not lost");
+        sql.batch_execute(&history_sql::insert_sql(
+            &format!("b{round}"),
+            shape(300),
+            0,
+        ))
+        .await
+        .unwrap();
+        sql.batch_execute(
+            "INSERT INTO filler SELECT repeat(md5(i::text), 30) FROM generate_series(1, 5000) i;
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        )
+        .await
+        .unwrap();
+        round += 1;
+    }
+    let mut service = projector_proc::Projector::spawn_args(
+        &db.url,
+        convex.url(),
+        convex.admin_key().expose(),
+        SLOT2,
+        &["--on-slot-lost", "rebuild"],
+        &[],
+    );
+    let new_slot = format!("{SLOT2}_g2");
+    let client = convex.client(Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while client.get_active().await.unwrap() != Some(2) {
+        assert!(Instant::now() < deadline, "no rebuild to generation 2");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // More traffic after the switch: the service streams the new slot.
+    sql.batch_execute(&history_sql::insert_sql("c", shape(300), 0))
+        .await
+        .unwrap();
+    cli::wait_confirmed(&sql, &new_slot, Duration::from_secs(60)).await;
+    let outcome = projector::verify::verify(
+        &db.secret(),
+        Some(&new_slot),
+        &client,
+        2,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let text = projector::verify::compare::render(&outcome.report);
+    assert!(outcome.caught_up && outcome.report.is_exact(), "{text}");
+    assert_eq!(outcome.events, 1000 + 300 * round + 300, "{text}");
+    assert_eq!(cli::slots(&sql, &db.dbname).await, vec![new_slot.clone()]);
+    assert!(
+        service.ready().await,
+        "the service streams the new generation"
+    );
+    service.term();
+    let _ = tokio::time::timeout(Duration::from_secs(30), service.wait()).await;
+}
+
+async fn slot_wal_status(sql: &tokio_postgres::Client, slot: &str) -> Option<String> {
+    sql.query_opt(
+        "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+        &[&slot],
+    )
+    .await
+    .unwrap()
+    .and_then(|r| r.get(0))
+}

@@ -22,6 +22,7 @@ pub mod driver;
 pub mod engine;
 pub mod order;
 pub mod run;
+pub mod service;
 pub mod session;
 pub mod slot_poller;
 pub mod violations;

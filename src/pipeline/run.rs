@@ -1,30 +1,16 @@
-//! `projector run`: the long-running service. It resolves the target
-//! (the active generation and the slot that feeds it), then runs one
-//! [`Session`] after another on it: reconnecting with backoff after a
-//! transient error, standing by while another replica holds the slot, and
-//! moving to the new generation when a rebuild switches it.
+//! `projector run`: the command line of the service (`pipeline::service`),
+//! and what it does when the slot is lost.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use tokio::sync::watch;
 
-use crate::config::{CommonArgs, Settings};
+use crate::config::CommonArgs;
 use crate::metrics::{self, Health, Metrics};
-use crate::pipeline::context::{SessionContext, SessionEnd, SessionError, Target};
-use crate::pipeline::driver::Driver;
-use crate::pipeline::session::Session;
-use crate::pipeline::slot_poller::{spawn_slot_poller, AbortOnDrop};
-use crate::sink::{ConvexClient, RetryPolicy};
-use crate::source::SourceError;
-
-/// Readiness fails when nothing moved (no event, ack or keepalive) this long.
-pub const WEDGED_AFTER: Duration = Duration::from_secs(30);
-
-/// Exit code when the slot is missing or invalidated: `rebuild` is the remedy.
-pub const EXIT_SLOT_LOST: u8 = 3;
+use crate::pipeline::service::{
+    run_service, shutdown_signal, ServiceOptions, EXIT_SLOT_LOST, WEDGED_AFTER,
+};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -42,7 +28,24 @@ pub struct RunArgs {
     /// is empty and runtime.events has rows, they are copied first.
     #[arg(long, env = "PROJECTOR_NO_BACKFILL")]
     pub no_backfill: bool,
+    /// What to do when the slot is missing or invalidated (a primary
+    /// failover before PostgreSQL 17, max_slot_wal_keep_size, an idle
+    /// timeout): `exit` with code 3 for an operator, or `rebuild` into a new
+    /// generation from a fresh slot by itself (clients keep reading the old
+    /// one meanwhile), then stream it.
+    #[arg(long, env = "PROJECTOR_ON_SLOT_LOST", value_enum, default_value_t = OnSlotLost::Exit)]
+    pub on_slot_lost: OnSlotLost,
 }
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnSlotLost {
+    Exit,
+    Rebuild,
+}
+
+/// How long a rebuild after a lost slot waits for the old slot's consumer;
+/// there is none (the slot is gone), so this only bounds a stale holder.
+const REBUILD_RELEASE_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
@@ -57,234 +60,37 @@ pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         exit_when_caught_up: args.exit_when_caught_up,
         backfill: !args.no_backfill,
     };
-    run_service(&settings, options, metrics, health, shutdown).await
-}
-
-/// A watch that turns true on the first SIGINT/SIGTERM; the second one exits
-/// the process at once (safe: delivery is at-least-once).
-pub fn shutdown_signal() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot install the SIGTERM handler");
-                    return;
-                }
-            };
-        for n in 0.. {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if n == 0 {
-                tracing::info!(
-                    "shutting down: finishing in-flight writes (signal again to exit at once)"
-                );
-                let _ = tx.send(true);
-            } else {
-                tracing::warn!("second signal: exiting at once");
-                std::process::exit(130);
-            }
-        }
-    });
-    rx
-}
-
-/// Resolves the active generation (creating generation 1 on first start)
-/// and the slot that feeds it (recorded by `rebuild`; the configured slot
-/// for generation 1).
-pub async fn resolve_target(
-    client: &ConvexClient,
-    configured_slot: &str,
-) -> Result<Target, crate::sink::SinkError> {
-    let retry = RetryPolicy::forever();
-    let generation = crate::generation::ensure_active(client, &retry).await?;
-    let slot = crate::generation::slot_of(client, generation, configured_slot).await?;
-    Ok(Target {
-        slot,
-        generation,
-        follow_active: true,
-    })
-}
-
-/// How a service runs, beside its settings.
-#[derive(Clone, Copy, Debug)]
-pub struct ServiceOptions {
-    /// Write into this generation instead of following the active one.
-    pub generation: Option<u64>,
-    /// Stop once caught up with the WAL position current at start.
-    pub exit_when_caught_up: bool,
-    /// Copy the history that predates the slot on a generation's first start.
-    pub backfill: bool,
-}
-
-impl Default for ServiceOptions {
-    fn default() -> Self {
-        ServiceOptions {
-            generation: None,
-            exit_when_caught_up: false,
-            backfill: true,
-        }
-    }
-}
-
-pub async fn run_service(
-    settings: &Settings,
-    options: ServiceOptions,
-    metrics: Metrics,
-    health: Health,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<ExitCode> {
-    let (convex_url, admin_key) = settings.convex()?;
-    let client = Arc::new(ConvexClient::new(
-        convex_url,
-        admin_key.clone(),
-        settings.tuning.convex_timeout,
-    )?);
     loop {
-        let target = match options.generation {
-            Some(g) => Target {
-                slot: settings.slot.clone(),
-                generation: g,
-                follow_active: false,
-            },
-            // Convex may be unreachable at startup (retried forever): a
-            // signal must still stop us.
-            None => tokio::select! {
-                r = resolve_target(&client, &settings.slot) => r?,
-                _ = shutdown.wait_for(|stop| *stop) => return Ok(ExitCode::SUCCESS),
-            },
-        };
-        match serve_target(
-            settings,
-            &client,
-            &target,
+        let code = run_service(
+            &settings,
             options,
+            metrics.clone(),
+            health.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        if code != ExitCode::from(EXIT_SLOT_LOST) || args.on_slot_lost != OnSlotLost::Rebuild {
+            return Ok(code);
+        }
+        // The slot is gone (a failover before PostgreSQL 17, an invalidation):
+        // rebuild into a new generation from a fresh slot while clients keep
+        // reading the old one, then follow it.
+        tracing::warn!(
+            "the slot is lost; --on-slot-lost=rebuild: rebuilding into a new generation"
+        );
+        match crate::rebuild::rebuild(
+            &settings,
             &metrics,
-            &health,
-            &mut shutdown,
+            shutdown.clone(),
+            false,
+            REBUILD_RELEASE_WAIT,
         )
         .await?
         {
-            Some(code) => return Ok(code),
-            None => tracing::info!("the active generation changed; moving to it"),
+            Some(s) => {
+                tracing::info!(generation = s.generation, slot = %s.slot, events = s.history_events, "rebuilt after the slot was lost; streaming the new generation")
+            }
+            None => return Ok(ExitCode::SUCCESS),
         }
     }
-}
-
-/// Streams `target` until shutdown (Some(exit code)) or until the active
-/// generation moved away from it (None). Each session starts from the
-/// slot's confirmed position; between sessions everything in flight is
-/// settled, so progress restarts from a clean watermark.
-async fn serve_target(
-    settings: &Settings,
-    client: &Arc<ConvexClient>,
-    target: &Target,
-    options: ServiceOptions,
-    metrics: &Metrics,
-    health: &Health,
-    shutdown: &mut watch::Receiver<bool>,
-) -> anyhow::Result<Option<ExitCode>> {
-    let db_url = settings.database_url()?.clone();
-    metrics.generation_active.set(target.generation as i64);
-    tracing::info!(generation = target.generation, slot = %target.slot, "projecting into Convex");
-    let poller = spawn_slot_poller(db_url.clone(), target.slot.clone(), metrics.clone());
-    let _poller = AbortOnDrop(poller);
-    let mut backoff = Duration::from_millis(200);
-    metrics.up.set(1);
-    loop {
-        if *shutdown.borrow() {
-            return Ok(Some(ExitCode::SUCCESS));
-        }
-        // A fresh driver, so an empty cache, for every session: between two
-        // sessions another replica may have owned the slot and written newer
-        // states, and folding onto what we cached before would overwrite them.
-        let mut driver = Driver::new(
-            client.clone(),
-            target.generation,
-            settings.tuning.clone(),
-            metrics.clone(),
-        );
-        let ctx = SessionContext {
-            settings,
-            db_url: &db_url,
-            target,
-            client,
-            metrics,
-            health,
-            exit_when_caught_up: options.exit_when_caught_up,
-            backfill: options.backfill,
-        };
-        let result = match Session::start(ctx, &mut driver).await {
-            Ok(session) => session.run(shutdown).await,
-            Err(e) => Err(e),
-        };
-        health.set_streaming(false);
-        // Whatever happened, settle what is in flight before the next session.
-        if let Err(e) = driver.settle().await {
-            tracing::error!(error = %e, "cannot settle the last batches");
-        }
-        match result {
-            Ok(SessionEnd::Shutdown) | Ok(SessionEnd::CaughtUp) => {
-                return Ok(Some(ExitCode::SUCCESS))
-            }
-            Ok(SessionEnd::Switched) => return Ok(None),
-            Err(SessionError::Source(e)) if is_slot_lost(&e) => {
-                health.set_connected(false);
-                for st in ["reserved", "extended", "unreserved"] {
-                    metrics.slot_wal_status.with_label_values(&[st]).set(0.0);
-                }
-                metrics
-                    .slot_wal_status
-                    .with_label_values(&["lost"])
-                    .set(1.0);
-                tracing::error!("{e}");
-                eprintln!("error: {e}");
-                return Ok(Some(ExitCode::from(EXIT_SLOT_LOST)));
-            }
-            Err(SessionError::Source(SourceError::SlotInUse { .. })) => {
-                health.set_connected(false);
-                health.set_blocked(Some(format!(
-                    "slot {} is in use by another consumer; standing by",
-                    target.slot
-                )));
-                tracing::info!(slot = %target.slot, "slot is in use by another consumer; standing by (not ready), retrying in 2 s");
-                wait_or_shutdown(shutdown, Duration::from_secs(2)).await;
-                backoff = Duration::from_millis(200);
-                if target.follow_active {
-                    // The other consumer may have moved on to a new generation.
-                    if let Ok(Some(g)) = crate::generation::active(client).await {
-                        if g != target.generation {
-                            return Ok(None);
-                        }
-                    }
-                }
-            }
-            Err(SessionError::Source(e)) if e.is_transient() => {
-                health.set_connected(false);
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "lost the replication connection; reconnecting");
-                wait_or_shutdown(shutdown, backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-            Err(SessionError::Source(e)) => return Err(e.into()),
-            Err(SessionError::Sink(e)) => return Err(e.into()),
-        }
-    }
-}
-
-async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, d: Duration) {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => {}
-        Ok(()) = shutdown.changed() => {}
-    }
-}
-
-/// Slot missing or invalidated: streaming cannot resume; `rebuild` is the remedy.
-pub fn is_slot_lost(e: &SourceError) -> bool {
-    matches!(
-        e,
-        SourceError::SlotMissing { .. } | SourceError::SlotInvalidated { .. }
-    )
 }
