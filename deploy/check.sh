@@ -8,11 +8,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 status=0
+# Validation only: compose refuses to render without its required secrets
+# (it has no defaults for them on purpose), so give it placeholders here.
+export INSTANCE_SECRET=${INSTANCE_SECRET:-check-only}
+export POSTGRES_PASSWORD=${POSTGRES_PASSWORD:-check-only}
+export PROJECTOR_DB_PASSWORD=${PROJECTOR_DB_PASSWORD:-check-only}
 if command -v docker-compose >/dev/null 2>&1; then
-  INSTANCE_SECRET=${INSTANCE_SECRET:-check-only} docker-compose -f docker-compose.yml config -q \
+  docker-compose -f docker-compose.yml config -q \
     && echo "docker-compose.yml: ok" || status=1
 elif docker compose version >/dev/null 2>&1; then
-  INSTANCE_SECRET=${INSTANCE_SECRET:-check-only} docker compose -f docker-compose.yml config -q \
+  docker compose -f docker-compose.yml config -q \
     && echo "docker-compose.yml: ok" || status=1
 else
   echo "note: docker-compose not installed, compose file not checked (apt-get install docker-compose)"
