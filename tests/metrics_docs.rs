@@ -1,6 +1,6 @@
 //! docs/operations.md embeds the metrics reference generated from
 //! `metrics::names`; this keeps them equal. Regenerate with
-//! `PROJECTOR_UPDATE_DOCS=1 cargo test --test metrics_docs`.
+//! `PROJECTOR_UPDATE_DOCS=1 cargo test --test main metrics_docs`.
 
 use projector::metrics::names;
 
@@ -22,5 +22,5 @@ fn operations_doc_lists_every_metric() {
         std::fs::write(path, updated).unwrap();
         return;
     }
-    panic!("docs/operations.md metrics table is stale: run PROJECTOR_UPDATE_DOCS=1 cargo test --test metrics_docs");
+    panic!("docs/operations.md metrics table is stale: run PROJECTOR_UPDATE_DOCS=1 cargo test --test main metrics_docs");
 }
