@@ -107,6 +107,13 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         })
     };
 
+    // Traffic starts once the service streams, so every event takes the
+    // WAL path the demo is about (not the first start's history copy).
+    let streaming_by = Instant::now() + Duration::from_secs(60);
+    while !health.is_streaming() && !service.is_finished() && Instant::now() < streaming_by {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     let spec = crate::loadgen::LoadSpec {
         events: Some(args.events),
         rate: args.rate as f64,
