@@ -133,7 +133,12 @@ async fn rebuild_killed_anywhere_resumes_to_an_exact_state() {
             started.elapsed(),
             client.get_active().await.unwrap()
         );
-        if killed && kills.iter().all(|k: &(KillAt, bool, _)| !k.1) {
+        // The first kill that left a record (a kill before the rebuild
+        // recorded anything leaves nothing to show).
+        let first_recorded = !kills
+            .iter()
+            .any(|k: &(KillAt, bool, Option<serde_json::Value>)| k.1 && k.2.is_some());
+        if killed && state.is_some() && first_recorded {
             // `status` shows the interrupted rebuild.
             let (_, out, err) = env
                 .run(&["status", "--json"], Duration::from_secs(30))
