@@ -31,5 +31,6 @@ fi
 # cargo-deny (supply-chain checks in scripts/test.sh), built from crates.io.
 if ! command -v cargo-deny >/dev/null 2>&1; then
   echo "setup: cargo install --locked cargo-deny (a few minutes on 2 cores)"
-  cargo install --locked --quiet cargo-deny
+  # Pinned: a newer release may need a newer Rust than this machine's.
+  cargo install --locked --quiet cargo-deny --version "=0.20.2"
 fi
