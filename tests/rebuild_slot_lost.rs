@@ -25,19 +25,19 @@ fn shape(events: u64) -> history_sql::Shape {
     }
 }
 
-async fn wal_status(sql: &tokio_postgres::Client) -> Option<String> {
+async fn wal_status(sql: &tokio_postgres::Client, slot: &str) -> Option<String> {
     sql.query_opt(
         "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
-        &[&SLOT],
+        &[&slot],
     )
     .await
     .unwrap()
     .and_then(|r| r.get(0))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_slot_stops_run_shows_in_status_and_rebuild_restores() {
-    let cluster = pg::PgCluster::start(pg::PgOptions {
+/// A cluster that invalidates a slot after 1 MB of retained WAL.
+async fn small_wal_cluster() -> pg::PgCluster {
+    pg::PgCluster::start(pg::PgOptions {
         ssl: false,
         max_slot_wal_keep_size: Some("1MB".into()),
         extra_conf: vec![
@@ -47,7 +47,48 @@ async fn lost_slot_stops_run_shows_in_status_and_rebuild_restores() {
         ],
         ..pg::PgOptions::default()
     })
-    .await;
+    .await
+}
+
+/// With nothing consuming `slot`, writes events (300 per round) and WAL
+/// until the slot is `lost`; returns the rounds it took.
+async fn lose_slot(sql: &tokio_postgres::Client, slot: &str) -> u64 {
+    sql.batch_execute("CREATE TABLE filler (x text)")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut round = 0u64;
+    while wal_status(sql, slot).await.as_deref() != Some("lost") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "slot not lost: {:?}",
+            wal_status(sql, slot).await
+        );
+        sql.batch_execute(&history_sql::insert_sql(
+            &format!("b{round}"),
+            shape(300),
+            0,
+        ))
+        .await
+        .unwrap();
+        sql.batch_execute(
+            "INSERT INTO filler SELECT repeat(md5(i::text), 30) FROM generate_series(1, 5000) i;
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        )
+        .await
+        .unwrap();
+        round += 1;
+    }
+    eprintln!(
+        "slot {slot} lost after {round} rounds, {:?}",
+        started.elapsed()
+    );
+    round
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_slot_stops_run_shows_in_status_and_rebuild_restores() {
+    let cluster = small_wal_cluster().await;
     let db = cluster.fresh_db().await;
     let sql = db.client().await;
     projector::source::slot::create_slot(&sql, SLOT)
@@ -75,33 +116,7 @@ async fn lost_slot_stops_run_shows_in_status_and_rebuild_restores() {
     assert!(service.wait().await.success());
 
     // Stopped projector; WAL piles up until the slot is invalidated.
-    sql.batch_execute("CREATE TABLE filler (x text)")
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let mut round = 0u64;
-    while wal_status(&sql).await.as_deref() != Some("lost") {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "slot not lost: {:?}",
-            wal_status(&sql).await
-        );
-        sql.batch_execute(&history_sql::insert_sql(
-            &format!("b{round}"),
-            shape(300),
-            0,
-        ))
-        .await
-        .unwrap();
-        sql.batch_execute(
-            "INSERT INTO filler SELECT repeat(md5(i::text), 30) FROM generate_series(1, 5000) i;
-             SELECT pg_switch_wal(); CHECKPOINT;",
-        )
-        .await
-        .unwrap();
-        round += 1;
-    }
-    eprintln!("slot lost after {round} rounds, {:?}", started.elapsed());
+    let round = lose_slot(&sql, SLOT).await;
 
     // `run` refuses with a clear error and exit code 3.
     let (code, out, err) = env.run(&["run"], Duration::from_secs(60)).await;
@@ -174,17 +189,7 @@ async fn lost_slot_stops_run_shows_in_status_and_rebuild_restores() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_slot_lost_rebuild_recovers_by_itself() {
     const SLOT2: &str = "projector_heal";
-    let cluster = pg::PgCluster::start(pg::PgOptions {
-        ssl: false,
-        max_slot_wal_keep_size: Some("1MB".into()),
-        extra_conf: vec![
-            "wal_keep_size = 0".into(),
-            "min_wal_size = '32MB'".into(),
-            "max_wal_size = '64MB'".into(),
-        ],
-        ..pg::PgOptions::default()
-    })
-    .await;
+    let cluster = small_wal_cluster().await;
     let db = cluster.fresh_db().await;
     let sql = db.client().await;
     projector::source::slot::create_slot(&sql, SLOT2)
@@ -204,28 +209,7 @@ async fn on_slot_lost_rebuild_recovers_by_itself() {
     cli::wait_confirmed(&sql, SLOT2, Duration::from_secs(60)).await;
     service.term();
     assert!(service.wait().await.success());
-    sql.batch_execute("CREATE TABLE filler (x text)")
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let mut round = 0u64;
-    while slot_wal_status(&sql, SLOT2).await.as_deref() != Some("lost") {
-        assert!(started.elapsed() < Duration::from_secs(60), "slot not lost");
-        sql.batch_execute(&history_sql::insert_sql(
-            &format!("b{round}"),
-            shape(300),
-            0,
-        ))
-        .await
-        .unwrap();
-        sql.batch_execute(
-            "INSERT INTO filler SELECT repeat(md5(i::text), 30) FROM generate_series(1, 5000) i;
-             SELECT pg_switch_wal(); CHECKPOINT;",
-        )
-        .await
-        .unwrap();
-        round += 1;
-    }
+    let round = lose_slot(&sql, SLOT2).await;
     let mut service = projector_proc::Projector::spawn_args(
         &db.url,
         convex.url(),
@@ -265,14 +249,4 @@ async fn on_slot_lost_rebuild_recovers_by_itself() {
     );
     service.term();
     let _ = tokio::time::timeout(Duration::from_secs(30), service.wait()).await;
-}
-
-async fn slot_wal_status(sql: &tokio_postgres::Client, slot: &str) -> Option<String> {
-    sql.query_opt(
-        "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
-        &[&slot],
-    )
-    .await
-    .unwrap()
-    .and_then(|r| r.get(0))
 }
