@@ -35,29 +35,38 @@ async fn assert_exact(
     projector_proc::assert_exact_active(&db.secret(), &client, slot).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loadgen_traffic_ends_exact_in_convex() {
-    let db = pg::shared().await.fresh_db().await;
-    let sql = db.client().await;
-    // Slots are cluster-wide: one name per test database.
+/// A slot of this test database's own (slots are cluster-wide), a local
+/// backend and `projector run`, streaming before the test writes anything:
+/// on an empty log the first start has nothing to backfill, so every event
+/// the test writes is decoded exactly once.
+async fn streaming_service(
+    db: &pg::TestDb,
+    sql: &tokio_postgres::Client,
+) -> (String, ConvexBackend, Projector) {
     let slot = db.slot_name();
-    projector::source::slot::create_slot(&sql, &slot)
+    projector::source::slot::create_slot(sql, &slot)
         .await
         .unwrap();
     let convex = ConvexBackend::start();
-    let mut proc = Projector::spawn(
+    let proc = Projector::spawn(
         &db.url,
         convex.url(),
         convex.admin_key().expose(),
         &slot,
         &[],
     );
-    // Streaming before traffic starts: on an empty log the first start has
-    // nothing to backfill, so every event below is decoded exactly once.
     assert!(proc
         .wait_ready(true, Duration::from_secs(30))
         .await
         .is_some());
+    (slot, convex, proc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_traffic_ends_exact_in_convex() {
+    let db = pg::shared().await.fresh_db().await;
+    let sql = db.client().await;
+    let (slot, convex, mut proc) = streaming_service(&db, &sql).await;
 
     // Scrape /metrics while traffic flows: progress gauges must move with it
     // and never claim more than was received.
@@ -159,22 +168,7 @@ async fn a_non_iso_datestyle_changes_nothing() {
     ))
     .await
     .unwrap();
-    let slot = db.slot_name();
-    projector::source::slot::create_slot(&sql, &slot)
-        .await
-        .unwrap();
-    let convex = ConvexBackend::start();
-    let mut proc = Projector::spawn(
-        &db.url,
-        convex.url(),
-        convex.admin_key().expose(),
-        &slot,
-        &[],
-    );
-    assert!(proc
-        .wait_ready(true, Duration::from_secs(30))
-        .await
-        .is_some());
+    let (slot, convex, mut proc) = streaming_service(&db, &sql).await;
     let report = generate(&db.secret(), small_spec(500, 0.0)).await.unwrap();
     wait_caught_up(&sql, &slot, Duration::from_secs(120)).await;
     let m = proc.metrics().await.expect("metrics");
