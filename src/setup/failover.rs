@@ -75,11 +75,14 @@ async fn primary_findings(
     let mut out = Vec::new();
     let standbys: Vec<(String, String)> = client
         .query(
-            // Walsenders that hold no logical slot: physical standbys.
+            // Physical walsenders are the ones connected to no database: a
+            // logical one (`replication=database`) has a datid from its
+            // first message, before it holds a slot, so a projector that is
+            // still starting is not mistaken for a standby.
             "select coalesce(r.application_name, '')::text, coalesce(r.state, '')::text
                from pg_stat_replication r
-              where not exists (select 1 from pg_replication_slots s
-                                 where s.slot_type = 'logical' and s.active_pid = r.pid)
+               join pg_stat_activity a on a.pid = r.pid
+              where a.datid is null
               order by 1",
             &[],
         )
