@@ -10,6 +10,9 @@ use tokio::process::{Child, Command};
 pub struct Projector {
     pub child: Child,
     pub metrics_port: u16,
+    /// Where stderr goes unless `PROJECTOR_TEST_LOG` sends it to the
+    /// terminal: a failing wait prints it, so a projector that exited says why.
+    stderr_path: Option<std::path::PathBuf>,
 }
 
 pub fn free_port() -> u16 {
@@ -60,12 +63,19 @@ impl Projector {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(if std::env::var_os("PROJECTOR_TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
             .kill_on_drop(true);
+        let stderr_path = if std::env::var_os("PROJECTOR_TEST_LOG").is_some() {
+            cmd.stderr(Stdio::inherit());
+            None
+        } else {
+            let path = std::env::temp_dir().join(format!(
+                "projector-test-{}-{metrics_port}.log",
+                std::process::id()
+            ));
+            let file = std::fs::File::create(&path).expect("create projector log");
+            cmd.stderr(file);
+            Some(path)
+        };
         for (k, v) in extra {
             cmd.env(k, v);
         }
@@ -73,6 +83,45 @@ impl Projector {
         Projector {
             child,
             metrics_port,
+            stderr_path,
+        }
+    }
+
+    /// The projector's stderr so far (its warnings and errors).
+    pub fn stderr(&self) -> String {
+        self.stderr_path
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_else(|| "(stderr went to the terminal)".into())
+    }
+
+    /// Polls `/metrics` every 20 ms until `metric` satisfies `pred`; the
+    /// scrape that did. Panics with the projector's stderr if it exits or
+    /// `timeout` passes first.
+    pub async fn wait_metric(
+        &mut self,
+        metric: &str,
+        pred: impl Fn(f64) -> bool,
+        timeout: Duration,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.metrics().await.unwrap_or_default();
+            if metric_value(&m, metric).is_some_and(&pred) {
+                return m;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the projector exited ({status}) before {metric} was reached:\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{metric} not reached in {timeout:?}:\n{m}\nstderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -239,4 +288,12 @@ pub async fn assert_exact_active(
     assert!(outcome.caught_up, "not caught up\n{text}");
     assert!(outcome.report.is_exact(), "divergent:\n{text}");
     outcome
+}
+
+impl Drop for Projector {
+    fn drop(&mut self) {
+        if let Some(path) = &self.stderr_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
