@@ -377,3 +377,46 @@ describe("state", () => {
     );
   });
 });
+
+describe("writer fencing", () => {
+  const write = (n: number) => ({ table: "runs" as const, key: "r1", position: pos(n), doc: run("r1", "u1") });
+
+  test("acquireWriter bumps the epoch; apply refuses every other epoch, unfenced writes still pass", async () => {
+    const t = newT();
+    const a = await t.mutation(internal.projector.acquireWriter, { generation: G, holder: "a" });
+    expect(a).toEqual({ epoch: 1, previousHolder: null });
+    await t.mutation(internal.projector.apply, { generation: G, epoch: 1, writes: [write(1)] });
+    const b = await t.mutation(internal.projector.acquireWriter, { generation: G, holder: "b" });
+    expect(b).toEqual({ epoch: 2, previousHolder: "a" });
+    // The old owner's next write is refused, definitely, and writes nothing.
+    await expect(t.mutation(internal.projector.apply, { generation: G, epoch: 1, writes: [write(5)] })).rejects.toThrow(
+      /generation 1 is written by b under epoch 2 .* epoch 1 and was fenced/,
+    );
+    const [doc] = await dump(t, "runs", G);
+    expect(doc.position).toBe(pos(1));
+    // A newer epoch than anyone acquired is refused too.
+    await expect(t.mutation(internal.projector.apply, { generation: G, epoch: 3, writes: [write(6)] })).rejects.toThrow(
+      /fenced/,
+    );
+    await t.mutation(internal.projector.apply, { generation: G, epoch: 2, writes: [write(7)] });
+    await t.mutation(internal.projector.apply, { generation: G, writes: [write(8)] });
+    expect((await dump(t, "runs", G))[0].position).toBe(pos(8));
+    // Epochs are per generation.
+    expect(await t.mutation(internal.projector.acquireWriter, { generation: 2, holder: "c" })).toEqual({
+      epoch: 1,
+      previousHolder: null,
+    });
+  });
+
+  test("a purged generation fences its writers; the writer record is reserved", async () => {
+    const t = newT();
+    await t.mutation(internal.projector.acquireWriter, { generation: G, holder: "a" });
+    await t.mutation(internal.projector.purge, { generation: G, table: "projectorState", limit: 100 });
+    await expect(t.mutation(internal.projector.apply, { generation: G, epoch: 1, writes: [write(1)] })).rejects.toThrow(
+      /written by nobody/,
+    );
+    await expect(
+      t.mutation(internal.projector.setState, { generation: G, key: "writer", value: { epoch: 9 } }),
+    ).rejects.toThrow(/reserved/);
+  });
+});

@@ -10,9 +10,10 @@
  *   getActive / setActive   the active generation (compare-and-set).
  *   purge     delete a generation in bounded chunks.
  *   getState / setState     projector bookkeeping in `projectorState`.
+ *   acquireWriter           fence older writers of a generation (writer.ts).
  */
 import { ConvexError, getConvexSize, v } from "convex/values";
-import { internalMutation, internalQuery } from "./_generated/server";
+import { internalMutation, internalQuery, type QueryCtx } from "./_generated/server";
 import { checkValue } from "./check";
 import {
   anyTable,
@@ -23,6 +24,7 @@ import {
   type WritableTable,
 } from "./validators";
 import { ACTIVE_GENERATION, ACTIVE_KEY, readActive } from "./active";
+import { WRITER_KEY, bumpWriter, currentWriter } from "./writer";
 
 /** `Position::encode()`: "%016x:%016x"; fixed width makes string order == position order. */
 const POSITION = /^[0-9a-f]{16}:[0-9a-f]{16}$/;
@@ -59,6 +61,20 @@ function checkGeneration(generation: number) {
   }
 }
 
+/**
+ * Refuses a write of any epoch but the current writer's (see writer.ts).
+ * Definite: retrying cannot help, the caller lost the generation.
+ */
+async function checkEpoch(ctx: QueryCtx, generation: number, epoch: number) {
+  const w = await currentWriter(ctx, generation);
+  if (w === null || w.epoch !== epoch) {
+    const now = w === null ? "nobody (the generation was purged)" : `${w.holder} under epoch ${w.epoch} since ${new Date(w.since).toISOString()}`;
+    fail("Fenced", `generation ${generation} is written by ${now}; this writer holds epoch ${epoch} and was fenced`, {
+      generation: String(generation),
+    });
+  }
+}
+
 function checkPosition(table: string, key: string, position: string) {
   if (!POSITION.test(position)) {
     invalid(`${table} key ${JSON.stringify(key)}: position ${JSON.stringify(position)} is not "%016x:%016x"`, {
@@ -76,6 +92,9 @@ function stripSystem(doc: Record<string, unknown>) {
 export const apply = internalMutation({
   args: {
     generation: v.number(),
+    // The writer epoch from acquireWriter. Absent: an unfenced writer (a
+    // projector that predates fencing); its writes are position-guarded only.
+    epoch: v.optional(v.number()),
     writes: v.array(
       v.object({ table: writableTable, key: v.string(), position: v.string(), doc: v.any() }),
     ),
@@ -88,8 +107,9 @@ export const apply = internalMutation({
     deadLettersInserted: v.number(),
     deadLettersSkipped: v.number(),
   }),
-  handler: async (ctx, { generation, writes, deadLetters = [] }) => {
+  handler: async (ctx, { generation, epoch, writes, deadLetters = [] }) => {
     checkGeneration(generation);
+    if (epoch !== undefined) await checkEpoch(ctx, generation, epoch);
     // Validate everything first: a bad document anywhere fails the call with
     // nothing written (a throw would roll back anyway; this makes it cheap).
     for (const w of writes) {
@@ -254,6 +274,16 @@ export const purge = internalMutation({
   },
 });
 
+export const acquireWriter = internalMutation({
+  args: { generation: v.number(), holder: v.string() },
+  returns: v.object({ epoch: v.number(), previousHolder: v.union(v.string(), v.null()) }),
+  handler: async (ctx, { generation, holder }) => {
+    checkGeneration(generation);
+    const { epoch, previous } = await bumpWriter(ctx, generation, holder);
+    return { epoch, previousHolder: previous?.holder ?? null };
+  },
+});
+
 export const getState = internalQuery({
   args: { generation: v.number(), key: v.string() },
   handler: async (ctx, { generation, key }) => {
@@ -271,6 +301,9 @@ export const setState = internalMutation({
   handler: async (ctx, { generation, key, value }) => {
     if (generation === ACTIVE_GENERATION && key === ACTIVE_KEY) {
       fail("InvalidArgument", 'projectorState (0, "active") is reserved; use projector:setActive');
+    }
+    if (key === WRITER_KEY) {
+      fail("InvalidArgument", 'projectorState (g, "writer") is reserved; use projector:acquireWriter');
     }
     const doc = await ctx.db
       .query("projectorState")

@@ -386,6 +386,9 @@ async fn copy_snapshot(
         settings.tuning.clone(),
         metrics.clone(),
     );
+    driver
+        .acquire_writer(&crate::pipeline::service::writer_identity())
+        .await?;
     let copied = crate::pipeline::copy::copy_history(
         &sql,
         Some(&snap.snapshot_name),

@@ -563,6 +563,78 @@ async fn a_replica_that_gets_the_slot_back_forgets_what_it_cached() {
     let _ = tokio::time::timeout(Duration::from_secs(30), a.wait()).await;
 }
 
+/// Replica A's apply is held in flight (the backend answers it 10 s late)
+/// while its network to Postgres is cut and replica B takes the slot over:
+/// B fences A before it reads anything, so A's late mutation lands nothing
+/// (Convex refuses its epoch), A stands by instead of exiting or retrying
+/// it, and the read model ends exact. (In-process, with the interleaving
+/// that loses a run without fencing: `engine_tests::a_fenced_writer_*`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_cut_off_with_an_apply_in_flight_is_fenced() {
+    const SLOT: &str = "fenced";
+    let db = pg::shared().await.fresh_db().await;
+    let sql = new_slot(&db, SLOT).await;
+    let convex = ConvexBackend::start();
+    let proxy = tcp_proxy::TcpProxy::start(db.port).await;
+    let via_proxy = db
+        .url
+        .replace(&format!(":{}/", db.port), &format!(":{}/", proxy.port));
+    let mut a = Projector::spawn(
+        &via_proxy,
+        convex.url(),
+        convex.admin_key().expose(),
+        SLOT,
+        &[],
+    );
+    assert!(
+        a.wait_ready(true, Duration::from_secs(30)).await.is_some(),
+        "A ready"
+    );
+    append_steps(&sql, 1, 5).await;
+    wait_caught_up(&sql, SLOT, Duration::from_secs(60)).await;
+
+    // A's next apply is held; once it is in flight, A loses Postgres.
+    let fired = convex.stats().await["faults"].as_u64().unwrap_or(0);
+    convex
+        .fault(json!({"kind": "latency", "ms": 10_000, "path": "projector:apply"}))
+        .await;
+    append_steps(&sql, 6, 8).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while convex.stats().await["faults"].as_u64().unwrap_or(0) == fired {
+        assert!(Instant::now() < deadline, "A never sent its apply");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.cut();
+    let mut b = spawn(&db, &convex, SLOT, &[]);
+    assert!(
+        b.wait_ready(true, Duration::from_secs(30)).await.is_some(),
+        "B takes the slot"
+    );
+    append_steps(&sql, 9, 10).await;
+    wait_caught_up(&sql, SLOT, Duration::from_secs(60)).await;
+
+    // A's held apply comes back refused; A is still running, standing by.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut m = String::new();
+    while metric_labeled(&m, "projector_convex_errors_total", "code=\"fenced\"") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "A's late apply was not fenced:\n{m}\nA's stderr:\n{}",
+            a.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        m = a.metrics().await.unwrap_or_default();
+    }
+    assert!(a.child.try_wait().unwrap().is_none(), "A exited");
+    assert!(!a.ready().await, "a fenced replica is not ready");
+    let outcome = assert_exact(&db, &convex, SLOT).await;
+    assert_eq!(outcome.events, 10);
+    for p in [&mut a, &mut b] {
+        p.term();
+        let _ = tokio::time::timeout(Duration::from_secs(30), p.wait()).await;
+    }
+}
+
 // --------------------------------------------------------------- 5. poison
 
 /// The dead-letter reason code each dead-letter kind of loadgen produces.

@@ -105,6 +105,7 @@ async fn guarded_upsert_replay_load_and_generations() {
 
     let first = ApplyRequest {
         generation: g,
+        epoch: None,
         writes: vec![
             write(&t, "r1", pos(10, 0), 1),
             write(&t, "r2", pos(10, 1), 1),
@@ -137,6 +138,7 @@ async fn guarded_upsert_replay_load_and_generations() {
     // Equal and lower positions are skipped, a higher one replaces.
     let next = ApplyRequest {
         generation: g,
+        epoch: None,
         writes: vec![
             write(&t, "r1", pos(10, 0), 99), // equal: skipped
             write(&t, "r2", pos(9, 7), 99),  // lower: skipped
@@ -149,6 +151,7 @@ async fn guarded_upsert_replay_load_and_generations() {
     let r = c
         .apply(&ApplyRequest {
             generation: g,
+            epoch: None,
             writes: vec![write(&t, "r1", pos(12, 0), 4)],
             dead_letters: vec![],
         })
@@ -238,6 +241,7 @@ async fn page_dumps_ten_thousand_documents() {
         let r = c
             .apply(&ApplyRequest {
                 generation: g,
+                epoch: None,
                 writes,
                 dead_letters: vec![],
             })
@@ -307,6 +311,7 @@ async fn every_fault_is_retried_to_exactly_the_right_documents() {
         let keys: Vec<String> = (0..5).map(|i| format!("{name}-{i}")).collect();
         let req = ApplyRequest {
             generation: g,
+            epoch: None,
             writes: keys
                 .iter()
                 .enumerate()
@@ -400,6 +405,7 @@ async fn definite_errors_are_not_retried_and_carry_convex_message() {
     };
     let req = ApplyRequest {
         generation: g,
+        epoch: None,
         writes: vec![good.clone(), bad],
         dead_letters: vec![],
     };
@@ -438,6 +444,7 @@ async fn definite_errors_are_not_retried_and_carry_convex_message() {
     let err = c
         .apply(&ApplyRequest {
             generation: g,
+            epoch: None,
             writes: vec![Write {
                 table: "nope".into(),
                 ..good.clone()
@@ -452,6 +459,7 @@ async fn definite_errors_are_not_retried_and_carry_convex_message() {
     let r = c
         .apply(&ApplyRequest {
             generation: g,
+            epoch: None,
             writes: vec![good],
             dead_letters: vec![],
         })

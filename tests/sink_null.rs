@@ -11,6 +11,7 @@ use serde_json::json;
 fn request(n: usize, dls: usize) -> ApplyRequest {
     ApplyRequest {
         generation: 1,
+        epoch: None,
         writes: (0..n)
             .map(|i| Write {
                 table: "runs".into(),
@@ -155,6 +156,7 @@ async fn measure_apply_throughput() {
     for b in 0..batches {
         let req = ApplyRequest {
             generation: 1,
+            epoch: None,
             writes: (0..per_batch)
                 .map(|i| Write {
                     table: "runs".into(),

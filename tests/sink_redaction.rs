@@ -42,6 +42,7 @@ impl<'a> MakeWriter<'a> for Buffer {
 fn req() -> ApplyRequest {
     ApplyRequest {
         generation: 1,
+        epoch: None,
         writes: vec![Write {
             table: "runs".into(),
             key: "r1".into(),

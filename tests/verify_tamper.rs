@@ -102,6 +102,7 @@ async fn verify_names_changed_missing_and_extra_documents() {
     let res = client
         .apply(&ApplyRequest {
             generation,
+            epoch: None,
             writes: vec![
                 Write {
                     table: "runs".into(),

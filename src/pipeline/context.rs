@@ -45,6 +45,8 @@ pub struct SessionContext<'a> {
     pub metrics: &'a Metrics,
     pub health: &'a Health,
     pub exit_when_caught_up: bool,
+    /// Who we are in the writer record (`host pid N`), for operators.
+    pub holder: &'a str,
     /// Copy existing history before streaming on a generation's first start.
     pub backfill: bool,
 }

@@ -38,6 +38,8 @@ pub struct Dispatch {
     /// Set when every write of this batch has been answered.
     pub done: watch::Sender<bool>,
     pub generation: u64,
+    /// The writer epoch every request of this batch carries.
+    pub epoch: Option<u64>,
     pub writes: Vec<PlannedWrite>,
     pub dead_letters: Vec<DeadLetter>,
     /// The events folded in this batch; for each written key, the indexes
@@ -61,6 +63,10 @@ pub struct Ack {
     pub event_bytes: usize,
     pub commit_times_us: Vec<i64>,
     pub tables: Vec<&'static str>,
+    /// Convex refused our writer epoch: another process owns the
+    /// generation now. The batch may be partly written (by an earlier
+    /// mutation) and must not count as acknowledged.
+    pub fenced: Option<String>,
 }
 
 fn to_write(w: PlannedWrite) -> DocWrite {
@@ -108,8 +114,10 @@ pub fn spawn(
             retry,
             metrics,
             generation: job.generation,
+            epoch: job.epoch,
             max_bytes: job.max_request_bytes,
             rejected: Vec::new(),
+            fenced: None,
         };
         // If the request must be split, every event's stream document
         // (runs, workers, inboxes) goes in the last mutation: a crash between
@@ -134,7 +142,7 @@ pub fn spawn(
                 }
             }
         }
-        if !extra.is_empty() {
+        if !extra.is_empty() && sender.fenced.is_none() {
             sender.send(Vec::new(), extra).await;
         }
         let ack = Ack {
@@ -144,6 +152,7 @@ pub fn spawn(
             event_bytes: job.event_bytes,
             commit_times_us: job.commit_times_us,
             tables,
+            fenced: sender.fenced,
         };
         let _ = job.done.send(true);
         // The engine may be gone (shutdown after a second signal): fine.
@@ -156,8 +165,11 @@ struct Sender {
     retry: RetryPolicy,
     metrics: Metrics,
     generation: u64,
+    epoch: Option<u64>,
     max_bytes: usize,
     rejected: Vec<(DocKey, String)>,
+    /// Set by the first fenced answer; nothing more is sent.
+    fenced: Option<String>,
 }
 
 impl Sender {
@@ -166,6 +178,7 @@ impl Sender {
     async fn send(&mut self, writes: Vec<DocWrite>, dead_letters: Vec<DeadLetterWrite>) {
         let mut stack = vec![ApplyRequest {
             generation: self.generation,
+            epoch: self.epoch,
             writes,
             dead_letters,
         }];
@@ -196,6 +209,14 @@ impl Sender {
                     self.metrics
                         .dead_letters_written_total
                         .inc_by(r.dead_letters_inserted);
+                }
+                Err(e) if e.is_fenced() => {
+                    // Another process took the generation over; it reads
+                    // what we wrote so far and owns the rest.
+                    self.metrics.convex_error(false, "fenced");
+                    tracing::warn!(error = %e, "fenced: another process writes this generation now; dropping this batch unconfirmed");
+                    self.fenced = Some(e.to_string());
+                    return;
                 }
                 Err(e) if e.is_deployment_error() => {
                     // A wrong key or missing functions: every document would
@@ -238,6 +259,7 @@ fn short(e: &SinkError) -> String {
 fn split(req: ApplyRequest<DocJson>) -> Vec<ApplyRequest<DocJson>> {
     let ApplyRequest {
         generation,
+        epoch,
         mut writes,
         mut dead_letters,
     } = req;
@@ -252,11 +274,13 @@ fn split(req: ApplyRequest<DocJson>) -> Vec<ApplyRequest<DocJson>> {
     vec![
         ApplyRequest {
             generation,
+            epoch,
             writes,
             dead_letters,
         },
         ApplyRequest {
             generation,
+            epoch,
             writes: w2,
             dead_letters: d2,
         },

@@ -35,6 +35,12 @@ impl Driver {
         Driver { engine, acks }
     }
 
+    /// Makes this driver the writer of its generation (fencing any earlier
+    /// one); call before anything is loaded (see [`Engine::acquire_writer`]).
+    pub async fn acquire_writer(&mut self, holder: &str) -> Result<u64, SinkError> {
+        self.engine.acquire_writer(holder).await
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -85,8 +91,9 @@ impl Driver {
     }
 
     /// Closes the open batch and waits until every batch is acknowledged.
+    /// A fenced engine only waits: its open batch belongs to the new owner.
     pub async fn settle(&mut self) -> Result<(), SinkError> {
-        if self.engine.has_open_batch() {
+        if self.engine.has_open_batch() && self.engine.fenced().is_none() {
             self.close_batch().await?;
         }
         while self.engine.inflight_batches() > 0 {

@@ -90,6 +90,12 @@ pub struct Engine {
     sent_at_us: i64,
     /// Which batch in flight a new batch must wait for (see `order`).
     order: WriteOrder,
+    /// Our writer epoch (`DocumentStore::acquire_writer`), sent with every
+    /// apply; `None` writes unfenced.
+    epoch: Option<u64>,
+    /// Why Convex refused our epoch, once it did: nothing more may be
+    /// written or confirmed by this engine.
+    fenced: Option<String>,
 }
 
 impl Engine {
@@ -119,6 +125,8 @@ impl Engine {
             txn_commit_time_us: 0,
             sent_at_us: 0,
             order: WriteOrder::default(),
+            epoch: None,
+            fenced: None,
         };
         (engine, ack_rx)
     }
@@ -128,6 +136,33 @@ impl Engine {
     pub fn reset_progress(&mut self, start: Lsn) {
         self.watermark = Watermark::new(start);
         self.publish_flush();
+    }
+
+    /// Bumps the generation's writer epoch and sends it with every apply
+    /// from now on. Call before the first load (hydration): whatever an
+    /// earlier writer landed is then visible to our reads, and nothing it
+    /// still sends can land after them (`convex/writer.ts`).
+    pub async fn acquire_writer(&mut self, holder: &str) -> Result<u64, SinkError> {
+        let store = &self.store;
+        let generation = self.generation;
+        // Bounded: a session that cannot reach Convex ends (and is retried
+        // with backoff) instead of holding the slot without writing.
+        let epoch = crate::sink::with_retry(&RetryPolicy::bounded(8), "acquireWriter", || {
+            store.acquire_writer(generation, holder)
+        })
+        .await?;
+        self.epoch = Some(epoch);
+        Ok(epoch)
+    }
+
+    /// The fenced error once Convex refused our epoch: another process
+    /// writes the generation, so this engine must stop.
+    pub fn fenced(&self) -> Option<SinkError> {
+        self.fenced.as_ref().map(|message| SinkError::Function {
+            path: crate::sink::api::APPLY.to_string(),
+            message: message.clone(),
+            data: Some(serde_json::json!({"code": "Fenced"})),
+        })
     }
 
     pub fn flush_lsn(&self) -> Lsn {
@@ -269,6 +304,9 @@ impl Engine {
     /// Closes the open batch: hydrates the keys the cache lacks, folds,
     /// and dispatches the writes. Call only when [`Engine::has_slot`].
     pub async fn close_batch(&mut self) -> Result<(), SinkError> {
+        if let Some(fenced) = self.fenced() {
+            return Err(fenced);
+        }
         if self.open.is_empty() {
             return Ok(());
         }
@@ -427,6 +465,7 @@ impl Engine {
             after: after.into_iter().map(|(_, rx)| rx).collect(),
             done: done_tx,
             generation: self.generation,
+            epoch: self.epoch,
             writes,
             dead_letters,
             events: folded_events,
@@ -514,6 +553,13 @@ impl Engine {
         self.order.acked(ack.id);
         self.inflight_batches -= 1;
         self.inflight_bytes = self.inflight_bytes.saturating_sub(ack.event_bytes);
+        if let Some(why) = ack.fenced {
+            // Never acknowledged: the flush LSN stays before this batch,
+            // and the new owner replays it from the slot.
+            self.fenced.get_or_insert(why);
+            self.publish_flush();
+            return;
+        }
         self.watermark.ack(ack.id);
         self.metrics
             .inflight_batches

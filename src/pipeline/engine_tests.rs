@@ -111,3 +111,103 @@ async fn a_fresh_driver_hydrates_what_another_writer_stored() {
     a2.settle().await.expect("settle");
     assert_eq!(step_count(&store), 6);
 }
+
+/// `run.created` of `run` on thread `t1`, stream seq 1, committed at `lsn`.
+fn created(seq: i64, run: &str, lsn: u64) -> RuntimeEvent {
+    RuntimeEvent::new(
+        seq,
+        &format!("run:{run}"),
+        1,
+        "run.created",
+        "u1",
+        r#"{"thread_id":"t1","title":"x"}"#,
+        "2026-11-23 08:00:00+00",
+    )
+    .at(Position::new(Lsn(lsn), 0))
+}
+
+fn run_count(store: &MemoryStore) -> u64 {
+    let (_, doc) = store
+        .doc(1, Table::Threads, "t1")
+        .expect("thread t1 stored");
+    doc["runCount"].as_u64().expect("runCount")
+}
+
+/// The failover with a writer still in flight: A confirmed r1, then its
+/// apply of r2 is held while B takes the slot over and replays r2 and r3
+/// in one batch; A's apply lands just before B's load of `runs` reads,
+/// after its load of `threads` did. Returns
+/// t1's `runCount` (Postgres says 3) and whether A was told it is fenced.
+async fn takeover_with_a_write_in_flight(fence: bool) -> (u64, bool) {
+    let store = Arc::new(MemoryStore::new());
+    let mut a = driver(&store);
+    if fence {
+        a.acquire_writer("a").await.expect("acquire a");
+    }
+    a.engine_mut().reset_progress(Lsn(1000));
+    a.engine_mut().begin(0);
+    a.push_waiting(created(1, "r1", 1100)).await.expect("push");
+    a.engine_mut().commit(Lsn(1150));
+    a.settle().await.expect("settle a");
+
+    let (release, held) = tokio::sync::watch::channel(false);
+    store.push_fault(Fault::ApplyHeld(held));
+    a.engine_mut().begin(0);
+    a.push_waiting(created(2, "r2", 1200)).await.expect("push");
+    a.engine_mut().commit(Lsn(1250));
+    a.close_batch().await.expect("close a");
+    assert_eq!(a.engine().flush_lsn(), Lsn(1150), "r2 is not confirmed");
+
+    // A is cut off; B holds the slot from A's confirmed position.
+    let mut b = driver(&store);
+    if fence {
+        b.acquire_writer("b").await.expect("acquire b");
+    }
+    store.push_fault(Fault::ReleaseBeforeLoad {
+        table: Table::Runs,
+        release,
+    });
+    b.engine_mut().reset_progress(Lsn(1150));
+    b.engine_mut().begin(0);
+    b.push_waiting(created(2, "r2", 1200)).await.expect("push");
+    b.engine_mut().commit(Lsn(1250));
+    b.engine_mut().begin(0);
+    b.push_waiting(created(3, "r3", 1300)).await.expect("push");
+    b.engine_mut().commit(Lsn(1350));
+    b.settle().await.expect("settle b");
+    assert_eq!(b.engine().flush_lsn(), Lsn(1350));
+    assert!(b.engine().fenced().is_none());
+
+    a.settle().await.expect("settle a");
+    (run_count(&store), a.engine().fenced().is_some())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_writer_lands_nothing_after_a_takeover() {
+    // Hydration issues its loads in hash order: repeat so both orders of
+    // the `threads` load and the `runs` load are polled.
+    for round in 0..8 {
+        let (runs, fenced) = takeover_with_a_write_in_flight(true).await;
+        assert_eq!(runs, 3, "round {round}: thread t1 lost a run");
+        assert!(fenced, "round {round}: A's held apply was not fenced");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_fencing_the_same_takeover_loses_a_run() {
+    // The scenario above is the bug when nothing fences A: in some round
+    // its write lands between B's loads and B skips r2 as already applied
+    // (runs/r2 holds it) while folding r3 onto the stale thread.
+    let mut short = 0;
+    for _ in 0..8 {
+        let (runs, fenced) = takeover_with_a_write_in_flight(false).await;
+        assert!(!fenced);
+        if runs != 3 {
+            short += 1;
+        }
+    }
+    assert_eq!(
+        short, 8,
+        "the interleaving must lose r2 every time, or the test above proves nothing"
+    );
+}

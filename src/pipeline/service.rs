@@ -158,6 +158,7 @@ async fn serve_target(
     let poller = spawn_slot_poller(db_url.clone(), target.slot.clone(), metrics.clone());
     let _poller = AbortOnDrop(poller);
     let mut backoff = Duration::from_millis(200);
+    let holder = writer_identity();
     metrics.up.set(1);
     loop {
         if *shutdown.borrow() {
@@ -180,6 +181,7 @@ async fn serve_target(
             metrics,
             health,
             exit_when_caught_up: options.exit_when_caught_up,
+            holder: &holder,
             backfill: options.backfill,
         };
         let result = match Session::start(ctx, &mut driver).await {
@@ -233,10 +235,40 @@ async fn serve_target(
                 wait_or_shutdown(shutdown, backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
+            Err(SessionError::Sink(e)) if e.is_fenced() => {
+                // Another replica took the slot while we were cut off and
+                // fenced our writes: it owns the generation now.
+                health.set_connected(false);
+                health.set_blocked(Some(format!(
+                    "fenced: another process writes generation {}; standing by",
+                    target.generation
+                )));
+                tracing::warn!(generation = target.generation, error = %e, "fenced by another writer; standing by, retrying the slot in 2 s");
+                wait_or_shutdown(shutdown, Duration::from_secs(2)).await;
+                backoff = Duration::from_millis(200);
+            }
+            Err(SessionError::Sink(e)) if e.is_transient() => {
+                health.set_connected(false);
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Convex is unreachable; ending the session and retrying");
+                wait_or_shutdown(shutdown, backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
             Err(SessionError::Source(e)) => return Err(e.into()),
             Err(SessionError::Sink(e)) => return Err(e.into()),
         }
     }
+}
+
+/// How this process names itself in a generation's writer record:
+/// `host pid N` (the host from the kernel, as `hostname` prints it).
+pub fn writer_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host} pid {}", std::process::id())
 }
 
 async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, d: Duration) {

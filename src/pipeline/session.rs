@@ -132,6 +132,9 @@ impl<'a> Session<'a> {
             },
         )
         .await?;
+        // We hold the slot: fence whoever wrote this generation before,
+        // then (hydrating lazily) read only what it landed.
+        let epoch = driver.acquire_writer(ctx.holder).await?;
         driver.engine_mut().reset_progress(start);
         ctx.health.set_blocked(None);
         ctx.health.set_connected(true);
@@ -139,6 +142,7 @@ impl<'a> Session<'a> {
         // (none: the kernel auto-tunes it; see LOOPBACK_RECV_BUFFER).
         tracing::info!(
             start = %start,
+            epoch,
             recv_buffer = stream.recv_buffer().map_or_else(|| "auto".to_string(), |b| b.to_string()),
             "streaming"
         );
@@ -183,6 +187,10 @@ impl<'a> Session<'a> {
         // Ready only now: during a backfill the read model is still filling.
         self.ctx.health.set_streaming(true);
         loop {
+            if let Some(fenced) = self.driver.engine().fenced() {
+                self.stop().await?;
+                return Err(fenced.into());
+            }
             if let Some(end) = self.finished() {
                 self.stop().await?;
                 return Ok(end);

@@ -23,6 +23,7 @@ pub const SET_ACTIVE: &str = "projector:setActive";
 pub const PURGE: &str = "projector:purge";
 pub const GET_STATE: &str = "projector:getState";
 pub const SET_STATE: &str = "projector:setState";
+pub const ACQUIRE_WRITER: &str = "projector:acquireWriter";
 
 /// One guarded upsert: `doc` replaces the stored document of
 /// `(generation, key)` in `table` if `position` is greater than the stored
@@ -54,6 +55,11 @@ pub struct DeadLetterWrite {
 #[serde(rename_all = "camelCase")]
 pub struct ApplyRequest<D = Value> {
     pub generation: u64,
+    /// The writer epoch from `acquireWriter`: Convex refuses the call once
+    /// another process acquired the generation (see `convex/writer.ts`).
+    /// `None` writes unfenced (tools and tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
     pub writes: Vec<Write<D>>,
     pub dead_letters: Vec<DeadLetterWrite>,
 }
@@ -116,6 +122,10 @@ impl ApplyRequest<DocJson> {
         serde_json::to_writer(&mut out, APPLY).map_err(encode_err)?;
         out.extend_from_slice(b",\"args\":{\"generation\":");
         out.extend_from_slice(itoa::Buffer::new().format(self.generation).as_bytes());
+        if let Some(epoch) = self.epoch {
+            out.extend_from_slice(b",\"epoch\":");
+            out.extend_from_slice(itoa::Buffer::new().format(epoch).as_bytes());
+        }
         out.extend_from_slice(b",\"writes\":[");
         for (i, w) in self.writes.iter().enumerate() {
             if i > 0 {
@@ -138,6 +148,14 @@ impl ApplyRequest<DocJson> {
         out.extend_from_slice(b"},\"format\":\"json\"}");
         Ok(Bytes::from(out))
     }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AcquireWriterAnswer {
+    #[serde(deserialize_with = "count")]
+    epoch: u64,
+    previous_holder: Option<String>,
 }
 
 /// What `projector:apply` reports.
@@ -278,6 +296,23 @@ impl ConvexClient {
         Ok((a.deleted, a.done))
     }
 
+    /// Makes this process the writer of `generation` under a new epoch,
+    /// fencing every earlier writer (`convex/writer.ts`). Returns the epoch
+    /// and who held it before.
+    pub async fn acquire_writer(
+        &self,
+        generation: u64,
+        holder: &str,
+    ) -> Result<(u64, Option<String>), SinkError> {
+        let a: AcquireWriterAnswer = self
+            .mutation(
+                ACQUIRE_WRITER,
+                json!({"generation": generation, "holder": holder}),
+            )
+            .await?;
+        Ok((a.epoch, a.previous_holder))
+    }
+
     /// A `projectorState` value, `None` if absent (or stored as `null`).
     pub async fn get_state(&self, generation: u64, key: &str) -> Result<Option<Value>, SinkError> {
         let v: Value = self
@@ -331,6 +366,7 @@ mod tests {
         for n in 0..=docs.len() {
             let typed = ApplyRequest {
                 generation: 12,
+                epoch: (n % 2 == 1).then_some(n as u64 + 7),
                 writes: docs[..n]
                     .iter()
                     .enumerate()
@@ -350,6 +386,7 @@ mod tests {
             // The same request with each document's text instead.
             let raw = ApplyRequest {
                 generation: typed.generation,
+                epoch: typed.epoch,
                 writes: typed
                     .writes
                     .iter()
@@ -374,6 +411,7 @@ mod tests {
     fn apply_body_is_the_wire_format() {
         let req = ApplyRequest {
             generation: 3,
+            epoch: None,
             writes: vec![Write {
                 table: "runs".into(),
                 key: "r1".into(),

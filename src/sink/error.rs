@@ -128,6 +128,15 @@ impl SinkError {
         }
     }
 
+    /// `projector:apply` refused our writer epoch: another process acquired
+    /// the generation (or it was purged). Definite and not about any
+    /// document: never retried, never split, never dead-lettered; the
+    /// writer stops writing and goes back to standby.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, SinkError::Function { data: Some(d), .. }
+            if d.get("code").and_then(Value::as_str) == Some("Fenced"))
+    }
+
     /// The server's `Retry-After`, if it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -283,7 +292,14 @@ mod tests {
         };
         assert!(!e.is_transient());
         assert!(!e.is_deployment_error());
+        assert!(!e.is_fenced());
         assert!(e.to_string().contains("Uncaught Error: bad doc"));
+        let fenced = SinkError::Function {
+            path: "projector:apply".into(),
+            message: "generation 1 is written by b".into(),
+            data: Some(serde_json::json!({"code": "Fenced", "generation": "1"})),
+        };
+        assert!(fenced.is_fenced() && !fenced.is_transient() && !fenced.is_deployment_error());
         assert_eq!(e.convex_message(), Some("Uncaught Error: bad doc"));
     }
 

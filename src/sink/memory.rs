@@ -25,6 +25,14 @@ pub enum Fault {
     ApplyHeld(watch::Receiver<bool>),
     /// The next `load` fails with a transient error.
     LoadTransient,
+    /// Before the next `load` of `table` reads, `release` turns true and
+    /// the load waits until one more `apply` ran (a held one, typically),
+    /// while the hydration's other loads (polled together) have read
+    /// already: another writer's mutation landing between two loads.
+    ReleaseBeforeLoad {
+        table: Table,
+        release: watch::Sender<bool>,
+    },
 }
 
 #[derive(Default)]
@@ -34,10 +42,14 @@ struct Inner {
     /// (generation, key) → doc
     dead_letters: HashMap<(u64, String), Value>,
     faults: VecDeque<Fault>,
+    /// generation → current writer epoch (`convex/writer.ts`).
+    epochs: HashMap<u64, u64>,
     /// Every `apply` whose writes hold one of these keys is rejected
     /// definitely, like a document Convex refuses.
     rejected_keys: Vec<String>,
     applies: u64,
+    /// Every `apply` that reached the store, fenced or rejected included.
+    apply_attempts: u64,
     loads: u64,
 }
 
@@ -105,6 +117,17 @@ impl MemoryStore {
         let writes = args["writes"].as_array().unwrap_or(&empty);
         let dead_letters = args["deadLetters"].as_array().unwrap_or(&empty);
         let mut g = self.lock();
+        g.apply_attempts += 1;
+        if let Some(epoch) = args.get("epoch").and_then(Value::as_u64) {
+            let current = g.epochs.get(&generation).copied();
+            if current != Some(epoch) {
+                return Err(SinkError::Function {
+                    path: "projector:apply".into(),
+                    message: format!("generation {generation} is written under epoch {current:?}; this writer holds epoch {epoch} and was fenced"),
+                    data: Some(serde_json::json!({"code": "Fenced", "generation": generation.to_string()})),
+                });
+            }
+        }
         for w in writes {
             let key = w["key"].as_str().unwrap_or_default();
             if g.rejected_keys.iter().any(|k| k == key) {
@@ -206,9 +229,24 @@ impl DocumentStore for MemoryStore {
             {
                 return Err(unavailable("projector:load"));
             }
+            let hook = self.take_fault(
+                |f| matches!(f, Fault::ReleaseBeforeLoad { table: t, .. } if *t == table),
+            );
+            if let Some(Fault::ReleaseBeforeLoad { release, .. }) = hook {
+                let attempts = self.lock().apply_attempts;
+                let _ = release.send(true);
+                // Bounded: a test whose held apply never runs fails on its
+                // assertions instead of hanging here.
+                for _ in 0..10_000 {
+                    if self.lock().apply_attempts > attempts {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
             let mut g = self.lock();
             g.loads += 1;
-            Ok(keys
+            let answer: Vec<LoadedDoc> = keys
                 .iter()
                 .filter_map(|k| {
                     let id = (generation, table.as_str().to_string(), k.clone());
@@ -218,7 +256,17 @@ impl DocumentStore for MemoryStore {
                         doc: doc.clone(),
                     })
                 })
-                .collect())
+                .collect();
+            Ok(answer)
+        })
+    }
+
+    fn acquire_writer<'a>(&'a self, generation: u64, _holder: &'a str) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let mut g = self.lock();
+            let epoch = g.epochs.entry(generation).or_insert(0);
+            *epoch += 1;
+            Ok(*epoch)
         })
     }
 }

@@ -257,6 +257,8 @@ async fn mutation(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
             success(json!({"ok": true, "active": c.active.load(Ordering::Relaxed)}))
         }
         "projector:purge" => success(json!({"deleted": 0, "done": true})),
+        // One writer only, never fenced: every acquire is epoch 1.
+        "projector:acquireWriter" => success(json!({"epoch": 1, "previousHolder": null})),
         _ => success(Value::Null),
     }
 }

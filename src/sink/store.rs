@@ -29,6 +29,10 @@ pub trait DocumentStore: Send + Sync + 'static {
         table: Table,
         keys: &'a [String],
     ) -> StoreFuture<'a, Vec<LoadedDoc>>;
+
+    /// Bumps `generation`'s writer epoch for `holder`, fencing every apply
+    /// that carries an older one. Returns the new epoch.
+    fn acquire_writer<'a>(&'a self, generation: u64, holder: &'a str) -> StoreFuture<'a, u64>;
 }
 
 impl DocumentStore for ConvexClient {
@@ -43,5 +47,15 @@ impl DocumentStore for ConvexClient {
         keys: &'a [String],
     ) -> StoreFuture<'a, Vec<LoadedDoc>> {
         Box::pin(ConvexClient::load(self, generation, table.as_str(), keys))
+    }
+
+    fn acquire_writer<'a>(&'a self, generation: u64, holder: &'a str) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let (epoch, previous) = ConvexClient::acquire_writer(self, generation, holder).await?;
+            if let Some(previous) = previous.filter(|p| p != holder) {
+                tracing::info!(generation, epoch, %previous, "took over as the writer of the generation; the previous writer is fenced");
+            }
+            Ok(epoch)
+        })
     }
 }
