@@ -199,6 +199,14 @@ async fn serve_target(
             }
             Ok(SessionEnd::Switched) => return Ok(None),
             Err(SessionError::Source(e)) if is_slot_lost(&e) => {
+                // A rebuild drops the old generation's slot once it switched
+                // away from it: a follower that was standing by (or
+                // reconnecting) meanwhile moves on. Only the active
+                // generation's own slot being lost is fatal.
+                if target.follow_active && moved_on(client, target.generation).await {
+                    tracing::info!(slot = %target.slot, "the slot is gone because a rebuild switched the active generation; moving to it");
+                    return Ok(None);
+                }
                 health.set_connected(false);
                 for st in ["reserved", "extended", "unreserved"] {
                     metrics.slot_wal_status.with_label_values(&[st]).set(0.0);
@@ -220,13 +228,9 @@ async fn serve_target(
                 tracing::info!(slot = %target.slot, "slot is in use by another consumer; standing by (not ready), retrying in 2 s");
                 wait_or_shutdown(shutdown, Duration::from_secs(2)).await;
                 backoff = Duration::from_millis(200);
-                if target.follow_active {
-                    // The other consumer may have moved on to a new generation.
-                    if let Ok(Some(g)) = crate::generation::active(client).await {
-                        if g != target.generation {
-                            return Ok(None);
-                        }
-                    }
+                // The other consumer may have moved on to a new generation.
+                if target.follow_active && moved_on(client, target.generation).await {
+                    return Ok(None);
                 }
             }
             Err(SessionError::Source(e)) if e.is_transient() => {
@@ -256,6 +260,16 @@ async fn serve_target(
             Err(SessionError::Source(e)) => return Err(e.into()),
             Err(SessionError::Sink(e)) => return Err(e.into()),
         }
+    }
+}
+
+/// Whether the active generation is no longer `ours` (asked with retries:
+/// the answer decides between moving on and exiting).
+async fn moved_on(client: &ConvexClient, ours: u64) -> bool {
+    let policy = RetryPolicy::bounded(8);
+    match crate::sink::with_retry(&policy, "getActive", || client.get_active()).await {
+        Ok(Some(g)) => g != ours,
+        _ => false,
     }
 }
 
