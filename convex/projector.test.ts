@@ -420,3 +420,38 @@ describe("writer fencing", () => {
     ).rejects.toThrow(/reserved/);
   });
 });
+
+describe("rebuild lease", () => {
+  test("one holder at a time; a stale or named holder is taken over; the target is reserved", async () => {
+    const t = newT();
+    const a = await t.mutation(internal.projector.beginRebuild, { holder: "a", leaseMs: 60_000 });
+    expect(a).toEqual({ ok: true, target: 1, from: null, resumed: false });
+    // While a rebuild fills generation 1, nothing else creates it.
+    expect(await t.mutation(internal.projector.ensureActive, {})).toEqual({ active: null, rebuilding: 1 });
+    const b: any = await t.mutation(internal.projector.beginRebuild, { holder: "b", leaseMs: 60_000 });
+    expect(b.ok).toBe(false);
+    expect(b.holder).toBe("a");
+    // Renewal is the holder's only.
+    expect(await t.mutation(internal.projector.renewRebuild, { holder: "b" })).toBe(false);
+    expect(await t.mutation(internal.projector.renewRebuild, { holder: "a" })).toBe(true);
+    // A holder seen dead is taken over by name; a lease without heartbeat expires.
+    expect((await t.mutation(internal.projector.beginRebuild, { holder: "b", leaseMs: 60_000, takeOverFrom: "a" })).ok).toBe(true);
+    expect((await t.mutation(internal.projector.beginRebuild, { holder: "c", leaseMs: 0 })).ok).toBe(true);
+    await t.mutation(internal.projector.endRebuild, { holder: "c" });
+    expect(await t.mutation(internal.projector.ensureActive, {})).toEqual({ active: 1, rebuilding: null });
+    expect(await t.mutation(internal.projector.ensureActive, {})).toEqual({ active: 1, rebuilding: null });
+    const next = await t.mutation(internal.projector.beginRebuild, { holder: "d", leaseMs: 60_000 });
+    expect(next).toEqual({ ok: true, target: 2, from: 1, resumed: false });
+    await expect(
+      t.mutation(internal.projector.setState, { generation: 0, key: "rebuildLease", value: {} }),
+    ).rejects.toThrow(/reserved/);
+  });
+
+  test("a recorded rebuild keeps its target when resumed", async () => {
+    const t = newT();
+    await t.mutation(internal.projector.setState, { generation: 0, key: "rebuild", value: { target: 7 } });
+    expect(await t.mutation(internal.projector.ensureActive, {})).toEqual({ active: null, rebuilding: 7 });
+    const r = await t.mutation(internal.projector.beginRebuild, { holder: "a", leaseMs: 60_000 });
+    expect(r).toEqual({ ok: true, target: 7, from: null, resumed: true });
+  });
+});

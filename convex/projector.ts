@@ -11,6 +11,8 @@
  *   purge     delete a generation in bounded chunks.
  *   getState / setState     projector bookkeeping in `projectorState`.
  *   acquireWriter           fence older writers of a generation (writer.ts).
+ *   ensureActive            the active generation; creates 1 unless a rebuild fills it.
+ *   beginRebuild / renewRebuild / endRebuild   the one-rebuild lease (lease.ts).
  */
 import { ConvexError, getConvexSize, v } from "convex/values";
 import { internalMutation, internalQuery, type QueryCtx } from "./_generated/server";
@@ -25,6 +27,7 @@ import {
 } from "./validators";
 import { ACTIVE_GENERATION, ACTIVE_KEY, readActive } from "./active";
 import { WRITER_KEY, bumpWriter, currentWriter } from "./writer";
+import { LEASE_KEY, begin, currentLease, recordTarget, release, renew } from "./lease";
 
 /** `Position::encode()`: "%016x:%016x"; fixed width makes string order == position order. */
 const POSITION = /^[0-9a-f]{16}:[0-9a-f]{16}$/;
@@ -244,6 +247,49 @@ export const setActive = internalMutation({
   },
 });
 
+/**
+ * The active generation; on a fresh deployment makes generation 1 active,
+ * unless a rebuild holds the lease or has a record: then that rebuild fills
+ * the first generation and the caller waits for its switch.
+ */
+export const ensureActive = internalMutation({
+  args: {},
+  returns: v.object({ active: v.union(v.number(), v.null()), rebuilding: v.union(v.number(), v.null()) }),
+  handler: async (ctx) => {
+    const doc = await readActive(ctx);
+    if (typeof doc?.value === "number") return { active: doc.value, rebuilding: null };
+    const { lease } = await currentLease(ctx);
+    const rebuilding = lease?.target ?? (await recordTarget(ctx));
+    if (rebuilding !== null) return { active: null, rebuilding };
+    if (doc === null) {
+      await ctx.db.insert("projectorState", { key: ACTIVE_KEY, generation: ACTIVE_GENERATION, value: 1 });
+    } else {
+      await ctx.db.patch(doc._id, { value: 1 });
+    }
+    return { active: 1, rebuilding: null };
+  },
+});
+
+export const beginRebuild = internalMutation({
+  args: { holder: v.string(), leaseMs: v.number(), takeOverFrom: v.optional(v.string()) },
+  handler: async (ctx, { holder, leaseMs, takeOverFrom }) => begin(ctx, holder, leaseMs, takeOverFrom),
+});
+
+export const renewRebuild = internalMutation({
+  args: { holder: v.string() },
+  returns: v.boolean(),
+  handler: async (ctx, { holder }) => renew(ctx, holder),
+});
+
+export const endRebuild = internalMutation({
+  args: { holder: v.string() },
+  returns: v.null(),
+  handler: async (ctx, { holder }) => {
+    await release(ctx, holder);
+    return null;
+  },
+});
+
 export const purge = internalMutation({
   args: { generation: v.number(), table: anyTable, limit: v.number() },
   returns: v.object({ deleted: v.number(), done: v.boolean() }),
@@ -301,6 +347,9 @@ export const setState = internalMutation({
   handler: async (ctx, { generation, key, value }) => {
     if (generation === ACTIVE_GENERATION && key === ACTIVE_KEY) {
       fail("InvalidArgument", 'projectorState (0, "active") is reserved; use projector:setActive');
+    }
+    if (generation === ACTIVE_GENERATION && key === LEASE_KEY) {
+      fail("InvalidArgument", 'projectorState (0, "rebuildLease") is reserved; use projector:beginRebuild');
     }
     if (key === WRITER_KEY) {
       fail("InvalidArgument", 'projectorState (g, "writer") is reserved; use projector:acquireWriter');

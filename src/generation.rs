@@ -11,6 +11,8 @@
 //!  (0, "lastViolation")  the newest append-only violation  best effort
 //!  (g, "slot")           the slot that feeds generation g  absent: the configured slot
 //!  (g, "backfill")       the first start's history copy   copying | done | skipped
+//!  (g, "writer")         who may write generation g       {epoch, holder, since} (acquireWriter)
+//!  (0, "rebuildLease")   the one rebuild running          {holder, since, heartbeat, target}
 //! ```
 //!
 //! Everything read back parses Convex's number encoding: every JSON number
@@ -107,21 +109,117 @@ pub async fn active(client: &ConvexClient) -> Result<Option<u64>, SinkError> {
     client.get_active().await
 }
 
+/// What `run` streams into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    Active(u64),
+    /// Nothing is active yet and a rebuild fills this generation: wait for
+    /// its switch (streaming the configured slot into it would race it).
+    Rebuilding(u64),
+}
+
 /// The active generation; on a fresh deployment, makes generation 1 active
-/// (compare-and-set, so two replicas starting at once agree).
-pub async fn ensure_active(client: &ConvexClient, policy: &RetryPolicy) -> Result<u64, SinkError> {
+/// (atomically, so two replicas starting at once agree), unless a rebuild
+/// reserved it.
+pub async fn ensure_active(
+    client: &ConvexClient,
+    policy: &RetryPolicy,
+) -> Result<Resolved, SinkError> {
     if let Some(g) = with_retry(policy, "getActive", || client.get_active()).await? {
-        return Ok(g);
+        return Ok(Resolved::Active(g));
     }
-    let (ok, active) = with_retry(policy, "setActive", || client.set_active(1, None)).await?;
-    match active {
-        Some(g) => Ok(g),
-        None if ok => Ok(1),
-        None => Err(SinkError::Protocol {
-            path: crate::sink::api::SET_ACTIVE.into(),
-            why: "setActive(1, expected null) failed but reports no active generation".into(),
+    match with_retry(policy, "ensureActive", || client.ensure_active()).await? {
+        (Some(g), _) => Ok(Resolved::Active(g)),
+        (None, Some(target)) => Ok(Resolved::Rebuilding(target)),
+        (None, None) => Err(SinkError::Protocol {
+            path: crate::sink::api::ENSURE_ACTIVE.into(),
+            why: "ensureActive reports neither an active generation nor a rebuild".into(),
         }),
     }
+}
+
+/// How long a rebuild lease lives without a renewal. A rebuild renews it
+/// every [`LEASE_RENEW`]; one that died on another host is taken over
+/// after this long (on this host at once: its pid is seen gone).
+pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+pub const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The rebuild lease, granted: the reserved target generation, the
+/// generation active when it was reserved, and whether a record resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub target: u64,
+    pub from: Option<u64>,
+    pub resumed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("another rebuild is running: {holder} holds the rebuild lease since {since} (last heard from {ago_s:.0} s ago); wait for it to finish, or stop it — a holder that stops renewing loses the lease after {ttl_s} s")]
+    Held {
+        holder: String,
+        since: String,
+        ago_s: f64,
+        ttl_s: u64,
+    },
+}
+
+/// Takes the one-rebuild lease for `holder`. A holder on this host whose
+/// process is gone (a killed rebuild) is taken over at once.
+pub async fn begin_rebuild(client: &ConvexClient, holder: &str) -> Result<Lease, LeaseError> {
+    let ttl_ms = LEASE_TTL.as_millis() as u64;
+    let mut take_over: Option<String> = None;
+    loop {
+        let answer = client
+            .begin_rebuild(holder, ttl_ms, take_over.as_deref())
+            .await?;
+        match answer {
+            crate::sink::api::LeaseAnswer::Granted {
+                target,
+                from,
+                resumed,
+            } => {
+                return Ok(Lease {
+                    target,
+                    from,
+                    resumed,
+                })
+            }
+            crate::sink::api::LeaseAnswer::Held {
+                holder: other,
+                since,
+                heartbeat_ago_ms,
+            } => {
+                if take_over.is_none() && crate::identity::is_dead_local(&other) {
+                    tracing::warn!(previous = %other, "the rebuild that held the lease is gone (its process no longer exists); taking over");
+                    take_over = Some(other);
+                    continue;
+                }
+                return Err(LeaseError::Held {
+                    holder: other,
+                    since: chrono::DateTime::from_timestamp_millis(since as i64)
+                        .map_or_else(|| format!("{since} ms"), |t| t.to_rfc3339()),
+                    ago_s: heartbeat_ago_ms / 1000.0,
+                    ttl_s: LEASE_TTL.as_secs(),
+                });
+            }
+        }
+    }
+}
+
+/// Renews the lease; `false` when another rebuild took it over.
+pub async fn renew_rebuild(client: &ConvexClient, holder: &str) -> Result<bool, SinkError> {
+    client.renew_rebuild(holder).await
+}
+
+/// Gives the lease up.
+pub async fn end_rebuild(client: &ConvexClient, holder: &str) -> Result<(), SinkError> {
+    with_retry(&RetryPolicy::bounded(8), "endRebuild", || {
+        client.end_rebuild(holder)
+    })
+    .await
 }
 
 /// Switches clients to `to` if `expected` is still active. Returns

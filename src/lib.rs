@@ -11,6 +11,7 @@ pub(crate) mod demo;
 pub mod event;
 pub mod generation;
 pub mod history;
+pub(crate) mod identity;
 pub mod loadgen;
 pub mod logging;
 pub mod metrics;

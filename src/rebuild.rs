@@ -95,21 +95,69 @@ pub struct Summary {
 }
 
 /// Runs (or resumes) a rebuild to completion. `None` when interrupted.
+/// Holds the one-rebuild lease throughout (renewed in the background) and
+/// gives it up however the rebuild ends.
 pub async fn rebuild(
     settings: &Settings,
     metrics: &Metrics,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
     keep_old: bool,
     release_wait: Duration,
 ) -> anyhow::Result<Option<Summary>> {
-    let started = Instant::now();
-    let db_url = settings.database_url()?.clone();
     let (url, key) = settings.convex()?;
     let client = Arc::new(ConvexClient::new(
         url,
         key.clone(),
         settings.tuning.convex_timeout,
     )?);
+    let holder = crate::identity::writer_identity();
+    let lease = generation::begin_rebuild(&client, &holder).await?;
+    let renew = {
+        let client = client.clone();
+        let holder = holder.clone();
+        crate::pipeline::slot_poller::AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(generation::LEASE_RENEW).await;
+                match generation::renew_rebuild(&client, &holder).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!("another rebuild took the rebuild lease over (ours was not renewed in time); this one should be stopped");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the rebuild lease; retrying"),
+                }
+            }
+        }))
+    };
+    let result = run_rebuild(
+        settings,
+        &client,
+        lease,
+        metrics,
+        shutdown,
+        keep_old,
+        release_wait,
+    )
+    .await;
+    drop(renew);
+    if let Err(e) = generation::end_rebuild(&client, &holder).await {
+        tracing::warn!(error = %e, "cannot give the rebuild lease up; it expires by itself");
+    }
+    result
+}
+
+async fn run_rebuild(
+    settings: &Settings,
+    client: &Arc<ConvexClient>,
+    lease: generation::Lease,
+    metrics: &Metrics,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    keep_old: bool,
+    release_wait: Duration,
+) -> anyhow::Result<Option<Summary>> {
+    let started = Instant::now();
+    let client = client.clone();
+    let db_url = settings.database_url()?.clone();
     let sql = crate::source::sql::connect(&db_url).await?;
 
     let existing = generation::rebuild_record(&client).await?;
@@ -125,16 +173,22 @@ pub async fn rebuild(
             r
         }
         None => {
-            let active = generation::active(&client).await?;
-            let target = active.unwrap_or(0) + 1;
-            let old_slot = match active {
+            // The lease reserved the target in the transaction that read
+            // the active generation: `run` does not create it meanwhile.
+            let target = lease.target;
+            let old_slot = match lease.from {
                 Some(g) => Some(generation::slot_of(&client, g, &settings.slot).await?),
-                None => None,
+                // A fresh deployment: the configured slot (made by `setup`)
+                // feeds nothing once generation 1 comes from the new slot;
+                // the cleanup drops it instead of leaving it to pin WAL.
+                None => crate::source::slot::slot_info(&sql, &settings.slot)
+                    .await?
+                    .map(|_| settings.slot.clone()),
             };
             let r = RebuildRecord::new(
                 target,
                 format!("{}_g{}", settings.slot, target),
-                active,
+                lease.from,
                 old_slot,
             );
             generation::save_rebuild(&client, Some(&r)).await?;
@@ -387,7 +441,7 @@ async fn copy_snapshot(
         metrics.clone(),
     );
     driver
-        .acquire_writer(&crate::pipeline::service::writer_identity())
+        .acquire_writer(&crate::identity::writer_identity())
         .await?;
     let copied = crate::pipeline::copy::copy_history(
         &sql,

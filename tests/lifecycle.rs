@@ -89,3 +89,108 @@ async fn a_follower_whose_old_slot_was_dropped_by_a_switch_moves_on() {
     p.term();
     assert!(p.wait().await.success());
 }
+
+const HISTORY: crate::support::history_sql::Shape = crate::support::history_sql::Shape {
+    events: 20_000,
+    runs: 100,
+    workers: 20,
+    users: 10,
+    threads: 15,
+};
+
+/// A fresh deployment where `setup --apply` made the slot and history
+/// exists: a rebuild starts, then a `run` service, then a second rebuild.
+/// The rebuild reserved generation 1, so `run` waits (not ready) instead of
+/// streaming the configured slot into it; the second rebuild is refused
+/// and names the first; after the switch `run` follows generation 1
+/// through the rebuild's slot, the configured slot is dropped rather than
+/// left to pin WAL, and the read model is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_reserves_its_generation_and_runs_alone() {
+    use crate::support::cli;
+    const SLOT: &str = "fresh";
+    let db = pg::shared().await.fresh_db().await;
+    let sql = db.client().await;
+    sql.batch_execute(&crate::support::history_sql::insert_sql("f", HISTORY, 0))
+        .await
+        .unwrap();
+    projector::source::slot::create_slot(&sql, SLOT)
+        .await
+        .unwrap();
+    let convex = ConvexBackend::start();
+    let client = convex.client(Duration::from_secs(30));
+    let env = cli::Env {
+        db_url: db.url.clone(),
+        convex_url: convex.url().to_string(),
+        admin_key: convex.admin_key().expose().to_string(),
+        slot: SLOT.into(),
+    };
+    // Small batches: the copy takes long enough to meet the others.
+    let mut first = env.command(&["rebuild"]);
+    first
+        .env("PROJECTOR_BATCH_MAX_EVENTS", "50")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let first = first.spawn().expect("spawn rebuild");
+    let first_pid = first.id().expect("pid");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get_state(0, "rebuildLease")
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "the rebuild never took the lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut service = Projector::spawn(
+        &db.url,
+        convex.url(),
+        convex.admin_key().expose(),
+        SLOT,
+        &[],
+    );
+    let (code, _, err) = env.run(&["rebuild"], Duration::from_secs(60)).await;
+    assert_ne!(code, 0, "a second rebuild ran: {err}");
+    assert!(
+        err.contains("another rebuild is running") && err.contains(&format!("pid {first_pid}")),
+        "{err}"
+    );
+    assert!(!service.ready().await, "run streamed while the rebuild filled generation 1");
+    assert_eq!(client.get_active().await.unwrap(), None, "nothing active before the switch");
+
+    let out = tokio::time::timeout(Duration::from_secs(300), first.wait_with_output())
+        .await
+        .expect("the rebuild finishes")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(client.get_active().await.unwrap(), Some(1));
+    let new_slot = format!("{SLOT}_g1");
+    assert!(
+        service.wait_ready(true, Duration::from_secs(60)).await.is_some(),
+        "run never followed generation 1:\n{}",
+        service.stderr()
+    );
+    insert_run(&sql, "after").await;
+    projector_proc::wait_caught_up(&sql, &new_slot, Duration::from_secs(60)).await;
+    // Wait for the configured slot's drop (the cleanup runs after the switch).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let slots = cli::slots(&sql, &db.dbname).await;
+        if slots == vec![new_slot.clone()] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots left: {slots:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let outcome = projector_proc::assert_exact_active(&db.secret(), &client, &new_slot).await;
+    assert_eq!(outcome.events, HISTORY.events + 1);
+    assert_eq!(client.get_state(0, "rebuildLease").await.unwrap(), None, "lease released");
+    service.term();
+    assert!(service.wait().await.success());
+}

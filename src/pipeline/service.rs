@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::generation::Resolved;
 use crate::metrics::{Health, Metrics};
 use crate::pipeline::context::{SessionContext, SessionEnd, SessionError, Target};
 use crate::pipeline::driver::Driver;
@@ -59,13 +60,30 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 
 /// Resolves the active generation (creating generation 1 on first start)
 /// and the slot that feeds it (recorded by `rebuild`; the configured slot
-/// for generation 1).
+/// for generation 1). On a fresh deployment where a rebuild fills the first
+/// generation, waits (not ready) for its switch.
 pub async fn resolve_target(
     client: &ConvexClient,
     configured_slot: &str,
+    health: &Health,
 ) -> Result<Target, crate::sink::SinkError> {
     let retry = RetryPolicy::forever();
-    let generation = crate::generation::ensure_active(client, &retry).await?;
+    let mut told = false;
+    let generation = loop {
+        match crate::generation::ensure_active(client, &retry).await? {
+            Resolved::Active(g) => break g,
+            Resolved::Rebuilding(target) => {
+                let why = format!("a rebuild is filling generation {target}, the first one; waiting for its switch");
+                if !told {
+                    tracing::info!("{why}");
+                    told = true;
+                }
+                health.set_blocked(Some(why));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
+    health.set_blocked(None);
     let slot = crate::generation::slot_of(client, generation, configured_slot).await?;
     Ok(Target {
         slot,
@@ -118,7 +136,7 @@ pub async fn run_service(
             // Convex may be unreachable at startup (retried forever): a
             // signal must still stop us.
             None => tokio::select! {
-                r = resolve_target(&client, &settings.slot) => r?,
+                r = resolve_target(&client, &settings.slot, &health) => r?,
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(ExitCode::SUCCESS),
             },
         };
@@ -158,7 +176,7 @@ async fn serve_target(
     let poller = spawn_slot_poller(db_url.clone(), target.slot.clone(), metrics.clone());
     let _poller = AbortOnDrop(poller);
     let mut backoff = Duration::from_millis(200);
-    let holder = writer_identity();
+    let holder = crate::identity::writer_identity();
     metrics.up.set(1);
     loop {
         if *shutdown.borrow() {
@@ -271,18 +289,6 @@ async fn moved_on(client: &ConvexClient, ours: u64) -> bool {
         Ok(Some(g)) => g != ours,
         _ => false,
     }
-}
-
-/// How this process names itself in a generation's writer record:
-/// `host pid N` (the host from the kernel, as `hostname` prints it).
-pub fn writer_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into());
-    format!("{host} pid {}", std::process::id())
 }
 
 async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, d: Duration) {

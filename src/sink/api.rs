@@ -24,6 +24,10 @@ pub const PURGE: &str = "projector:purge";
 pub const GET_STATE: &str = "projector:getState";
 pub const SET_STATE: &str = "projector:setState";
 pub const ACQUIRE_WRITER: &str = "projector:acquireWriter";
+pub const ENSURE_ACTIVE: &str = "projector:ensureActive";
+pub const BEGIN_REBUILD: &str = "projector:beginRebuild";
+pub const RENEW_REBUILD: &str = "projector:renewRebuild";
+pub const END_REBUILD: &str = "projector:endRebuild";
 
 /// One guarded upsert: `doc` replaces the stored document of
 /// `(generation, key)` in `table` if `position` is greater than the stored
@@ -148,6 +152,36 @@ impl ApplyRequest<DocJson> {
         out.extend_from_slice(b"},\"format\":\"json\"}");
         Ok(Bytes::from(out))
     }
+}
+
+#[derive(Deserialize)]
+struct EnsureActiveAnswer {
+    #[serde(deserialize_with = "opt_count")]
+    active: Option<u64>,
+    #[serde(deserialize_with = "opt_count")]
+    rebuilding: Option<u64>,
+}
+
+/// What `beginRebuild` answers: the lease and the reserved target, or who
+/// holds the lease.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum LeaseAnswer {
+    #[serde(rename_all = "camelCase")]
+    Granted {
+        #[serde(deserialize_with = "count")]
+        target: u64,
+        #[serde(deserialize_with = "opt_count")]
+        from: Option<u64>,
+        resumed: bool,
+    },
+    #[serde(rename_all = "camelCase")]
+    Held {
+        holder: String,
+        /// Unix ms (a float64 on the wire).
+        since: f64,
+        heartbeat_ago_ms: f64,
+    },
 }
 
 #[derive(Deserialize)]
@@ -294,6 +328,41 @@ impl ConvexClient {
             )
             .await?;
         Ok((a.deleted, a.done))
+    }
+
+    /// The active generation, creating generation 1 on a fresh deployment
+    /// unless a rebuild fills it: `(active, rebuilding target)`.
+    pub async fn ensure_active(&self) -> Result<(Option<u64>, Option<u64>), SinkError> {
+        let a: EnsureActiveAnswer = self.mutation(ENSURE_ACTIVE, json!({})).await?;
+        Ok((a.active, a.rebuilding))
+    }
+
+    /// Asks for the one-rebuild lease (`convex/lease.ts`).
+    pub async fn begin_rebuild(
+        &self,
+        holder: &str,
+        lease_ms: u64,
+        take_over_from: Option<&str>,
+    ) -> Result<LeaseAnswer, SinkError> {
+        let mut args = json!({"holder": holder, "leaseMs": lease_ms});
+        if let Some(from) = take_over_from {
+            args["takeOverFrom"] = json!(from);
+        }
+        self.mutation(BEGIN_REBUILD, args).await
+    }
+
+    /// Renews our lease; `false` when another rebuild took it.
+    pub async fn renew_rebuild(&self, holder: &str) -> Result<bool, SinkError> {
+        self.mutation(RENEW_REBUILD, json!({ "holder": holder }))
+            .await
+    }
+
+    /// Gives our lease up.
+    pub async fn end_rebuild(&self, holder: &str) -> Result<(), SinkError> {
+        let _: Value = self
+            .mutation(END_REBUILD, json!({ "holder": holder }))
+            .await?;
+        Ok(())
     }
 
     /// Makes this process the writer of `generation` under a new epoch,
