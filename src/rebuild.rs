@@ -8,9 +8,10 @@
 //!                  insert position read just before, quickly
 //!  switch:         setActive(g+1, expected g)   (clients move atomically;
 //!                  the S' stream keeps running)
-//!  phase cleanup:  once the old slot's consumer has let go, stop streaming S'
-//!                  (a `run` service takes it over), drop the old slot (also
-//!                  when it is lost), purge generation g in chunks
+//!  phase cleanup:  once the old slot's consumer has let go (no deadline: the
+//!                  new generation is streamed meanwhile), stop streaming S'
+//!                  and wait for a `run` service to take it over; drop the
+//!                  old slot (also when it is lost), purge generation g
 //! ```
 //!
 //! Meanwhile generation g keeps serving clients and a running `run` service
@@ -49,8 +50,11 @@ pub struct RebuildArgs {
     /// Keep the old generation's documents (skip the purge).
     #[arg(long)]
     pub keep_old: bool,
-    /// How long to wait for a running service to release the old slot after
-    /// the switch before giving up on dropping it (it is retried next time).
+    /// After the switch the rebuild streams the new generation for as long
+    /// as the old slot is still consumed (a service that has not followed
+    /// yet), warning every this many seconds. A resumed cleanup waits this
+    /// long for the old slot to be released before giving up on dropping it
+    /// (it is retried on the next run).
     #[arg(long, default_value_t = 60)]
     pub release_wait_secs: u64,
 }
@@ -124,7 +128,9 @@ pub async fn rebuild(
                         tracing::error!("another rebuild took the rebuild lease over (ours was not renewed in time); this one should be stopped");
                         return;
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot renew the rebuild lease; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot renew the rebuild lease; retrying")
+                    }
                 }
             }
         }))
@@ -361,20 +367,72 @@ async fn catch_up_and_switch(
 
     // 3. Keep the new generation moving until the old slot's consumer has
     // moved on (it follows the active generation), then hand the new slot over.
-    if let Some(old) = rec.old_slot.as_deref().filter(|o| *o != rec.slot) {
-        let deadline = Instant::now() + release_wait;
-        loop {
-            let held = crate::source::slot::slot_info(sql, old)
-                .await?
-                .is_some_and(|i| i.active);
-            if !held || Instant::now() >= deadline || *shutdown.borrow() || stream.is_finished() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    let Some(old) = rec.old_slot.clone().filter(|o| *o != rec.slot) else {
+        stream.stop().await?;
+        return Ok(true);
+    };
+    let had_consumer = wait_released(sql, &old, shutdown, &stream, release_wait).await?;
     stream.stop().await?;
+    if had_consumer && !*shutdown.borrow() {
+        hand_over(sql, &rec.slot).await?;
+    }
     Ok(true)
+}
+
+/// How long the rebuild waits, after letting go of the new slot, for the
+/// service that left the old slot to take it (it retries every 2 s).
+const HANDOVER_WAIT: Duration = Duration::from_secs(10);
+
+/// Streams on (in `stream`) while `old` is held: the service still feeding
+/// the old generation has not followed the switch yet, and stopping now
+/// would freeze the generation clients read. No deadline, only a warning
+/// every `warn_every`: the fix is the operator's (stop that consumer).
+/// Whether anyone held `old` at all.
+async fn wait_released(
+    sql: &tokio_postgres::Client,
+    old: &str,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+    stream: &StreamTask,
+    warn_every: Duration,
+) -> anyhow::Result<bool> {
+    let mut had_consumer = false;
+    let mut next_warning = Instant::now() + warn_every;
+    loop {
+        let holder = crate::source::slot::slot_info(sql, old)
+            .await?
+            .filter(|i| i.active)
+            .map(|i| i.active_pid);
+        let Some(pid) = holder else {
+            return Ok(had_consumer);
+        };
+        had_consumer = true;
+        if *shutdown.borrow() || stream.is_finished() {
+            return Ok(had_consumer);
+        }
+        if Instant::now() >= next_warning {
+            tracing::warn!(slot = old, ?pid, "the old slot is still consumed after the switch; streaming the new generation until that consumer lets go (stop it if it does not follow the active generation)");
+            next_warning = Instant::now() + warn_every;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits for a service to take the new slot over; says so if none does
+/// (the slot keeps its position: a service started later resumes there).
+async fn hand_over(sql: &tokio_postgres::Client, slot: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + HANDOVER_WAIT;
+    while Instant::now() < deadline {
+        if crate::source::slot::slot_info(sql, slot)
+            .await?
+            .is_some_and(|i| i.active)
+        {
+            tracing::info!(slot, "a service took the new slot over");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!(slot, "no service took the new slot over within {HANDOVER_WAIT:?}; the new generation is not updated until `projector run` streams it");
+    Ok(())
 }
 
 /// The WAL insert position: every transaction committed so far ends at or

@@ -85,7 +85,11 @@ async fn a_follower_whose_old_slot_was_dropped_by_a_switch_moves_on() {
     insert_run(&sql, "r2").await;
     projector_proc::wait_caught_up(&sql, &new_slot, Duration::from_secs(60)).await;
     let runs = client.page("runs", Some(2), None, 100).await.unwrap();
-    assert_eq!(runs.docs.len(), 1, "generation 2 holds what followed the switch");
+    assert_eq!(
+        runs.docs.len(),
+        1,
+        "generation 2 holds what followed the switch"
+    );
     p.term();
     assert!(p.wait().await.success());
 }
@@ -134,13 +138,11 @@ async fn a_rebuild_reserves_its_generation_and_runs_alone() {
     let first = first.spawn().expect("spawn rebuild");
     let first_pid = first.id().expect("pid");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get_state(0, "rebuildLease")
-        .await
-        .unwrap()
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "the rebuild never took the lease");
+    while client.get_state(0, "rebuildLease").await.unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the rebuild never took the lease"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -157,8 +159,15 @@ async fn a_rebuild_reserves_its_generation_and_runs_alone() {
         err.contains("another rebuild is running") && err.contains(&format!("pid {first_pid}")),
         "{err}"
     );
-    assert!(!service.ready().await, "run streamed while the rebuild filled generation 1");
-    assert_eq!(client.get_active().await.unwrap(), None, "nothing active before the switch");
+    assert!(
+        !service.ready().await,
+        "run streamed while the rebuild filled generation 1"
+    );
+    assert_eq!(
+        client.get_active().await.unwrap(),
+        None,
+        "nothing active before the switch"
+    );
 
     let out = tokio::time::timeout(Duration::from_secs(300), first.wait_with_output())
         .await
@@ -172,7 +181,10 @@ async fn a_rebuild_reserves_its_generation_and_runs_alone() {
     assert_eq!(client.get_active().await.unwrap(), Some(1));
     let new_slot = format!("{SLOT}_g1");
     assert!(
-        service.wait_ready(true, Duration::from_secs(60)).await.is_some(),
+        service
+            .wait_ready(true, Duration::from_secs(60))
+            .await
+            .is_some(),
         "run never followed generation 1:\n{}",
         service.stderr()
     );
@@ -190,7 +202,111 @@ async fn a_rebuild_reserves_its_generation_and_runs_alone() {
     }
     let outcome = projector_proc::assert_exact_active(&db.secret(), &client, &new_slot).await;
     assert_eq!(outcome.events, HISTORY.events + 1);
-    assert_eq!(client.get_state(0, "rebuildLease").await.unwrap(), None, "lease released");
+    assert_eq!(
+        client.get_state(0, "rebuildLease").await.unwrap(),
+        None,
+        "lease released"
+    );
     service.term();
     assert!(service.wait().await.success());
+}
+
+/// After the switch a consumer that does not follow the active generation
+/// (here `pg_recvlogical`) keeps the old slot past `--release-wait-secs`:
+/// the rebuild keeps streaming the new generation meanwhile (it used to
+/// stop after the wait, freezing what clients read), then, once the old
+/// slot is free, hands the new slot over and drops the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rebuild_streams_the_new_generation_until_the_old_slot_is_let_go() {
+    use crate::support::cli;
+    const SLOT: &str = "held";
+    let new_slot = format!("{SLOT}_g2");
+    let db = pg::shared().await.fresh_db().await;
+    let sql = db.client().await;
+    insert_run(&sql, "before").await;
+    projector::source::slot::create_slot(&sql, SLOT)
+        .await
+        .unwrap();
+    let convex = ConvexBackend::start();
+    let client = convex.client(Duration::from_secs(30));
+    assert!(client.set_active(1, None).await.unwrap().0);
+    let mut holder = tokio::process::Command::new(pg::pg_binary("pg_recvlogical"))
+        .args(["-d", &db.url, "--slot", SLOT, "--start", "-f", "/dev/null"])
+        .args([
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=projector_events",
+        ])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("pg_recvlogical");
+    let env = cli::Env {
+        db_url: db.url.clone(),
+        convex_url: convex.url().to_string(),
+        admin_key: convex.admin_key().expose().to_string(),
+        slot: SLOT.into(),
+    };
+    let mut rebuild = env.command(&["rebuild", "--release-wait-secs", "1"]);
+    rebuild
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !projector::source::slot::slot_info(&sql, SLOT)
+        .await
+        .unwrap()
+        .is_some_and(|i| i.active)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "pg_recvlogical never held {SLOT}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rebuild = rebuild.spawn().expect("spawn rebuild");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while client.get_active().await.unwrap() != Some(2) {
+        assert!(Instant::now() < deadline, "no switch");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Well past the release wait, events still reach generation 2.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    insert_run(&sql, "after").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = client.page("runs", Some(2), None, 100).await.unwrap();
+        if runs.docs.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "generation 2 froze after the switch: {} runs",
+            runs.docs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The consumer lets go: the rebuild hands over and cleans up.
+    holder.kill().await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(120), rebuild.wait_with_output())
+        .await
+        .expect("the rebuild finishes")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("still consumed after the switch"), "{err}");
+    assert_eq!(cli::slots(&sql, &db.dbname).await, vec![new_slot.clone()]);
+    // No service runs here, so the slot is not "caught up" with the WAL
+    // of the shared cluster: the documents are what counts.
+    let outcome = projector::verify::verify(
+        &db.secret(),
+        Some(&new_slot),
+        &client,
+        2,
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("verify runs");
+    let text = projector::verify::compare::render(&outcome.report);
+    assert!(outcome.report.is_exact(), "{text}");
+    assert_eq!(outcome.events, 2);
 }
