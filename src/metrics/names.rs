@@ -72,7 +72,7 @@ metric_names! {
     CONVEX_REQUEST_DURATION_SECONDS = "projector_convex_request_duration_seconds", Histogram, ["function"],
         "Latency of Convex HTTP requests, by function path (e.g. projector:apply).";
     CONVEX_ERRORS_TOTAL = "projector_convex_errors_total", Counter, ["class", "code"],
-        "Failed Convex requests by class (transient: retried; definite: batch split / dead-lettered) and code (HTTP status or error code).";
+        "Failed Convex requests by class (transient: retried; definite: batch split / dead-lettered) and code (HTTP status or error code; fenced: another replica took the generation over).";
     CONVEX_RETRIES_TOTAL = "projector_convex_retries_total", Counter, ["function"],
         "Retries of Convex requests after transient errors.";
     // --- progress
