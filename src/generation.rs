@@ -302,6 +302,61 @@ pub async fn save_rebuild(
     .await
 }
 
+/// The slots a generation or the rebuild in progress owns: the active
+/// generation's, the rebuild's new slot and the old one it will drop. Before
+/// any generation exists, the configured slot (generation 1's to be).
+pub async fn owned_slots(
+    client: &ConvexClient,
+    configured: &str,
+) -> Result<Vec<String>, RecordError> {
+    let mut owned = Vec::new();
+    match active(client).await? {
+        Some(g) => owned.push(slot_of(client, g, configured).await?),
+        None => owned.push(configured.to_string()),
+    }
+    if let Some(r) = rebuild_record(client).await? {
+        owned.push(r.slot);
+        owned.extend(r.old_slot);
+    }
+    owned.sort();
+    owned.dedup();
+    Ok(owned)
+}
+
+/// A slot with a name this projector makes that no generation owns: it
+/// feeds nothing and pins WAL until dropped.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OrphanSlot {
+    pub name: String,
+    pub active_pid: Option<i32>,
+    pub retained_wal_bytes: Option<i64>,
+    /// The SQL that drops it.
+    pub fix: String,
+}
+
+/// Our slots in the current database that no generation owns.
+pub async fn orphan_slots(
+    sql: &tokio_postgres::Client,
+    client: &ConvexClient,
+    configured: &str,
+) -> anyhow::Result<Vec<OrphanSlot>> {
+    let owned = owned_slots(client, configured).await?;
+    Ok(crate::source::slot::our_slots(sql, configured)
+        .await?
+        .into_iter()
+        .filter(|s| !owned.contains(&s.slot_name))
+        .map(|s| OrphanSlot {
+            fix: format!(
+                "SELECT pg_drop_replication_slot('{}');",
+                s.slot_name.replace('\'', "''")
+            ),
+            name: s.slot_name,
+            active_pid: s.active_pid,
+            retained_wal_bytes: s.retained_wal_bytes,
+        })
+        .collect())
+}
+
 /// Where the history copy of a generation's first start stands.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

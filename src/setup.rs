@@ -85,12 +85,43 @@ impl Report {
 pub async fn main(args: SetupArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
     let url = settings.database_url()?;
-    let report = doctor(url, &settings.slot, &settings.publication, args.apply).await?;
+    // With Convex configured, check the slot that feeds the active
+    // generation (after a rebuild it is not the configured one: creating
+    // the configured slot then would make a slot nothing consumes).
+    let client = match settings.convex() {
+        Ok((convex_url, key)) => Some(crate::sink::ConvexClient::new(
+            convex_url,
+            key.clone(),
+            settings.tuning.convex_timeout,
+        )?),
+        Err(_) => None,
+    };
+    let slot = match &client {
+        Some(c) => match crate::generation::active(c).await {
+            Ok(Some(g)) => crate::generation::slot_of(c, g, &settings.slot).await?,
+            Ok(None) => settings.slot.clone(),
+            Err(e) => {
+                println!("WARN convex            cannot read the active generation ({e}); checking the configured slot {}", settings.slot);
+                settings.slot.clone()
+            }
+        },
+        None => settings.slot.clone(),
+    };
+    let report = doctor(url, &slot, &settings.publication, args.apply).await?;
     for a in &report.applied {
         println!("applied: {a}");
     }
     for f in &report.findings {
         println!("{f}");
+    }
+    if let Some(c) = &client {
+        let sql = sql::connect(url).await?;
+        match crate::generation::orphan_slots(&sql, c, &settings.slot).await {
+            Ok(orphans) => print!("{}", crate::status::render_orphans(&orphans)),
+            Err(e) => println!(
+                "WARN orphaned_slots     cannot tell which slots a generation owns ({e:#})"
+            ),
+        }
     }
     Ok(if report.failed() {
         println!("setup: problems found; run the SQL above (or `projector setup --apply` for the publication and slot)");

@@ -55,6 +55,8 @@ pub struct Status {
     pub dead_letters: Option<usize>,
     /// The record of a rebuild in progress (or interrupted), if any.
     pub rebuild: Option<crate::generation::RebuildRecord>,
+    /// Slots named like ours that no generation owns (they pin WAL).
+    pub orphaned_slots: Vec<crate::generation::OrphanSlot>,
     /// Why Convex could not be read (the rest is still reported).
     pub convex_error: Option<String>,
     pub verdict: String,
@@ -68,6 +70,7 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut slot = settings.slot.clone();
     let mut rebuild = None;
     let mut convex_error = None;
+    let mut orphaned_slots = Vec::new();
     let (active_generation, dead_letters) = match settings.convex() {
         Ok((url, key)) => {
             let client = ConvexClient::new(url, key.clone(), settings.tuning.convex_timeout)?;
@@ -75,6 +78,8 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 Ok(view) => {
                     slot = view.slot;
                     rebuild = view.rebuild;
+                    orphaned_slots =
+                        crate::generation::orphan_slots(&sql, &client, &settings.slot).await?;
                     (view.generation, view.dead_letters)
                 }
                 // Postgres can still be reported: the configured slot, which
@@ -140,6 +145,7 @@ pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         active_generation,
         dead_letters,
         rebuild,
+        orphaned_slots,
         convex_error,
         verdict,
     };
@@ -192,13 +198,30 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
         .map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
+/// One line per orphaned slot, with the SQL that drops it.
+pub fn render_orphans(orphans: &[crate::generation::OrphanSlot]) -> String {
+    orphans
+        .iter()
+        .map(|o| {
+            format!(
+                "orphaned slot {}: no generation owns it, it pins WAL (retained {} bytes{}); drop it: {}\n",
+                o.name,
+                opt(&o.retained_wal_bytes),
+                o.active_pid
+                    .map_or_else(String::new, |p| format!(", in use by pid {p}: stop that consumer first")),
+                o.fix
+            )
+        })
+        .collect()
+}
+
 pub fn render(s: &Status) -> String {
     format!(
         "slot {slot}: {exists}, active {active} (pid {pid})\n  \
          restart_lsn {restart}  confirmed_flush_lsn {confirmed}  current {current}\n  \
          wal_status {ws}{reason}  safe_wal_size {safe}  retained WAL {retained} bytes  lag {lag} bytes\n\
          convex: {convex}{rb}\n\
-         verdict: {verdict}\n",
+         {orphans}verdict: {verdict}\n",
         slot = s.slot,
         exists = if s.slot_exists { "exists" } else { "MISSING" },
         active = opt(&s.active),
@@ -223,6 +246,7 @@ pub fn render(s: &Status) -> String {
             ),
         },
         verdict = s.verdict,
+        orphans = render_orphans(&s.orphaned_slots),
         rb = s.rebuild.as_ref().map_or_else(String::new, |r| format!(
             "\nrebuild in progress (run `projector rebuild` to resume if interrupted): generation {} phase {} slot {}",
             r.target, r.phase, r.slot

@@ -310,3 +310,56 @@ async fn the_rebuild_streams_the_new_generation_until_the_old_slot_is_let_go() {
     assert!(outcome.report.is_exact(), "{text}");
     assert_eq!(outcome.events, 2);
 }
+
+/// `status` and `setup` list every slot named like ours that no generation
+/// owns, with the SQL that drops it; after a rebuild `setup --apply` checks
+/// the active generation's slot instead of creating the configured one
+/// (which nothing would consume).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_setup_list_orphaned_slots() {
+    use crate::support::cli;
+    const SLOT: &str = "orph";
+    let db = pg::shared().await.fresh_db().await;
+    let sql = db.client().await;
+    for s in ["orph_g1", "orph_g2", "orphx"] {
+        projector::source::slot::create_slot(&sql, s).await.unwrap();
+    }
+    let convex = ConvexBackend::start();
+    let client = convex.client(Duration::from_secs(30));
+    projector::generation::set_slot(&client, 2, "orph_g2")
+        .await
+        .unwrap();
+    assert!(client.set_active(2, None).await.unwrap().0);
+    let env = cli::Env {
+        db_url: db.url.clone(),
+        convex_url: convex.url().to_string(),
+        admin_key: convex.admin_key().expose().to_string(),
+        slot: SLOT.into(),
+    };
+    let (_, out, err) = env.run(&["status"], Duration::from_secs(60)).await;
+    assert!(
+        out.contains("orphaned slot orph_g1: no generation owns it")
+            && out.contains("SELECT pg_drop_replication_slot('orph_g1');"),
+        "{out}{err}"
+    );
+    assert!(out.contains("slot orph_g2: exists"), "{out}");
+    assert!(
+        !out.contains("orphaned slot orph_g2") && !out.contains("orphx"),
+        "{out}"
+    );
+    let (_, json_out, _) = env
+        .run(&["status", "--json"], Duration::from_secs(60))
+        .await;
+    let v: serde_json::Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(v["orphaned_slots"][0]["name"], "orph_g1", "{json_out}");
+
+    let (_, out, err) = env
+        .run(&["setup", "--apply"], Duration::from_secs(60))
+        .await;
+    assert!(out.contains("orphaned slot orph_g1"), "{out}{err}");
+    assert_eq!(
+        cli::slots(&sql, &db.dbname).await,
+        vec!["orph_g1", "orph_g2", "orphx"],
+        "setup --apply created the configured slot beside the active one:\n{out}"
+    );
+}

@@ -151,6 +151,32 @@ fn from_row(j: &serde_json::Value, retained_wal_bytes: Option<i64>) -> SlotInfo 
 }
 
 /// `server_version_num / 10000`: 14 … 18.
+/// The logical slots of the current database that carry a name this
+/// projector makes (`configured`, `configured_gN`), by name.
+pub async fn our_slots(
+    client: &tokio_postgres::Client,
+    configured: &str,
+) -> Result<Vec<SlotInfo>, SourceError> {
+    let rows = client
+        .query(
+            "SELECT slot_name::text FROM pg_replication_slots
+              WHERE slot_type = 'logical' AND database = current_database() ORDER BY 1",
+            &[],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for row in rows {
+        let name: String = row.get(0);
+        if validate_slot_name(&name, configured).is_err() {
+            continue;
+        }
+        if let Some(info) = slot_info(client, &name).await? {
+            out.push(info);
+        }
+    }
+    Ok(out)
+}
+
 pub async fn server_major(client: &tokio_postgres::Client) -> Result<u32, SourceError> {
     let v: String = client
         .query_one("select current_setting('server_version_num')", &[])
