@@ -635,6 +635,64 @@ async fn a_writer_cut_off_with_an_apply_in_flight_is_fenced() {
     }
 }
 
+/// Two replicas, each reaching Postgres through its own cuttable link,
+/// under live traffic (30 runs with many steps each): four times the link
+/// of whichever replica streams is cut for a second, so the other takes
+/// the slot over (fencing the first, whose applies may be in flight). The
+/// read model ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_through_repeated_takeovers_end_exact() {
+    const SLOT: &str = "takeovers";
+    let db = pg::shared().await.fresh_db().await;
+    let sql = new_slot(&db, SLOT).await;
+    let convex = ConvexBackend::start();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let proxy = tcp_proxy::TcpProxy::start(db.port).await;
+        let url = db
+            .url
+            .replace(&format!(":{}/", db.port), &format!(":{}/", proxy.port));
+        let p = Projector::spawn(&url, convex.url(), convex.admin_key().expose(), SLOT, &[]);
+        replicas.push((proxy, p));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(replicas[0].1.ready().await || replicas[1].1.ready().await) {
+        assert!(Instant::now() < deadline, "no replica became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (stop, load) = traffic(&db, 400.0);
+    for takeover in 0..4 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let active = if replicas[0].1.ready().await { 0 } else { 1 };
+        let other = 1 - active;
+        replicas[active].0.cut();
+        assert!(
+            replicas[other]
+                .1
+                .wait_ready(true, Duration::from_secs(30))
+                .await
+                .is_some(),
+            "takeover {takeover}: replica {other} never took the slot:\n{}",
+            replicas[other].1.stderr()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        replicas[active].0.restore();
+    }
+    let report = stop_traffic(stop, load).await;
+    assert!(report.total > 1000, "{report:?}");
+    wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
+    assert_exact(&db, &convex, SLOT).await;
+    for (_, p) in &mut replicas {
+        assert!(
+            p.child.try_wait().unwrap().is_none(),
+            "a replica exited:\n{}",
+            p.stderr()
+        );
+        p.term();
+        let _ = tokio::time::timeout(Duration::from_secs(30), p.wait()).await;
+    }
+}
+
 // --------------------------------------------------------------- 5. poison
 
 /// The dead-letter reason code each dead-letter kind of loadgen produces.
