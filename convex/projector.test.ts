@@ -455,3 +455,23 @@ describe("rebuild lease", () => {
     expect(r).toEqual({ ok: true, target: 7, from: null, resumed: true });
   });
 });
+
+describe("schema version", () => {
+  test("apply refuses another schema version before looking at any document", async () => {
+    const t = newT();
+    expect(await t.query(internal.projector.schemaVersion, {})).toBe(1);
+    await expect(
+      t.mutation(internal.projector.apply, {
+        generation: G,
+        schemaVersion: 2,
+        writes: [{ table: "runs", key: "r1", position: "bad", doc: {} }],
+      }),
+    ).rejects.toThrow(/deployment skew: .* schema version 1, the projector was built for 2/);
+    const ok = await t.mutation(internal.projector.apply, {
+      generation: G,
+      schemaVersion: 1,
+      writes: [{ table: "runs", key: "r1", position: pos(1), doc: run("r1", "u1") }],
+    });
+    expect(ok.applied).toBe(1);
+  });
+});

@@ -12,6 +12,7 @@
  *   getState / setState     projector bookkeeping in `projectorState`.
  *   acquireWriter           fence older writers of a generation (writer.ts).
  *   ensureActive            the active generation; creates 1 unless a rebuild fills it.
+ *   schemaVersion           the contract version of this app (version.ts).
  *   beginRebuild / renewRebuild / endRebuild   the one-rebuild lease (lease.ts).
  */
 import { ConvexError, getConvexSize, v } from "convex/values";
@@ -27,6 +28,7 @@ import {
 } from "./validators";
 import { ACTIVE_GENERATION, ACTIVE_KEY, readActive } from "./active";
 import { WRITER_KEY, bumpWriter, currentWriter } from "./writer";
+import { SCHEMA_VERSION } from "./version";
 import { LEASE_KEY, begin, currentLease, recordTarget, release, renew } from "./lease";
 
 /** `Position::encode()`: "%016x:%016x"; fixed width makes string order == position order. */
@@ -78,6 +80,20 @@ async function checkEpoch(ctx: QueryCtx, generation: number, epoch: number) {
   }
 }
 
+/**
+ * Deployment skew, told apart from a bad document before any document is
+ * validated: the caller retries (and alerts) instead of dead-lettering.
+ */
+function checkSchemaVersion(theirs: number | undefined) {
+  if (theirs !== undefined && theirs !== SCHEMA_VERSION) {
+    fail(
+      "SchemaMismatch",
+      `deployment skew: these Convex functions implement schema version ${SCHEMA_VERSION}, the projector was built for ${theirs}; deploy the functions of the projector's release (npx convex deploy) or run the projector that matches them`,
+      { functions: String(SCHEMA_VERSION), projector: String(theirs) },
+    );
+  }
+}
+
 function checkPosition(table: string, key: string, position: string) {
   if (!POSITION.test(position)) {
     invalid(`${table} key ${JSON.stringify(key)}: position ${JSON.stringify(position)} is not "%016x:%016x"`, {
@@ -95,6 +111,9 @@ function stripSystem(doc: Record<string, unknown>) {
 export const apply = internalMutation({
   args: {
     generation: v.number(),
+    // The contract version the caller was built for (version.ts); absent
+    // from binaries that predate it.
+    schemaVersion: v.optional(v.number()),
     // The writer epoch from acquireWriter. Absent: an unfenced writer (a
     // projector that predates fencing); its writes are position-guarded only.
     epoch: v.optional(v.number()),
@@ -110,8 +129,9 @@ export const apply = internalMutation({
     deadLettersInserted: v.number(),
     deadLettersSkipped: v.number(),
   }),
-  handler: async (ctx, { generation, epoch, writes, deadLetters = [] }) => {
+  handler: async (ctx, { generation, schemaVersion, epoch, writes, deadLetters = [] }) => {
     checkGeneration(generation);
+    checkSchemaVersion(schemaVersion);
     if (epoch !== undefined) await checkEpoch(ctx, generation, epoch);
     // Validate everything first: a bad document anywhere fails the call with
     // nothing written (a throw would roll back anyway; this makes it cheap).
@@ -328,6 +348,12 @@ export const acquireWriter = internalMutation({
     const { epoch, previous } = await bumpWriter(ctx, generation, holder);
     return { epoch, previousHolder: previous?.holder ?? null };
   },
+});
+
+export const schemaVersion = internalQuery({
+  args: {},
+  returns: v.number(),
+  handler: async () => SCHEMA_VERSION,
 });
 
 export const getState = internalQuery({

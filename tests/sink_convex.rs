@@ -479,3 +479,52 @@ async fn definite_errors_are_not_retried_and_carry_convex_message() {
     assert!(err.is_deployment_error(), "{err:?}");
     eprintln!("wrong key: {err}");
 }
+
+/// Deployment skew is told apart from a bad document: the functions refuse
+/// another schema version (naming both), and arguments the functions do
+/// not know (a binary newer than them) fail argument validation; both are
+/// deployment errors (retried, nothing confirmed), never rejections that
+/// would dead-letter events. Matching versions pass the start check.
+#[tokio::test]
+async fn deployment_skew_is_a_deployment_error_not_a_bad_document() {
+    let convex = ConvexBackend::start();
+    let client = convex.client(Duration::from_secs(30));
+    assert_eq!(projector::sink::schema::check(&client).await.unwrap(), None);
+    let send = |args: Value| {
+        let body = json!({"path": "projector:apply", "args": args, "format": "json"});
+        client.send(
+            projector::sink::Kind::Mutation,
+            "projector:apply",
+            bytes::Bytes::from(body.to_string()),
+        )
+    };
+    let newer = send(json!({"schemaVersion": 99, "generation": 1, "writes": []}))
+        .await
+        .unwrap_err();
+    assert!(newer.is_deployment_error(), "{newer}");
+    let text = newer.to_string();
+    assert!(
+        text.contains("schema version 1") && text.contains("built for 99"),
+        "{text}"
+    );
+    let unknown_arg = send(json!({"generation": 1, "writes": [], "addedLater": true}))
+        .await
+        .unwrap_err();
+    assert!(unknown_arg.is_deployment_error(), "{unknown_arg}");
+    assert!(
+        unknown_arg.to_string().contains("addedLater"),
+        "{unknown_arg}"
+    );
+    // A bad document stays a document rejection (split, dead-lettered).
+    let bad_doc = send(json!({
+        "schemaVersion": projector::sink::schema::SCHEMA_VERSION,
+        "generation": 1,
+        "writes": [{"table": "runs", "key": "r1", "position": "0000000000000001:0000000000000000", "doc": {}}]
+    }))
+    .await
+    .unwrap_err();
+    assert!(
+        !bad_doc.is_deployment_error() && !bad_doc.is_transient(),
+        "{bad_doc}"
+    );
+}

@@ -193,3 +193,50 @@ async fn bad_configuration_is_reported_without_the_key() {
     assert_eq!(c.url(), "https://x.convex.cloud");
     assert!(!format!("{c:?}").contains("super-secret"));
 }
+
+/// `run` against functions of another schema version (a deploy rolled out
+/// one side only) stands by instead of streaming or crash-looping: not
+/// ready, /readyz and the log say which versions and what to deploy, and
+/// `projector_convex_schema_skew` is 1 for the alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_holds_on_deployment_skew() {
+    let f = WireFixture::start().await;
+    f.push(Reply::Success("2".into()));
+    let mut p = crate::support::projector_proc::Projector::spawn(
+        "postgres://projector@127.0.0.1:1/app",
+        &f.url(),
+        "test-admin-key",
+        "projector",
+        &[],
+    );
+    let m = p
+        .wait_metric(
+            "projector_convex_schema_skew",
+            |v| v == 1.0,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(m.contains("projector_ready 0"), "{m}");
+    let body = reqwest::get(format!("http://127.0.0.1:{}/readyz", p.metrics_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("schema version 2") && body.contains("npx convex deploy"),
+        "{body}"
+    );
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "run exited:\n{}",
+        p.stderr()
+    );
+    let requests = f.requests.lock().unwrap().clone();
+    assert!(
+        requests.iter().all(|r| !r.contains("projector:apply")),
+        "{requests:?}"
+    );
+    p.kill9();
+    let _ = p.wait().await;
+}

@@ -111,6 +111,8 @@ metric_names! {
         "1 while the process runs (set at start).";
     READY = "projector_ready", Gauge, [],
         "1 when /readyz answers 200 (connected, streaming, not wedged), else 0.";
+    CONVEX_SCHEMA_SKEW = "projector_convex_schema_skew", Gauge, [],
+        "1 while the deployed Convex functions implement another schema version than this binary (deployment skew: nothing is streamed), else 0.";
     GENERATION_ACTIVE = "projector_generation_active", Gauge, [],
         "The generation this pipeline writes into (the active one for `run`).";
     REBUILD_EVENTS_COPIED = "projector_rebuild_events_copied", Gauge, [],

@@ -126,6 +126,12 @@ pub async fn run_service(
         admin_key.clone(),
         settings.tuning.convex_timeout,
     )?);
+    // Deployment skew holds the service here (not ready, alerting) until
+    // the functions and the binary agree, instead of crash-looping.
+    tokio::select! {
+        r = wait_for_matching_schema(&client, &metrics, &health) => r?,
+        _ = shutdown.wait_for(|stop| *stop) => return Ok(ExitCode::SUCCESS),
+    }
     loop {
         let target = match options.generation {
             Some(g) => Target {
@@ -277,6 +283,34 @@ async fn serve_target(
             }
             Err(SessionError::Source(e)) => return Err(e.into()),
             Err(SessionError::Sink(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Checks that the deployed Convex functions implement this binary's
+/// schema version, rechecking every 10 s while they do not.
+async fn wait_for_matching_schema(
+    client: &ConvexClient,
+    metrics: &Metrics,
+    health: &Health,
+) -> Result<(), crate::sink::SinkError> {
+    loop {
+        match crate::sink::schema::check(client).await {
+            Ok(None) => {
+                metrics.convex_schema_skew.set(0);
+                return Ok(());
+            }
+            Ok(Some(skew)) => {
+                metrics.convex_schema_skew.set(1);
+                health.set_blocked(Some(skew.to_string()));
+                tracing::error!("{skew}; checking again in 10 s");
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "cannot ask Convex for its schema version; retrying in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e),
         }
     }
 }

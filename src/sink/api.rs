@@ -28,6 +28,7 @@ pub const ENSURE_ACTIVE: &str = "projector:ensureActive";
 pub const BEGIN_REBUILD: &str = "projector:beginRebuild";
 pub const RENEW_REBUILD: &str = "projector:renewRebuild";
 pub const END_REBUILD: &str = "projector:endRebuild";
+pub const SCHEMA_VERSION_QUERY: &str = "projector:schemaVersion";
 
 /// One guarded upsert: `doc` replaces the stored document of
 /// `(generation, key)` in `table` if `position` is greater than the stored
@@ -72,7 +73,20 @@ impl<D: Serialize> ApplyRequest<D> {
     /// The complete HTTP body of the mutation; `len()` is what counts
     /// against the argument-size limit (plus ~40 bytes of envelope).
     pub fn encode(&self) -> Result<Bytes, SinkError> {
-        encode_body(APPLY, self)
+        #[derive(Serialize)]
+        struct Versioned<'a, T> {
+            #[serde(rename = "schemaVersion")]
+            schema_version: u64,
+            #[serde(flatten)]
+            args: &'a T,
+        }
+        encode_body(
+            APPLY,
+            &Versioned {
+                schema_version: crate::sink::schema::SCHEMA_VERSION,
+                args: self,
+            },
+        )
     }
 }
 
@@ -124,7 +138,13 @@ impl ApplyRequest<DocJson> {
         };
         out.extend_from_slice(b"{\"path\":");
         serde_json::to_writer(&mut out, APPLY).map_err(encode_err)?;
-        out.extend_from_slice(b",\"args\":{\"generation\":");
+        out.extend_from_slice(b",\"args\":{\"schemaVersion\":");
+        out.extend_from_slice(
+            itoa::Buffer::new()
+                .format(crate::sink::schema::SCHEMA_VERSION)
+                .as_bytes(),
+        );
+        out.extend_from_slice(b",\"generation\":");
         out.extend_from_slice(itoa::Buffer::new().format(self.generation).as_bytes());
         if let Some(epoch) = self.epoch {
             out.extend_from_slice(b",\"epoch\":");
@@ -337,6 +357,15 @@ impl ConvexClient {
         Ok((a.active, a.rebuilding))
     }
 
+    /// The contract version the deployed functions implement.
+    pub async fn schema_version(&self) -> Result<u64, SinkError> {
+        let v: Value = self.query(SCHEMA_VERSION_QUERY, json!({})).await?;
+        crate::sink::encoding::as_count(&v).ok_or_else(|| SinkError::Protocol {
+            path: SCHEMA_VERSION_QUERY.into(),
+            why: format!("expected a version number, got {v}"),
+        })
+    }
+
     /// Asks for the one-rebuild lease (`convex/lease.ts`).
     pub async fn begin_rebuild(
         &self,
@@ -500,6 +529,7 @@ mod tests {
             json!({
                 "path": "projector:apply",
                 "args": {
+                    "schemaVersion": crate::sink::schema::SCHEMA_VERSION,
                     "generation": 3,
                     "writes": [{"table": "runs", "key": "r1",
                         "position": "0000000000000001:0000000000000000",

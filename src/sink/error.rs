@@ -120,9 +120,19 @@ impl SinkError {
             SinkError::Protocol { .. } | SinkError::Config(_) => true,
             // Real Convex answers a missing (or internal-only) function with
             // HTTP 200 and this error (crates/udf/src/validation.rs), not 404.
-            SinkError::Function { message, .. } => {
+            // Deployment skew: our functions refuse the binary's schema
+            // version, or (older functions) our arguments, which the
+            // binary builds and no document can change (documents are
+            // `v.any()`, checked by the function into `InvalidDocument`).
+            SinkError::Function { message, data, .. } => {
                 message.contains("Could not find public function")
                     || message.contains("Could not find function")
+                    || message.contains("ArgumentValidationError")
+                    || data
+                        .as_ref()
+                        .and_then(|d| d.get("code"))
+                        .and_then(Value::as_str)
+                        == Some("SchemaMismatch")
             }
             _ => false,
         }

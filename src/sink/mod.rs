@@ -12,6 +12,7 @@
 //! * [`encoding`]: numbers as Convex sends them back (float64, int64).
 //! * [`limits`]: Convex's limits as the real backend counts them.
 //! * [`null`]: Convex-wire server that acknowledges everything.
+//! * [`schema`]: the contract version shared with the Convex app (skew).
 
 pub mod api;
 pub mod client;
@@ -22,6 +23,7 @@ pub mod limits;
 pub mod memory;
 pub mod null;
 pub mod retry;
+pub mod schema;
 pub mod store;
 
 pub use api::{ApplyRequest, ApplyResult, DeadLetterWrite, DocJson, LoadedDoc, Page, Write};

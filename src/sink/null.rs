@@ -274,6 +274,7 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         "projector:load" => success(json!([])),
         "projector:page" => success(json!({"docs": [], "nextCursor": null})),
         "projector:getActive" => success(json!(c.active.load(Ordering::Relaxed))),
+        "projector:schemaVersion" => success(json!(crate::sink::schema::SCHEMA_VERSION)),
         _ => success(Value::Null),
     }
 }
