@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::truncate::{truncate_bytes, DEAD_LETTER_PAYLOAD_BYTES};
+use super::truncate::{truncate_bytes, DEAD_LETTER_PAYLOAD_BYTES, DEAD_LETTER_TEXT_BYTES};
 use crate::event::{Position, RuntimeEvent};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,7 +14,8 @@ pub struct DeadLetter {
     pub event_type: String,
     /// `code: detail`, e.g. `missing_field: thread_id is required`.
     pub reason: String,
-    /// The payload text, cut to 16 KiB on a char boundary.
+    /// The payload text, cut to 16 KiB on a char boundary (the other
+    /// texts to 4 KiB: a dead letter always fits one Convex document).
     pub payload: String,
     pub position: Position,
 }
@@ -43,10 +44,14 @@ impl DeadLetter {
     ) -> Self {
         DeadLetter {
             event_seq,
-            stream_id: stream_id.to_owned(),
+            stream_id: truncate_bytes(stream_id, DEAD_LETTER_TEXT_BYTES).to_owned(),
             stream_seq,
-            event_type: event_type.to_owned(),
-            reason,
+            event_type: truncate_bytes(event_type, DEAD_LETTER_TEXT_BYTES).to_owned(),
+            reason: if reason.len() > DEAD_LETTER_TEXT_BYTES {
+                truncate_bytes(&reason, DEAD_LETTER_TEXT_BYTES).to_owned()
+            } else {
+                reason
+            },
             payload: truncate_bytes(payload, DEAD_LETTER_PAYLOAD_BYTES).to_owned(),
             position,
         }
@@ -77,5 +82,46 @@ impl DeadLetter {
     /// Rough size in memory / on the wire, for byte budgets.
     pub fn approx_bytes(&self) -> usize {
         96 + self.stream_id.len() + self.event_type.len() + self.reason.len() + self.payload.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Lsn;
+
+    #[test]
+    fn a_dead_letter_of_any_size_fits_one_convex_document() {
+        // A malformed event whose every text is huge (an id of 2 MiB).
+        let huge = "é".repeat(1 << 20);
+        let d = DeadLetter::from_parts(
+            7,
+            &format!("run:{huge}"),
+            1,
+            &huge,
+            format!("invalid_id: {huge}"),
+            &huge,
+            Position::new(Lsn(1), 0),
+        );
+        let bytes = serde_json::to_vec(&d.to_json()).unwrap().len();
+        assert!(bytes < 64 * 1024, "{bytes} bytes");
+        assert!(d.stream_id.starts_with("run:é") && d.reason.starts_with("invalid_id: é"));
+        // Cut on char boundaries, at most the limit.
+        assert!(d.stream_id.len() <= DEAD_LETTER_TEXT_BYTES);
+        assert!(d.payload.len() <= DEAD_LETTER_PAYLOAD_BYTES);
+        // Small texts are kept whole.
+        let small = DeadLetter::from_parts(
+            8,
+            "run:r1",
+            2,
+            "run.step",
+            "missing_field: name".into(),
+            "{}",
+            Position::new(Lsn(1), 1),
+        );
+        assert_eq!(
+            (small.stream_id.as_str(), small.reason.as_str()),
+            ("run:r1", "missing_field: name")
+        );
     }
 }

@@ -9,6 +9,11 @@ pub const LONG_TEXT: usize = 2000;
 pub const MAX_ID: usize = 200;
 /// Dead-letter payloads are cut to this many bytes (on a char boundary).
 pub const DEAD_LETTER_PAYLOAD_BYTES: usize = 16 * 1024;
+/// Every other text of a dead letter (`streamId`, `eventType`, `reason`)
+/// is cut to this many bytes: together with the payload a dead letter
+/// stays far under Convex's 1 MiB per document, so it is always stored,
+/// never refused (a malformed event may carry a stream id of any size).
+pub const DEAD_LETTER_TEXT_BYTES: usize = 4 * 1024;
 
 /// The prefix of `s` holding at most `max` scalar values.
 pub fn truncate_chars(s: &str, max: usize) -> &str {
