@@ -98,6 +98,13 @@ impl fmt::Display for Position {
     }
 }
 
+/// Of a CopyData message over the connection's maximum, this many bytes
+/// are kept (the message's start: the WAL message header and the leading
+/// columns of a row); the rest is read and dropped, never held. Shared by
+/// the stream and the history readers (`projection::oversized`), which
+/// must cut an oversized row the same way.
+pub const OVERSIZED_PREFIX: usize = 64 * 1024;
+
 /// One row of `runtime.events`, as decoded from the WAL or read from a
 /// snapshot. `payload` and `occurred_at` keep Postgres' text forms (jsonb and
 /// timestamptz output); the reducers validate and parse them, so that a bad

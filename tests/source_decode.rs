@@ -162,6 +162,7 @@ async fn collect(db: &pg::TestDb, slot_name: &str, streaming: bool) -> Collected
         proto_version: None,
         streaming,
         messages: true,
+        ..StreamOptions::default()
     };
     let mut s = ReplicationStream::start(
         &db.secret(),
@@ -215,6 +216,7 @@ async fn collect(db: &pg::TestDb, slot_name: &str, streaming: bool) -> Collected
                 SourceEvent::Commit { .. } => c.commits += 1,
                 SourceEvent::Violation { kind, .. } => c.violations.push(kind),
                 SourceEvent::Begin { .. } => {}
+                SourceEvent::Oversized { .. } => panic!("no message is over the default maximum"),
             }
         }
     }

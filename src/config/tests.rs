@@ -116,7 +116,7 @@ fn the_defaults_in_the_help_are_the_defaults_applied() {
         assert_eq!(explicit, baseline, "{} [default: {default}]", s.flag);
         checked += 1;
     }
-    assert_eq!(checked, 11, "settings with a default");
+    assert_eq!(checked, 12, "settings with a default");
 }
 
 /// A new setting gets a default in its help, or is one of the connection

@@ -37,14 +37,20 @@ pub async fn copy_history(
     let bar = progress_bar(total, what);
     let mut n = 0u64;
     {
-        let stream = crate::history::events(sql, 0).await.map_err(sql_err)?;
+        let max = driver.engine().max_event_bytes();
+        let stream = crate::history::events(sql, 0, max).await.map_err(sql_err)?;
         futures::pin_mut!(stream);
         while let Some(ev) = stream.try_next().await.map_err(sql_err)? {
             if *shutdown.borrow() {
                 bar.abandon_with_message("interrupted");
                 return Ok(None);
             }
-            driver.push_waiting(ev).await?;
+            match ev {
+                crate::history::HistoryEvent::Event(ev) => driver.push_waiting(ev).await?,
+                crate::history::HistoryEvent::Oversized(dl) => {
+                    driver.push_dead_letter_waiting(dl).await?
+                }
+            }
             n += 1;
             if n % 1024 == 0 {
                 bar.set_position(n);

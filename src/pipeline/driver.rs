@@ -80,6 +80,12 @@ impl Driver {
     /// acknowledgements are awaited instead of closing small batches.
     pub async fn push_waiting(&mut self, ev: RuntimeEvent) -> Result<(), SinkError> {
         let full = self.engine.push(ev);
+        self.after_push(full).await
+    }
+
+    /// Backpressure after one planned event: a full batch is closed, and
+    /// while the in-flight budget is full acknowledgements are awaited.
+    async fn after_push(&mut self, full: bool) -> Result<(), SinkError> {
         self.take_ready_acks();
         while !full && !self.engine.can_read() && self.engine.inflight_batches() > 0 {
             self.next_ack().await;
@@ -88,6 +94,16 @@ impl Driver {
             self.close_batch().await?;
         }
         Ok(())
+    }
+
+    /// [`Driver::push_waiting`] for a dead letter the source made itself
+    /// (a row too large to read whole).
+    pub async fn push_dead_letter_waiting(
+        &mut self,
+        dl: crate::projection::DeadLetter,
+    ) -> Result<(), SinkError> {
+        let full = self.engine.push_dead_letter(dl);
+        self.after_push(full).await
     }
 
     /// Closes the open batch and waits until every batch is acknowledged.

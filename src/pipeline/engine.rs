@@ -165,6 +165,11 @@ impl Engine {
         })
     }
 
+    /// The largest row read whole (`--max-event-bytes`).
+    pub fn max_event_bytes(&self) -> usize {
+        self.tuning.max_event_bytes
+    }
+
     pub fn flush_lsn(&self) -> Lsn {
         self.watermark.flush_lsn()
     }
@@ -207,8 +212,19 @@ impl Engine {
     /// Plans one event into the open batch. Returns true when the batch is
     /// full and should be closed before reading more.
     pub fn push(&mut self, ev: RuntimeEvent) -> bool {
+        let plan = projection::plan_owned_with(ev, Some(&mut self.open.key_names));
+        self.admit(plan)
+    }
+
+    /// Plans a dead letter the source made itself (an event too large to
+    /// read whole); otherwise like [`Engine::push`].
+    pub fn push_dead_letter(&mut self, dl: projection::DeadLetter) -> bool {
+        self.admit(Plan::DeadLetter(dl))
+    }
+
+    fn admit(&mut self, plan: Plan) -> bool {
         self.metrics.events_decoded_total.inc();
-        match projection::plan_owned_with(ev, Some(&mut self.open.key_names)) {
+        match plan {
             Plan::Ignored(reason) => {
                 self.metrics
                     .events_ignored_total

@@ -128,6 +128,7 @@ impl<'a> Session<'a> {
             // and sends them at commit, so our memory never holds a whole one.
             StreamOptions {
                 streaming: false,
+                max_message_bytes: Some(ctx.settings.tuning.max_event_bytes),
                 ..StreamOptions::default()
             },
         )
@@ -287,14 +288,17 @@ impl<'a> Session<'a> {
                     data,
                     wal_end,
                     server_time,
+                    oversized,
                     ..
                 } => {
                     self.driver
                         .engine_mut()
                         .observe_send_time(crate::source::stream::pg_to_unix_us(server_time));
-                    self.decoder
-                        .feed_bytes(&data)
-                        .map_err(|e| SourceError::Protocol(e.to_string()))?;
+                    match oversized {
+                        None => self.decoder.feed_bytes(&data),
+                        Some(bytes) => self.decoder.feed_oversized(&data, bytes),
+                    }
+                    .map_err(|e| SourceError::Protocol(e.to_string()))?;
                     self.decode_events().await?;
                     self.driver.engine_mut().observe_wal_end(wal_end);
                 }
@@ -329,6 +333,18 @@ impl<'a> Session<'a> {
                     self.driver.engine_mut().commit(end_lsn)
                 }
                 SourceEvent::Violation { kind, detail } => self.violations.observe(kind, detail),
+                SourceEvent::Oversized { ev, bytes } => {
+                    let max = self.ctx.settings.tuning.max_event_bytes;
+                    let dl = crate::projection::DeadLetter::new(
+                        &ev,
+                        crate::projection::oversized::reason(bytes, max),
+                    );
+                    if self.driver.engine_mut().push_dead_letter(dl)
+                        && self.driver.engine().has_slot()
+                    {
+                        self.close_batch().await?;
+                    }
+                }
             }
         }
         Ok(())

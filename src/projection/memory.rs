@@ -66,6 +66,12 @@ impl MemoryFold {
         }
     }
 
+    /// Records a dead letter made outside planning (a row too large to
+    /// read whole, `projection::oversized`).
+    pub fn apply_dead_letter(&mut self, dl: DeadLetter) {
+        self.dead_letter(dl);
+    }
+
     fn dead_letter(&mut self, dl: DeadLetter) {
         self.dead_letters.entry(dl.event_seq).or_insert(dl);
     }

@@ -22,6 +22,7 @@ pub mod inboxes;
 mod json;
 mod json_head;
 pub mod memory;
+pub mod oversized;
 pub mod payload;
 pub mod runs;
 pub mod table;

@@ -33,6 +33,7 @@ pub use crate::source::transport::LOOPBACK_RECV_BUFFER;
 const READ_CHUNK: usize = 256 * 1024;
 /// Refuse frames above this (Postgres caps messages at 1 GiB).
 const MAX_FRAME: usize = 1 << 30;
+pub use crate::event::OVERSIZED_PREFIX;
 
 pub trait AsyncIo: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncIo for T {}
@@ -42,6 +43,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncIo for T {}
 pub struct Frame {
     pub tag: u8,
     pub body: Bytes,
+    /// Set for a message over the connection's maximum: its whole body
+    /// length; `body` then holds only its first [`OVERSIZED_PREFIX`] bytes.
+    pub oversized: Option<usize>,
+}
+
+/// A message over the maximum being read through: its start is kept, the
+/// rest is dropped as it arrives.
+struct Skipping {
+    tag: u8,
+    kept: BytesMut,
+    keep: usize,
+    /// Body bytes not yet read (kept or dropped).
+    remaining: usize,
+    total: usize,
 }
 
 pub struct PgConn {
@@ -58,6 +73,9 @@ pub struct PgConn {
     pub recv_buffer: Option<u32>,
     /// Bytes the last socket read returned.
     last_read: usize,
+    /// CopyData bodies above this are not buffered (see [`Frame::oversized`]).
+    max_message: usize,
+    skipping: Option<Skipping>,
 }
 
 impl std::fmt::Debug for PgConn {
@@ -203,6 +221,8 @@ impl PgConn {
             unix: info.is_unix_socket(),
             recv_buffer,
             last_read: 0,
+            max_message: MAX_FRAME,
+            skipping: None,
         };
         let tls_in_use = tls.filter(|_| used == Encryption::Tls);
         match conn
@@ -394,7 +414,7 @@ impl PgConn {
 
     /// A whole frame is buffered: the next `read_frame` needs no syscall.
     pub fn has_frame(&self) -> bool {
-        self.rbuf.len() >= 5 && {
+        self.skipping.is_none() && self.rbuf.len() >= 5 && {
             let len = u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]);
             self.rbuf.len() > len as usize
         }
@@ -440,8 +460,41 @@ impl PgConn {
         self.rbuf = fresh;
     }
 
+    /// CopyData messages whose body is over `max` bytes are read through
+    /// without being held: the frame carries their first
+    /// [`OVERSIZED_PREFIX`] bytes and their size (memory stays bounded by
+    /// configuration whatever a row holds).
+    pub fn set_max_message(&mut self, max: usize) {
+        self.max_message = max.clamp(OVERSIZED_PREFIX, MAX_FRAME);
+    }
+
+    /// Consumes what the buffer holds of the message being read through;
+    /// the frame once its last byte is read.
+    fn continue_skipping(&mut self) -> Option<Frame> {
+        let skip = self.skipping.as_mut()?;
+        let keep = (skip.keep - skip.kept.len()).min(self.rbuf.len());
+        skip.kept.extend_from_slice(&self.rbuf[..keep]);
+        self.rbuf.advance(keep);
+        skip.remaining -= keep;
+        let drop = skip.remaining.min(self.rbuf.len());
+        self.rbuf.advance(drop);
+        skip.remaining -= drop;
+        if skip.remaining > 0 {
+            return None;
+        }
+        let skip = self.skipping.take()?;
+        Some(Frame {
+            tag: skip.tag,
+            body: skip.kept.freeze(),
+            oversized: Some(skip.total),
+        })
+    }
+
     /// The next frame if it is whole in the buffer (no socket read).
     pub fn try_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        if self.skipping.is_some() {
+            return Ok(self.continue_skipping());
+        }
         if self.rbuf.len() < 5 {
             return Ok(None);
         }
@@ -450,6 +503,18 @@ impl PgConn {
             u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]) as usize;
         if !(4..=MAX_FRAME).contains(&len) {
             return Err(SourceError::Protocol(format!("invalid frame length {len}")));
+        }
+        if tag == b'd' && len - 4 > self.max_message {
+            self.rbuf.advance(5);
+            let total = len - 4;
+            self.skipping = Some(Skipping {
+                tag,
+                kept: BytesMut::with_capacity(OVERSIZED_PREFIX),
+                keep: OVERSIZED_PREFIX,
+                remaining: total,
+                total,
+            });
+            return Ok(self.continue_skipping());
         }
         if self.rbuf.len() < len + 1 {
             self.make_room(len + 1 - self.rbuf.len());
@@ -460,6 +525,7 @@ impl PgConn {
         Ok(Some(Frame {
             tag,
             body: frame.freeze(),
+            oversized: None,
         }))
     }
 
@@ -572,6 +638,8 @@ mod tests {
             unix: false,
             recv_buffer: None,
             last_read: 0,
+            max_message: MAX_FRAME,
+            skipping: None,
         }
     }
 
@@ -580,6 +648,40 @@ mod tests {
         f.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
         f.extend_from_slice(body);
         f
+    }
+
+    /// A CopyData message over the maximum comes out as its first
+    /// OVERSIZED_PREFIX bytes and its size, without the buffer ever growing
+    /// to hold it; the frames around it are untouched.
+    #[tokio::test]
+    async fn an_oversized_message_is_read_through_not_held() {
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let wire: Vec<u8> = [
+            frame(b'd', b"before"),
+            frame(b'd', &big),
+            frame(b'd', b"after"),
+        ]
+        .concat();
+        let (mut server, client) = tokio::io::duplex(64 * 1024);
+        let mut conn = conn_over(client);
+        conn.set_max_message(100_000);
+        let writer = tokio::spawn(async move {
+            server.write_all(&wire).await.unwrap();
+            server
+        });
+        assert_eq!(&conn.read_frame().await.unwrap().body[..], b"before");
+        let f = conn.read_frame().await.unwrap();
+        assert_eq!(f.oversized, Some(big.len()));
+        assert_eq!(f.body.len(), OVERSIZED_PREFIX);
+        assert!(f.body[..] == big[..OVERSIZED_PREFIX]);
+        assert!(
+            conn.rbuf.capacity() < 1_000_000,
+            "buffered {} bytes",
+            conn.rbuf.capacity()
+        );
+        let after = conn.read_frame().await.unwrap();
+        assert_eq!((&after.body[..], after.oversized), (&b"after"[..], None));
+        let _ = writer.await;
     }
 
     /// Frames smaller and larger than the read chunk, arriving a few KB at

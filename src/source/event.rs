@@ -49,6 +49,13 @@ pub enum SourceEvent {
         kind: ViolationKind,
         detail: String,
     },
+    /// An Insert whose WAL message was `bytes` long, over the maximum: read
+    /// through, never held. `ev` carries the columns its start held (the
+    /// payload cut short, later columns empty); it is a dead letter.
+    Oversized {
+        ev: RuntimeEvent,
+        bytes: usize,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +160,74 @@ impl EventDecoder {
         }
         let msg = self.stream.decode_bytes(data)?;
         self.push(msg)
+    }
+
+    /// An XLogData payload that was `bytes` long, over the maximum, of
+    /// which `data` is the start: an Insert into runtime.events becomes
+    /// [`SourceEvent::Oversized`] (a dead letter naming its seq and
+    /// stream), an UPDATE or DELETE a violation. Anything else cannot be
+    /// that large and is a protocol error.
+    pub fn feed_oversized(&mut self, data: &[u8], bytes: usize) -> Result<(), EventError> {
+        let too_large = || {
+            EventError::Schema(format!(
+                "a WAL message of {bytes} bytes that is not a runtime.events row"
+            ))
+        };
+        match data.first() {
+            Some(b'U') | Some(b'D') => {
+                let kind = if data[0] == b'U' {
+                    ViolationKind::Update
+                } else {
+                    ViolationKind::Delete
+                };
+                return self.emit_violation(
+                    None,
+                    kind,
+                    format!("a change of a {bytes}-byte row (over the maximum message size)"),
+                );
+            }
+            Some(b'I') => {}
+            _ => return Err(too_large()),
+        }
+        let mut cols = [ColumnRef::Null; MAX_BORROWED_COLUMNS];
+        let (xid, relation, n, _) =
+            pgoutput::borrow_insert_prefix(data, self.stream.in_stream, &mut cols)
+                .ok_or_else(too_large)?;
+        if Some(relation) != self.events_oid || xid.is_some() {
+            return Err(too_large());
+        }
+        let c = self
+            .cols
+            .as_ref()
+            .ok_or_else(|| EventError::Schema("no Relation message for runtime.events".into()))?;
+        let text = |i: usize| match cols[..n].get(i) {
+            Some(ColumnRef::Text(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        let int = |i: usize| text(i).parse::<i64>().ok();
+        let seq = int(c.seq).ok_or_else(|| {
+            EventError::Schema(format!(
+                "a {bytes}-byte runtime.events row without a readable seq"
+            ))
+        })?;
+        let ev = RuntimeEvent::new(
+            seq,
+            &text(c.stream_id),
+            int(c.stream_seq).unwrap_or(0),
+            &text(c.event_type),
+            &text(c.owner_id),
+            &text(c.payload),
+            "",
+        );
+        let (lsn, ord) = self
+            .txn
+            .as_mut()
+            .ok_or_else(|| EventError::Order("change outside a transaction".into()))?;
+        let mut ev = ev;
+        ev.position = Position::new(*lsn, *ord);
+        *ord += 1;
+        self.ready.push_back(SourceEvent::Oversized { ev, bytes });
+        Ok(())
     }
 
     /// The next ready event, in order.

@@ -94,6 +94,56 @@ pub fn borrow_insert<'a>(
     c.b.is_empty().then_some((xid, relation, n))
 }
 
+/// [`borrow_insert`] for the start of an Insert cut short (a message read
+/// through without being held, see `PgConn::set_max_message`): the columns
+/// that are whole, then the start of the one the cut fell in, as `Text`.
+/// Returns (xid, relation, columns filled, whether the last is cut).
+pub fn borrow_insert_prefix<'a>(
+    data: &'a [u8],
+    in_stream: bool,
+    out: &mut [ColumnRef<'a>; MAX_BORROWED_COLUMNS],
+) -> Option<(Option<u32>, u32, usize, bool)> {
+    let (&b'I', rest) = data.split_first()? else {
+        return None;
+    };
+    let mut c = Cur { b: rest, src: None };
+    let xid = c.xid_if(in_stream).ok()?;
+    let relation = c.u32("relation oid").ok()?;
+    if c.u8("tuple marker").ok()? != b'N' {
+        return None;
+    }
+    let n = usize::try_from(c.i16("tuple column count").ok()?).ok()?;
+    let mut filled = 0;
+    for slot in out.iter_mut().take(n) {
+        let Ok(kind) = c.u8("column kind") else {
+            return Some((xid, relation, filled, false));
+        };
+        *slot = match kind {
+            b'n' => ColumnRef::Null,
+            b'u' => ColumnRef::Unchanged,
+            b't' | b'b' => {
+                let Ok(len) = c.i32("column length") else {
+                    return Some((xid, relation, filled, false));
+                };
+                let len = usize::try_from(len).ok()?;
+                if c.b.len() < len {
+                    *slot = ColumnRef::Text(c.b);
+                    return Some((xid, relation, filled + 1, true));
+                }
+                let v = c.take(len, "column value").ok()?;
+                if kind == b't' {
+                    ColumnRef::Text(v)
+                } else {
+                    ColumnRef::Binary(v)
+                }
+            }
+            _ => return None,
+        };
+        filled += 1;
+    }
+    Some((xid, relation, filled, false))
+}
+
 impl TupleValue {
     /// This value as a [`ColumnRef`].
     pub fn as_column(&self) -> ColumnRef<'_> {

@@ -45,6 +45,9 @@ pub struct StreamOptions {
     pub streaming: bool,
     /// Ask for logical decoding messages (`pg_logical_emit_message`).
     pub messages: bool,
+    /// A WAL message over this many bytes is not held: see
+    /// [`WalMessage::XLogData::oversized`]. `None`: up to Postgres's 1 GiB.
+    pub max_message_bytes: Option<usize>,
 }
 
 impl Default for StreamOptions {
@@ -53,6 +56,7 @@ impl Default for StreamOptions {
             proto_version: None,
             streaming: true,
             messages: false,
+            max_message_bytes: None,
         }
     }
 }
@@ -66,6 +70,9 @@ pub enum WalMessage {
         /// Postgres-epoch microseconds.
         server_time: i64,
         data: Bytes,
+        /// The pgoutput message was this many bytes, over
+        /// [`StreamOptions::max_message_bytes`]: `data` holds only its start.
+        oversized: Option<usize>,
     },
     Keepalive {
         wal_end: Lsn,
@@ -163,6 +170,9 @@ impl ReplicationStream {
         opts: StreamOptions,
     ) -> Result<Self, SourceError> {
         let mut conn = connect_replication(url).await?;
+        if let Some(max) = opts.max_message_bytes {
+            conn.set_max_message(max);
+        }
         conn.ctx.slot = Some(slot.to_string());
         conn.ctx.publication = Some(publication.to_string());
         let system = identify_system(&mut conn).await?;
@@ -252,7 +262,15 @@ impl ReplicationStream {
         f: crate::source::conn::Frame,
     ) -> Result<Option<WalMessage>, SourceError> {
         match f.tag {
-            b'd' => parse_copy_data(f.body).map(Some),
+            b'd' => {
+                let mut m = parse_copy_data(f.body)?;
+                if let (Some(total), WalMessage::XLogData { oversized, .. }) = (f.oversized, &mut m)
+                {
+                    // The XLogData header ('w' and three 8-byte fields).
+                    *oversized = Some(total.saturating_sub(25));
+                }
+                Ok(Some(m))
+            }
             b'c' => {
                 self.done = true;
                 Ok(None)
@@ -392,6 +410,7 @@ pub fn parse_copy_data(mut b: Bytes) -> Result<WalMessage, SourceError> {
                 wal_end,
                 server_time,
                 data: b,
+                oversized: None,
             })
         }
         b'k' => {

@@ -56,12 +56,13 @@ pub async fn main(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         })?,
     };
     let slot = crate::generation::slot_of(&client, generation, &settings.slot).await?;
-    let outcome = verify(
+    let outcome = verify_with(
         &db_url,
         Some(&slot),
         &client,
         generation,
         Duration::from_secs(args.wait_secs),
+        settings.tuning.max_event_bytes,
     )
     .await?;
     if args.json {
@@ -97,6 +98,20 @@ pub async fn verify(
     generation: u64,
     wait: Duration,
 ) -> anyhow::Result<Outcome> {
+    let max = crate::config::Tuning::default().max_event_bytes;
+    verify_with(db_url, wait_for_slot, client, generation, wait, max).await
+}
+
+/// [`verify`] for a projector run with `--max-event-bytes` set: rows over
+/// it are the dead letters the stream made of them.
+pub async fn verify_with(
+    db_url: &Secret,
+    wait_for_slot: Option<&str>,
+    client: &ConvexClient,
+    generation: u64,
+    wait: Duration,
+    max_event_bytes: usize,
+) -> anyhow::Result<Outcome> {
     let name = format!(
         "projector_verify_{}_{}",
         std::process::id(),
@@ -109,10 +124,13 @@ pub async fn verify(
     let mut fold = MemoryFold::new();
     let mut events = 0u64;
     {
-        let stream = crate::history::events(&sql, 0).await?;
+        let stream = crate::history::events(&sql, 0, max_event_bytes).await?;
         futures::pin_mut!(stream);
         while let Some(ev) = stream.try_next().await? {
-            fold.apply(&ev);
+            match ev {
+                crate::history::HistoryEvent::Event(ev) => fold.apply(&ev),
+                crate::history::HistoryEvent::Oversized(dl) => fold.apply_dead_letter(dl),
+            }
             events += 1;
         }
     }

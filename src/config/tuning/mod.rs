@@ -69,6 +69,15 @@ pub(crate) const DEFAULT_CONVEX_TIMEOUT: Duration = Duration::from_secs(30);
 /// succeed.
 pub(crate) const MIN_CONVEX_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A row's WAL message above this is not read whole: its first 64 KiB
+/// are kept and it becomes a dead letter (`event_too_large`). Far above a
+/// real event (payload texts are cut to a few KiB when folded) and a
+/// quarter of the default memory budget, so one row cannot exhaust it.
+pub(crate) const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Smallest maximum event size: the kept start of an oversized message.
+pub(crate) const MIN_MAX_EVENT_BYTES: usize = crate::source::conn::OVERSIZED_PREFIX;
+
 /// The `--help` heading of this section (per argument: a struct-wide
 /// heading would carry over to the flags declared after the section).
 const HEADING: &str = "Tuning";
@@ -139,6 +148,17 @@ pub struct TuningArgs {
         DEFAULT_CONVEX_TIMEOUT.as_millis(),
     ))]
     pub convex_timeout_ms: Option<u64>,
+
+    #[arg(long, help_heading = HEADING, env = "PROJECTOR_MAX_EVENT_BYTES", help = with_default(
+        format!(
+            "Largest runtime.events row read whole, in bytes of its WAL message, at least {}; \
+             a larger one is read through without being held and becomes a dead letter \
+             (event_too_large) keeping its start",
+            MIN_MAX_EVENT_BYTES
+        ),
+        DEFAULT_MAX_EVENT_BYTES,
+    ))]
+    pub max_event_bytes: Option<usize>,
 }
 
 impl TuningArgs {
@@ -161,6 +181,9 @@ impl TuningArgs {
             cache_bytes: l.get(|t| &t.cache_bytes).unwrap_or(DEFAULT_CACHE_BYTES),
             status_interval: (l.get(|t| &t.status_interval_ms)).map_or(DEFAULT_STATUS_INTERVAL, ms),
             convex_timeout: (l.get(|t| &t.convex_timeout_ms)).map_or(DEFAULT_CONVEX_TIMEOUT, ms),
+            max_event_bytes: l
+                .get(|t| &t.max_event_bytes)
+                .unwrap_or(DEFAULT_MAX_EVENT_BYTES),
         }
     }
 }
@@ -176,6 +199,7 @@ pub struct Tuning {
     pub cache_bytes: usize,
     pub status_interval: Duration,
     pub convex_timeout: Duration,
+    pub max_event_bytes: usize,
 }
 
 impl Default for Tuning {
@@ -189,6 +213,7 @@ impl Default for Tuning {
             cache_bytes: DEFAULT_CACHE_BYTES,
             status_interval: DEFAULT_STATUS_INTERVAL,
             convex_timeout: DEFAULT_CONVEX_TIMEOUT,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
         }
     }
 }
@@ -268,6 +293,16 @@ impl Tuning {
                      slower write would time out and be retried forever; set at least \
                      {min_timeout} (the default is {})",
                     DEFAULT_CONVEX_TIMEOUT.as_millis()
+                ),
+            ),
+            (
+                self.max_event_bytes >= MIN_MAX_EVENT_BYTES,
+                "max_event_bytes",
+                format!(
+                    "{} is under {MIN_MAX_EVENT_BYTES}: the start of an oversized row that is \
+                     kept for its dead letter is that large; set at least {MIN_MAX_EVENT_BYTES} \
+                     (the default is {DEFAULT_MAX_EVENT_BYTES})",
+                    self.max_event_bytes
                 ),
             ),
         ];

@@ -139,3 +139,18 @@ fn a_convex_timeout_under_a_mutations_run_time_is_refused() {
 fn a_zero_fill_is_a_latency_choice_not_an_error() {
     accepted(|t| t.batch_fill = Duration::ZERO);
 }
+
+#[test]
+fn a_max_event_size_below_the_kept_prefix_is_refused() {
+    let e = refused(|t| t.max_event_bytes = 1000);
+    assert!(
+        e.contains("--max-event-bytes") && e.contains(&format!("at least {MIN_MAX_EVENT_BYTES}")),
+        "{e}"
+    );
+    assert!(Tuning {
+        max_event_bytes: MIN_MAX_EVENT_BYTES,
+        ..Tuning::default()
+    }
+    .validate()
+    .is_ok());
+}
