@@ -701,3 +701,36 @@ async fn tls_and_auth_matrix_matches_libpq() {
     drop(c.good);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A server without TLS (`ssl = off`, it answers the SSLRequest with 'N'):
+/// libpq's default `prefer`, and `allow`, go on in the clear on both
+/// connections; `require` refuses with the fix. (The SQL connection used
+/// to fail `prefer` with "error performing TLS handshake": tokio-postgres
+/// hides the server's answer in the error's cause.)
+#[tokio::test]
+async fn prefer_and_allow_fall_back_to_plain_on_a_server_without_tls() {
+    let cluster = PgCluster::start(PgOptions {
+        ssl: false,
+        ..PgOptions::default()
+    })
+    .await;
+    let base = cluster.url("postgres");
+    let base = base.split('?').next().unwrap_or(&base).to_string();
+    for query in ["", "?sslmode=prefer", "?sslmode=allow"] {
+        let url = projector::config::Secret::new(format!("{base}{query}"));
+        let client = sql::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{query:?}: {e}"));
+        let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+        projector::source::conn::connect_replication(&url)
+            .await
+            .unwrap_or_else(|e| panic!("replication {query:?}: {e}"));
+    }
+    let url = projector::config::Secret::new(format!("{base}?sslmode=require"));
+    let e = sql::connect(&url).await.unwrap_err().to_string();
+    assert!(
+        e.contains("server does not support SSL") && e.contains("sslmode=require"),
+        "{e}"
+    );
+}

@@ -133,6 +133,14 @@ async fn connect_inner(info: &ConnInfo) -> Result<tokio_postgres::Client, Source
     }
 }
 
+/// tokio-postgres's answer to an SSLRequest the server declined ('N'):
+/// "error performing TLS handshake" whose *cause* says "server does not
+/// support TLS" (its `Display` leaves the cause out, so walk the chain).
+fn refused_tls(e: &tokio_postgres::Error) -> bool {
+    std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .any(|e| e.to_string().contains("does not support TLS"))
+}
+
 async fn attempt(
     info: &ConnInfo,
     want: Encryption,
@@ -164,13 +172,11 @@ async fn attempt(
                     let handshake = failure.lock().ok().and_then(|mut f| f.take());
                     Err(if let Some(h) = handshake {
                         (Encryption::Tls, Failure::Handshake, h)
-                    } else if !reached.load(Ordering::Relaxed)
-                        && e.to_string().contains("does not support TLS")
-                    {
+                    } else if !reached.load(Ordering::Relaxed) && refused_tls(&e) {
                         // The server answered 'N'. libpq's prefer goes on
                         // in the clear; we do so on a new socket.
                         (
-                            Encryption::Plain,
+                            Encryption::Tls,
                             Failure::NoTls,
                             transport::tls_refused(info),
                         )
