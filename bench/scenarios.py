@@ -62,6 +62,30 @@ def drain_row(name, rows, rv, pv, d):
     return row
 
 
+def flag_value(flags, name, default):
+    return float(flags[flags.index(name) + 1]) if name in flags else default
+
+
+def model_figures(rows, d, model_flags):
+    """What the model allows for this traffic: the write budget over the
+    bytes an event costs in applied requests (the budget binds the drain:
+    4 batches in flight at 20 ms + 20 µs/doc would carry far more)."""
+    budget = flag_value(model_flags, "--write-bytes-per-sec", 4 * 2**20)
+    bpe = d.get("appliedBytes", 0) / rows if rows else float("nan")
+    return dict(bytes_per_event=bpe, capacity=budget / bpe if bpe else float("nan"))
+
+
+def mutation_latency_ms(r, model_flags):
+    """The model's latency of the live run's mean apply (base + per-doc)."""
+    d = r.get("sink") or {}
+    ok = d.get("mutations", 0) - d.get("rejectedConcurrency", 0) - d.get("rejectedWrites", 0) \
+        - d.get("occConflicts", 0)
+    docs = (d.get("writes", 0) + d.get("deadLetters", 0)) / ok if ok > 0 else 0
+    base = flag_value(model_flags, "--latency-ms", 20.0)
+    per_doc = flag_value(model_flags, "--latency-per-doc-us", 20.0)
+    return base + per_doc * docs / 1e3
+
+
 def fmt(v, spec, none="—"):
     return none if v is None else format(v, spec)
 
@@ -74,9 +98,13 @@ def report_drains(rows_list, model_flags):
         d = r["sink"]
         extra = ""
         if r["scenario"] == "model":
+            m = model_figures(r["rows"], d, model_flags)
             extra = (f"{d['mutations']} mutations, refused {d['rejectedConcurrency']} (slots) + "
                      f"{d['rejectedWrites']} (TooManyWrites), {d['occConflicts']} OCC, "
-                     f"≤ {d['maxInFlight']} at once, {d['bytes'] / r['proj_s'] / 2**20:.2f} MiB/s")
+                     f"≤ {d['maxInFlight']} at once; applied "
+                     f"{d.get('appliedBytes', 0) / r['proj_s'] / 2**20:.2f} MiB/s "
+                     f"({m['bytes_per_event']:.0f} B/event); write-budget capacity "
+                     f"{m['capacity']:,.0f} ev/s, sustained {r['proj_rate'] / m['capacity']:.0%} of it")
         out.append(
             f"| {r['scenario']} | {r['round']} | {fmt(r.get('recv_rate'), ',.0f')} | "
             f"{fmt(r.get('recv_cpu'), '.2f')} | {r['proj_rate']:,.0f} | "
@@ -85,7 +113,7 @@ def report_drains(rows_list, model_flags):
     return "\n".join(out) + "\n"
 
 
-def report_live(rows):
+def report_live(rows, model_flags):
     out = ["| scenario | target ev/s | achieved ev/s | sustained ev/s (to last ack) | "
            "commit→ack p50 ms | p99 ms | max ≤ ms | lag max s | CPU µs/event | peak RSS MiB | "
            "batches | retries | sink |",
@@ -95,7 +123,8 @@ def report_live(rows):
         extra = ""
         if name.startswith("model"):
             extra = (f"refused {d.get('rejectedConcurrency', 0)} + {d.get('rejectedWrites', 0)}, "
-                     f"{d.get('occConflicts', 0)} OCC, ≤ {d.get('maxInFlight', 0)} at once")
+                     f"{d.get('occConflicts', 0)} OCC, ≤ {d.get('maxInFlight', 0)} at once; "
+                     f"model latency of the mean apply {mutation_latency_ms(r, model_flags):.1f} ms")
         cpu = r.get("cpu_per_event")
         out.append(
             f"| {name} | {r['rate']:,} | {fmt(r['achieved'], ',.0f')} | {fmt(r['sustained'], ',.0f')} | "
@@ -215,7 +244,7 @@ def main():
                     live.append(("model", x))
         if live:
             print("### Live following (TCP on 127.0.0.1)\n")
-            print(report_live(live), flush=True)
+            print(report_live(live, model_flags), flush=True)
     finally:
         for s in sinks:
             s.stop()

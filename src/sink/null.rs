@@ -82,6 +82,10 @@ pub struct NullStats {
     /// Model: the most mutations executing at once so far.
     #[serde(default)]
     pub max_in_flight: u64,
+    /// Request bytes of the `apply`s that succeeded (what the write budget
+    /// counts; `bytes` also counts refused and conflicting ones).
+    #[serde(default)]
+    pub applied_bytes: u64,
 }
 
 #[derive(Default)]
@@ -97,6 +101,7 @@ struct Counters {
     occ_conflicts: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    applied_bytes: AtomicU64,
 }
 
 impl Counters {
@@ -111,6 +116,7 @@ impl Counters {
             rejected_writes: self.rejected_writes.load(Ordering::Relaxed),
             occ_conflicts: self.occ_conflicts.load(Ordering::Relaxed),
             max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
+            applied_bytes: self.applied_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -519,8 +525,9 @@ async fn mutation(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         Err(resp) => return *resp,
     };
     shared.counters.mutations.fetch_add(1, Ordering::Relaxed);
+    let body_len = body.len() as u64;
     if shared.model.is_immediate() {
-        return answer(&shared.counters, req);
+        return answer(&shared.counters, req, body_len);
     }
     let model = &shared.model;
     let Ok(permit) = model.acquire().await else {
@@ -555,7 +562,6 @@ async fn mutation(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
     }
     // Admitted: the mutation runs to its end in its own task, holding its
     // slot, even if the client stops waiting.
-    let body_len = body.len() as u64;
     let run = shared.clone();
     let task = tokio::spawn(async move {
         let _slot = permit;
@@ -578,7 +584,7 @@ async fn mutation(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         if is_apply {
             run.model.commit(body_len);
         }
-        answer(&run.counters, req)
+        answer(&run.counters, req, body_len)
     });
     task.await.unwrap_or_else(|e| {
         system_error(
@@ -589,10 +595,12 @@ async fn mutation(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
     })
 }
 
-/// The answer of an executed mutation (counted as applied).
-fn answer(c: &Counters, req: Request) -> Response {
+/// The answer of an executed mutation (counted as applied); `body_len`:
+/// its request's bytes.
+fn answer(c: &Counters, req: Request, body_len: u64) -> Response {
     match req.path.as_str() {
         "projector:apply" => {
+            c.applied_bytes.fetch_add(body_len, Ordering::Relaxed);
             let writes = req.args.writes.map_or(0, |w| w.len()) as u64;
             let dls = req.args.dead_letters.map_or(0, |d| d.len()) as u64;
             c.writes.fetch_add(writes, Ordering::Relaxed);
