@@ -43,6 +43,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BENCH_BIN") or os.path.join(ROOT, "target", "production", "projector")
 
 
+# Stream the slot only. Since 9ea43ca a first start over an empty
+# generation copies runtime.events' history first, and the null sink keeps
+# no state, so every drain would copy the whole backlog and then stream it
+# again; pg_recvlogical streams only.
+NO_BACKFILL = ["--no-backfill"]
+
+
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
@@ -70,18 +77,26 @@ def as_postgres():
 
 
 class Postgres:
-    def __init__(self):
+    """A throwaway server. With `netns` (a bench/netns.py Veth), it runs in
+    that network namespace, listens on its veth address, and every client
+    (psql, loadgen, pg_recvlogical, projector) reaches it through the veth
+    pair: non-loopback TCP end to end. Its Unix socket is a file, so that
+    path works the same either way."""
+
+    def __init__(self, netns=None):
+        self.netns = netns
         self.dir = tempfile.mkdtemp(prefix="projector-bench.")
         os.chmod(self.dir, 0o777)
         self.data = os.path.join(self.dir, "data")
         self.port = free_port()
+        host = netns.inner_ip if netns else "127.0.0.1"
         subprocess.run(
             ["initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync",
              "-E", "UTF8", "--locale=C"],
             check=True, stdout=subprocess.DEVNULL, preexec_fn=as_postgres())
         with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
             f.write(f"""
-listen_addresses = '127.0.0.1'
+listen_addresses = '{host}'
 port = {self.port}
 unix_socket_directories = '{self.dir}'
 wal_level = logical
@@ -94,10 +109,24 @@ shared_buffers = 256MB
 max_wal_size = 16GB
 log_min_messages = warning
 """)
-        subprocess.run(
-            ["pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "pg.log"), "-w", "start"],
-            check=True, stdout=subprocess.DEVNULL, preexec_fn=as_postgres())
-        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+        if netns:
+            # initdb's trust lines cover loopback only; the clients come
+            # from the host end of the veth pair.
+            with open(os.path.join(self.data, "pg_hba.conf"), "a") as f:
+                f.write(f"host all all {netns.host_ip}/32 trust\n"
+                        f"host replication all {netns.host_ip}/32 trust\n")
+        start = ["pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "pg.log"), "-w", "start"]
+        if netns:
+            # `ip netns exec` needs root; the server itself runs as postgres.
+            subprocess.run(["ip", "netns", "exec", netns.name, "runuser", "-u", "postgres",
+                            "--"] + start, check=True, stdout=subprocess.DEVNULL)
+        else:
+            subprocess.run(start, check=True, stdout=subprocess.DEVNULL,
+                           preexec_fn=as_postgres())
+        # sslmode=disable: the server has no TLS. (At ad3be29 the default,
+        # prefer, fails the SQL connection with "error performing TLS
+        # handshake" instead of falling back to plain text.)
+        self.url = f"postgres://postgres@{host}:{self.port}/postgres?sslmode=disable"
         # The same server through its Unix socket (no TCP stack in between).
         self.unix_url = f"postgres://postgres@/postgres?host={self.dir}&port={self.port}"
 
@@ -143,9 +172,13 @@ def wait_http(url, secs=30):
 
 
 class NullSink:
-    def __init__(self):
+    """`projector null-sink`; `model` = extra flags (e.g. ["--model", "starter"]),
+    none = answer at once."""
+
+    def __init__(self, model=()):
         self.port = free_port()
-        self.p = subprocess.Popen([BIN, "null-sink", "--port", str(self.port)],
+        self.model = list(model)
+        self.p = subprocess.Popen([BIN, "null-sink", "--port", str(self.port)] + self.model,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
         wait_http(self.url + "/_stats")
@@ -156,6 +189,12 @@ class NullSink:
     def stop(self):
         self.p.terminate()
         self.p.wait()
+
+
+def stats_delta(before, after):
+    """Counters of the null sink between two /_stats; maxInFlight is a
+    high-water mark, kept as is."""
+    return {k: (v if k == "maxInFlight" else v - before.get(k, 0)) for k, v in after.items()}
 
 
 class LocalConvex:
@@ -219,15 +258,13 @@ def rcvbuf_shim(rcvbuf):
     return env
 
 
-def drain(pg, events, repeat, perf, transport="tcp", recv_rcvbuf=None):
-    # Both drains stream over the same transport.
-    stream_url = pg.unix_url if transport == "unix" else pg.url
-    recv_env = rcvbuf_shim(recv_rcvbuf)
-    slots = [(f"recv_{i}", f"proj_{i}") for i in range(repeat)]
-    for r, p in slots:
-        pg.sql(f"SELECT pg_create_logical_replication_slot('{r}','pgoutput');"
-               f"SELECT pg_create_logical_replication_slot('{p}','pgoutput')")
-    start = pg.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name='proj_0'")
+def load_backlog(pg, events, slots):
+    """Creates `slots` at the current LSN, then loads a backlog of `events`
+    loadgen events; returns (rows, WAL bytes, end LSN)."""
+    for name in slots:
+        pg.sql(f"SELECT pg_create_logical_replication_slot('{name}','pgoutput')")
+    start = pg.sql(f"SELECT confirmed_flush_lsn FROM pg_replication_slots "
+                   f"WHERE slot_name='{slots[0]}'")
     log(f"loading a backlog of {events} events (loadgen --rate 0)...")
     t = time.monotonic()
     loadgen(pg, "--events", str(events), "--rate", "0", "--seed", "1")
@@ -235,29 +272,50 @@ def drain(pg, events, repeat, perf, transport="tcp", recv_rcvbuf=None):
     end = pg.sql("SELECT pg_current_wal_lsn()")
     rows = int(pg.sql("SELECT count(*) FROM runtime.events"))
     wal = int(float(pg.sql(f"SELECT pg_wal_lsn_diff('{end}', '{start}')")))
+    return rows, wal, end
+
+
+def drain_recvlogical(stream_url, slot, end, recv_env=None):
+    """pg_recvlogical from `slot` to `end` (pgoutput -> /dev/null): timed()."""
+    return timed(["pg_recvlogical", "-d", stream_url, "--slot", slot, "--start",
+                  "--endpos", end, "-o", "proto_version=1",
+                  "-o", "publication_names=projector_events", "-f", "/dev/null",
+                  "--no-loop"], env=recv_env)
+
+
+def drain_projector(pg, stream_url, slot, sink, wrap=None):
+    """`projector run --exit-when-caught-up` from `slot` into `sink`:
+    (timed(), null sink counters of the drain)."""
+    before = sink.stats()
+    cmd = (wrap or []) + [BIN, "run", "--slot", slot, "--exit-when-caught-up",
+                          "--metrics-addr", "127.0.0.1:0"] + NO_BACKFILL
+    pv = timed(cmd, env=projector_env(pg, sink.url, url=stream_url))
+    return pv, stats_delta(before, sink.stats())
+
+
+def drain(pg, events, repeat, perf, transport="tcp", recv_rcvbuf=None):
+    # Both drains stream over the same transport.
+    stream_url = pg.unix_url if transport == "unix" else pg.url
+    recv_env = rcvbuf_shim(recv_rcvbuf)
+    slots = [(f"recv_{i}", f"proj_{i}") for i in range(repeat)]
+    rows, wal, end = load_backlog(pg, events, [s for pair in slots for s in pair])
     sink = NullSink()
     results = []
     try:
         for i, (rs, ps) in enumerate(slots):
             log(f"round {i + 1}/{repeat}: pg_recvlogical...")
-            rv = timed(["pg_recvlogical", "-d", stream_url, "--slot", rs, "--start",
-                        "--endpos", end, "-o", "proto_version=1",
-                        "-o", "publication_names=projector_events", "-f", "/dev/null",
-                        "--no-loop"], env=recv_env)
+            rv = drain_recvlogical(stream_url, rs, end, recv_env)
             log(f"round {i + 1}/{repeat}: projector run (null sink)...")
-            before = sink.stats()
-            cmd = [BIN, "run", "--slot", ps, "--exit-when-caught-up",
-                   "--metrics-addr", "127.0.0.1:0"]
+            wrap = []
             if os.environ.get("BENCH_WRAP") and i == 0:
                 # e.g. BENCH_WRAP="strace -f -c -o /tmp/strace.txt"
-                cmd = os.environ["BENCH_WRAP"].split() + cmd
+                wrap = os.environ["BENCH_WRAP"].split()
             if perf and i == 0:
-                cmd = ["perf", "record", "-e", "cpu-clock", "-F", os.environ.get("BENCH_PERF_FREQ", "999"),
-                       "--call-graph", os.environ.get("BENCH_PERF_CALLGRAPH", "fp"),
-                       "-o", perf, "--"] + cmd
-            pv = timed(cmd, env=projector_env(pg, sink.url, url=stream_url))
-            after = sink.stats()
-            d = {k: after[k] - before[k] for k in after}
+                wrap = ["perf", "record", "-e", "cpu-clock", "-F",
+                        os.environ.get("BENCH_PERF_FREQ", "999"),
+                        "--call-graph", os.environ.get("BENCH_PERF_CALLGRAPH", "fp"),
+                        "-o", perf, "--"] + wrap
+            pv, d = drain_projector(pg, stream_url, ps, sink, wrap)
             results.append((rv, pv, d))
             log(f"  recv {rows / rv[0]:,.0f} rows/s (CPU {(rv[1] + rv[2]) / rows * 1e6:.2f} us/event), "
                 f"projector {rows / pv[0]:,.0f} rows/s "
@@ -350,14 +408,46 @@ def proc_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def latency(pg, sink_name, convex_url, key, rate, secs, n):
-    slot = f"lat_{sink_name}_{rate}_{n}"
+def metric_sum(text, name):
+    """Sum of a metric's samples over all label sets (0 when absent)."""
+    total = 0.0
+    for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M):
+        total += float(m.group(1))
+    return total
+
+
+def latency(pg, sink_name, convex_url, key, rate, secs, n, extra_env=None, sink=None,
+            url=None):
+    """Follows a live loadgen at `rate` events/s for `secs`; returns rates,
+    commit -> ack quantiles, CPU per event, the highest lag seen (sampled
+    every 0.2 s from projector_lag_seconds) and retries/errors. `url`: how
+    the projector reaches the server (default pg.url); `sink`: a NullSink
+    whose counters are reported too."""
+    slot = f"lat_{sink_name}_{rate}_{n}".replace("-", "_")
     pg.sql(f"SELECT pg_create_logical_replication_slot('{slot}','pgoutput')")
     mport = free_port()
-    env = projector_env(pg, convex_url, key)
-    p = subprocess.Popen([BIN, "run", "--slot", slot, "--metrics-addr", f"127.0.0.1:{mport}"],
+    env = projector_env(pg, convex_url, key, url=url)
+    env.update(extra_env or {})
+    p = subprocess.Popen([BIN, "run", "--slot", slot, "--metrics-addr", f"127.0.0.1:{mport}"]
+                         + NO_BACKFILL,
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     murl = f"http://127.0.0.1:{mport}"
+    lag_max = [0.0]
+    stop_sampling = [False]
+
+    def sample():
+        while not stop_sampling[0]:
+            try:
+                t = http_get(murl + "/metrics", timeout=1)
+                m = re.search(r"^projector_lag_seconds (\S+)$", t, re.M)
+                if m:
+                    lag_max[0] = max(lag_max[0], float(m.group(1)))
+            except Exception:
+                pass
+            time.sleep(0.2)
+
+    import threading
+    sampler = threading.Thread(target=sample, daemon=True)
     try:
         wait_http(murl + "/healthz")
         # Ready = connected and streaming.
@@ -368,8 +458,11 @@ def latency(pg, sink_name, convex_url, key, rate, secs, n):
                 break
             except Exception:
                 time.sleep(0.1)
+        before = sink.stats() if sink else None
+        decoded0 = metric_sum(http_get(murl + "/metrics"), "projector_events_decoded_total")
         t0 = time.monotonic()
         cpu0 = proc_cpu(p.pid)
+        sampler.start()
         loadgen(pg, "--rate", str(rate), "--duration", f"{secs}s", "--seed", str(rate + n))
         loaded = time.monotonic() - t0
         # Wait until every event is acknowledged (flushed LSN reaches the
@@ -385,17 +478,29 @@ def latency(pg, sink_name, convex_url, key, rate, secs, n):
             time.sleep(0.5)
         else:
             log("  warning: not caught up after 300 s; figures cover what was acknowledged")
+        acked = time.monotonic() - t0
         cpu = proc_cpu(p.pid) - cpu0
+        rss = proc_rss_peak(p.pid)
+        stop_sampling[0] = True
+        sampler.join()
         b = histogram(text)
         count = b[-1][1] if b else 0
         ev = re.search(r"^projector_events_decoded_total (\S+)$", text, re.M)
-        decoded = float(ev.group(1)) if ev else 0.0
+        decoded = float(ev.group(1)) - decoded0 if ev else 0.0
         achieved = decoded / loaded if ev else None
         cpu_per_event = cpu / decoded if decoded > 0 else None
         return dict(rate=rate, secs=secs, achieved=achieved, count=count,
                     p50=quantile(b, 0.5), p99=quantile(b, 0.99), max=max_bound(b),
-                    cpu_per_event=cpu_per_event)
+                    cpu_per_event=cpu_per_event, decoded=decoded,
+                    # events over the time from the first insert to the last ack
+                    sustained=decoded / acked if acked > 0 else None,
+                    lag_max=lag_max[0], rss_mib=rss,
+                    retries=metric_sum(text, "projector_convex_retries_total"),
+                    errors=metric_sum(text, "projector_convex_errors_total"),
+                    batches=metric_sum(text, "projector_batches_applied_total"),
+                    sink=stats_delta(before, sink.stats()) if sink else None)
     finally:
+        stop_sampling[0] = True
         p.terminate()
         try:
             p.wait(timeout=30)
@@ -403,6 +508,15 @@ def latency(pg, sink_name, convex_url, key, rate, secs, n):
             p.kill()
             p.wait()
         pg.sql(f"SELECT pg_drop_replication_slot('{slot}')")
+
+
+def proc_rss_peak(pid):
+    """Peak RSS (VmHWM) of a running process, MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def report_latency(rows):

@@ -1,0 +1,124 @@
+"""A network namespace behind a veth pair, for bench/scenarios.py (root only).
+
+    host netns                          namespace pjb<pid>
+    ┌────────────────────┐   veth pair   ┌───────────────────────┐
+    │ pg_recvlogical,    │ pjh<pid> ──── │ pjn<pid>  Postgres     │
+    │ projector, sink    │  10.231.T.1   │ 10.231.T.2            │
+    └────────────────────┘               └───────────────────────┘
+
+Every byte between the clients and Postgres crosses the veth pair: the
+kernel's full (non-loopback) TCP path, with segmentation offloads as veth
+has them. `set_rate` caps both directions with an htb qdisc (this kernel
+has no netem, so no added delay). `down` removes the pair and the
+namespace and ends what still runs inside it; it runs on exit and on
+SIGTERM/SIGINT/SIGHUP too, and `python3 bench/netns.py --cleanup` removes
+what an earlier run left (names pjb*/pjh* only).
+"""
+import atexit
+import os
+import signal
+import subprocess
+import sys
+
+PREFIX_NS = "pjb"
+PREFIX_HOST_IF = "pjh"
+
+
+def run(*cmd, check=True):
+    return subprocess.run(list(cmd), check=check, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+
+
+class Veth:
+    def __init__(self):
+        pid = os.getpid()
+        tag = 20 + pid % 200  # third octet: runs of different pids do not collide
+        self.name = f"{PREFIX_NS}{pid}"
+        self.host_if = f"{PREFIX_HOST_IF}{pid}"   # at most 15 characters (IFNAMSIZ)
+        self.inner_if = f"pjn{pid}"
+        self.host_ip = f"10.231.{tag}.1"
+        self.inner_ip = f"10.231.{tag}.2"
+        self.rate = None
+        self._up = False
+
+    def up(self):
+        if os.getuid() != 0:
+            sys.exit("the veth scenario needs root (ip netns add)")
+        atexit.register(self.down)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            # SystemExit unwinds the callers' finally blocks, then atexit.
+            signal.signal(sig, lambda *_: sys.exit(f"signal: cleaning up {self.name}"))
+        self._up = True
+        try:
+            run("ip", "netns", "add", self.name)
+            run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.inner_if)
+            run("ip", "link", "set", self.inner_if, "netns", self.name)
+            run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
+            run("ip", "link", "set", self.host_if, "up")
+            self.inside("ip", "addr", "add", f"{self.inner_ip}/24", "dev", self.inner_if)
+            self.inside("ip", "link", "set", self.inner_if, "up")
+            self.inside("ip", "link", "set", "lo", "up")
+        except subprocess.CalledProcessError as e:
+            self.down()
+            sys.exit(f"cannot set up the veth pair: {' '.join(e.cmd)}: {e.stderr}")
+        return self
+
+    def inside(self, *cmd, check=True):
+        return run("ip", "netns", "exec", self.name, *cmd, check=check)
+
+    def set_rate(self, rate):
+        """Caps both directions at `rate` (tc syntax, e.g. "1gbit"); None
+        removes the cap."""
+        for dev, where in ((self.host_if, run), (self.inner_if, self.inside)):
+            where("tc", "qdisc", "del", "dev", dev, "root", check=False)
+            if rate:
+                # r2q 1000: a quantum under htb's 200,000-byte ceiling at 1 Gbit/s.
+                where("tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb",
+                      "default", "10", "r2q", "1000")
+                where("tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:10",
+                      "htb", "rate", rate, "ceil", rate)
+        self.rate = rate
+
+    def qdisc_stats(self):
+        return subprocess.run(["tc", "-s", "qdisc", "show", "dev", self.host_if],
+                              capture_output=True, text=True).stdout
+
+    def down(self):
+        if not self._up:
+            return
+        self._up = False
+        # What still runs inside (the server, if its stop failed): ours.
+        pids = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True,
+                              text=True).stdout.split()
+        for p in pids:
+            try:
+                os.kill(int(p), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        run("ip", "link", "del", self.host_if, check=False)  # takes its peer with it
+        run("ip", "netns", "del", self.name, check=False)
+
+    def __enter__(self):
+        return self.up()
+
+    def __exit__(self, *exc):
+        self.down()
+
+
+def cleanup():
+    """Removes namespaces and links an earlier run left (our prefixes only)."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if name.startswith(PREFIX_NS) and name[len(PREFIX_NS):].isdigit():
+            v = Veth()
+            v.name, v.host_if, v._up = name, PREFIX_HOST_IF + name[len(PREFIX_NS):], True
+            v.down()
+            print(f"removed {name}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--cleanup"]:
+        cleanup()
+    else:
+        sys.exit("usage: bench/netns.py --cleanup")
