@@ -321,7 +321,30 @@ async fn rate_is_roughly_respected_and_stop_ends_an_open_load() {
             .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stop once it is writing (on a loaded machine connecting the writers
+    // can take longer than any fixed pause).
+    let c = client(&url).await;
+    let before: i64 = c
+        .query_one("select count(*) from runtime.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = c
+            .query_one("select count(*) from runtime.events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the open load never wrote"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tx.send(true).unwrap();
     let stopped = tokio::time::timeout(Duration::from_secs(10), task)
         .await
@@ -329,7 +352,6 @@ async fn rate_is_roughly_respected_and_stop_ends_an_open_load() {
         .unwrap()
         .unwrap();
     assert!(stopped.total > 0);
-    let c = client(&url).await;
     assert_stream_discipline(&c).await;
     let total: i64 = c
         .query_one("select count(*) from runtime.events", &[])
