@@ -211,3 +211,65 @@ async fn without_fencing_the_same_takeover_loses_a_run() {
         "the interleaving must lose r2 every time, or the test above proves nothing"
     );
 }
+
+/// The `streamSeq`s in `r1`'s timeline, oldest first.
+fn timeline_seqs(store: &MemoryStore) -> Vec<u64> {
+    let (_, doc) = store.doc(1, Table::Timelines, "r1").expect("timeline r1");
+    doc["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["streamSeq"].as_u64())
+        .collect()
+}
+
+/// Plans `r1`'s event `seq` and closes it into a batch without taking
+/// acknowledgements (so an answered batch stays unacknowledged).
+async fn close_without_acks(d: &mut Driver, seq: i64) {
+    let lsn = 1000 + seq as u64 * 100;
+    let e = d.engine_mut();
+    e.begin(0);
+    e.push(run_event(seq, lsn));
+    e.commit(Lsn(lsn + 50));
+    e.close_batch().await.expect("close");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_key_is_not_re_read_while_a_later_write_of_it_is_in_flight() {
+    let store = Arc::new(MemoryStore::new());
+    let mut d = driver(&store);
+    d.engine_mut().reset_progress(Lsn(1000));
+    feed(&mut d, 1..=1).await;
+    d.settle().await.expect("settle");
+
+    // Batch 2 (seq 2) is rejected; it is answered but not yet acknowledged.
+    store.reject_key("r1");
+    close_without_acks(&mut d, 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    store.accept_key("r1");
+    // Batch 3 (seq 3) writes r1 again, folded onto the cache, and is held.
+    let (release, held) = tokio::sync::watch::channel(false);
+    store.push_fault(Fault::ApplyHeld(held));
+    close_without_acks(&mut d, 3).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    // Batch 2's acknowledgement forgets r1 while batch 3 still pins it.
+    d.take_ready_acks();
+    let (_, loads_before) = store.calls();
+    feed(&mut d, 4..=4).await;
+    assert_eq!(
+        store.calls().1,
+        loads_before,
+        "r1 was re-read from Convex while batch 3's write of it is in flight"
+    );
+    release.send(true).expect("held apply waits");
+    d.settle().await.expect("settle");
+    assert!(
+        timeline_seqs(&store).contains(&3),
+        "seq 3 was lost: {:?}",
+        timeline_seqs(&store)
+    );
+    // Nothing in flight any more: the forgotten key is read again.
+    feed(&mut d, 5..=5).await;
+    d.settle().await.expect("settle");
+    assert!(store.calls().1 > loads_before, "r1 was never re-read");
+}

@@ -71,6 +71,11 @@ impl MemoryStore {
         self.lock().rejected_keys.push(key.to_string());
     }
 
+    /// Undoes [`MemoryStore::reject_key`]: later applies of `key` pass.
+    pub fn accept_key(&self, key: &str) {
+        self.lock().rejected_keys.retain(|k| k != key);
+    }
+
     /// The stored document of `(generation, table, key)` and its position.
     pub fn doc(&self, generation: u64, table: Table, key: &str) -> Option<(String, Value)> {
         self.lock()
