@@ -379,7 +379,15 @@ impl Engine {
                             folded += 1;
                             if let Some(primary) = folding.keys().first() {
                                 if changed.keys(&folding).any(|k| k.table == Table::Threads) {
-                                    self.order.wrote_thread(primary, id, &done_rx);
+                                    // An earlier batch in flight wrote another
+                                    // run.created of this run: our run holds it.
+                                    if let Some((b, done)) =
+                                        self.order.wrote_thread(primary, id, &done_rx)
+                                    {
+                                        if !after.iter().any(|(a, _)| *a == b) {
+                                            after.push((b, done));
+                                        }
+                                    }
                                 }
                             }
                             let idx = folded_events.len() as u32;

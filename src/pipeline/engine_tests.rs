@@ -273,3 +273,43 @@ async fn a_rejected_key_is_not_re_read_while_a_later_write_of_it_is_in_flight() 
     d.settle().await.expect("settle");
     assert!(store.calls().1 > loads_before, "r1 was never re-read");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_second_run_created_of_a_run_waits_for_the_batch_with_the_first() {
+    // Batch A folds r1's run.created into thread t1 and is held in flight;
+    // batch B folds a second run.created of r1. B's runs/r1 holds A's event,
+    // so it must not land before A's thread write (a crash in between would
+    // skip A's event on replay and t1 would never count it).
+    let store = Arc::new(MemoryStore::new());
+    let mut d = driver(&store);
+    d.engine_mut().reset_progress(Lsn(1000));
+    let (release, held) = tokio::sync::watch::channel(false);
+    store.push_fault(Fault::ApplyHeld(held));
+    d.engine_mut().begin(0);
+    d.push_waiting(created(1, "r1", 1100)).await.expect("push");
+    d.engine_mut().commit(Lsn(1150));
+    d.close_batch().await.expect("close a");
+    let again = RuntimeEvent::new(
+        2,
+        "run:r1",
+        2,
+        "run.created",
+        "u1",
+        r#"{"thread_id":"t1","title":"y"}"#,
+        "2026-11-23 08:00:01+00",
+    )
+    .at(Position::new(Lsn(1200), 0));
+    d.engine_mut().begin(0);
+    d.push_waiting(again).await.expect("push");
+    d.engine_mut().commit(Lsn(1250));
+    d.close_batch().await.expect("close b");
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    assert!(
+        store.doc(1, Table::Runs, "r1").is_none(),
+        "batch B wrote runs/r1 while batch A's thread write is in flight"
+    );
+    release.send(true).expect("held apply waits");
+    d.settle().await.expect("settle");
+    assert_eq!(run_count(&store), 2);
+    assert_eq!(d.engine().flush_lsn(), Lsn(1250));
+}
