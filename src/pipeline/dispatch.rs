@@ -6,6 +6,16 @@
 //! rejected a document) splits the request in halves until the offending
 //! document is alone; its events become dead letters and everything else is
 //! applied. A request too large for one mutation is sent in chunks.
+//!
+//! Order when a batch takes several mutations: dead letters first, then the
+//! documents that are not stream documents, then the stream documents
+//! (runs, workers, inboxes), and the dead letters of a rejected document
+//! right after its rejection, before anything not yet sent. The fold skips
+//! an event whose stream document holds it ("the primary holds it" means
+//! the event is done, `projection::fold`), so a crash between two mutations
+//! must never leave a stream document written and a dead letter of the same
+//! events unwritten: the replay would skip them and the dead letter would
+//! be lost.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -116,35 +126,25 @@ pub fn spawn(
             generation: job.generation,
             epoch: job.epoch,
             max_bytes: job.max_request_bytes,
+            behind: EventsBehind {
+                events: job.events,
+                by_key: job.events_by_key,
+                of: job.events_of,
+            },
             rejected: Vec::new(),
             fenced: None,
         };
         // If the request must be split, every event's stream document
         // (runs, workers, inboxes) goes in the last mutation: a crash between
         // mutations then replays the event into the documents that lack it,
-        // instead of skipping it because its stream document has it.
+        // instead of skipping it because its stream document has it. The
+        // dead letters go first (`split` keeps them in front) for the same
+        // reason: see the module docs.
         let mut planned = job.writes;
         planned.sort_by_key(|w| w.key.table.is_stream_table());
         let writes: Vec<DocWrite> = planned.into_iter().map(to_write).collect();
         let dls: Vec<DeadLetterWrite> = job.dead_letters.iter().map(to_dead_letter).collect();
         sender.send(writes, dls).await;
-        // Rejected documents: their events become dead letters.
-        let mut extra = Vec::new();
-        for (key, message) in &sender.rejected {
-            let indexes = job
-                .events_by_key
-                .get(key)
-                .and_then(|&slot| job.events_of.get(slot));
-            for &i in indexes.into_iter().flatten() {
-                if let Some(ev) = job.events.get(i as usize) {
-                    let dl = ev.dead_letter(format!("sink_rejected: {message}"));
-                    extra.push(to_dead_letter(&dl));
-                }
-            }
-        }
-        if !extra.is_empty() && sender.fenced.is_none() {
-            sender.send(Vec::new(), extra).await;
-        }
         let ack = Ack {
             id: job.id,
             written,
@@ -160,6 +160,26 @@ pub fn spawn(
     });
 }
 
+/// The events behind each written document of a batch (see [`Dispatch`]).
+struct EventsBehind {
+    events: Vec<FoldedEvent>,
+    by_key: DocKeyMap<usize>,
+    of: Vec<Vec<u32>>,
+}
+
+impl EventsBehind {
+    /// The dead letters of the events behind a document Convex rejected.
+    fn dead_letters(&self, key: &DocKey, message: &str) -> Vec<DeadLetterWrite> {
+        let indexes = self.by_key.get(key).and_then(|&slot| self.of.get(slot));
+        indexes
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.events.get(i as usize))
+            .map(|ev| to_dead_letter(&ev.dead_letter(format!("sink_rejected: {message}"))))
+            .collect()
+    }
+}
+
 struct Sender {
     store: Arc<dyn DocumentStore>,
     retry: RetryPolicy,
@@ -167,6 +187,7 @@ struct Sender {
     generation: u64,
     epoch: Option<u64>,
     max_bytes: usize,
+    behind: EventsBehind,
     rejected: Vec<(DocKey, String)>,
     /// Set by the first fenced answer; nothing more is sent.
     fenced: Option<String>,
@@ -240,7 +261,19 @@ impl Sender {
                             key: w.key.as_str().into(),
                         };
                         tracing::error!(table = %w.table, key = %w.key, error = %e, "Convex rejected a document; its events become dead letters");
-                        self.rejected.push((key, short(&e)));
+                        let message = short(&e);
+                        // Sent next, before any part not yet sent: those may
+                        // hold the stream documents of the same events.
+                        let dead_letters = self.behind.dead_letters(&key, &message);
+                        if !dead_letters.is_empty() {
+                            stack.push(ApplyRequest {
+                                generation: self.generation,
+                                epoch: self.epoch,
+                                writes: Vec::new(),
+                                dead_letters,
+                            });
+                        }
+                        self.rejected.push((key, message));
                     } else {
                         tracing::error!(error = %e, "Convex rejected a dead letter; it is logged here and dropped");
                     }
@@ -255,7 +288,9 @@ fn short(e: &SinkError) -> String {
     s.chars().take(500).collect()
 }
 
-/// Halves a request: writes first, then dead letters.
+/// Halves a request, in send order: dead letters first, then the writes
+/// (in their order, stream documents last), so the first half never holds
+/// a write that the second half's dead letters should precede.
 fn split(req: ApplyRequest<DocJson>) -> Vec<ApplyRequest<DocJson>> {
     let ApplyRequest {
         generation,
@@ -265,11 +300,11 @@ fn split(req: ApplyRequest<DocJson>) -> Vec<ApplyRequest<DocJson>> {
     } = req;
     let total = writes.len() + dead_letters.len();
     let half = total / 2;
-    let (w2, d2) = if writes.len() >= half {
-        (writes.split_off(half), std::mem::take(&mut dead_letters))
+    let (w2, d2) = if dead_letters.len() >= half {
+        (std::mem::take(&mut writes), dead_letters.split_off(half))
     } else {
-        let rest = half - writes.len();
-        (Vec::new(), dead_letters.split_off(rest))
+        let rest = half - dead_letters.len();
+        (writes.split_off(rest), Vec::new())
     };
     vec![
         ApplyRequest {

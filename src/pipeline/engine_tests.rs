@@ -313,3 +313,107 @@ async fn a_second_run_created_of_a_run_waits_for_the_batch_with_the_first() {
     assert_eq!(run_count(&store), 2);
     assert_eq!(d.engine().flush_lsn(), Lsn(1250));
 }
+
+/// `r1`'s event with stream seq `stream_seq`, the `ordinal`-th of the
+/// transaction committed at 1100.
+fn r1_event(seq: i64, stream_seq: i64, ordinal: u64) -> RuntimeEvent {
+    let (ty, payload) = if stream_seq == 1 {
+        (
+            "run.created",
+            r#"{"thread_id":"t1","title":"x"}"#.to_string(),
+        )
+    } else {
+        ("run.step", format!(r#"{{"name":"s{stream_seq}"}}"#))
+    };
+    RuntimeEvent::new(
+        seq,
+        "run:r1",
+        stream_seq,
+        ty,
+        "u1",
+        &payload,
+        "2026-11-23 08:00:00+00",
+    )
+    .at(Position::new(Lsn(1100), ordinal))
+}
+
+/// Sends `events` as one transaction and one batch with a byte limit so
+/// small that every document and dead letter is its own mutation; the
+/// writer dies after `commits` of them. A fresh driver then replays the
+/// transaction from the start (nothing was confirmed) and settles.
+async fn crash_mid_batch_then_replay(
+    store: &Arc<MemoryStore>,
+    events: &[(i64, i64)],
+    commits: u64,
+) {
+    let tuning = Tuning {
+        batch_max_bytes: 1,
+        ..Tuning::default()
+    };
+    store.crash_after(commits);
+    let mut a = Driver::new(store.clone(), 1, tuning, Metrics::new().expect("metrics"));
+    a.engine_mut().reset_progress(Lsn(1000));
+    a.engine_mut().begin(0);
+    for (ordinal, &(seq, stream_seq)) in events.iter().enumerate() {
+        // Full at once with this byte limit: the batch closes below.
+        a.engine_mut()
+            .push(r1_event(seq, stream_seq, ordinal as u64));
+    }
+    a.engine_mut().commit(Lsn(1150));
+    a.close_batch().await.expect("close");
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    assert_eq!(a.engine().flush_lsn(), Lsn(1000), "nothing confirmed");
+    drop(a);
+
+    store.recover();
+    let mut b = driver(store);
+    b.engine_mut().reset_progress(Lsn(1000));
+    b.engine_mut().begin(0);
+    for (ordinal, &(seq, stream_seq)) in events.iter().enumerate() {
+        b.push_waiting(r1_event(seq, stream_seq, ordinal as u64))
+            .await
+            .expect("push");
+    }
+    b.engine_mut().commit(Lsn(1150));
+    b.settle().await.expect("settle");
+    assert_eq!(b.engine().flush_lsn(), Lsn(1150));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_split_batch_writes_its_dead_letters_before_the_stream_documents() {
+    // Stream seq 3 after 5 is out of order: a dead letter. Seq 6 after it
+    // leaves runs/r1 at a later position, so once runs/r1 is written a
+    // replay skips seq 3 and can never dead-letter it again.
+    let events = [(1, 1), (2, 5), (3, 3), (4, 6)];
+    // Four mutations: the dead letter, timeline, thread, run.
+    for commits in 0..=4 {
+        let store = Arc::new(MemoryStore::new());
+        crash_mid_batch_then_replay(&store, &events, commits).await;
+        assert_eq!(
+            store.dead_letter_keys(1).len(),
+            1,
+            "crash after {commits} mutations lost the out-of-order dead letter"
+        );
+        assert_eq!(step_count(&store), 2, "crash after {commits}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_documents_dead_letters_precede_the_stream_documents() {
+    // Convex refuses thread t1: run.created's dead letter (sink_rejected)
+    // must land before runs/r1, which holds the event.
+    let events = [(1, 1), (2, 2)];
+    // Three commits: the timeline, the dead letter, the run.
+    for commits in 0..=3 {
+        let store = Arc::new(MemoryStore::new());
+        store.reject_key("t1");
+        crash_mid_batch_then_replay(&store, &events, commits).await;
+        assert_eq!(
+            store.dead_letter_keys(1).len(),
+            1,
+            "crash after {commits} mutations lost the sink_rejected dead letter"
+        );
+        assert_eq!(step_count(&store), 1, "crash after {commits}");
+        assert!(store.doc(1, Table::Threads, "t1").is_none());
+    }
+}

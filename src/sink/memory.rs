@@ -48,6 +48,9 @@ struct Inner {
     /// definitely, like a document Convex refuses.
     rejected_keys: Vec<String>,
     applies: u64,
+    /// Applies that may still commit before the process "crashes": at 0,
+    /// every later `apply` hangs forever (see [`MemoryStore::crash_after`]).
+    commits_until_crash: Option<u64>,
     /// Every `apply` that reached the store, fenced or rejected included.
     apply_attempts: u64,
     loads: u64,
@@ -69,6 +72,22 @@ impl MemoryStore {
 
     pub fn reject_key(&self, key: &str) {
         self.lock().rejected_keys.push(key.to_string());
+    }
+
+    /// The writer dies after `commits` more applies commit: every later
+    /// `apply` never answers (nothing of it lands) until
+    /// [`MemoryStore::recover`]; the ones already waiting never do.
+    pub fn crash_after(&self, commits: u64) {
+        self.lock().commits_until_crash = Some(commits);
+    }
+
+    /// A new writer may apply again (after [`MemoryStore::crash_after`]).
+    pub fn recover(&self) {
+        self.lock().commits_until_crash = None;
+    }
+
+    fn crashed(&self) -> bool {
+        self.lock().commits_until_crash == Some(0)
     }
 
     /// Undoes [`MemoryStore::reject_key`]: later applies of `key` pass.
@@ -144,6 +163,9 @@ impl MemoryStore {
             }
         }
         g.applies += 1;
+        if let Some(n) = g.commits_until_crash.as_mut() {
+            *n = n.saturating_sub(1);
+        }
         let mut r = ApplyResult::default();
         for w in writes {
             let id = (
@@ -197,6 +219,9 @@ fn unavailable(path: &str) -> SinkError {
 impl DocumentStore for MemoryStore {
     fn apply(&self, body: Bytes) -> StoreFuture<'_, ApplyResult> {
         Box::pin(async move {
+            if self.crashed() {
+                std::future::pending::<()>().await;
+            }
             let fault = self.take_fault(|f| {
                 matches!(
                     f,
