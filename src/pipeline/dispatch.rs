@@ -2,7 +2,9 @@
 //!
 //! Transient failures (network, timeouts, 429, 5xx) are retried with
 //! backoff, forever: the batch is simply not acknowledged meanwhile, so
-//! nothing is confirmed to Postgres. A definite failure (the mutation
+//! nothing is confirmed to Postgres. One exception: a request of several
+//! documents that times out [`TIMEOUTS_BEFORE_SPLIT`] times in a row is
+//! split in halves instead (it may be too big to ever finish in time). A definite failure (the mutation
 //! rejected a document) splits the request in halves until the offending
 //! document is alone; its events become dead letters and everything else is
 //! applied. A request too large for one mutation is sent in chunks.
@@ -17,6 +19,7 @@
 //! events unwritten: the replay would skip them and the dead letter would
 //! be lost.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,7 +30,8 @@ use crate::metrics::Metrics;
 use crate::pipeline::watermark::BatchId;
 use crate::projection::{ConvexTable, DeadLetter, DocKey, DocKeyMap, FoldedEvent, Table};
 use crate::sink::{
-    ApplyRequest, DeadLetterWrite, DocJson, DocumentStore, RetryPolicy, SinkError, Write,
+    ApplyRequest, ApplyResult, DeadLetterWrite, DocJson, DocumentStore, RetryPolicy, SinkError,
+    Write,
 };
 
 /// A document snapshot, serialised once at batch close; request bodies
@@ -39,6 +43,17 @@ pub struct PlannedWrite {
 }
 
 type DocWrite = Write<DocJson>;
+
+/// Timeouts in a row after which a request of several documents is split
+/// instead of retried. A request too big to finish within the client
+/// timeout (many or large documents, a loaded deployment) times out the
+/// same way on every retry, so retrying it alone never ends; its halves are
+/// smaller and can succeed. Not 1: one or two timeouts are usually a
+/// network blip or a busy moment a plain retry gets through, and a split
+/// costs more mutations. Splitting is safe whatever the timed-out attempts
+/// did: every write is guarded by position, so one that did commit turns
+/// into skips.
+const TIMEOUTS_BEFORE_SPLIT: u32 = 3;
 
 pub struct Dispatch {
     pub id: BatchId,
@@ -217,13 +232,16 @@ impl Sender {
                 continue;
             }
             let started = Instant::now();
-            let store = &self.store;
-            let result =
-                crate::sink::with_retry(&self.retry, "apply", || store.apply(body.clone())).await;
+            let result = self.apply(&body, parts).await;
             self.metrics
                 .observe_convex_request("apply", started.elapsed().as_secs_f64());
             match result {
-                Ok(r) => {
+                Ok(Applied::TimedOut(e)) => {
+                    self.metrics.convex_error(true, e.class());
+                    tracing::warn!(error = %e, parts, timeouts = TIMEOUTS_BEFORE_SPLIT, "a Convex apply timed out again and again; splitting it");
+                    stack.extend(split(req).into_iter().rev());
+                }
+                Ok(Applied::Done(r)) => {
                     self.metrics.batches_applied_total.inc();
                     self.metrics.writes_applied_total.inc_by(r.applied);
                     self.metrics.writes_skipped_total.inc_by(r.skipped);
@@ -281,6 +299,49 @@ impl Sender {
             }
         }
     }
+}
+
+impl Sender {
+    /// One apply of `body`, retrying transient failures (forever), except
+    /// that a request of several `parts` answered by
+    /// [`TIMEOUTS_BEFORE_SPLIT`] timeouts in a row comes back as
+    /// [`Applied::TimedOut`] for the caller to split. Any other transient
+    /// error in between restarts the count: only timeouts say the request
+    /// itself may be too slow. Fenced and other definite errors return at
+    /// once, as from `with_retry`.
+    async fn apply(&self, body: &bytes::Bytes, parts: usize) -> Result<Applied, SinkError> {
+        let timeouts = AtomicU32::new(0);
+        let store = &self.store;
+        crate::sink::with_retry(&self.retry, "apply", || {
+            let call = store.apply(body.clone());
+            let timeouts = &timeouts;
+            async move {
+                match call.await {
+                    Ok(r) => Ok(Applied::Done(r)),
+                    Err(e @ SinkError::Timeout { .. }) => {
+                        let n = timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n >= TIMEOUTS_BEFORE_SPLIT && parts > 1 {
+                            Ok(Applied::TimedOut(e))
+                        } else {
+                            Err(e)
+                        }
+                    }
+                    Err(e) => {
+                        timeouts.store(0, Ordering::Relaxed);
+                        Err(e)
+                    }
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// What one apply came to, short of an error.
+enum Applied {
+    Done(ApplyResult),
+    /// Timed out [`TIMEOUTS_BEFORE_SPLIT`] times in a row: split it.
+    TimedOut(SinkError),
 }
 
 fn short(e: &SinkError) -> String {

@@ -417,3 +417,33 @@ async fn a_rejected_documents_dead_letters_precede_the_stream_documents() {
         assert!(store.doc(1, Table::Threads, "t1").is_none());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_keeps_timing_out_is_split() {
+    // Every apply of more than one document times out: retrying a batch's
+    // request as it is never ends; its halves go through.
+    let store = Arc::new(MemoryStore::new());
+    store.time_out_applies_above(1);
+    let mut d = driver(&store);
+    d.engine_mut().reset_progress(Lsn(1000));
+    feed(&mut d, 1..=3).await;
+    let settled = tokio::time::timeout(std::time::Duration::from_secs(3600), d.settle()).await;
+    assert!(settled.is_ok(), "still retrying after an hour");
+    assert_eq!(d.engine().flush_lsn(), Lsn(1350));
+    assert_eq!(step_count(&store), 2);
+    assert_eq!(run_count(&store), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_transient_failures_are_retried_whole() {
+    let store = Arc::new(MemoryStore::new());
+    for _ in 0..5 {
+        store.push_fault(Fault::ApplyTransient);
+    }
+    let mut d = driver(&store);
+    d.engine_mut().reset_progress(Lsn(1000));
+    feed(&mut d, 1..=1).await;
+    d.settle().await.expect("settle");
+    assert_eq!(store.calls().0, 1, "the batch's three writes in one apply");
+    assert_eq!(run_count(&store), 1);
+}

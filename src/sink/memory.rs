@@ -51,6 +51,8 @@ struct Inner {
     /// Applies that may still commit before the process "crashes": at 0,
     /// every later `apply` hangs forever (see [`MemoryStore::crash_after`]).
     commits_until_crash: Option<u64>,
+    /// Every `apply` with more writes than this times out, unapplied.
+    time_out_above: Option<usize>,
     /// Every `apply` that reached the store, fenced or rejected included.
     apply_attempts: u64,
     loads: u64,
@@ -79,6 +81,12 @@ impl MemoryStore {
     /// [`MemoryStore::recover`]; the ones already waiting never do.
     pub fn crash_after(&self, commits: u64) {
         self.lock().commits_until_crash = Some(commits);
+    }
+
+    /// Every later `apply` with more than `writes` document writes times
+    /// out without being applied, as a request too big to finish in time.
+    pub fn time_out_applies_above(&self, writes: usize) {
+        self.lock().time_out_above = Some(writes);
     }
 
     /// A new writer may apply again (after [`MemoryStore::crash_after`]).
@@ -142,6 +150,12 @@ impl MemoryStore {
         let dead_letters = args["deadLetters"].as_array().unwrap_or(&empty);
         let mut g = self.lock();
         g.apply_attempts += 1;
+        if g.time_out_above.is_some_and(|k| writes.len() > k) {
+            return Err(SinkError::Timeout {
+                path: "projector:apply".into(),
+                timeout: std::time::Duration::from_secs(30),
+            });
+        }
         if let Some(epoch) = args.get("epoch").and_then(Value::as_u64) {
             let current = g.epochs.get(&generation).copied();
             if current != Some(epoch) {
