@@ -13,7 +13,8 @@
 //! dropped when its last pin goes, so the next read from Convex happens
 //! after every write of it was answered, never over one still in flight.
 
-use crate::projection::{DocKey, DocKeyMap, Stored};
+use crate::projection::{DocKey, DocKeyMap, Stored, Table};
+use crate::sink::limits;
 
 /// What an entry costs beyond its document's own `approx_bytes` (which
 /// already counts the document struct): its hash-table slot twice over
@@ -190,11 +191,43 @@ impl StateCache {
     }
 }
 
+/// The largest document seen per table (loaded or written), to size
+/// hydration loads within Convex's read limit.
+#[derive(Default)]
+pub struct DocSizes {
+    largest: std::collections::HashMap<Table, usize>,
+}
+
+impl DocSizes {
+    pub fn observe(&mut self, table: Table, bytes: usize) {
+        let largest = self.largest.entry(table).or_insert(0);
+        *largest = (*largest).max(bytes);
+    }
+
+    /// Expected bytes of one document of `table`: the largest seen so far,
+    /// or, before any was seen, the largest it can be (a cold start may
+    /// meet the biggest documents first). A load that still reads too much
+    /// is split on Convex's answer, so the estimate may fall short.
+    pub fn estimate(&self, table: Table) -> usize {
+        self.largest
+            .get(&table)
+            .copied()
+            .unwrap_or_else(|| limits::largest_doc_bytes(table))
+            .max(1)
+    }
+
+    /// Keys one `load` of `table` may ask for: at most `max_keys`, and no
+    /// more than [`limits::MAX_LOAD_BYTES`] at the estimate.
+    pub fn keys_per_load(&self, table: Table, max_keys: usize) -> usize {
+        (limits::MAX_LOAD_BYTES / self.estimate(table)).clamp(1, max_keys.max(1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{Lsn, Position};
-    use crate::projection::{Doc, Table, ThreadDoc};
+    use crate::projection::{Doc, ThreadDoc};
 
     fn thread(key: &str) -> Option<Stored> {
         Some(Stored {
@@ -243,5 +276,20 @@ mod tests {
         c.insert_loaded(key.clone(), thread("t1"));
         c.forget(&key);
         assert!(!c.contains(&key));
+    }
+
+    #[test]
+    fn loads_are_sized_by_the_largest_document_seen() {
+        let mut sizes = DocSizes::default();
+        assert_eq!(sizes.keys_per_load(Table::Runs, 256), 256);
+        let cold = sizes.keys_per_load(Table::Inboxes, 256);
+        assert!(cold < 256 && cold * sizes.estimate(Table::Inboxes) <= limits::MAX_LOAD_BYTES);
+        sizes.observe(Table::Inboxes, 1_000);
+        assert_eq!(sizes.keys_per_load(Table::Inboxes, 256), 256);
+        sizes.observe(Table::Inboxes, 4 << 20);
+        sizes.observe(Table::Inboxes, 10);
+        assert_eq!(sizes.keys_per_load(Table::Inboxes, 256), 2);
+        sizes.observe(Table::Runs, 64 << 20);
+        assert_eq!(sizes.keys_per_load(Table::Runs, 256), 1);
     }
 }

@@ -447,3 +447,106 @@ async fn other_transient_failures_are_retried_whole() {
     assert_eq!(store.calls().0, 1, "the batch's three writes in one apply");
     assert_eq!(run_count(&store), 1);
 }
+
+/// `user`'s notification event (stream seq `stream_seq`) at `position`.
+fn notification(
+    user: &str,
+    stream_seq: i64,
+    ty: &str,
+    payload: &str,
+    at: Position,
+) -> RuntimeEvent {
+    RuntimeEvent::new(
+        stream_seq,
+        &format!("user:{user}"),
+        stream_seq,
+        ty,
+        user,
+        payload,
+        "2026-11-23 08:00:00+00",
+    )
+    .at(at)
+}
+
+/// Stores `n` full inboxes u0..u{n-1}, each 50 notifications with a
+/// 2,000-char body (~110 KB of JSON): u0 is folded, the rest are copies.
+async fn store_large_inboxes(store: &Arc<MemoryStore>, n: usize) {
+    let mut d = driver(store);
+    d.engine_mut().reset_progress(Lsn(1000));
+    d.engine_mut().begin(0);
+    let (title, body) = ("t".repeat(200), "b".repeat(2000));
+    for i in 1..=50u64 {
+        let payload = format!(r#"{{"notification_id":"n{i}","title":"{title}","body":"{body}"}}"#);
+        let at = Position::new(Lsn(1100), i);
+        d.push_waiting(notification(
+            "u0",
+            i as i64,
+            "notification.created",
+            &payload,
+            at,
+        ))
+        .await
+        .expect("push");
+    }
+    d.engine_mut().commit(Lsn(1150));
+    d.settle().await.expect("settle");
+    let (position, doc) = store.doc(1, Table::Inboxes, "u0").expect("inbox u0");
+    assert!(serde_json::to_vec(&doc).expect("json").len() > 100_000);
+    for k in 1..n {
+        let mut copy = doc.clone();
+        copy["userId"] = serde_json::json!(format!("u{k}"));
+        store.put_doc(1, Table::Inboxes, &format!("u{k}"), &position, copy);
+    }
+}
+
+/// A cold driver marks notification n1 read in each of `n` inboxes, in
+/// one batch (its hydration loads all of them); returns u{n-1}'s unread
+/// count afterwards.
+async fn read_one_in_each(store: &Arc<MemoryStore>, n: usize) -> u64 {
+    let mut d = driver(store);
+    d.engine_mut().reset_progress(Lsn(1150));
+    d.engine_mut().begin(0);
+    for k in 0..n {
+        let at = Position::new(Lsn(2000), k as u64);
+        let ev = notification(
+            &format!("u{k}"),
+            51,
+            "notification.read",
+            r#"{"notification_id":"n1"}"#,
+            at,
+        );
+        d.push_waiting(ev).await.expect("push");
+    }
+    d.engine_mut().commit(Lsn(2050));
+    d.close_batch().await.expect("hydration and close");
+    d.settle().await.expect("settle");
+    assert_eq!(d.engine().flush_lsn(), Lsn(2050));
+    let (_, doc) = store
+        .doc(1, Table::Inboxes, &format!("u{}", n - 1))
+        .expect("inbox");
+    doc["unreadCount"].as_u64().expect("unreadCount")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_load_of_256_large_inboxes_stays_within_the_read_limit() {
+    // 256 x ~110 KB is ~28 MB: one load of 256 keys reads past Convex's
+    // 16 MiB (the MemoryStore answers as the backend does).
+    let store = Arc::new(MemoryStore::new());
+    store_large_inboxes(&store, 256).await;
+    assert_eq!(read_one_in_each(&store, 256).await, 49);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_load_that_reads_too_much_is_split_and_retried() {
+    // A read limit far below what the chunk estimate allows for: the
+    // first loads fail definitely and are loaded in halves.
+    let store = Arc::new(MemoryStore::new());
+    store_large_inboxes(&store, 32).await;
+    store.limit_load_bytes(400_000);
+    let (_, loads_before) = store.calls();
+    assert_eq!(read_one_in_each(&store, 32).await, 49);
+    let loads = store.calls().1 - loads_before;
+    // 32 keys, at most 3 (~330 KB) per successful load: 11 or more loads,
+    // besides the ones refused.
+    assert!(loads > 11, "{loads} loads");
+}

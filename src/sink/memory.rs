@@ -51,6 +51,9 @@ struct Inner {
     /// Applies that may still commit before the process "crashes": at 0,
     /// every later `apply` hangs forever (see [`MemoryStore::crash_after`]).
     commits_until_crash: Option<u64>,
+    /// Bytes one `load` may read (default: Convex's 16 MiB); more is the
+    /// definite error the backend answers.
+    load_byte_limit: Option<usize>,
     /// Every `apply` with more writes than this times out, unapplied.
     time_out_above: Option<usize>,
     /// Every `apply` that reached the store, fenced or rejected included.
@@ -87,6 +90,23 @@ impl MemoryStore {
     /// out without being applied, as a request too big to finish in time.
     pub fn time_out_applies_above(&self, writes: usize) {
         self.lock().time_out_above = Some(writes);
+    }
+
+    /// Every later `load` that would read more than `bytes` (stored
+    /// documents' JSON, keys and positions) fails as Convex answers it:
+    /// `Too many bytes read in a single function execution`. Without this,
+    /// the limit is Convex's own 16 MiB.
+    pub fn limit_load_bytes(&self, bytes: usize) {
+        self.lock().load_byte_limit = Some(bytes);
+    }
+
+    /// Stores a document as `apply` would (tests set up large states
+    /// without folding them event by event).
+    pub fn put_doc(&self, generation: u64, table: Table, key: &str, position: &str, doc: Value) {
+        self.lock().docs.insert(
+            (generation, table.as_str().to_string(), key.to_string()),
+            (position.to_string(), doc),
+        );
     }
 
     /// A new writer may apply again (after [`MemoryStore::crash_after`]).
@@ -290,6 +310,26 @@ impl DocumentStore for MemoryStore {
             }
             let mut g = self.lock();
             g.loads += 1;
+            let limit = g
+                .load_byte_limit
+                .unwrap_or(crate::sink::limits::MAX_READ_BYTES);
+            let read: usize = keys
+                .iter()
+                .filter_map(|k| {
+                    let id = (generation, table.as_str().to_string(), k.clone());
+                    g.docs.get(&id).map(|(position, doc)| {
+                        k.len() + position.len() + serde_json::to_vec(doc).map_or(0, |b| b.len())
+                    })
+                })
+                .sum();
+            if read > limit {
+                // As the backend words it (local-backend/limits.ts).
+                return Err(SinkError::Function {
+                    path: "projector:load".into(),
+                    message: format!("Uncaught Error: Too many bytes read in a single function execution (limit: {limit} bytes). Consider using smaller limits in your queries, paginating your queries, or using indexed queries with a selective index range expressions."),
+                    data: None,
+                });
+            }
             let answer: Vec<LoadedDoc> = keys
                 .iter()
                 .filter_map(|k| {
