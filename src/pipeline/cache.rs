@@ -7,8 +7,14 @@
 //! keys are evicted least-recently-used first when the byte budget is
 //! exceeded; a miss is hydrated from Convex by the caller in one batched
 //! `load` per table. An entry may hold `None`: "Convex has no such document".
+//!
+//! Forgetting (Convex rejected a key's write) respects pins the same way: a
+//! key still pinned by another batch in flight is only marked *stale* and
+//! dropped when its last pin goes, so the next read from Convex happens
+//! after every write of it was answered, never over one still in flight.
 
-use crate::projection::{DocKey, DocKeyMap, Stored};
+use crate::projection::{DocKey, DocKeyMap, Stored, Table};
+use crate::sink::limits;
 
 /// What an entry costs beyond its document's own `approx_bytes` (which
 /// already counts the document struct): its hash-table slot twice over
@@ -27,8 +33,11 @@ struct Entry {
     /// not a ~15 MiB spike of peak RSS at 30k entries.
     state: Box<Option<Stored>>,
     bytes: usize,
+    /// Batches in flight that write this key.
     pins: u32,
     used: u64,
+    /// Forgotten while pinned: dropped when `pins` reaches 0.
+    stale: bool,
 }
 
 pub struct StateCache {
@@ -77,6 +86,7 @@ impl StateCache {
                 bytes,
                 pins: 0,
                 used: self.tick,
+                stale: false,
             },
         );
     }
@@ -125,15 +135,34 @@ impl StateCache {
         (*e.state).as_ref()
     }
 
+    /// One write of `key` was answered. The last answer of a stale key
+    /// drops it (see [`StateCache::forget`]).
     pub fn unpin(&mut self, key: &DocKey) {
-        if let Some(e) = self.entries.get_mut(key) {
-            e.pins = e.pins.saturating_sub(1);
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        e.pins = e.pins.saturating_sub(1);
+        if e.pins == 0 && e.stale {
+            self.remove(key);
         }
     }
 
-    /// Drops a key whatever its pins: used when Convex rejected its write, so
-    /// the next event re-reads what Convex really holds.
+    /// Convex rejected a write of `key`: the next event should re-read what
+    /// Convex really holds. Dropped now if no other batch in flight writes
+    /// it; otherwise marked stale and dropped by its last
+    /// [`StateCache::unpin`]: re-reading while a write is in flight could
+    /// return a state older than that write, and the fold would then skip
+    /// or lose its events. Until then the cached state stays the one every
+    /// in-flight write was folded onto.
     pub fn forget(&mut self, key: &DocKey) {
+        match self.entries.get_mut(key) {
+            Some(e) if e.pins > 0 => e.stale = true,
+            Some(_) => self.remove(key),
+            None => {}
+        }
+    }
+
+    fn remove(&mut self, key: &DocKey) {
         if let Some(e) = self.entries.remove(key) {
             self.bytes -= e.bytes;
         }
@@ -157,8 +186,40 @@ impl StateCache {
             if self.bytes <= target {
                 break;
             }
-            self.forget(&key);
+            self.remove(&key);
         }
+    }
+}
+
+/// The largest document seen per table (loaded or written), to size
+/// hydration loads within Convex's read limit.
+#[derive(Default)]
+pub struct DocSizes {
+    largest: std::collections::HashMap<Table, usize>,
+}
+
+impl DocSizes {
+    pub fn observe(&mut self, table: Table, bytes: usize) {
+        let largest = self.largest.entry(table).or_insert(0);
+        *largest = (*largest).max(bytes);
+    }
+
+    /// Expected bytes of one document of `table`: the largest seen so far,
+    /// or, before any was seen, the largest it can be (a cold start may
+    /// meet the biggest documents first). A load that still reads too much
+    /// is split on Convex's answer, so the estimate may fall short.
+    pub fn estimate(&self, table: Table) -> usize {
+        self.largest
+            .get(&table)
+            .copied()
+            .unwrap_or_else(|| limits::largest_doc_bytes(table))
+            .max(1)
+    }
+
+    /// Keys one `load` of `table` may ask for: at most `max_keys`, and no
+    /// more than [`limits::MAX_LOAD_BYTES`] at the estimate.
+    pub fn keys_per_load(&self, table: Table, max_keys: usize) -> usize {
+        (limits::MAX_LOAD_BYTES / self.estimate(table)).clamp(1, max_keys.max(1))
     }
 }
 
@@ -166,7 +227,7 @@ impl StateCache {
 mod tests {
     use super::*;
     use crate::event::{Lsn, Position};
-    use crate::projection::{Doc, Table, ThreadDoc};
+    use crate::projection::{Doc, ThreadDoc};
 
     fn thread(key: &str) -> Option<Stored> {
         Some(Stored {
@@ -195,5 +256,40 @@ mod tests {
         assert!(c.bytes() <= 64 * 1024, "{} bytes", c.bytes());
         assert!(c.contains(&pinned));
         c.unpin(&pinned);
+    }
+
+    #[test]
+    fn a_forgotten_key_stays_until_its_last_write_in_flight_is_answered() {
+        let mut c = StateCache::new(usize::MAX);
+        let key = DocKey::new(Table::Threads, "t1");
+        c.insert_loaded(key.clone(), thread("t1"));
+        // Two batches in flight write the key; the first is rejected.
+        assert!(c.pin_and_touch(&key).is_some());
+        assert!(c.pin_and_touch(&key).is_some());
+        c.unpin(&key);
+        c.forget(&key);
+        assert!(c.contains(&key), "the second write is still in flight");
+        c.unpin(&key);
+        assert!(!c.contains(&key), "dropped once nothing is in flight");
+        assert_eq!(c.bytes(), 0);
+        // Unpinned: forgotten at once.
+        c.insert_loaded(key.clone(), thread("t1"));
+        c.forget(&key);
+        assert!(!c.contains(&key));
+    }
+
+    #[test]
+    fn loads_are_sized_by_the_largest_document_seen() {
+        let mut sizes = DocSizes::default();
+        assert_eq!(sizes.keys_per_load(Table::Runs, 256), 256);
+        let cold = sizes.keys_per_load(Table::Inboxes, 256);
+        assert!(cold < 256 && cold * sizes.estimate(Table::Inboxes) <= limits::MAX_LOAD_BYTES);
+        sizes.observe(Table::Inboxes, 1_000);
+        assert_eq!(sizes.keys_per_load(Table::Inboxes, 256), 256);
+        sizes.observe(Table::Inboxes, 4 << 20);
+        sizes.observe(Table::Inboxes, 10);
+        assert_eq!(sizes.keys_per_load(Table::Inboxes, 256), 2);
+        sizes.observe(Table::Runs, 64 << 20);
+        assert_eq!(sizes.keys_per_load(Table::Runs, 256), 1);
     }
 }

@@ -2,11 +2,24 @@
 //!
 //! Transient failures (network, timeouts, 429, 5xx) are retried with
 //! backoff, forever: the batch is simply not acknowledged meanwhile, so
-//! nothing is confirmed to Postgres. A definite failure (the mutation
+//! nothing is confirmed to Postgres. One exception: a request of several
+//! documents that times out [`TIMEOUTS_BEFORE_SPLIT`] times in a row is
+//! split in halves instead (it may be too big to ever finish in time). A definite failure (the mutation
 //! rejected a document) splits the request in halves until the offending
 //! document is alone; its events become dead letters and everything else is
 //! applied. A request too large for one mutation is sent in chunks.
+//!
+//! Order when a batch takes several mutations: dead letters first, then the
+//! documents that are not stream documents, then the stream documents
+//! (runs, workers, inboxes), and the dead letters of a rejected document
+//! right after its rejection, before anything not yet sent. The fold skips
+//! an event whose stream document holds it ("the primary holds it" means
+//! the event is done, `projection::fold`), so a crash between two mutations
+//! must never leave a stream document written and a dead letter of the same
+//! events unwritten: the replay would skip them and the dead letter would
+//! be lost.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +30,8 @@ use crate::metrics::Metrics;
 use crate::pipeline::watermark::BatchId;
 use crate::projection::{ConvexTable, DeadLetter, DocKey, DocKeyMap, FoldedEvent, Table};
 use crate::sink::{
-    ApplyRequest, DeadLetterWrite, DocJson, DocumentStore, RetryPolicy, SinkError, Write,
+    ApplyRequest, ApplyResult, DeadLetterWrite, DocJson, DocumentStore, RetryPolicy, SinkError,
+    Write,
 };
 
 /// A document snapshot, serialised once at batch close; request bodies
@@ -29,6 +43,17 @@ pub struct PlannedWrite {
 }
 
 type DocWrite = Write<DocJson>;
+
+/// Timeouts in a row after which a request of several documents is split
+/// instead of retried. A request too big to finish within the client
+/// timeout (many or large documents, a loaded deployment) times out the
+/// same way on every retry, so retrying it alone never ends; its halves are
+/// smaller and can succeed. Not 1: one or two timeouts are usually a
+/// network blip or a busy moment a plain retry gets through, and a split
+/// costs more mutations. Splitting is safe whatever the timed-out attempts
+/// did: every write is guarded by position, so one that did commit turns
+/// into skips.
+const TIMEOUTS_BEFORE_SPLIT: u32 = 3;
 
 pub struct Dispatch {
     pub id: BatchId,
@@ -116,35 +141,25 @@ pub fn spawn(
             generation: job.generation,
             epoch: job.epoch,
             max_bytes: job.max_request_bytes,
+            behind: EventsBehind {
+                events: job.events,
+                by_key: job.events_by_key,
+                of: job.events_of,
+            },
             rejected: Vec::new(),
             fenced: None,
         };
         // If the request must be split, every event's stream document
         // (runs, workers, inboxes) goes in the last mutation: a crash between
         // mutations then replays the event into the documents that lack it,
-        // instead of skipping it because its stream document has it.
+        // instead of skipping it because its stream document has it. The
+        // dead letters go first (`split` keeps them in front) for the same
+        // reason: see the module docs.
         let mut planned = job.writes;
         planned.sort_by_key(|w| w.key.table.is_stream_table());
         let writes: Vec<DocWrite> = planned.into_iter().map(to_write).collect();
         let dls: Vec<DeadLetterWrite> = job.dead_letters.iter().map(to_dead_letter).collect();
         sender.send(writes, dls).await;
-        // Rejected documents: their events become dead letters.
-        let mut extra = Vec::new();
-        for (key, message) in &sender.rejected {
-            let indexes = job
-                .events_by_key
-                .get(key)
-                .and_then(|&slot| job.events_of.get(slot));
-            for &i in indexes.into_iter().flatten() {
-                if let Some(ev) = job.events.get(i as usize) {
-                    let dl = ev.dead_letter(format!("sink_rejected: {message}"));
-                    extra.push(to_dead_letter(&dl));
-                }
-            }
-        }
-        if !extra.is_empty() && sender.fenced.is_none() {
-            sender.send(Vec::new(), extra).await;
-        }
         let ack = Ack {
             id: job.id,
             written,
@@ -160,6 +175,26 @@ pub fn spawn(
     });
 }
 
+/// The events behind each written document of a batch (see [`Dispatch`]).
+struct EventsBehind {
+    events: Vec<FoldedEvent>,
+    by_key: DocKeyMap<usize>,
+    of: Vec<Vec<u32>>,
+}
+
+impl EventsBehind {
+    /// The dead letters of the events behind a document Convex rejected.
+    fn dead_letters(&self, key: &DocKey, message: &str) -> Vec<DeadLetterWrite> {
+        let indexes = self.by_key.get(key).and_then(|&slot| self.of.get(slot));
+        indexes
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.events.get(i as usize))
+            .map(|ev| to_dead_letter(&ev.dead_letter(format!("sink_rejected: {message}"))))
+            .collect()
+    }
+}
+
 struct Sender {
     store: Arc<dyn DocumentStore>,
     retry: RetryPolicy,
@@ -167,6 +202,7 @@ struct Sender {
     generation: u64,
     epoch: Option<u64>,
     max_bytes: usize,
+    behind: EventsBehind,
     rejected: Vec<(DocKey, String)>,
     /// Set by the first fenced answer; nothing more is sent.
     fenced: Option<String>,
@@ -196,13 +232,16 @@ impl Sender {
                 continue;
             }
             let started = Instant::now();
-            let store = &self.store;
-            let result =
-                crate::sink::with_retry(&self.retry, "apply", || store.apply(body.clone())).await;
+            let result = self.apply(&body, parts).await;
             self.metrics
                 .observe_convex_request("apply", started.elapsed().as_secs_f64());
             match result {
-                Ok(r) => {
+                Ok(Applied::TimedOut(e)) => {
+                    self.metrics.convex_error(true, e.class());
+                    tracing::warn!(error = %e, parts, timeouts = TIMEOUTS_BEFORE_SPLIT, "a Convex apply timed out again and again; splitting it");
+                    stack.extend(split(req).into_iter().rev());
+                }
+                Ok(Applied::Done(r)) => {
                     self.metrics.batches_applied_total.inc();
                     self.metrics.writes_applied_total.inc_by(r.applied);
                     self.metrics.writes_skipped_total.inc_by(r.skipped);
@@ -240,7 +279,19 @@ impl Sender {
                             key: w.key.as_str().into(),
                         };
                         tracing::error!(table = %w.table, key = %w.key, error = %e, "Convex rejected a document; its events become dead letters");
-                        self.rejected.push((key, short(&e)));
+                        let message = short(&e);
+                        // Sent next, before any part not yet sent: those may
+                        // hold the stream documents of the same events.
+                        let dead_letters = self.behind.dead_letters(&key, &message);
+                        if !dead_letters.is_empty() {
+                            stack.push(ApplyRequest {
+                                generation: self.generation,
+                                epoch: self.epoch,
+                                writes: Vec::new(),
+                                dead_letters,
+                            });
+                        }
+                        self.rejected.push((key, message));
                     } else {
                         tracing::error!(error = %e, "Convex rejected a dead letter; it is logged here and dropped");
                     }
@@ -250,12 +301,57 @@ impl Sender {
     }
 }
 
+impl Sender {
+    /// One apply of `body`, retrying transient failures (forever), except
+    /// that a request of several `parts` answered by
+    /// [`TIMEOUTS_BEFORE_SPLIT`] timeouts in a row comes back as
+    /// [`Applied::TimedOut`] for the caller to split. Any other transient
+    /// error in between restarts the count: only timeouts say the request
+    /// itself may be too slow. Fenced and other definite errors return at
+    /// once, as from `with_retry`.
+    async fn apply(&self, body: &bytes::Bytes, parts: usize) -> Result<Applied, SinkError> {
+        let timeouts = AtomicU32::new(0);
+        let store = &self.store;
+        crate::sink::with_retry(&self.retry, "apply", || {
+            let call = store.apply(body.clone());
+            let timeouts = &timeouts;
+            async move {
+                match call.await {
+                    Ok(r) => Ok(Applied::Done(r)),
+                    Err(e @ SinkError::Timeout { .. }) => {
+                        let n = timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n >= TIMEOUTS_BEFORE_SPLIT && parts > 1 {
+                            Ok(Applied::TimedOut(e))
+                        } else {
+                            Err(e)
+                        }
+                    }
+                    Err(e) => {
+                        timeouts.store(0, Ordering::Relaxed);
+                        Err(e)
+                    }
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// What one apply came to, short of an error.
+enum Applied {
+    Done(ApplyResult),
+    /// Timed out [`TIMEOUTS_BEFORE_SPLIT`] times in a row: split it.
+    TimedOut(SinkError),
+}
+
 fn short(e: &SinkError) -> String {
     let s = e.to_string();
     s.chars().take(500).collect()
 }
 
-/// Halves a request: writes first, then dead letters.
+/// Halves a request, in send order: dead letters first, then the writes
+/// (in their order, stream documents last), so the first half never holds
+/// a write that the second half's dead letters should precede.
 fn split(req: ApplyRequest<DocJson>) -> Vec<ApplyRequest<DocJson>> {
     let ApplyRequest {
         generation,
@@ -265,11 +361,11 @@ fn split(req: ApplyRequest<DocJson>) -> Vec<ApplyRequest<DocJson>> {
     } = req;
     let total = writes.len() + dead_letters.len();
     let half = total / 2;
-    let (w2, d2) = if writes.len() >= half {
-        (writes.split_off(half), std::mem::take(&mut dead_letters))
+    let (w2, d2) = if dead_letters.len() >= half {
+        (std::mem::take(&mut writes), dead_letters.split_off(half))
     } else {
-        let rest = half - writes.len();
-        (Vec::new(), dead_letters.split_off(rest))
+        let rest = half - dead_letters.len();
+        (writes.split_off(rest), Vec::new())
     };
     vec![
         ApplyRequest {

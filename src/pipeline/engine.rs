@@ -35,7 +35,7 @@ use crate::config::Tuning;
 use crate::event::{Lsn, Position, RuntimeEvent};
 use crate::metrics::Metrics;
 use crate::pipeline::batch::{Item, OpenBatch, MAX_KEYS_PER_EVENT};
-use crate::pipeline::cache::StateCache;
+use crate::pipeline::cache::{DocSizes, StateCache};
 use crate::pipeline::dispatch::{self, Ack, Dispatch};
 use crate::pipeline::order::{Done, WriteOrder};
 use crate::pipeline::watermark::{BatchId, Watermark};
@@ -63,7 +63,8 @@ const CATCH_UP_FILL: std::time::Duration = std::time::Duration::from_millis(250)
 /// of one document coalesce into one write (fewer Convex document writes).
 const CATCH_UP_SCALE: usize = 3;
 
-/// Keys per `load` call: one index lookup each, far under Convex's limits.
+/// Keys per `load` call at most: one index lookup each, far under Convex's
+/// limits on reads; the bytes they read bound it further (`DocSizes`).
 const LOAD_CHUNK: usize = 256;
 
 pub struct Engine {
@@ -76,6 +77,8 @@ pub struct Engine {
     backpressured: std::cell::Cell<bool>,
     metrics: Metrics,
     cache: StateCache,
+    /// The largest document seen per table, to size hydration loads.
+    doc_sizes: DocSizes,
     open: OpenBatch,
     open_id: Option<BatchId>,
     watermark: Watermark,
@@ -110,6 +113,7 @@ impl Engine {
             store,
             generation,
             cache: StateCache::new(tuning.cache_bytes),
+            doc_sizes: DocSizes::default(),
             tuning,
             retry: counted_retry(&metrics, "load"),
             retry_apply: counted_retry(&metrics, "apply"),
@@ -395,7 +399,15 @@ impl Engine {
                             folded += 1;
                             if let Some(primary) = folding.keys().first() {
                                 if changed.keys(&folding).any(|k| k.table == Table::Threads) {
-                                    self.order.wrote_thread(primary, id, &done_rx);
+                                    // An earlier batch in flight wrote another
+                                    // run.created of this run: our run holds it.
+                                    if let Some((b, done)) =
+                                        self.order.wrote_thread(primary, id, &done_rx)
+                                    {
+                                        if !after.iter().any(|(a, _)| *a == b) {
+                                            after.push((b, done));
+                                        }
+                                    }
                                 }
                             }
                             let idx = folded_events.len() as u32;
@@ -447,6 +459,7 @@ impl Engine {
             };
             let doc = DocJson::of(&stored.doc);
             write_bytes += WRITE_OVERHEAD + doc.heap_bytes() + doc.as_bytes().len();
+            self.doc_sizes.observe(key.table, doc.as_bytes().len());
             let position = stored.position;
             // Once per written stream document, not per event: what it
             // waits for depends only on batches before this one.
@@ -507,7 +520,9 @@ impl Engine {
 
     /// Loads every key of the open batch the cache does not hold, one
     /// `load` per table and chunk (all concurrently), retrying transient
-    /// failures.
+    /// failures. Chunks are bounded by keys and by the bytes their
+    /// documents are expected to read ([`DocSizes`]); a chunk that reads
+    /// too much anyway is split ([`load_splitting`]).
     async fn hydrate(&mut self) -> Result<(), SinkError> {
         let mut missing: HashMap<Table, Vec<String>> = HashMap::new();
         for k in &self.open.key_list {
@@ -520,17 +535,17 @@ impl Engine {
         }
         // Every table and chunk is loaded at once: one round trip per
         // batch instead of one per table (the main loop waits on this).
-        let requests = missing
-            .iter()
-            .flat_map(|(&table, keys)| keys.chunks(LOAD_CHUNK).map(move |chunk| (table, chunk)));
+        let sizes = &self.doc_sizes;
+        let requests = missing.iter().flat_map(|(&table, keys)| {
+            let per_load = sizes.keys_per_load(table, LOAD_CHUNK);
+            keys.chunks(per_load).map(move |chunk| (table, chunk))
+        });
         let loads = requests.map(|(table, chunk)| {
-            let store = &self.store;
+            let store = &*self.store;
             let generation = self.generation;
             let retry = &self.retry;
             async move {
-                let loaded =
-                    crate::sink::with_retry(retry, "load", || store.load(generation, table, chunk))
-                        .await?;
+                let loaded = load_splitting(store, retry, generation, table, chunk).await?;
                 Ok::<_, SinkError>((table, chunk, loaded))
             }
         });
@@ -541,6 +556,7 @@ impl Engine {
                 let position = Position::decode(&d.position).map_err(SinkError::Decode)?;
                 let doc = Doc::from_json(table, d.doc)
                     .map_err(|e| SinkError::Decode(format!("{table:?} {}: {e}", d.key)))?;
+                self.doc_sizes.observe(table, doc.approx_bytes());
                 found.insert(d.key, Stored { position, doc });
             }
             for key in chunk {
@@ -591,6 +607,33 @@ impl Engine {
         }
         self.publish_flush();
     }
+}
+
+/// Loads `keys` of `table`, retrying transient failures; when Convex
+/// answers that the load read (or returned) too much, loads the halves
+/// instead (the estimate behind the chunk fell short), down to single keys.
+async fn load_splitting(
+    store: &dyn DocumentStore,
+    retry: &RetryPolicy,
+    generation: u64,
+    table: Table,
+    keys: &[String],
+) -> Result<Vec<crate::sink::LoadedDoc>, SinkError> {
+    let mut loaded = Vec::new();
+    let mut pending = vec![keys];
+    while let Some(part) = pending.pop() {
+        match crate::sink::with_retry(retry, "load", || store.load(generation, table, part)).await {
+            Ok(docs) => loaded.extend(docs),
+            Err(e) if part.len() > 1 && crate::sink::limits::is_read_limit(&e) => {
+                tracing::warn!(?table, keys = part.len(), error = %e, "a Convex load read too much; loading it in halves");
+                let (first, second) = part.split_at(part.len() / 2);
+                pending.push(second);
+                pending.push(first);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(loaded)
 }
 
 /// Retry forever, counting each retry (by function) and the transient

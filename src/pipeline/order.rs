@@ -12,6 +12,10 @@
 //!  batch A: threads:t (run.created of r), runs:r ─┐ in flight
 //!  batch B: runs:r (r's next events) ── after(A) ─┘ sent once A is answered
 //! ```
+//!
+//! Only the newest such batch is kept per run: a batch that folds another
+//! `run.created` of the same run takes the entry over and itself waits for
+//! the batch it displaced (so waiting for the newest covers all of them).
 
 use tokio::sync::watch;
 
@@ -37,10 +41,22 @@ impl WriteOrder {
             .map(|(b, done)| (*b, done.clone()))
     }
 
-    /// Batch `id` writes the thread of `primary`'s `run.created`.
-    pub fn wrote_thread(&mut self, primary: &DocKey, id: BatchId, done: &Done) {
+    /// Batch `id` writes the thread of `primary`'s `run.created`. Returns
+    /// the earlier batch in flight that had done so for the same run, which
+    /// batch `id` must now wait for: `id` takes its place here (later
+    /// batches wait for `id`, which waits for it), so [`WriteOrder::wait_for`]
+    /// no longer names it to `id` itself, yet `id`'s run holds that earlier
+    /// `run.created` too.
+    #[must_use = "the batch must wait for the batch it displaces"]
+    pub fn wrote_thread(
+        &mut self,
+        primary: &DocKey,
+        id: BatchId,
+        done: &Done,
+    ) -> Option<(BatchId, Done)> {
         self.thread_written
-            .insert(primary.clone(), (id, done.clone()));
+            .insert(primary.clone(), (id, done.clone()))
+            .filter(|(b, _)| *b != id)
     }
 
     /// Batch `id` was answered: nothing needs to wait for it any more.
@@ -64,7 +80,7 @@ mod tests {
         let other = DocKey::new(Table::Runs, "r2");
         let (tx, rx) = watch::channel(false);
         let mut order = WriteOrder::default();
-        order.wrote_thread(&run, 7, &rx);
+        assert!(order.wrote_thread(&run, 7, &rx).is_none());
         assert!(
             order.wait_for(&run, 7).is_none(),
             "same batch: sent in order"
@@ -88,10 +104,26 @@ mod tests {
         let (_t1, r1) = watch::channel(false);
         let (_t2, r2) = watch::channel(false);
         let mut order = WriteOrder::default();
-        order.wrote_thread(&run, 3, &r1);
-        order.wrote_thread(&run, 5, &r2);
+        assert!(order.wrote_thread(&run, 3, &r1).is_none());
+        let _ = order.wrote_thread(&run, 5, &r2);
         assert_eq!(order.wait_for(&run, 6).map(|(b, _)| b), Some(5));
         order.acked(3);
         assert_eq!(order.thread_written.len(), 1);
+    }
+
+    #[test]
+    fn a_batch_with_a_second_run_created_of_a_run_waits_for_the_first() {
+        let run = DocKey::new(Table::Runs, "r1");
+        let (_t1, r1) = watch::channel(false);
+        let (_t2, r2) = watch::channel(false);
+        let mut order = WriteOrder::default();
+        assert!(order.wrote_thread(&run, 3, &r1).is_none());
+        // Batch 5 folds another run.created of r1: it now owns the entry,
+        // so wait_for(r1, 5) is None, and the displaced batch 3 is returned.
+        let displaced = order.wrote_thread(&run, 5, &r2);
+        assert_eq!(displaced.map(|(b, _)| b), Some(3));
+        assert!(order.wait_for(&run, 5).is_none());
+        // Twice in the same batch: nothing new to wait for.
+        assert!(order.wrote_thread(&run, 5, &r2).is_none());
     }
 }

@@ -48,6 +48,14 @@ struct Inner {
     /// definitely, like a document Convex refuses.
     rejected_keys: Vec<String>,
     applies: u64,
+    /// Applies that may still commit before the process "crashes": at 0,
+    /// every later `apply` hangs forever (see [`MemoryStore::crash_after`]).
+    commits_until_crash: Option<u64>,
+    /// Bytes one `load` may read (default: Convex's 16 MiB); more is the
+    /// definite error the backend answers.
+    load_byte_limit: Option<usize>,
+    /// Every `apply` with more writes than this times out, unapplied.
+    time_out_above: Option<usize>,
     /// Every `apply` that reached the store, fenced or rejected included.
     apply_attempts: u64,
     loads: u64,
@@ -69,6 +77,50 @@ impl MemoryStore {
 
     pub fn reject_key(&self, key: &str) {
         self.lock().rejected_keys.push(key.to_string());
+    }
+
+    /// The writer dies after `commits` more applies commit: every later
+    /// `apply` never answers (nothing of it lands) until
+    /// [`MemoryStore::recover`]; the ones already waiting never do.
+    pub fn crash_after(&self, commits: u64) {
+        self.lock().commits_until_crash = Some(commits);
+    }
+
+    /// Every later `apply` with more than `writes` document writes times
+    /// out without being applied, as a request too big to finish in time.
+    pub fn time_out_applies_above(&self, writes: usize) {
+        self.lock().time_out_above = Some(writes);
+    }
+
+    /// Every later `load` that would read more than `bytes` (stored
+    /// documents' JSON, keys and positions) fails as Convex answers it:
+    /// `Too many bytes read in a single function execution`. Without this,
+    /// the limit is Convex's own 16 MiB.
+    pub fn limit_load_bytes(&self, bytes: usize) {
+        self.lock().load_byte_limit = Some(bytes);
+    }
+
+    /// Stores a document as `apply` would (tests set up large states
+    /// without folding them event by event).
+    pub fn put_doc(&self, generation: u64, table: Table, key: &str, position: &str, doc: Value) {
+        self.lock().docs.insert(
+            (generation, table.as_str().to_string(), key.to_string()),
+            (position.to_string(), doc),
+        );
+    }
+
+    /// A new writer may apply again (after [`MemoryStore::crash_after`]).
+    pub fn recover(&self) {
+        self.lock().commits_until_crash = None;
+    }
+
+    fn crashed(&self) -> bool {
+        self.lock().commits_until_crash == Some(0)
+    }
+
+    /// Undoes [`MemoryStore::reject_key`]: later applies of `key` pass.
+    pub fn accept_key(&self, key: &str) {
+        self.lock().rejected_keys.retain(|k| k != key);
     }
 
     /// The stored document of `(generation, table, key)` and its position.
@@ -118,6 +170,12 @@ impl MemoryStore {
         let dead_letters = args["deadLetters"].as_array().unwrap_or(&empty);
         let mut g = self.lock();
         g.apply_attempts += 1;
+        if g.time_out_above.is_some_and(|k| writes.len() > k) {
+            return Err(SinkError::Timeout {
+                path: "projector:apply".into(),
+                timeout: std::time::Duration::from_secs(30),
+            });
+        }
         if let Some(epoch) = args.get("epoch").and_then(Value::as_u64) {
             let current = g.epochs.get(&generation).copied();
             if current != Some(epoch) {
@@ -139,6 +197,9 @@ impl MemoryStore {
             }
         }
         g.applies += 1;
+        if let Some(n) = g.commits_until_crash.as_mut() {
+            *n = n.saturating_sub(1);
+        }
         let mut r = ApplyResult::default();
         for w in writes {
             let id = (
@@ -192,6 +253,9 @@ fn unavailable(path: &str) -> SinkError {
 impl DocumentStore for MemoryStore {
     fn apply(&self, body: Bytes) -> StoreFuture<'_, ApplyResult> {
         Box::pin(async move {
+            if self.crashed() {
+                std::future::pending::<()>().await;
+            }
             let fault = self.take_fault(|f| {
                 matches!(
                     f,
@@ -246,6 +310,26 @@ impl DocumentStore for MemoryStore {
             }
             let mut g = self.lock();
             g.loads += 1;
+            let limit = g
+                .load_byte_limit
+                .unwrap_or(crate::sink::limits::MAX_READ_BYTES);
+            let read: usize = keys
+                .iter()
+                .filter_map(|k| {
+                    let id = (generation, table.as_str().to_string(), k.clone());
+                    g.docs.get(&id).map(|(position, doc)| {
+                        k.len() + position.len() + serde_json::to_vec(doc).map_or(0, |b| b.len())
+                    })
+                })
+                .sum();
+            if read > limit {
+                // As the backend words it (local-backend/limits.ts).
+                return Err(SinkError::Function {
+                    path: "projector:load".into(),
+                    message: format!("Uncaught Error: Too many bytes read in a single function execution (limit: {limit} bytes). Consider using smaller limits in your queries, paginating your queries, or using indexed queries with a selective index range expressions."),
+                    data: None,
+                });
+            }
             let answer: Vec<LoadedDoc> = keys
                 .iter()
                 .filter_map(|k| {
