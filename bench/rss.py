@@ -38,6 +38,7 @@ def run(name, events):
     pg = bench.Postgres()
     sink = bench.NullSink()
     try:
+        pg.sql(open(os.path.join(bench.ROOT, "sql", "001_runtime_events.sql")).read())
         bench.loadgen(pg, "--events", "10", "--rate", "0", "--seed", "2")
         if name == "delete":
             bench.loadgen(pg, "--events", str(events), "--rate", "0", "--seed", "1")
