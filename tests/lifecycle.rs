@@ -5,7 +5,6 @@
 use crate::support::convex_backend::ConvexBackend;
 use crate::support::pg;
 use crate::support::projector_proc::{self, Projector};
-use crate::support::tcp_proxy::TcpProxy;
 
 use std::time::{Duration, Instant};
 
@@ -33,17 +32,7 @@ async fn a_follower_whose_old_slot_was_dropped_by_a_switch_moves_on() {
         .unwrap();
     let convex = ConvexBackend::start();
     let client = convex.client(Duration::from_secs(30));
-    let proxy = TcpProxy::start(db.port).await;
-    let via_proxy = db
-        .url
-        .replace(&format!(":{}/", db.port), &format!(":{}/", proxy.port));
-    let mut p = Projector::spawn(
-        &via_proxy,
-        convex.url(),
-        convex.admin_key().expose(),
-        SLOT,
-        &[],
-    );
+    let (proxy, mut p) = projector_proc::spawn_behind_proxy(&db, &convex, SLOT).await;
     assert!(
         p.wait_ready(true, Duration::from_secs(30)).await.is_some(),
         "streaming generation 1"

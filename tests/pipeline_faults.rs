@@ -14,7 +14,6 @@
 use crate::support::convex_backend;
 use crate::support::pg;
 use crate::support::projector_proc;
-use crate::support::tcp_proxy;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -521,17 +520,7 @@ async fn a_replica_that_gets_the_slot_back_forgets_what_it_cached() {
     let db = pg::shared().await.fresh_db().await;
     let sql = new_slot(&db, SLOT).await;
     let convex = ConvexBackend::start();
-    let proxy = tcp_proxy::TcpProxy::start(db.port).await;
-    let via_proxy = db
-        .url
-        .replace(&format!(":{}/", db.port), &format!(":{}/", proxy.port));
-    let mut a = Projector::spawn(
-        &via_proxy,
-        convex.url(),
-        convex.admin_key().expose(),
-        SLOT,
-        &[],
-    );
+    let (proxy, mut a) = projector_proc::spawn_behind_proxy(&db, &convex, SLOT).await;
     assert!(
         a.wait_ready(true, Duration::from_secs(30)).await.is_some(),
         "A ready"
@@ -581,17 +570,7 @@ async fn a_writer_cut_off_with_an_apply_in_flight_is_fenced() {
     let db = pg::shared().await.fresh_db().await;
     let sql = new_slot(&db, SLOT).await;
     let convex = ConvexBackend::start();
-    let proxy = tcp_proxy::TcpProxy::start(db.port).await;
-    let via_proxy = db
-        .url
-        .replace(&format!(":{}/", db.port), &format!(":{}/", proxy.port));
-    let mut a = Projector::spawn(
-        &via_proxy,
-        convex.url(),
-        convex.admin_key().expose(),
-        SLOT,
-        &[],
-    );
+    let (proxy, mut a) = projector_proc::spawn_behind_proxy(&db, &convex, SLOT).await;
     assert!(
         a.wait_ready(true, Duration::from_secs(30)).await.is_some(),
         "A ready"
@@ -654,12 +633,7 @@ async fn two_replicas_through_repeated_takeovers_end_exact() {
     let convex = ConvexBackend::start();
     let mut replicas = Vec::new();
     for _ in 0..2 {
-        let proxy = tcp_proxy::TcpProxy::start(db.port).await;
-        let url = db
-            .url
-            .replace(&format!(":{}/", db.port), &format!(":{}/", proxy.port));
-        let p = Projector::spawn(&url, convex.url(), convex.admin_key().expose(), SLOT, &[]);
-        replicas.push((proxy, p));
+        replicas.push(projector_proc::spawn_behind_proxy(&db, &convex, SLOT).await);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(replicas[0].1.ready().await || replicas[1].1.ready().await) {

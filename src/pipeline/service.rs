@@ -244,13 +244,12 @@ async fn serve_target(
                 return Ok(Some(ExitCode::from(EXIT_SLOT_LOST)));
             }
             Err(SessionError::Source(SourceError::SlotInUse { .. })) => {
-                health.set_connected(false);
-                health.set_blocked(Some(format!(
+                tracing::info!(slot = %target.slot, "slot is in use by another consumer; standing by (not ready), retrying in 2 s");
+                let why = format!(
                     "slot {} is in use by another consumer; standing by",
                     target.slot
-                )));
-                tracing::info!(slot = %target.slot, "slot is in use by another consumer; standing by (not ready), retrying in 2 s");
-                wait_or_shutdown(shutdown, Duration::from_secs(2)).await;
+                );
+                stand_by(health, shutdown, why).await;
                 backoff = Duration::from_millis(200);
                 // The other consumer may have moved on to a new generation.
                 if target.follow_active && moved_on(client, target.generation).await {
@@ -266,13 +265,12 @@ async fn serve_target(
             Err(SessionError::Sink(e)) if e.is_fenced() => {
                 // Another replica took the slot while we were cut off and
                 // fenced our writes: it owns the generation now.
-                health.set_connected(false);
-                health.set_blocked(Some(format!(
+                tracing::warn!(generation = target.generation, error = %e, "fenced by another writer; standing by, retrying the slot in 2 s");
+                let why = format!(
                     "fenced: another process writes generation {}; standing by",
                     target.generation
-                )));
-                tracing::warn!(generation = target.generation, error = %e, "fenced by another writer; standing by, retrying the slot in 2 s");
-                wait_or_shutdown(shutdown, Duration::from_secs(2)).await;
+                );
+                stand_by(health, shutdown, why).await;
                 backoff = Duration::from_millis(200);
             }
             Err(SessionError::Sink(e)) if e.is_transient() => {
@@ -323,6 +321,14 @@ async fn moved_on(client: &ConvexClient, ours: u64) -> bool {
         Ok(Some(g)) => g != ours,
         _ => false,
     }
+}
+
+/// Not ready, saying `why`, for the 2 s before the slot is tried again
+/// (another replica streams it).
+async fn stand_by(health: &Health, shutdown: &mut watch::Receiver<bool>, why: String) {
+    health.set_connected(false);
+    health.set_blocked(Some(why));
+    wait_or_shutdown(shutdown, Duration::from_secs(2)).await;
 }
 
 async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, d: Duration) {

@@ -333,12 +333,16 @@ impl<'a> Session<'a> {
                     self.driver.engine_mut().commit(end_lsn)
                 }
                 SourceEvent::Violation { kind, detail } => self.violations.observe(kind, detail),
-                SourceEvent::Oversized { ev, bytes } => {
+                SourceEvent::Oversized {
+                    seq,
+                    columns,
+                    bytes,
+                    position,
+                } => {
                     let max = self.ctx.settings.tuning.max_event_bytes;
-                    let dl = crate::projection::DeadLetter::new(
-                        &ev,
-                        crate::projection::oversized::reason(bytes, max),
-                    );
+                    let cut = columns.each_ref().map(Vec::as_slice);
+                    let dl =
+                        crate::projection::oversized::dead_letter(seq, &cut, bytes, max, position);
                     if self.driver.engine_mut().push_dead_letter(dl)
                         && self.driver.engine().has_slot()
                     {

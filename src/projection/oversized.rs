@@ -59,15 +59,15 @@ pub fn cut_columns<'a>(cols: &[&'a [u8]], kept: usize) -> Vec<&'a [u8]> {
     out
 }
 
-/// Why an oversized row is a dead letter (the stream and the history
-/// readers say it the same way).
-pub fn reason(message_bytes: usize, max: usize) -> String {
+/// Why an oversized row is a dead letter.
+fn reason(message_bytes: usize, max: usize) -> String {
     format!("event_too_large: its WAL message is {message_bytes} bytes, over the maximum of {max} (PROJECTOR_MAX_EVENT_BYTES); the payload kept is its start")
 }
 
-/// The dead letter of an oversized row from the (cut) texts of its
-/// columns in `runtime.events` order: seq, stream_id, stream_seq,
-/// event_type, owner_id, payload, occurred_at.
+/// The dead letter of an oversized row, for the stream and the history
+/// readers alike, from the (cut) texts of its columns in `runtime.events`
+/// order: seq, stream_id, stream_seq, event_type, owner_id, payload,
+/// occurred_at.
 pub fn dead_letter(
     seq: i64,
     cut: &[&[u8]],

@@ -50,11 +50,15 @@ pub enum SourceEvent {
         detail: String,
     },
     /// An Insert whose WAL message was `bytes` long, over the maximum: read
-    /// through, never held. `ev` carries the columns its start held (the
-    /// payload cut short, later columns empty); it is a dead letter.
+    /// through, never held. `columns` are what its start held, in
+    /// runtime.events order (seq, stream_id, stream_seq, event_type,
+    /// owner_id, payload, occurred_at; the one the cut fell in is its
+    /// start, later ones empty): `projection::oversized::dead_letter`.
     Oversized {
-        ev: RuntimeEvent,
+        seq: i64,
+        columns: [Vec<u8>; 7],
         bytes: usize,
+        position: Position,
     },
 }
 
@@ -164,7 +168,7 @@ impl EventDecoder {
 
     /// An XLogData payload that was `bytes` long, over the maximum, of
     /// which `data` is the start: an Insert into runtime.events becomes
-    /// [`SourceEvent::Oversized`] (a dead letter naming its seq and
+    /// [`SourceEvent::Oversized`] (made a dead letter naming its seq and
     /// stream), an UPDATE or DELETE a violation. Anything else cannot be
     /// that large and is a protocol error.
     pub fn feed_oversized(&mut self, data: &[u8], bytes: usize) -> Result<(), EventError> {
@@ -200,33 +204,40 @@ impl EventDecoder {
             .cols
             .as_ref()
             .ok_or_else(|| EventError::Schema("no Relation message for runtime.events".into()))?;
-        let text = |i: usize| match cols[..n].get(i) {
-            Some(ColumnRef::Text(b)) => String::from_utf8_lossy(b).into_owned(),
-            _ => String::new(),
+        let bytes_of = |i: usize| match cols[..n].get(i) {
+            Some(ColumnRef::Text(b)) => b.to_vec(),
+            _ => Vec::new(),
         };
-        let int = |i: usize| text(i).parse::<i64>().ok();
-        let seq = int(c.seq).ok_or_else(|| {
-            EventError::Schema(format!(
-                "a {bytes}-byte runtime.events row without a readable seq"
-            ))
-        })?;
-        let ev = RuntimeEvent::new(
-            seq,
-            &text(c.stream_id),
-            int(c.stream_seq).unwrap_or(0),
-            &text(c.event_type),
-            &text(c.owner_id),
-            &text(c.payload),
-            "",
-        );
+        let seq = std::str::from_utf8(&bytes_of(c.seq))
+            .ok()
+            .and_then(|t| t.parse::<i64>().ok())
+            .ok_or_else(|| {
+                EventError::Schema(format!(
+                    "a {bytes}-byte runtime.events row without a readable seq"
+                ))
+            })?;
+        let columns = [
+            c.seq,
+            c.stream_id,
+            c.stream_seq,
+            c.event_type,
+            c.owner_id,
+            c.payload,
+            c.occurred_at,
+        ]
+        .map(bytes_of);
         let (lsn, ord) = self
             .txn
             .as_mut()
             .ok_or_else(|| EventError::Order("change outside a transaction".into()))?;
-        let mut ev = ev;
-        ev.position = Position::new(*lsn, *ord);
+        let position = Position::new(*lsn, *ord);
         *ord += 1;
-        self.ready.push_back(SourceEvent::Oversized { ev, bytes });
+        self.ready.push_back(SourceEvent::Oversized {
+            seq,
+            columns,
+            bytes,
+            position,
+        });
         Ok(())
     }
 

@@ -297,3 +297,18 @@ impl Drop for Projector {
         }
     }
 }
+
+/// `projector run` on `slot` reaching Postgres through a cuttable link
+/// (`TcpProxy`): the proxy, to cut and restore, and the process.
+pub async fn spawn_behind_proxy(
+    db: &crate::support::pg::TestDb,
+    convex: &crate::support::convex_backend::ConvexBackend,
+    slot: &str,
+) -> (crate::support::tcp_proxy::TcpProxy, Projector) {
+    let proxy = crate::support::tcp_proxy::TcpProxy::start(db.port).await;
+    let url = db
+        .url
+        .replace(&format!(":{}/", db.port), &format!(":{}/", proxy.port));
+    let p = Projector::spawn(&url, convex.url(), convex.admin_key().expose(), slot, &[]);
+    (proxy, p)
+}
