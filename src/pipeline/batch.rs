@@ -1,6 +1,13 @@
 //! The open batch: planned events collected until the batch closes on max
 //! events, max bytes, max distinct documents or max fill time.
 //!
+//! The bytes a batch holds are its events *and* the documents it will
+//! write: one event can rewrite a 200 KB inbox, so a batch of small events
+//! may serialise hundreds of MB. Each document is charged once, when the
+//! batch first numbers it, at its cached size or the table's typical size
+//! (`DocSizes::typical`), and the batch is full when either total reaches
+//! the byte limit.
+//!
 //! Events are only *planned* (validated, routed to document keys) while the
 //! batch fills; they are folded when it closes, after one batched hydration
 //! of every key the cache lacks. Several events on one key coalesce into one
@@ -45,7 +52,10 @@ pub struct OpenBatch {
     /// into it).
     pub key_names: KeyInterner,
     pub dead_letters: usize,
+    /// Events' bytes (payloads and overhead).
     pub bytes: usize,
+    /// Expected serialised bytes of every document of the batch.
+    pub doc_bytes: usize,
     pub opened_at: Option<Instant>,
     /// Commit times (µs since the Unix epoch) of the transactions with
     /// events in this batch, for commit → ack lag.
@@ -67,8 +77,14 @@ impl OpenBatch {
         }
     }
 
-    /// Adds a planned event of `bytes` (its `approx_bytes`).
-    pub fn push_fold(&mut self, folding: Box<Folding>, bytes: usize) {
+    /// Adds a planned event of `bytes` (its `approx_bytes`); `doc_size`
+    /// gives the expected size of a document the batch did not hold yet.
+    pub fn push_fold(
+        &mut self,
+        folding: Box<Folding>,
+        bytes: usize,
+        mut doc_size: impl FnMut(&DocKey) -> usize,
+    ) {
         self.opened();
         self.bytes += bytes;
         let mut ids = [u32::MAX; MAX_KEYS_PER_EVENT];
@@ -78,6 +94,7 @@ impl OpenBatch {
                 Some(&id) => id,
                 None => {
                     let id = self.key_list.len() as u32;
+                    self.doc_bytes += doc_size(k);
                     self.keys.insert(k.clone(), id);
                     self.key_list.push(k.clone());
                     id
@@ -104,10 +121,12 @@ impl OpenBatch {
         }
     }
 
-    /// Full on any limit: events, bytes, distinct documents, dead letters.
+    /// Full on any limit: events, event bytes, document bytes, distinct
+    /// documents, dead letters.
     pub fn is_full(&self, max_events: usize, max_bytes: usize) -> bool {
         self.items.len() >= max_events
             || self.bytes >= max_bytes
+            || self.doc_bytes >= max_bytes
             || self.keys.len() + self.dead_letters >= MAX_DISTINCT_KEYS
     }
 

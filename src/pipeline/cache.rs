@@ -70,6 +70,14 @@ impl StateCache {
         self.entries.contains_key(key)
     }
 
+    /// The size of `key`'s cached document (0 when Convex has none), or
+    /// `None` when the key is not cached.
+    pub fn doc_bytes(&self, key: &DocKey) -> Option<usize> {
+        self.entries
+            .get(key)
+            .map(|e| (*e.state).as_ref().map_or(0, |s| s.doc.approx_bytes()))
+    }
+
     /// Inserts a state loaded from Convex. Never replaces a cached entry: the
     /// cache is at least as new as Convex for every key it holds.
     pub fn insert_loaded(&mut self, key: DocKey, state: Option<Stored>) {
@@ -191,17 +199,38 @@ impl StateCache {
     }
 }
 
-/// The largest document seen per table (loaded or written), to size
-/// hydration loads within Convex's read limit.
+/// Document sizes seen per table (loaded or written): the largest, to
+/// size hydration loads within Convex's read limit, and the mean, to
+/// charge a batch for the documents it will write before they are loaded.
 #[derive(Default)]
 pub struct DocSizes {
-    largest: std::collections::HashMap<Table, usize>,
+    seen: std::collections::HashMap<Table, Seen>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    largest: usize,
+    total: u64,
+    count: u64,
 }
 
 impl DocSizes {
     pub fn observe(&mut self, table: Table, bytes: usize) {
-        let largest = self.largest.entry(table).or_insert(0);
-        *largest = (*largest).max(bytes);
+        let seen = self.seen.entry(table).or_default();
+        seen.largest = seen.largest.max(bytes);
+        seen.total = seen.total.saturating_add(bytes as u64);
+        seen.count += 1;
+    }
+
+    /// Expected bytes of a document of `table` that is not cached: the mean
+    /// seen so far, or the largest it can be before any was seen (the first
+    /// batch of a cold start may meet the biggest documents). Used to close
+    /// a batch on the bytes its writes will hold (`OpenBatch::doc_bytes`).
+    pub fn typical(&self, table: Table) -> usize {
+        match self.seen.get(&table) {
+            Some(s) if s.count > 0 => (s.total / s.count) as usize,
+            _ => limits::largest_doc_bytes(table),
+        }
     }
 
     /// Expected bytes of one document of `table`: the largest seen so far,
@@ -209,9 +238,9 @@ impl DocSizes {
     /// meet the biggest documents first). A load that still reads too much
     /// is split on Convex's answer, so the estimate may fall short.
     pub fn estimate(&self, table: Table) -> usize {
-        self.largest
+        self.seen
             .get(&table)
-            .copied()
+            .map(|s| s.largest)
             .unwrap_or_else(|| limits::largest_doc_bytes(table))
             .max(1)
     }

@@ -243,7 +243,10 @@ impl Engine {
             Plan::Fold(folding) => {
                 let bytes = folding.approx_bytes();
                 self.inflight_bytes += bytes;
-                self.open.push_fold(folding, bytes);
+                let (cache, sizes) = (&self.cache, &self.doc_sizes);
+                self.open.push_fold(folding, bytes, |k| {
+                    cache.doc_bytes(k).unwrap_or_else(|| sizes.typical(k.table))
+                });
             }
         }
         let id = *self

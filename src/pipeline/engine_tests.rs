@@ -550,3 +550,52 @@ async fn a_load_that_reads_too_much_is_split_and_retried() {
     // besides the ones refused.
     assert!(loads > 11, "{loads} loads");
 }
+
+/// Plans `notification.read` of n1 for users `users` (one transaction)
+/// until the batch is full; returns how many were planned.
+fn read_until_full(d: &mut Driver, users: std::ops::Range<usize>, lsn: u64) -> usize {
+    d.engine_mut().begin(0);
+    let mut planned = 0;
+    for k in users {
+        let at = Position::new(Lsn(lsn), k as u64);
+        let ev = notification(
+            &format!("u{k}"),
+            51,
+            "notification.read",
+            r#"{"notification_id":"n1"}"#,
+            at,
+        );
+        planned += 1;
+        if d.engine_mut().push(ev) {
+            break;
+        }
+    }
+    d.engine_mut().commit(Lsn(lsn + 50));
+    planned
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_closes_on_the_bytes_of_the_documents_it_will_write() {
+    // Each ~60-byte read event rewrites a ~110 KB inbox: by event bytes
+    // alone a batch would take thousands of them (hundreds of MB of
+    // documents); by document bytes it is full at 2 MiB of inboxes.
+    let store = Arc::new(MemoryStore::new());
+    store_large_inboxes(&store, 64).await;
+    let mut d = driver(&store);
+    d.engine_mut().reset_progress(Lsn(1150));
+    // Cold: no inbox seen yet, each is charged at the largest one can be.
+    let cold = read_until_full(&mut d, 0..64, 2000);
+    let largest = crate::sink::limits::largest_doc_bytes(Table::Inboxes);
+    assert_eq!(cold, Tuning::default().batch_max_bytes.div_ceil(largest));
+    d.close_batch().await.expect("close");
+    d.settle().await.expect("settle");
+    // Warm: the inboxes loaded and written so far set the typical size
+    // (~110 KB of JSON, ~160 KB in memory).
+    let warm = read_until_full(&mut d, cold..64, 3000);
+    assert!((8..=25).contains(&warm), "{warm} events in a full batch");
+    d.close_batch().await.expect("close");
+    d.settle().await.expect("settle");
+    assert_eq!(d.engine().flush_lsn(), Lsn(3050));
+    let (_, doc) = store.doc(1, Table::Inboxes, "u0").expect("inbox");
+    assert_eq!(doc["unreadCount"].as_u64(), Some(49));
+}
