@@ -528,3 +528,62 @@ async fn deployment_skew_is_a_deployment_error_not_a_bad_document() {
         "{bad_doc}"
     );
 }
+
+/// `verify`'s dump sizes its pages by the bytes of the documents: 100
+/// inboxes of ~200 KB (20 MB, past Convex's 16 MiB read limit for one
+/// query) come back whole, where a fixed page of 500 reads too much.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_of_large_inboxes_pages_within_the_read_limit() {
+    let b = ConvexBackend::start();
+    let c = b.client(Duration::from_secs(120));
+    let text = std::fs::read_to_string(VECTORS).expect("read the projection vectors");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let mut template = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "inbox")
+        .map(|c| c["expected"]["inboxes"]["u7"].clone())
+        .expect("inbox case");
+    let item = template["items"][0].clone();
+    template["items"] = Value::Array(
+        (0..50)
+            .map(|i| {
+                let mut it = item.clone();
+                it["id"] = json!(format!("n{i}"));
+                it["body"] = json!("é".repeat(2000));
+                it
+            })
+            .collect(),
+    );
+    let g = 4;
+    for chunk in 0..10u64 {
+        let writes = (chunk * 10..(chunk + 1) * 10)
+            .map(|i| {
+                let mut doc = template.clone();
+                doc["userId"] = json!(format!("u{i}"));
+                Write {
+                    table: "inboxes".into(),
+                    key: format!("u{i}"),
+                    position: pos(100 + i, 0),
+                    doc,
+                }
+            })
+            .collect();
+        let r = c
+            .apply(&ApplyRequest {
+                generation: g,
+                epoch: None,
+                writes,
+                dead_letters: vec![],
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.applied, 10);
+    }
+    let one = serde_json::to_vec(&template).unwrap().len();
+    assert!(one * 100 > 16 << 20, "{one} bytes an inbox");
+    let dumped = projector::verify::dump(&c, "inboxes", g).await.unwrap();
+    assert_eq!(dumped.len(), 100);
+    assert_eq!(dumped["u42"]["items"][3]["body"], json!("é".repeat(2000)));
+}

@@ -197,7 +197,19 @@ pub async fn verify_with(
     })
 }
 
-/// Every document of one table and generation, keyed by `key`.
+/// Documents per `page` call at most.
+const PAGE_DOCS: usize = 500;
+
+/// Documents a page may ask for when its documents are up to
+/// `largest_seen` bytes: within `limits::MAX_LOAD_BYTES`, so a page of
+/// large inboxes stays inside Convex's 16 MiB read limit.
+fn page_docs(largest_seen: usize) -> usize {
+    (crate::sink::limits::MAX_LOAD_BYTES / largest_seen.max(1)).clamp(1, PAGE_DOCS)
+}
+
+/// Every document of one table and generation, keyed by `key`. Pages are
+/// sized by the bytes of the documents they hold; a page that reads past
+/// Convex's limit anyway is asked for again at half the size.
 pub async fn dump(
     client: &ConvexClient,
     table: &str,
@@ -206,21 +218,34 @@ pub async fn dump(
     let retry = RetryPolicy::bounded(10);
     let mut out = BTreeMap::new();
     let mut cursor: Option<String> = None;
+    // The first page assumes the largest documents the table can hold.
+    let worst = Table::parse(table).map_or(16 * 1024, crate::sink::limits::largest_doc_bytes);
+    let mut limit = page_docs(worst);
+    let mut largest = 0;
     loop {
-        let page = crate::sink::with_retry(&retry, "page", || {
+        let answer = crate::sink::with_retry(&retry, "page", || {
             let cursor = cursor.clone();
-            async move { client.page(table, Some(generation), cursor, 500).await }
+            async move { client.page(table, Some(generation), cursor, limit).await }
         })
-        .await?;
+        .await;
+        let page = match answer {
+            Err(e) if crate::sink::limits::is_read_limit(&e) && limit > 1 => {
+                limit /= 2;
+                continue;
+            }
+            other => other?,
+        };
         for doc in page.docs {
+            largest = largest.max(serde_json::to_vec(&doc).map_or(0, |v| v.len()));
             if let Some(k) = doc.get("key").and_then(Value::as_str) {
-                out.insert(k.to_string(), doc.clone());
+                out.insert(k.to_string(), doc);
             }
         }
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => return Ok(out),
         }
+        limit = page_docs(largest);
     }
 }
 
