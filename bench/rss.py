@@ -7,12 +7,18 @@
   big_txn: a slot, then one transaction inserting N events; drain.
   big_row: a slot, 10 events, one 64 MiB row, 10 events; drain (the row is
            read through, never held: --max-event-bytes).
+  inboxes: 500 users x 50 notifications with a 2,000-char multi-byte body
+           (~200 KB an inbox, ~100 MB in all) projected into the local
+           Convex backend; then one transaction marks one notification read
+           in every inbox, and a fresh `projector run` (cold cache) drains it:
+           every batch hydrates and rewrites large inboxes. Its peak RSS is
+           the figure; pg_recvlogical drains the same transaction.
 
 Each drain is `projector run --exit-when-caught-up --no-backfill` into the
 null sink (release build), with the default memory settings. Prints a
 Markdown table on stdout; progress on stderr.
 
-Usage: bench/rss.py [--events N] [--scenarios delete,big_txn,big_row]
+Usage: bench/rss.py [--events N] [--scenarios delete,big_txn,big_row,inboxes]
 """
 import argparse
 import os
@@ -34,7 +40,46 @@ def slots(pg, name):
     return f"{name}_recv", f"{name}_proj"
 
 
+def inboxes(users):
+    """The `inboxes` scenario: (what, pg_recvlogical timed(), projector
+    timed(), {"mutations": applies of the cold drain})."""
+    pg = bench.Postgres()
+    convex = bench.LocalConvex()
+    try:
+        pg.sql(open(os.path.join(bench.ROOT, "sql", "001_runtime_events.sql")).read())
+        pg.sql("SELECT pg_create_logical_replication_slot('inb_proj','pgoutput')")
+        for n in range(1, 51):
+            pg.sql(
+                "INSERT INTO runtime.events (stream_id, stream_seq, event_type, owner_id, payload) "
+                f"SELECT 'user:u' || i, {n}, 'notification.created', 'u' || i, "
+                f"jsonb_build_object('notification_id', 'n{n}', 'title', repeat('t', 200), "
+                "'body', repeat('é', 2000)) "
+                f"FROM generate_series(1, {users}) i")
+        env = bench.projector_env(pg, convex.url, convex.key)
+        cmd = [bench.BIN, "run", "--slot", "inb_proj", "--exit-when-caught-up",
+               "--metrics-addr", "127.0.0.1:0"] + bench.NO_BACKFILL
+        bench.log(f"projecting {users} inboxes of 50 notifications into the local backend...")
+        load = bench.timed(cmd, env=env)
+        bench.log(f"  {load[0]:.1f} s, peak RSS {load[3] / 1024:.1f} MiB")
+        pg.sql("SELECT pg_create_logical_replication_slot('inb_recv','pgoutput')")
+        pg.sql(
+            "INSERT INTO runtime.events (stream_id, stream_seq, event_type, owner_id, payload) "
+            "SELECT 'user:u' || i, 51, 'notification.read', 'u' || i, "
+            "jsonb_build_object('notification_id', 'n1') "
+            f"FROM generate_series(1, {users}) i")
+        end = pg.sql("SELECT pg_current_wal_lsn()")
+        r = bench.drain_recvlogical(pg.url, "inb_recv", end)
+        p = bench.timed(cmd, env=env)
+        what = f"{users} inboxes of ~200 KB, cold cache, one transaction touching each"
+        return what, r, p, {"mutations": "—"}
+    finally:
+        convex.stop()
+        pg.stop()
+
+
 def run(name, events):
+    if name == "inboxes":
+        return inboxes(500)
     pg = bench.Postgres()
     sink = bench.NullSink()
     try:
@@ -77,7 +122,7 @@ def run(name, events):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--scenarios", default="delete,big_txn,big_row")
+    ap.add_argument("--scenarios", default="delete,big_txn,big_row,inboxes")
     a = ap.parse_args()
     print("| scenario | pg_recvlogical s | projector s | projector peak RSS MiB | "
           "projector CPU s | mutations |")

@@ -44,8 +44,8 @@ use crate::projection::{
 };
 use crate::sink::{DocJson, DocumentStore, RetryPolicy, SinkError};
 
-/// Memory of one document write in flight beyond its serialised JSON: the
-/// key, the position, and the copy inside the encoded request body.
+/// Memory of one document write in flight beyond its document copies
+/// (counted where it is closed): the key, the position, the bookkeeping.
 const WRITE_OVERHEAD: usize = 128;
 
 /// A transaction committed this long before the server sent it means we
@@ -461,7 +461,13 @@ impl Engine {
                 continue;
             };
             let doc = DocJson::of(&stored.doc);
-            write_bytes += WRITE_OVERHEAD + doc.heap_bytes() + doc.as_bytes().len();
+            // Held until the ack: the serialised copy, the request body
+            // that repeats it, and the pinned state, which the cache may
+            // not evict meanwhile, so its budget does not bound it.
+            write_bytes += WRITE_OVERHEAD
+                + doc.heap_bytes()
+                + doc.as_bytes().len()
+                + stored.doc.approx_bytes();
             self.doc_sizes.observe(key.table, doc.as_bytes().len());
             let position = stored.position;
             // Once per written stream document, not per event: what it

@@ -599,3 +599,25 @@ async fn a_batch_closes_on_the_bytes_of_the_documents_it_will_write() {
     let (_, doc) = store.doc(1, Table::Inboxes, "u0").expect("inbox");
     assert_eq!(doc["unreadCount"].as_u64(), Some(49));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_write_in_flight_counts_its_pinned_state_and_both_copies_of_its_json() {
+    // Until the ack, a written inbox is held three times: the pinned
+    // cache entry (which the cache budget cannot evict), its serialised
+    // JSON and the request body. The in-flight budget must see all three.
+    let store = Arc::new(MemoryStore::new());
+    store_large_inboxes(&store, 8).await;
+    let metrics = Metrics::new().expect("metrics");
+    let mut d = Driver::new(store.clone(), 1, Tuning::default(), metrics.clone());
+    d.engine_mut().reset_progress(Lsn(1150));
+    read_until_full(&mut d, 0..8, 2000);
+    let before = metrics.inflight_bytes.get();
+    // Dispatch is spawned: on this single-threaded runtime it cannot
+    // answer before we look.
+    d.engine_mut().close_batch().await.expect("close");
+    let held = (metrics.inflight_bytes.get() - before) as usize;
+    let (_, doc) = store.doc(1, Table::Inboxes, "u0").expect("inbox");
+    let json = serde_json::to_vec(&doc).expect("json").len();
+    assert!(held >= 8 * 3 * json, "{held} bytes counted for 8 x {json}");
+    d.settle().await.expect("settle");
+}
