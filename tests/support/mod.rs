@@ -23,6 +23,24 @@ pub fn seeded_rng(test: &str) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(seed)
 }
 
+/// Polls `cond` every 50 ms until it holds. Panics after `timeout`, naming
+/// what was awaited: tests wait on the condition they need, never on a
+/// guessed delay.
+pub async fn wait_until<F, Fut>(what: &str, timeout: std::time::Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// `v` with every number as a float64: Convex stores JSON numbers as
 /// float64 and prints them so (`4` comes back as `4.0`).
 pub fn as_float64(v: &serde_json::Value) -> serde_json::Value {
