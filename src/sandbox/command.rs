@@ -40,6 +40,16 @@ pub struct SandboxArgs {
     /// Also start the local Convex backend.
     #[arg(long)]
     pub convex: bool,
+    /// Environment for the backend, `KEY=VALUE` (repeatable), e.g. the
+    /// `JWT_ISSUER`, `JWT_JWKS_URL`, `JWT_APPLICATION_ID` of a token issuer.
+    #[arg(long = "convex-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub convex_env: Vec<(String, String)>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 pub async fn main(args: SandboxArgs) -> anyhow::Result<ExitCode> {
@@ -86,9 +96,11 @@ pub async fn main(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         Some(pg)
     };
     let convex = if args.convex {
-        let c =
-            tokio::task::spawn_blocking(|| LocalConvex::start_blocking(&ConvexOptions::default()))
-                .await??;
+        let opts = ConvexOptions {
+            env: args.convex_env.clone(),
+            ..Default::default()
+        };
+        let c = tokio::task::spawn_blocking(move || LocalConvex::start_blocking(&opts)).await??;
         facts.insert("convex_url".into(), json!(c.url));
         facts.insert("convex_admin_key".into(), json!(c.admin_key.expose()));
         Some(c)
