@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::Secret;
 
+/// One of the child's output pipes, read on its own thread.
+type Pipe = Box<dyn std::io::Read + Send>;
+
 /// How many of the backend's last output lines are kept for error messages.
 const TAIL_LINES: usize = 200;
 
@@ -127,17 +130,9 @@ impl LocalConvex {
         let (tx, rx) = mpsc::channel::<()>();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
-        let streams: [(Option<Box<dyn std::io::Read + Send>>, bool, bool); 2] = [
-            (
-                stdout.map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-                opts.echo_stdout,
-                true,
-            ),
-            (
-                stderr.map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-                opts.echo_stderr,
-                false,
-            ),
+        let streams: [(Option<Pipe>, bool, bool); 2] = [
+            (stdout.map(|s| Box::new(s) as Pipe), opts.echo_stdout, true),
+            (stderr.map(|s| Box::new(s) as Pipe), opts.echo_stderr, false),
         ];
         // Readers drain both pipes for the backend's whole life, so it never
         // blocks on a full pipe.
