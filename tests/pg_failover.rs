@@ -74,6 +74,7 @@ fn spawn_writer(
                 Err(_) => client = None,
             }
             k += 1;
+            // Pacing (about 20 batches/s), not a wait on anything.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
