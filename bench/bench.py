@@ -30,8 +30,6 @@ import argparse
 import json
 import os
 import re
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -62,73 +60,83 @@ def free_port():
     return p
 
 
-def as_postgres():
-    if os.getuid() == 0:
-        import pwd
+class Sandbox:
+    """`projector sandbox ...` (`cmd`, maybe behind `ip netns exec`): waits
+    for its JSON line of connection facts (`facts`); it runs until its
+    stdin closes (`stop()`, or this process ending)."""
 
-        pw = pwd.getpwnam("postgres")
+    def __init__(self, cmd):
+        # Its stderr to a file: a pipe nobody reads could fill and block it.
+        self.err = tempfile.TemporaryFile(mode="w+")
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=self.err, text=True)
+        line = self.p.stdout.readline()
+        if not line:
+            self.p.wait()
+            self.err.seek(0)
+            sys.exit(f"{' '.join(cmd)} did not start ({self.p.returncode}):\n"
+                     f"{self.err.read()[-3000:]}")
+        self.facts = json.loads(line)
 
-        def f():
-            os.setgid(pw.pw_gid)
-            os.setuid(pw.pw_uid)
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.stdin.close()  # EOF: the sandbox stops what it started and cleans up
+            try:
+                self.p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
 
-        return f
-    return None
+
+# The bench's server settings, after the sandbox's defaults (later lines win).
+PG_CONF = [
+    "max_wal_senders = 20",
+    "max_replication_slots = 40",
+    "wal_sender_timeout = '60s'",
+    "fsync = off",
+    "synchronous_commit = on",
+    "full_page_writes = off",
+    "shared_buffers = 256MB",
+    "max_wal_size = 16GB",
+    "log_min_messages = warning",
+]
 
 
 class Postgres:
-    """A throwaway server. With `netns` (a bench/netns.py Veth), it runs in
-    that network namespace, listens on its veth address, and every client
-    (psql, loadgen, pg_recvlogical, projector) reaches it through the veth
-    pair: non-loopback TCP end to end. Its Unix socket is a file, so that
-    path works the same either way."""
+    """A throwaway server from `projector sandbox` (the launcher `demo` and
+    the tests use: initdb as the postgres OS user, a random superuser
+    password, PR_SET_PDEATHSIG, removed on exit). It runs until its stdin
+    closes: `stop()`, or this process ending. With `netns` (a bench/netns.py
+    Veth), the sandbox runs in that network namespace, listens on its veth
+    address, and every client (psql, loadgen, pg_recvlogical, projector)
+    reaches it through the veth pair: non-loopback TCP end to end. Its Unix
+    socket is a file, so that path works the same either way. `conf`:
+    more postgresql.conf lines."""
 
-    def __init__(self, netns=None):
+    def __init__(self, netns=None, conf=()):
         self.netns = netns
-        self.dir = tempfile.mkdtemp(prefix="projector-bench.")
-        os.chmod(self.dir, 0o777)
-        self.data = os.path.join(self.dir, "data")
-        self.port = free_port()
         host = netns.inner_ip if netns else "127.0.0.1"
-        subprocess.run(
-            ["initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync",
-             "-E", "UTF8", "--locale=C"],
-            check=True, stdout=subprocess.DEVNULL, preexec_fn=as_postgres())
-        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
-            f.write(f"""
-listen_addresses = '{host}'
-port = {self.port}
-unix_socket_directories = '{self.dir}'
-wal_level = logical
-max_wal_senders = 20
-max_replication_slots = 40
-fsync = off
-synchronous_commit = on
-full_page_writes = off
-shared_buffers = 256MB
-max_wal_size = 16GB
-log_min_messages = warning
-""")
+        cmd = [BIN, "sandbox", "--listen", host]
+        for line in PG_CONF + list(conf):
+            cmd += ["--conf", line]
         if netns:
-            # initdb's trust lines cover loopback only; the clients come
-            # from the host end of the veth pair.
-            with open(os.path.join(self.data, "pg_hba.conf"), "a") as f:
-                f.write(f"host all all {netns.host_ip}/32 trust\n"
-                        f"host replication all {netns.host_ip}/32 trust\n")
-        start = ["pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "pg.log"), "-w", "start"]
-        if netns:
+            # initdb's lines cover loopback only; the clients come from the
+            # host end of the veth pair.
+            for db in ("all", "replication"):
+                cmd += ["--hba", f"host {db} all {netns.host_ip}/32 scram-sha-256"]
             # `ip netns exec` needs root; the server itself runs as postgres.
-            subprocess.run(["ip", "netns", "exec", netns.name, "runuser", "-u", "postgres",
-                            "--"] + start, check=True, stdout=subprocess.DEVNULL)
-        else:
-            subprocess.run(start, check=True, stdout=subprocess.DEVNULL,
-                           preexec_fn=as_postgres())
+            cmd = ["ip", "netns", "exec", netns.name] + cmd
+        self.sandbox = Sandbox(cmd)
+        facts = self.sandbox.facts
+        self.dir = facts["dir"]
+        self.data = facts["data"]
+        self.port = facts["port"]
         # sslmode=disable: the server has no TLS. (At ad3be29 the default,
         # prefer, fails the SQL connection with "error performing TLS
         # handshake" instead of falling back to plain text.)
-        self.url = f"postgres://postgres@{host}:{self.port}/postgres?sslmode=disable"
+        self.url = facts["url"]
         # The same server through its Unix socket (no TCP stack in between).
-        self.unix_url = f"postgres://postgres@/postgres?host={self.dir}&port={self.port}"
+        self.unix_url = facts["socket_url"]
 
     def sql(self, q):
         r = subprocess.run(["psql", "-qAtX", self.url, "-c", q], check=True,
@@ -136,10 +144,7 @@ log_min_messages = warning
         return r.stdout.strip()
 
     def stop(self):
-        subprocess.run(["pg_ctl", "-D", self.data, "-m", "immediate", "stop"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       preexec_fn=as_postgres())
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.sandbox.stop()
 
 
 def timed(cmd, env=None, stdout=subprocess.DEVNULL):
@@ -198,36 +203,20 @@ def stats_delta(before, after):
 
 
 class LocalConvex:
-    def __init__(self):
-        self.port = free_port()
-        self.key = "bench-" + os.urandom(8).hex()
-        self.p = subprocess.Popen(
-            ["npm", "run", "local-backend", "--", "--port", str(self.port)],
-            # The admin key only by environment (local-backend refuses --admin-key).
-            env=dict(os.environ, CONVEX_ADMIN_KEY=self.key),
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True)
-        end = time.monotonic() + 120
-        seen = []
-        for line in self.p.stdout:
-            if "listening" in line:
-                break
-            seen.append(line)
-            if time.monotonic() > end:
-                sys.exit("local backend did not start within 120 s:\n" + "".join(seen[-20:]))
-        else:
-            # Its output ended without "listening": it exited (e.g. no
-            # node_modules: run `npm ci` first).
-            sys.exit("local backend exited before listening (run `npm ci` first?):\n"
-                     + "".join(seen[-20:]))
-        self.url = f"http://127.0.0.1:{self.port}"
+    """The local Convex backend from `projector sandbox --convex` (the
+    launcher `demo` and the tests use); `env`: more environment for it
+    (e.g. a token issuer's JWT_*)."""
+
+    def __init__(self, env=None):
+        cmd = [BIN, "sandbox", "--no-postgres", "--convex"]
+        for k, v in (env or {}).items():
+            cmd += ["--convex-env", f"{k}={v}"]
+        self.sandbox = Sandbox(cmd)
+        self.url = self.sandbox.facts["convex_url"]
+        self.key = self.sandbox.facts["convex_admin_key"]
 
     def stop(self):
-        try:
-            os.killpg(self.p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        self.p.wait()
+        self.sandbox.stop()
 
 
 def projector_env(pg, convex_url, key="bench", url=None):

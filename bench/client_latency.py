@@ -27,7 +27,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (Postgres, helpers)
-from bench import BIN, ROOT, as_postgres, free_port, http_get, log, lsn_int, wait_http  # noqa: E402
+from bench import BIN, ROOT, free_port, http_get, log, lsn_int, wait_http  # noqa: E402
 
 
 class NpmChild:
@@ -76,24 +76,17 @@ def main():
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release (or set BENCH_BIN)")
     print(bench.machine())
-    pg = bench.Postgres()
+    pg = bench.Postgres(conf=["track_commit_timestamp = on"])
     web = cx = None
     try:
-        pg.sql("ALTER SYSTEM SET track_commit_timestamp = on")
-        subprocess.run(["pg_ctl", "-D", pg.data, "-w", "restart", "-l", os.path.join(pg.dir, "pg.log")],
-                       check=True, stdout=subprocess.DEVNULL, preexec_fn=as_postgres())
         pg.sql(open(os.path.join(ROOT, "sql", "001_runtime_events.sql")).read())
         rows = []
         for n in range(a.repeat):
             web = NpmChild("demo-web", ["--port", "0"], "listening on")
             jwt = dict(kv.split("=", 1) for line in web.seen for kv in line.split() if kv.startswith("JWT_"))
             web_url = web.seen[-1].split("listening on", 1)[1].strip()
-            key = "bench-" + os.urandom(8).hex()
-            env = dict(os.environ, CONVEX_ADMIN_KEY=key, **jwt)
-            port = free_port()
-            cx = NpmChild("local-backend", ["--port", str(port)], "listening", env=env)
-            convex_url = f"http://127.0.0.1:{port}"
-            rows.append(one_run(pg, a, n, web_url, convex_url, key))
+            cx = bench.LocalConvex(env=jwt)
+            rows.append(one_run(pg, a, n, web_url, cx.url, cx.key))
             cx.stop()
             web.stop()
             cx = web = None

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{demo, loadgen, pipeline, rebuild, setup, sink, status, verify};
+use crate::{demo, loadgen, pipeline, rebuild, sandbox, setup, sink, status, verify};
 
 /// Postgres-to-Convex CDC: streams runtime.events through a logical
 /// replication slot (pgoutput), folds events into read models and writes them
@@ -45,6 +45,11 @@ pub(crate) enum Command {
     /// Convex-wire server that acknowledges every write (benchmarks).
     #[command(hide = true)]
     NullSink(sink::null::NullSinkArgs),
+    /// Throwaway Postgres and/or local Convex backend for scripts
+    /// (benchmarks): prints its connection facts as one JSON line, runs
+    /// until SIGTERM or EOF on stdin.
+    #[command(hide = true)]
+    Sandbox(sandbox::command::SandboxArgs),
 }
 
 impl Cli {
@@ -74,6 +79,7 @@ impl Cli {
             Command::Loadgen(a) => loadgen::main(a).await,
             Command::Demo(a) => demo::main(a).await,
             Command::NullSink(a) => sink::null::main(a).await,
+            Command::Sandbox(a) => sandbox::command::main(a).await,
         };
         match result {
             Ok(code) => code,

@@ -252,14 +252,38 @@ async fn the_rebuild_streams_the_new_generation_until_the_old_slot_is_let_go() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rebuild = rebuild.spawn().expect("spawn rebuild");
+    let mut rebuild = rebuild.spawn().expect("spawn rebuild");
+    // Its stderr, read as it comes: the test waits on the warning below.
+    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = tokio::spawn({
+        use tokio::io::AsyncBufReadExt;
+        let err = err.clone();
+        let mut lines = tokio::io::BufReader::new(rebuild.stderr.take().unwrap()).lines();
+        async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                let mut e = err.lock().unwrap();
+                e.push_str(&l);
+                e.push('\n');
+            }
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(120);
     while client.get_active().await.unwrap() != Some(2) {
         assert!(Instant::now() < deadline, "no switch");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Well past the release wait, events still reach generation 2.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Past the release wait (the rebuild says the old slot is still
+    // consumed), events still reach generation 2.
+    crate::support::wait_until(
+        "the rebuild's \"still consumed after the switch\" warning",
+        Duration::from_secs(60),
+        || async {
+            err.lock()
+                .unwrap()
+                .contains("still consumed after the switch")
+        },
+    )
+    .await;
     insert_run(&sql, "after").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -280,7 +304,8 @@ async fn the_rebuild_streams_the_new_generation_until_the_old_slot_is_let_go() {
         .await
         .expect("the rebuild finishes")
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    reader.await.unwrap();
+    let err = err.lock().unwrap().clone();
     assert!(out.status.success(), "{err}");
     assert!(err.contains("still consumed after the switch"), "{err}");
     assert_eq!(cli::slots(&sql, &db.dbname).await, vec![new_slot.clone()]);

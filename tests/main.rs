@@ -11,6 +11,7 @@ mod backfill;
 mod client_live;
 mod config_docs;
 mod deploy_files;
+mod harness;
 mod lifecycle;
 mod loadgen_traffic;
 mod metrics_docs;

@@ -21,6 +21,7 @@ use crate::support::history_sql;
 use crate::support::pg;
 use crate::support::pg_standby;
 use crate::support::projector_proc::{self, Projector};
+use crate::support::wait_until;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,6 +74,7 @@ fn spawn_writer(
                 Err(_) => client = None,
             }
             k += 1;
+            // Pacing (about 20 batches/s), not a wait on anything.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
@@ -87,18 +89,6 @@ async fn slot_active(sql: &tokio_postgres::Client) -> bool {
     .ok()
     .flatten()
     .is_some_and(|r| r.get::<_, bool>(0))
-}
-
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

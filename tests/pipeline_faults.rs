@@ -102,6 +102,13 @@ async fn new_slot(db: &pg::TestDb, slot: &str) -> tokio_postgres::Client {
 // ---------------------------------------------------------------- 1. crash
 
 /// Every event in runtime.events, by seq.
+async fn event_rows(sql: &tokio_postgres::Client) -> i64 {
+    sql.query_one("SELECT count(*) FROM runtime.events", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 async fn events_by_seq(sql: &tokio_postgres::Client) -> HashMap<i64, RuntimeEvent> {
     use futures::TryStreamExt;
     // history::events reads through a cursor: it needs a transaction.
@@ -265,6 +272,8 @@ async fn sigkill_at_random_moments_is_exact_and_never_confirms_early() {
         // executes 3 s later, after the check below): a projector that
         // confirmed before the ack would be caught with the write missing.
         let held = kill % 2 == 1 && ms > 800;
+        // Deliberate delays, not waits: the kill moment is the random
+        // variable under test (seeded, replayable).
         if held {
             tokio::time::sleep(Duration::from_millis(ms - 600)).await;
             convex
@@ -319,14 +328,20 @@ async fn every_convex_fault_kind_mid_stream_ends_exact() {
     let db = pg::shared().await.fresh_db().await;
     let sql = new_slot(&db, SLOT).await;
     let convex = ConvexBackend::start();
-    let p = spawn(
+    let mut p = spawn(
         &db,
         &convex,
         SLOT,
         &[("PROJECTOR_CONVEX_TIMEOUT_MS", "1000")],
     );
     let (tx, h) = traffic(&db, 100.0);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Mid-stream: the traffic already reaches Convex.
+    p.wait_metric(
+        "projector_batches_applied_total",
+        |n| n >= 1.0,
+        Duration::from_secs(60),
+    )
+    .await;
     // Armed at once: the backend hands them out in order, one per request.
     // Only to `apply` (which retries and counts each retry): the service's
     // active-generation check, a query every 3 s off the loop that is simply
@@ -351,7 +366,17 @@ async fn every_convex_fault_kind_mid_stream_ends_exact() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("{armed} faults consumed after {:?}", started.elapsed());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Traffic still flows once the faults are spent: more batches land.
+    let applied = metric_sum(
+        &p.metrics().await.unwrap_or_default(),
+        "projector_batches_applied_total",
+    );
+    p.wait_metric(
+        "projector_batches_applied_total",
+        |n| n >= applied + 2.0,
+        Duration::from_secs(60),
+    )
+    .await;
     let report = stop_traffic(tx, h).await;
     wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
     let metrics = p.metrics().await.expect("metrics");
@@ -413,6 +438,8 @@ async fn postgres_restart_mid_stream_reconnects_and_readyz_follows() {
         down.is_some(),
         "/readyz must turn not-ready while Postgres is down"
     );
+    // Deliberate: time passes with Postgres down, to show /readyz does not
+    // turn ready again on its own.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!p.ready().await, "still not ready while Postgres is down");
     tokio::task::block_in_place(|| cluster.start_again());
@@ -452,9 +479,22 @@ async fn standby_replica_takes_over_after_sigkill() {
         a.wait_ready(true, Duration::from_secs(30)).await.is_some(),
         "first replica ready"
     );
-    let mut b = spawn(&db, &convex, SLOT, &[]);
+    // At info, B logs each time it finds the slot in use and stands by.
+    let mut b = spawn(&db, &convex, SLOT, &[("RUST_LOG", "info")]);
     let (tx, h) = traffic(&db, 150.0);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // A streams the traffic, and B has tried the slot and stood by.
+    a.wait_metric(
+        "projector_batches_applied_total",
+        |n| n >= 1.0,
+        Duration::from_secs(60),
+    )
+    .await;
+    crate::support::wait_until(
+        "the standby to find the slot in use and stand by",
+        Duration::from_secs(60),
+        || async { b.stderr().contains("slot is in use by another consumer") },
+    )
+    .await;
     assert!(a.ready().await, "the active replica stays ready");
     assert!(
         !b.ready().await,
@@ -470,6 +510,7 @@ async fn standby_replica_takes_over_after_sigkill() {
     // The standby retries every 2 s from its start: kill at a random phase
     // of that cycle, or the figure would only measure the alignment.
     let phase = crate::support::seeded_rng("standby_takeover").gen_range(0..2000);
+    // Deliberate delay: the phase is the random variable (seeded).
     tokio::time::sleep(Duration::from_millis(phase)).await;
     a.kill9();
     let killed = Instant::now();
@@ -479,7 +520,13 @@ async fn standby_replica_takes_over_after_sigkill() {
     eprintln!("STANDBY TAKEOVER: {took:?} after SIGKILL of the active replica (phase {phase} ms)");
     let took = took.expect("standby must take over within 30 s");
     assert!(took < Duration::from_secs(10), "takeover took {took:?}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The traffic flows through B before it stops.
+    b.wait_metric(
+        "projector_batches_applied_total",
+        |n| n >= 1.0,
+        Duration::from_secs(60),
+    )
+    .await;
     let report = stop_traffic(tx, h).await;
     wait_caught_up(&sql, SLOT, Duration::from_secs(120)).await;
     let outcome = assert_exact(&db, &convex, SLOT).await;
@@ -642,8 +689,27 @@ async fn two_replicas_through_repeated_takeovers_end_exact() {
     }
     let (stop, load) = traffic(&db, 400.0);
     for takeover in 0..4 {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let active = if replicas[0].1.ready().await { 0 } else { 1 };
+        // The streaming replica applies traffic (a batch more than when
+        // this round began) before its link is cut.
+        let mut base = [0.0; 2];
+        for (i, (_, p)) in replicas.iter().enumerate() {
+            let m = p.metrics().await.unwrap_or_default();
+            base[i] = metric_sum(&m, "projector_batches_applied_total");
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let active = 'found: loop {
+            for (i, (_, p)) in replicas.iter().enumerate() {
+                let m = p.metrics().await.unwrap_or_default();
+                if p.ready().await && metric_sum(&m, "projector_batches_applied_total") > base[i] {
+                    break 'found i;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "takeover {takeover}: no ready replica applying traffic within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let other = 1 - active;
         replicas[active].0.cut();
         assert!(
@@ -655,6 +721,8 @@ async fn two_replicas_through_repeated_takeovers_end_exact() {
             "takeover {takeover}: replica {other} never took the slot:\n{}",
             replicas[other].1.stderr()
         );
+        // Deliberate: the cut lasts a second past the takeover (the fault
+        // under test), then the link comes back.
         tokio::time::sleep(Duration::from_secs(1)).await;
         replicas[active].0.restore();
     }
@@ -798,7 +866,13 @@ async fn poison_input_is_dead_lettered_and_a_rejected_document_is_isolated() {
         ..s(2)
     };
     let h2 = tokio::spawn(async move { generate(&secret, spec2).await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let loaded = event_rows(&sql).await;
+    crate::support::wait_until(
+        "the second load to write rows",
+        Duration::from_secs(30),
+        || async { event_rows(&sql).await > loaded },
+    )
+    .await;
     sql.batch_execute(&format!(
         "INSERT INTO runtime.events (stream_id, stream_seq, event_type, owner_id, payload) VALUES
           ('run:{POISON}', 1, 'run.created', 'u-poison', '{{\"thread_id\":\"poison-thread\",\"title\":\"t\"}}'),
@@ -1026,7 +1100,19 @@ async fn a_retention_delete_is_one_violation_record_not_one_per_row() {
         assert!(Instant::now() < deadline, "violations not counted:\n{m}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = convex.client(Duration::from_secs(30));
+    crate::support::wait_until(
+        "the violation summary (delete = 20000) in Convex",
+        Duration::from_secs(20),
+        || async {
+            client
+                .get_state(0, "lastViolation")
+                .await
+                .unwrap()
+                .is_some_and(|s| s["delete"].as_f64() == Some(20000.0))
+        },
+    )
+    .await;
     let after = convex.stats().await["mutations"].as_u64().unwrap_or(0);
     eprintln!(
         "VIOLATION STORM: 20000 deleted rows -> {} Convex mutations",
@@ -1037,7 +1123,6 @@ async fn a_retention_delete_is_one_violation_record_not_one_per_row() {
         "a 20k-row DELETE cost {} mutations",
         after - before
     );
-    let client = convex.client(Duration::from_secs(30));
     let summary = client
         .get_state(0, "lastViolation")
         .await

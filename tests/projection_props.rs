@@ -197,7 +197,7 @@ fn interleave(events: &[RuntimeEvent], picks: &[usize]) -> Vec<RuntimeEvent> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(crate::support::proptest_config("projection_props", 256))]
 
     #[test]
     fn final_state_depends_only_on_the_set_of_events(

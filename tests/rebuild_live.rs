@@ -127,7 +127,14 @@ async fn rebuild_under_traffic_switches_without_clients_noticing() {
             }
         }
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Some rounds before the rebuild, to compare what clients saw with.
+    let rounds_since = |t: Instant| rounds.lock().unwrap().iter().filter(|r| r.0 > t).count();
+    crate::support::wait_until(
+        "3 checker rounds before the rebuild",
+        Duration::from_secs(60),
+        || async { rounds.lock().unwrap().len() >= 3 },
+    )
+    .await;
 
     let started = Instant::now();
     let (code, out, err) = env.run(&["rebuild"], Duration::from_secs(150)).await;
@@ -150,13 +157,34 @@ async fn rebuild_under_traffic_switches_without_clients_noticing() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Keep traffic (and the checker) going a while on the new generation.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Keep traffic (and the checker) going on the new generation: more
+    // events written and checker rounds after the service moved.
+    let moved = Instant::now();
+    let rows = || async {
+        sql.query_one("select count(*) from runtime.events", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let rows_at_move = rows().await;
+    crate::support::wait_until(
+        "100 more events and 3 checker rounds on generation 2",
+        Duration::from_secs(60),
+        || async { rows().await >= rows_at_move + 100 && rounds_since(moved) >= 3 },
+    )
+    .await;
     stop_tx.send(true).unwrap();
     let report = traffic.await.unwrap().unwrap();
     assert!(report.total > 100, "traffic continued: {}", report.total);
     cli::wait_confirmed(&sql, &new_slot, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One more round, of the final state.
+    let confirmed = Instant::now();
+    crate::support::wait_until(
+        "a checker round after the last events were confirmed",
+        Duration::from_secs(30),
+        || async { rounds_since(confirmed) >= 1 },
+    )
+    .await;
     check_stop_tx.send(true).unwrap();
     checker.await.expect("checker saw no anomaly");
 

@@ -83,6 +83,7 @@ async fn the_admin_key_goes_only_where_convex_url_says() {
         .await;
     assert!(r.is_err(), "a redirect is not a Convex answer: {r:?}");
     assert!(redirector_rx.try_recv().unwrap().contains(KEY));
+    // Deliberate: a moment passes to show no request reaches the Location.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         elsewhere_rx.try_recv().is_err(),

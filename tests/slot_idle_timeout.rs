@@ -72,6 +72,7 @@ async fn an_idle_timeout_invalidation_is_named_in_status_and_ends_run_with_3() {
     cli::wait_confirmed(&sql, SLOT, Duration::from_secs(60)).await;
 
     // Held for longer than the timeout, across checkpoints: still valid.
+    // Deliberate: the time passing is what is under test.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     sql.batch_execute("CHECKPOINT").await.unwrap();
     let held = slot_info(&sql, SLOT).await.unwrap().unwrap();

@@ -273,7 +273,7 @@ fn message() -> impl Strategy<Value = M> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(crate::support::proptest_config("source_pgoutput_prop", 2000))]
 
     #[test]
     fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200), in_stream in any::<bool>()) {

@@ -1,33 +1,26 @@
 //! A local Convex-compatible backend for tests: `npm run local-backend`
 //! (the project's own `convex/` functions on convex-test, behind the real
-//! HTTP wire format) on a free port with a random admin key. Killed with
-//! its whole process group on drop.
+//! HTTP wire format) on a free port with a random admin key, started by
+//! `projector::sandbox::convex` (shared with `demo` and the bench). Killed
+//! with its whole process group on drop. This module adds the test-only
+//! endpoints (`/_faults`, `/_stats`) and a client.
 //!
 //! Use with `use crate::support::convex_backend;`.
 
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use projector::config::Secret;
+use projector::sandbox::convex::{ConvexOptions, LocalConvex};
 use projector::sink::ConvexClient;
 use serde_json::Value;
 
-/// How long `npm run local-backend` may take to print `listening`.
-const START_TIMEOUT: Duration = Duration::from_secs(90);
-
 pub struct ConvexBackend {
-    child: Child,
+    backend: LocalConvex,
     url: String,
     admin_key: Secret,
     http: reqwest::Client,
-    output: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl ConvexBackend {
@@ -40,98 +33,21 @@ impl ConvexBackend {
     /// Like [`ConvexBackend::start`], with extra environment for the backend
     /// (`JWT_ISSUER`, `JWT_JWKS_URL`, `JWT_APPLICATION_ID`: auth.config.ts).
     pub fn start_with_env(env: &[(String, String)]) -> ConvexBackend {
-        let mut last_err = String::new();
-        // A free port can be taken between probing and binding: retry.
-        for _ in 0..3 {
-            match Self::try_start(env) {
-                Ok(b) => return b,
-                Err(e) => last_err = e,
-            }
-        }
-        panic!("local Convex backend did not start: {last_err}");
-    }
-
-    fn try_start(env: &[(String, String)]) -> Result<ConvexBackend, String> {
-        let root = env!("CARGO_MANIFEST_DIR");
-        if !std::path::Path::new(root).join("node_modules").is_dir() {
-            return Err(format!(
-                "{root}/node_modules is missing: run `npm ci` in the repository root first"
-            ));
-        }
-        let port = free_port();
-        let key = random_key();
-        let mut child = Command::new("npm")
-            .args(["run", "--silent", "local-backend", "--"])
-            .args(["--port", &port.to_string()])
-            // By environment: process arguments are visible to every local user.
-            .env("CONVEX_ADMIN_KEY", key.expose())
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot run npm: {e}"))?;
-        let output: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        let (tx, rx) = mpsc::channel::<()>();
         let verbose = std::env::var_os("PROJECTOR_TEST_VERBOSE").is_some();
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        for (stream, tx) in [
-            (Box::new(stdout) as Box<dyn std::io::Read + Send>, Some(tx)),
-            (Box::new(stderr), None),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if verbose {
-                        eprintln!("[local-backend] {line}");
-                    }
-                    if let Some(tx) = &tx {
-                        if line.contains("listening") {
-                            let _ = tx.send(());
-                        }
-                    }
-                    let mut o = output.lock().unwrap();
-                    o.push_back(line);
-                    if o.len() > 200 {
-                        o.pop_front();
-                    }
-                }
-            });
-        }
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut backend = ConvexBackend {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            admin_key: key,
+        let backend = LocalConvex::start_blocking(&ConvexOptions {
+            root: env!("CARGO_MANIFEST_DIR").into(),
+            env: env.to_vec(),
+            key_prefix: "local-test|".into(),
+            echo_stderr: verbose,
+            echo_stdout: verbose,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("local Convex backend did not start: {e:#}"));
+        ConvexBackend {
+            url: backend.url.clone(),
+            admin_key: backend.admin_key.clone(),
+            backend,
             http: reqwest::Client::new(),
-            output,
-        };
-        loop {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(()) => return Ok(backend),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Ok(Some(status)) = backend.child.try_wait() {
-                        return Err(format!(
-                            "it exited with {status}:\n{}",
-                            backend.output_tail()
-                        ));
-                    }
-                    if Instant::now() > deadline {
-                        return Err(format!(
-                            "no `listening` line within {START_TIMEOUT:?}:\n{}",
-                            backend.output_tail()
-                        ));
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(Duration::from_millis(100));
-                    return Err(format!("its stdout closed:\n{}", backend.output_tail()));
-                }
-            }
         }
     }
 
@@ -150,13 +66,7 @@ impl ConvexBackend {
 
     /// The last lines the backend printed (for failure messages).
     pub fn output_tail(&self) -> String {
-        self.output
-            .lock()
-            .unwrap()
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.backend.output_tail()
     }
 
     /// Arms a fault: `{"kind":"status","status":503,"count":2}`, ...
@@ -203,27 +113,4 @@ impl ConvexBackend {
         );
         resp.json().await.expect("/_stats JSON")
     }
-}
-
-impl Drop for ConvexBackend {
-    fn drop(&mut self) {
-        let pid = self.child.id() as i32;
-        // SAFETY: plain syscall; the negative pid names the process group
-        // created by `process_group(0)` (npm, node, and their children).
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
-
-fn random_key() -> Secret {
-    use rand::Rng;
-    let n: u128 = rand::thread_rng().gen();
-    Secret::new(format!("local-test|{n:032x}"))
 }

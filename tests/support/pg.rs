@@ -44,62 +44,36 @@
 //! - `cluster.restart()`, `cluster.stop()`, `cluster.start_again()` (sync),
 //!   `cluster.exec(db, sql).await`, `cluster.client(db).await`, `cluster.log()`.
 //!
-//! Teardown: `postgres` runs as the `postgres` OS user (we are root), spawned
-//! from a long-lived helper thread with `PR_SET_PDEATHSIG` so it dies with the
-//! test process even on SIGKILL; an `atexit` hook stops every cluster and
-//! removes its directory when the test binary exits (also after panics).
+//! The launcher itself (binaries, initdb as the `postgres` OS user, the
+//! password file, free port, `PR_SET_PDEATHSIG` from a long-lived spawner
+//! thread, readiness, stop/kill) is `projector::sandbox::postgres`, shared
+//! with `demo` and the bench; this module adds the test PKI, users,
+//! template database and pg_hba policy. Teardown: drop stops a private
+//! cluster and removes its directory; an `atexit` hook does the same for
+//! every cluster still running when the test binary exits (the shared one
+//! is a static and is never dropped; also after panics).
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// A server binary (`initdb`, `postgres`): from `$PROJECTOR_PG_BIN`, or
-/// found on PATH.
+use projector::config::Secret;
+use projector::sandbox::postgres::{self as sandbox, LocalPostgres, TlsFiles};
+
+/// A server binary (`initdb`, `postgres`, `pg_recvlogical`): see
+/// `projector::sandbox::postgres::pg_binary`.
 pub fn pg_binary(name: &str) -> PathBuf {
-    match std::env::var_os("PROJECTOR_PG_BIN") {
-        Some(dir) if !dir.is_empty() => Path::new(&dir).join(name),
-        _ => PathBuf::from(name),
-    }
+    sandbox::pg_binary(name)
 }
 
-/// The major version of the server binaries the clusters run (`postgres
-/// --version`: "postgres (PostgreSQL) 17.10").
+/// The major version of the server binaries the clusters run.
 pub fn server_major() -> u32 {
     static MAJOR: OnceLock<u32> = OnceLock::new();
-    *MAJOR.get_or_init(|| {
-        let out = Command::new(pg_binary("postgres"))
-            .arg("--version")
-            .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", pg_binary("postgres").display()));
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.rsplit(' ')
-            .next()
-            .and_then(|v| v.trim().split('.').next())
-            .and_then(|m| m.parse().ok())
-            .unwrap_or_else(|| panic!("cannot read the major version from {text:?}"))
-    })
-}
-
-/// uid and gid of the `postgres` OS user, whom the server runs as when we
-/// are root (initdb refuses root).
-fn postgres_ids() -> (u32, u32) {
-    static IDS: OnceLock<(u32, u32)> = OnceLock::new();
-    *IDS.get_or_init(|| {
-        let name = std::ffi::CString::new("postgres").unwrap();
-        // SAFETY: getpwnam returns NULL or a pointer to a static record,
-        // read at once; tests look it up once (OnceLock), before spawning.
-        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-        assert!(
-            !pw.is_null(),
-            "no `postgres` OS user to run the server as (apt-get install postgresql creates it)"
-        );
-        unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
-    })
+    *MAJOR.get_or_init(|| sandbox::server_major().unwrap_or_else(|e| panic!("{e:#}")))
 }
 
 #[derive(Clone, Debug)]
@@ -145,13 +119,12 @@ pub struct PgCluster {
     pub data: PathBuf,
     pub ca_cert: Option<PathBuf>,
     pub wrong_ca_cert: Option<PathBuf>,
-    child: Mutex<Option<Child>>,
-    owned: bool,
+    server: LocalPostgres,
 }
 
 static SHARED: tokio::sync::OnceCell<PgCluster> = tokio::sync::OnceCell::const_new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);
-/// (pid, dir) of every live cluster, for the atexit hook.
+/// (pid, dir) of every running cluster, for the atexit hook.
 static LIVE: Mutex<Vec<(u32, PathBuf)>> = Mutex::new(Vec::new());
 /// Other directories the atexit hook removes (the test PKI).
 static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -159,11 +132,7 @@ static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// The per-binary shared cluster.
 pub async fn shared() -> &'static PgCluster {
     SHARED
-        .get_or_init(|| async {
-            let mut c = PgCluster::start(PgOptions::default()).await;
-            c.owned = false;
-            c
-        })
+        .get_or_init(|| PgCluster::start(PgOptions::default()))
         .await
 }
 
@@ -200,62 +169,9 @@ fn register_atexit() {
     });
 }
 
-type SpawnReq = (Command, mpsc::Sender<std::io::Result<Child>>);
-
-/// Children die with the thread that spawned them (PR_SET_PDEATHSIG is per
-/// thread), so all postgres processes are spawned by one thread that never
-/// exits.
-fn spawn_long_lived(cmd: Command) -> std::io::Result<Child> {
-    static TX: OnceLock<Mutex<mpsc::Sender<SpawnReq>>> = OnceLock::new();
-    let tx = TX.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnReq>();
-        std::thread::Builder::new()
-            .name("pg-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
-                }
-                loop {
-                    std::thread::park();
-                }
-            })
-            .expect("spawn pg-spawner thread");
-        Mutex::new(tx)
-    });
-    let (rtx, rrx) = mpsc::channel();
-    tx.lock()
-        .unwrap()
-        .send((cmd, rtx))
-        .expect("pg-spawner alive");
-    rrx.recv().expect("pg-spawner reply")
-}
-
-fn as_postgres(cmd: &mut Command, die_with_parent: bool) {
-    // Looked up here, not in the child: getpwnam is not async-signal-safe.
-    let (uid, gid) = if unsafe { libc::geteuid() } == 0 {
-        postgres_ids()
-    } else {
-        (0, 0)
-    };
-    unsafe {
-        cmd.pre_exec(move || {
-            if die_with_parent {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            }
-            if libc::geteuid() == 0 && (libc::setgid(gid) != 0 || libc::setuid(uid) != 0) {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
+/// Gives `p` to the `postgres` OS user (we are root) so the server can read it.
 pub fn chown_pg(p: &Path) {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    if unsafe { libc::geteuid() } == 0 {
-        let (uid, gid) = postgres_ids();
-        unsafe { libc::chown(c.as_ptr(), uid, gid) };
-    }
+    sandbox::chown_to_server(p).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 fn run(cmd: &mut Command, what: &str) {
@@ -266,13 +182,6 @@ fn run(cmd: &mut Command, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -490,119 +399,56 @@ fn make_certs(dir: &Path) -> Certs {
     }
 }
 
+/// The policy `create_user`'s groups rely on (see the module doc).
+const HBA: &str = "local all all trust\n\
+     host all postgres 127.0.0.0/8 scram-sha-256\n\
+     host replication postgres 127.0.0.0/8 scram-sha-256\n\
+     hostssl all +cert_users 127.0.0.0/8 scram-sha-256 clientcert=verify-full\n\
+     host all +cert_users 127.0.0.0/8 reject\n\
+     hostnossl all +tls_users 127.0.0.0/8 reject\n\
+     host all +md5_users 127.0.0.0/8 md5\n\
+     host all +password_users 127.0.0.0/8 password\n\
+     host all all 127.0.0.0/8 scram-sha-256\n";
+
 impl PgCluster {
     pub async fn start(opts: PgOptions) -> PgCluster {
         register_atexit();
-        let dir = std::env::temp_dir().join(format!(
-            "projector-pg-{}-{}-{}",
-            std::process::id(),
-            uniq(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        // The socket lives here: 0700 keeps every other OS user out.
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
-        chown_pg(&dir);
-        let superuser_password = format!("{:032x}", rand::random::<u128>());
-        let pwfile = dir.join("pwfile");
-        std::fs::write(&pwfile, format!("{superuser_password}\n")).unwrap();
-        chown_pg(&pwfile);
-        let data = dir.join("data");
-        let mut initdb = Command::new(pg_binary("initdb"));
-        initdb
-            .current_dir(&dir)
-            .args(["-D"])
-            .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ])
-            .arg(format!("--pwfile={}", pwfile.display()));
-        as_postgres(&mut initdb, false);
-        run(&mut initdb, "initdb");
-        let _ = std::fs::remove_file(&pwfile);
-
-        let (ca_cert, wrong_ca_cert) = if opts.ssl {
+        let (tls, ca_cert, wrong_ca_cert) = if opts.ssl {
             let pki = certs();
-            let (crt, key) = pki.server(opts.server_cert);
-            for (from, to) in [
-                (crt, "server.crt"),
-                (key, "server.key"),
-                (pki.ca.clone(), "ca.crt"),
-            ] {
-                std::fs::copy(from, data.join(to)).unwrap();
-                chown_pg(&data.join(to));
-            }
-            std::fs::set_permissions(
-                data.join("server.key"),
-                std::os::unix::fs::PermissionsExt::from_mode(0o600),
-            )
-            .unwrap();
-            (Some(pki.ca.clone()), Some(pki.wrong_ca.clone()))
+            let (cert, key) = pki.server(opts.server_cert);
+            let tls = TlsFiles {
+                cert,
+                key,
+                ca: Some(pki.ca.clone()),
+            };
+            (Some(tls), Some(pki.ca.clone()), Some(pki.wrong_ca.clone()))
         } else {
-            (None, None)
+            (None, None, None)
         };
-
-        let port = free_port();
-        let mut conf = format!(
-            "\nlisten_addresses = '127.0.0.1,127.0.0.2'\nport = {port}\nunix_socket_directories = '{}'\n\
-             wal_level = {}\nmax_wal_senders = 64\nmax_replication_slots = 256\n\
-             wal_sender_timeout = '60s'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
-             max_connections = 400\nlogical_decoding_work_mem = '64kB'\nlog_min_messages = warning\n",
-            dir.display(),
-            opts.wal_level
-        );
-        if opts.ssl {
-            conf.push_str(
-                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.crt'\n",
-            );
-        }
+        let mut conf: Vec<String> = [
+            "max_wal_senders = 64",
+            "max_replication_slots = 256",
+            "wal_sender_timeout = '60s'",
+            "full_page_writes = off",
+            "max_connections = 400",
+            "logical_decoding_work_mem = '64kB'",
+            "log_min_messages = warning",
+        ]
+        .map(String::from)
+        .to_vec();
         if let Some(s) = &opts.max_slot_wal_keep_size {
-            conf.push_str(&format!("max_slot_wal_keep_size = '{s}'\n"));
+            conf.push(format!("max_slot_wal_keep_size = '{s}'"));
         }
-        for l in &opts.extra_conf {
-            conf.push_str(l);
-            conf.push('\n');
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(data.join("postgresql.conf"))
-            .unwrap();
-        std::io::Write::write_all(&mut f, conf.as_bytes()).unwrap();
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all all trust\n\
-             host all postgres 127.0.0.0/8 scram-sha-256\n\
-             host replication postgres 127.0.0.0/8 scram-sha-256\n\
-             hostssl all +cert_users 127.0.0.0/8 scram-sha-256 clientcert=verify-full\n\
-             host all +cert_users 127.0.0.0/8 reject\n\
-             hostnossl all +tls_users 127.0.0.0/8 reject\n\
-             host all +md5_users 127.0.0.0/8 md5\n\
-             host all +password_users 127.0.0.0/8 password\n\
-             host all all 127.0.0.0/8 scram-sha-256\n",
-        )
-        .unwrap();
-
-        let cluster = PgCluster {
-            port,
-            superuser_password,
-            dir,
-            data,
-            ca_cert,
-            wrong_ca_cert,
-            child: Mutex::new(None),
-            owned: true,
-        };
+        conf.extend(opts.extra_conf.iter().cloned());
+        let server = LocalPostgres::init(&sandbox::PgOptions {
+            listen_addresses: vec!["127.0.0.1".into(), "127.0.0.2".into()],
+            wal_level: opts.wal_level.into(),
+            conf,
+            hba: Some(HBA.into()),
+            tls,
+        })
+        .unwrap_or_else(|e| panic!("test cluster: {e:#}"));
+        let cluster = PgCluster::wrap(server, ca_cert, wrong_ca_cert);
         cluster.start_again();
         cluster
             .exec(
@@ -623,96 +469,66 @@ impl PgCluster {
         cluster
     }
 
+    fn wrap(
+        server: LocalPostgres,
+        ca_cert: Option<PathBuf>,
+        wrong_ca_cert: Option<PathBuf>,
+    ) -> PgCluster {
+        PgCluster {
+            port: server.port,
+            superuser_password: server.password().expose().to_string(),
+            dir: server.dir.clone(),
+            data: server.data.clone(),
+            ca_cert,
+            wrong_ca_cert,
+            server,
+        }
+    }
+
     /// A cluster around a data directory made elsewhere (a standby copied
     /// from a primary, see `pg_standby`): started, and dropped like any
     /// other. `dir` holds `data`, the log and the socket.
     pub fn adopt(dir: PathBuf, data: PathBuf, port: u16, superuser_password: String) -> PgCluster {
         register_atexit();
-        let cluster = PgCluster {
-            superuser_password,
-            port,
-            dir,
-            data,
-            ca_cert: None,
-            wrong_ca_cert: None,
-            child: Mutex::new(None),
-            owned: true,
-        };
+        let server = LocalPostgres::adopt(dir, data, port, Secret::new(superuser_password));
+        let cluster = PgCluster::wrap(server, None, None);
         cluster.start_again();
         cluster
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("postgres.log")
-    }
-
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        self.server.log()
     }
 
     /// Starts (again) the postmaster and waits until it accepts connections.
     pub fn start_again(&self) {
-        let mut guard = self.child.lock().unwrap();
-        assert!(guard.is_none(), "cluster already running");
-        let log_start = self.log().len();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
-        chown_pg(&self.log_path());
-        let mut cmd = Command::new(pg_binary("postgres"));
-        cmd.current_dir(&self.dir)
-            .arg("-D")
-            .arg(&self.data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        as_postgres(&mut cmd, true);
-        let mut child = spawn_long_lived(cmd).expect("spawn postgres");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let log = self.log();
-            if log
-                .get(log_start..)
-                .unwrap_or("")
-                // a hot standby: "ready to accept read-only connections"
-                .contains("ready to accept")
-            {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("postgres exited ({status}) during startup:\n{log}");
-            }
-            assert!(Instant::now() < deadline, "postgres did not start:\n{log}");
-            std::thread::sleep(Duration::from_millis(20));
+        self.server
+            .start_server()
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        if let Some(pid) = self.server.pid() {
+            LIVE.lock().unwrap().push((pid, self.dir.clone()));
         }
-        LIVE.lock().unwrap().push((child.id(), self.dir.clone()));
-        *guard = Some(child);
+    }
+
+    fn forget_pid(&self) -> Option<u32> {
+        let pid = self.server.pid();
+        if let Some(pid) = pid {
+            LIVE.lock().unwrap().retain(|(p, _)| *p != pid);
+        }
+        pid
     }
 
     /// Fast shutdown (SIGINT) and wait.
     pub fn stop(&self) {
-        let mut guard = self.child.lock().unwrap();
-        if let Some(mut child) = guard.take() {
-            let pid = child.id();
-            unsafe { libc::kill(pid as i32, libc::SIGINT) };
-            let _ = child.wait();
-            LIVE.lock().unwrap().retain(|(p, _)| *p != pid);
-        }
+        self.forget_pid();
+        self.server.stop();
     }
 
-    /// Kills the postmaster at once (SIGKILL), like a crash.
+    /// Kills the postmaster at once (SIGKILL), like a crash; returns once
+    /// its orphaned backends have exited too.
     pub fn kill(&self) {
-        let mut guard = self.child.lock().unwrap();
-        if let Some(mut child) = guard.take() {
-            let pid = child.id();
-            let _ = child.kill();
-            let _ = child.wait();
-            LIVE.lock().unwrap().retain(|(p, _)| *p != pid);
-            // Orphaned backends notice postmaster death; give them a moment.
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        self.forget_pid();
+        self.server.kill().unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     pub fn restart(&self) {
@@ -794,10 +610,8 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        if self.owned {
-            self.stop();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        // `server`'s own drop then stops it and removes `dir`.
+        self.forget_pid();
     }
 }
 
