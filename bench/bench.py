@@ -39,13 +39,19 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BENCH_BIN") or os.path.join(ROOT, "target", "production", "projector")
+# The binary that provides the harness, `projector sandbox` (Postgres, the
+# local backend) and `loadgen` (the workload): this tree's, so BENCH_BIN may
+# be an older build under test on the very same input.
+SANDBOX_BIN = os.environ.get("BENCH_SANDBOX_BIN") or os.path.join(
+    ROOT, "target", "production", "projector")
 
 
 # Stream the slot only. Since 9ea43ca a first start over an empty
 # generation copies runtime.events' history first, and the null sink keeps
 # no state, so every drain would copy the whole backlog and then stream it
 # again; pg_recvlogical streams only.
-NO_BACKFILL = ["--no-backfill"]
+# BENCH_NO_BACKFILL=0: for a build older than the backfill (no such flag).
+NO_BACKFILL = [] if os.environ.get("BENCH_NO_BACKFILL") == "0" else ["--no-backfill"]
 
 
 def log(*a):
@@ -116,7 +122,7 @@ class Postgres:
     def __init__(self, netns=None, conf=()):
         self.netns = netns
         host = netns.inner_ip if netns else "127.0.0.1"
-        cmd = [BIN, "sandbox", "--listen", host]
+        cmd = [SANDBOX_BIN, "sandbox", "--listen", host]
         for line in PG_CONF + list(conf):
             cmd += ["--conf", line]
         if netns:
@@ -183,7 +189,7 @@ class NullSink:
     def __init__(self, model=()):
         self.port = free_port()
         self.model = list(model)
-        self.p = subprocess.Popen([BIN, "null-sink", "--port", str(self.port)] + self.model,
+        self.p = subprocess.Popen([SANDBOX_BIN, "null-sink", "--port", str(self.port)] + self.model,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
         wait_http(self.url + "/_stats")
@@ -208,7 +214,7 @@ class LocalConvex:
     (e.g. a token issuer's JWT_*)."""
 
     def __init__(self, env=None):
-        cmd = [BIN, "sandbox", "--no-postgres", "--convex"]
+        cmd = [SANDBOX_BIN, "sandbox", "--no-postgres", "--convex"]
         for k, v in (env or {}).items():
             cmd += ["--convex-env", f"{k}={v}"]
         self.sandbox = Sandbox(cmd)
@@ -227,7 +233,7 @@ def projector_env(pg, convex_url, key="bench", url=None):
 
 
 def loadgen(pg, *args):
-    subprocess.run([BIN, "loadgen", "--database-url", pg.url, *args], check=True,
+    subprocess.run([SANDBOX_BIN, "loadgen", "--database-url", pg.url, *args], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

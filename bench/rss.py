@@ -79,7 +79,7 @@ def inboxes(users):
 
 def run(name, events):
     if name == "inboxes":
-        return inboxes(500)
+        return inboxes(int(os.environ.get("BENCH_INBOX_USERS", "500")))
     pg = bench.Postgres()
     sink = bench.NullSink()
     try:

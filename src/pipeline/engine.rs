@@ -339,177 +339,54 @@ impl Engine {
         debug_assert_eq!(Some(id), self.open_id);
         self.open_id = None;
 
-        // Write order across batches in flight: see `pipeline::order`.
-        let (done_tx, done_rx) = watch::channel(false);
-        let mut after: Vec<(BatchId, Done)> = Vec::new();
-
         let span = tracing::debug_span!("batch", id, events = batch.len());
         let _enter = span.enter();
 
-        let mut dead_letters = Vec::new();
-        // Every document of the batch is lent out of the cache once: the
-        // fold reaches states by the numbers the batch gave its keys (no
-        // hashing per event), and each is given back once below.
+        // Write order across batches in flight: see `pipeline::order`.
+        let (done_tx, done_rx) = watch::channel(false);
+        let mut after = After::default();
         let OpenBatch {
             items,
             key_list,
             commit_times_us,
             ..
         } = batch;
+        // Every document of the batch is lent out of the cache once: the
+        // fold reaches states by the numbers the batch gave its keys (no
+        // hashing per event), and each is given back once, by `serialise`.
         let mut states: Vec<Option<Stored>> = key_list
             .iter()
             .map(|k| self.cache.lend(k).unwrap_or(None))
             .collect();
-        // For each key, the events behind its write (needed to dead-letter
-        // them if Convex rejects the document): the folded events move into
-        // the dispatch and keys refer to them by index, so nothing is copied
-        // per event on the hot path. Empty: the key was not written.
-        // Collected as (key id, event index) pairs first, then each key's
-        // list is made at its exact size: growing a list per key was ~2 %
-        // of a drain's instructions.
-        let mut changes: Vec<(u32, u32)> = Vec::with_capacity(items.len() * 2);
-        let mut changes_per_id: Vec<u32> = vec![0; key_list.len()];
-        let (mut folded, mut skipped) = (0u64, 0u64);
-        let mut folded_events: Vec<FoldedEvent> = Vec::with_capacity(items.len());
-        let mut event_bytes = 0usize;
-        let mut first: Option<Position> = None;
-        let mut last: Option<Position> = None;
-        for item in items {
-            match item {
-                Item::DeadLetter(dl) => {
-                    event_bytes += crate::pipeline::batch::EVENT_OVERHEAD + dl.payload.len();
-                    self.metrics
-                        .events_dead_lettered_total
-                        .with_label_values(&[dl.code()])
-                        .inc();
-                    dead_letters.push(*dl);
-                }
-                Item::Fold {
-                    folding,
-                    ids,
-                    bytes,
-                } => {
-                    event_bytes += bytes;
-                    first.get_or_insert(folding.position);
-                    last = Some(folding.position);
-                    let mut lent = LentStates {
-                        states: &mut states,
-                        ids: &ids,
-                        spare: None,
-                    };
-                    match projection::fold(&folding, &mut lent) {
-                        FoldOutcome::Folded { changed } => {
-                            folded += 1;
-                            if let Some(primary) = folding.keys().first() {
-                                if changed.keys(&folding).any(|k| k.table == Table::Threads) {
-                                    // An earlier batch in flight wrote another
-                                    // run.created of this run: our run holds it.
-                                    if let Some((b, done)) =
-                                        self.order.wrote_thread(primary, id, &done_rx)
-                                    {
-                                        if !after.iter().any(|(a, _)| *a == b) {
-                                            after.push((b, done));
-                                        }
-                                    }
-                                }
-                            }
-                            let idx = folded_events.len() as u32;
-                            for i in changed.indexes() {
-                                if let Some(n) = changes_per_id.get_mut(ids[i] as usize) {
-                                    *n += 1;
-                                    changes.push((ids[i], idx));
-                                }
-                            }
-                            folded_events.push(folding.into_folded());
-                        }
-                        FoldOutcome::Skipped => skipped += 1,
-                        FoldOutcome::DeadLetter(dl) => {
-                            self.metrics
-                                .events_dead_lettered_total
-                                .with_label_values(&[dl.code()])
-                                .inc();
-                            dead_letters.push(dl);
-                        }
-                    }
-                }
-            }
-        }
-
-        self.metrics.events_folded_total.inc_by(folded);
-        self.metrics.events_skipped_total.inc_by(skipped);
-        let mut events_by_id: Vec<Vec<u32>> = changes_per_id
-            .iter()
-            .map(|&n| Vec::with_capacity(n as usize))
-            .collect();
-        for (id, idx) in changes {
-            events_by_id[id as usize].push(idx);
-        }
-
-        // Every state goes back; each written document is pinned and
-        // serialised here, once, from the cache (no copy of the typed
-        // document): request bodies are then concatenations of these, and
-        // splitting a request re-encodes nothing.
-        let written = events_by_id.iter().filter(|e| !e.is_empty()).count();
-        let mut writes = Vec::with_capacity(written);
-        let mut slot_of: DocKeyMap<usize> =
-            DocKeyMap::with_capacity_and_hasher(written, Default::default());
-        let mut events_of: Vec<Vec<u32>> = Vec::with_capacity(written);
-        let mut write_bytes = 0usize;
-        for ((key, state), events) in key_list.into_iter().zip(states).zip(events_by_id) {
-            let is_written = !events.is_empty();
-            let Some(stored) = self.cache.give_back(&key, state, is_written) else {
-                continue;
-            };
-            let doc = DocJson::of(&stored.doc);
-            // Held until the ack: the serialised copy, the request body
-            // that repeats it, and the pinned state, which the cache may
-            // not evict meanwhile, so its budget does not bound it.
-            write_bytes += WRITE_OVERHEAD
-                + doc.heap_bytes()
-                + doc.as_bytes().len()
-                + stored.doc.approx_bytes();
-            self.doc_sizes.observe(key.table, doc.as_bytes().len());
-            let position = stored.position;
-            // Once per written stream document, not per event: what it
-            // waits for depends only on batches before this one.
-            if key.table == Table::Runs && !self.order.is_empty() {
-                if let Some((b, done)) = self.order.wait_for(&key, id) {
-                    if !after.iter().any(|(a, _)| *a == b) {
-                        after.push((b, done));
-                    }
-                }
-            }
-            slot_of.insert(key.clone(), writes.len());
-            events_of.push(events);
-            writes.push(dispatch::PlannedWrite { key, position, doc });
-        }
+        let folded = self.fold_items(items, &mut states, id, &done_rx, &mut after);
+        let events_by_id = folded.events_by_id(key_list.len());
+        let serialised = self.serialise(key_list, states, events_by_id, id, &mut after);
         tracing::debug!(
-            first = first.map(|p| p.to_string()),
-            last = last.map(|p| p.to_string()),
-            writes = writes.len(),
-            dead_letters = dead_letters.len(),
+            first = folded.first.map(|p| p.to_string()),
+            last = folded.last.map(|p| p.to_string()),
+            writes = serialised.writes.len(),
+            dead_letters = folded.dead_letters.len(),
             "batch folded"
         );
         self.cache.evict_if_needed();
         // Written documents count against the in-flight budget until
         // acknowledged: with large documents (timelines, inboxes) they, not
         // the events, are most of the memory a batch holds.
-        self.inflight_bytes += write_bytes;
+        self.inflight_bytes += serialised.bytes;
         self.metrics.inflight_bytes.set(self.inflight_bytes as i64);
-        let event_bytes = event_bytes + write_bytes;
 
         let job = Dispatch {
             id,
-            after: after.into_iter().map(|(_, rx)| rx).collect(),
+            after: after.0.into_iter().map(|(_, rx)| rx).collect(),
             done: done_tx,
             generation: self.generation,
             epoch: self.epoch,
-            writes,
-            dead_letters,
-            events: folded_events,
-            events_by_key: slot_of,
-            events_of,
-            event_bytes,
+            writes: serialised.writes,
+            dead_letters: folded.dead_letters,
+            events: folded.events,
+            events_by_key: serialised.slot_of,
+            events_of: serialised.events_of,
+            event_bytes: folded.event_bytes + serialised.bytes,
             commit_times_us,
             max_request_bytes: self.tuning.batch_max_bytes,
         };
@@ -525,6 +402,134 @@ impl Engine {
             self.ack_tx.clone(),
         );
         Ok(())
+    }
+
+    /// Folds the batch's items onto the lent `states`, in order; notes the
+    /// earlier batches this one must wait for (a second `run.created` of a
+    /// run whose first is in flight).
+    fn fold_items(
+        &mut self,
+        items: Vec<Item>,
+        states: &mut [Option<Stored>],
+        id: BatchId,
+        done_rx: &Done,
+        after: &mut After,
+    ) -> FoldedItems {
+        let mut out = FoldedItems {
+            changes: Vec::with_capacity(items.len() * 2),
+            changes_per_id: vec![0; states.len()],
+            events: Vec::with_capacity(items.len()),
+            dead_letters: Vec::new(),
+            event_bytes: 0,
+            first: None,
+            last: None,
+        };
+        let (mut folded, mut skipped) = (0u64, 0u64);
+        for item in items {
+            match item {
+                Item::DeadLetter(dl) => {
+                    out.event_bytes += crate::pipeline::batch::EVENT_OVERHEAD + dl.payload.len();
+                    self.count_dead_letter(&dl);
+                    out.dead_letters.push(*dl);
+                }
+                Item::Fold {
+                    folding,
+                    ids,
+                    bytes,
+                } => {
+                    out.event_bytes += bytes;
+                    out.first.get_or_insert(folding.position);
+                    out.last = Some(folding.position);
+                    let mut lent = LentStates {
+                        states,
+                        ids: &ids,
+                        spare: None,
+                    };
+                    match projection::fold(&folding, &mut lent) {
+                        FoldOutcome::Folded { changed } => {
+                            folded += 1;
+                            let writes_thread =
+                                changed.keys(&folding).any(|k| k.table == Table::Threads);
+                            if let (true, Some(primary)) = (writes_thread, folding.keys().first()) {
+                                // An earlier batch in flight wrote another
+                                // run.created of this run: our run holds it.
+                                after.add(self.order.wrote_thread(primary, id, done_rx));
+                            }
+                            let idx = out.events.len() as u32;
+                            for i in changed.indexes() {
+                                if let Some(n) = out.changes_per_id.get_mut(ids[i] as usize) {
+                                    *n += 1;
+                                    out.changes.push((ids[i], idx));
+                                }
+                            }
+                            out.events.push(folding.into_folded());
+                        }
+                        FoldOutcome::Skipped => skipped += 1,
+                        FoldOutcome::DeadLetter(dl) => {
+                            self.count_dead_letter(&dl);
+                            out.dead_letters.push(dl);
+                        }
+                    }
+                }
+            }
+        }
+        self.metrics.events_folded_total.inc_by(folded);
+        self.metrics.events_skipped_total.inc_by(skipped);
+        out
+    }
+
+    fn count_dead_letter(&self, dl: &projection::DeadLetter) {
+        self.metrics
+            .events_dead_lettered_total
+            .with_label_values(&[dl.code()])
+            .inc();
+    }
+
+    /// Gives every state back to the cache; each written document is
+    /// pinned and serialised here, once, from the cache (no copy of the
+    /// typed document): request bodies are then concatenations of these,
+    /// and splitting a request re-encodes nothing.
+    fn serialise(
+        &mut self,
+        key_list: Vec<DocKey>,
+        states: Vec<Option<Stored>>,
+        events_by_id: Vec<Vec<u32>>,
+        id: BatchId,
+        after: &mut After,
+    ) -> Serialised {
+        let written = events_by_id.iter().filter(|e| !e.is_empty()).count();
+        let mut out = Serialised {
+            writes: Vec::with_capacity(written),
+            slot_of: DocKeyMap::with_capacity_and_hasher(written, Default::default()),
+            events_of: Vec::with_capacity(written),
+            bytes: 0,
+        };
+        for ((key, state), events) in key_list.into_iter().zip(states).zip(events_by_id) {
+            let is_written = !events.is_empty();
+            let Some(stored) = self.cache.give_back(&key, state, is_written) else {
+                continue;
+            };
+            let doc = DocJson::of(&stored.doc);
+            // Held until the ack: the serialised copy, the request body
+            // that repeats it, and the pinned state, which the cache may
+            // not evict meanwhile, so its budget does not bound it.
+            out.bytes += WRITE_OVERHEAD
+                + doc.heap_bytes()
+                + doc.as_bytes().len()
+                + stored.doc.approx_bytes();
+            self.doc_sizes.observe(key.table, doc.as_bytes().len());
+            let position = stored.position;
+            // Once per written stream document, not per event: what it
+            // waits for depends only on batches before this one.
+            if key.table == Table::Runs && !self.order.is_empty() {
+                after.add(self.order.wait_for(&key, id));
+            }
+            out.slot_of.insert(key.clone(), out.writes.len());
+            out.events_of.push(events);
+            out.writes
+                .push(dispatch::PlannedWrite { key, position, doc });
+        }
+        out
     }
 
     /// Loads every key of the open batch the cache does not hold, one
@@ -657,6 +662,63 @@ fn counted_retry(metrics: &Metrics, function: &'static str) -> RetryPolicy {
 
 /// The fold's view of a batch's lent states: the state of an event's i-th
 /// key is `states[ids[i]]`.
+/// The earlier batches in flight one batch must wait for, each once.
+#[derive(Default)]
+struct After(Vec<(BatchId, Done)>);
+
+impl After {
+    fn add(&mut self, earlier: Option<(BatchId, Done)>) {
+        if let Some((b, done)) = earlier {
+            if !self.0.iter().any(|(a, _)| *a == b) {
+                self.0.push((b, done));
+            }
+        }
+    }
+}
+
+/// What folding a batch's items produced.
+struct FoldedItems {
+    /// (key id, index into `events`) for every change, in fold order.
+    changes: Vec<(u32, u32)>,
+    /// Changes per key id, to size each key's list exactly.
+    changes_per_id: Vec<u32>,
+    events: Vec<FoldedEvent>,
+    dead_letters: Vec<projection::DeadLetter>,
+    event_bytes: usize,
+    first: Option<Position>,
+    last: Option<Position>,
+}
+
+impl FoldedItems {
+    /// For each key id, the events behind its write (to dead-letter them if
+    /// Convex rejects the document); empty: the key was not written. Made
+    /// from the (id, event) pairs at each key's exact size: growing a list
+    /// per key was ~2 % of a drain's instructions.
+    fn events_by_id(&self, keys: usize) -> Vec<Vec<u32>> {
+        let mut by_id: Vec<Vec<u32>> = self
+            .changes_per_id
+            .iter()
+            .map(|&n| Vec::with_capacity(n as usize))
+            .collect();
+        by_id.resize_with(keys, Vec::new);
+        for &(id, idx) in &self.changes {
+            if let Some(list) = by_id.get_mut(id as usize) {
+                list.push(idx);
+            }
+        }
+        by_id
+    }
+}
+
+/// The written documents of a batch, serialised.
+struct Serialised {
+    writes: Vec<dispatch::PlannedWrite>,
+    slot_of: DocKeyMap<usize>,
+    events_of: Vec<Vec<u32>>,
+    /// Held in memory until the ack (see `Engine::serialise`).
+    bytes: usize,
+}
+
 struct LentStates<'a> {
     states: &'a mut [Option<Stored>],
     ids: &'a [u32; MAX_KEYS_PER_EVENT],
