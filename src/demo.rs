@@ -51,39 +51,8 @@ pub struct DemoArgs {
 
 pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    eprintln!("demo: starting a throwaway PostgreSQL cluster (wal_level=logical)...");
-    let pg = LocalPostgres::start().await?;
-    let db = pg.create_database("projector_demo").await?;
-    // The schema file creates the publication; the slot is ours to make.
-    let sql = crate::source::sql::connect(&db.url).await?;
-    crate::source::slot::create_slot(&sql, crate::config::DEFAULT_SLOT).await?;
-    eprintln!("demo: starting the demo app backend (token issuer and live page)...");
-    let web = DemoWeb::start(&repo_root()).await?;
-    eprintln!("demo: starting the local Convex backend (convex/ functions in convex-test)...");
-    let convex = LocalConvex::start_with_env(&repo_root(), &web.jwt_env).await?;
-    let page = web.page_url(&convex.url, &args.page_user)?;
-    let token = web.token(&args.page_user).await?;
-    println!("demo: live page for {}: {page}", args.page_user);
-    println!(
-        "demo: a token for {} (RS256, 10 min; Authorization: Bearer …): {token}",
-        args.page_user
-    );
-
-    let common = CommonArgs {
-        source: SourceArgs {
-            database_url: Some(db.url.clone()),
-            ..Default::default()
-        },
-        convex: ConvexArgs {
-            convex_url: Some(convex.url.clone()),
-            convex_admin_key: Some(convex.admin_key.clone()),
-        },
-        metrics: MetricsArgs {
-            metrics_addr: Some(args.metrics_addr.clone()),
-        },
-        ..Default::default()
-    };
-    let settings = common.resolve()?;
+    let infra = Infra::start(&args.page_user).await?;
+    let settings = settings(&infra, &args)?;
     let metrics = Metrics::new()?;
     let health = Health::new(crate::pipeline::service::WEDGED_AFTER);
     let (addr, _server) =
@@ -114,6 +83,109 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let bar = progress(args.events);
+    let report = generate_traffic(&infra.db.url, &args, &metrics, &bar).await?;
+    eprintln!(
+        "demo: loadgen wrote {} events in {:.1} s; waiting for the projector to catch up...",
+        report.total,
+        report.elapsed.as_secs_f64()
+    );
+
+    let (url, key) = settings.convex()?;
+    let client = ConvexClient::new(url, key.clone(), settings.tuning.convex_timeout)?;
+    let generation = client
+        .get_active()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the projector never created a generation"))?;
+    let outcome = crate::verify::verify(
+        &infra.db.url,
+        Some(&settings.slot),
+        &client,
+        generation,
+        Duration::from_secs(120),
+    )
+    .await?;
+    bar.set_position(metrics.events_decoded_total.get().min(args.events));
+    bar.finish_and_clear();
+    let _ = stop_tx.send(true);
+    let _ = service.await;
+
+    let code = summarise(&outcome, &report, &metrics, started);
+    if args.hold {
+        println!(
+            "demo: the live page stays up at {} (Ctrl-C to stop)",
+            infra.page
+        );
+        tokio::signal::ctrl_c().await?;
+    }
+    Ok(code)
+}
+
+/// The demo's throwaway parts, stopped and removed on drop: PostgreSQL
+/// with the schema and the slot, the app backend (token issuer and live
+/// page) and the local Convex backend. Fields drop in order: the backends
+/// before the database they were started on.
+struct Infra {
+    convex: LocalConvex,
+    _web: DemoWeb,
+    db: crate::sandbox::postgres::LocalDb,
+    _pg: LocalPostgres,
+    page: String,
+}
+
+impl Infra {
+    async fn start(page_user: &str) -> anyhow::Result<Infra> {
+        eprintln!("demo: starting a throwaway PostgreSQL cluster (wal_level=logical)...");
+        let pg = LocalPostgres::start().await?;
+        let db = pg.create_database("projector_demo").await?;
+        // The schema file creates the publication; the slot is ours to make.
+        let sql = crate::source::sql::connect(&db.url).await?;
+        crate::source::slot::create_slot(&sql, crate::config::DEFAULT_SLOT).await?;
+        eprintln!("demo: starting the demo app backend (token issuer and live page)...");
+        let web = DemoWeb::start(&repo_root()).await?;
+        eprintln!("demo: starting the local Convex backend (convex/ functions in convex-test)...");
+        let convex = LocalConvex::start_with_env(&repo_root(), &web.jwt_env).await?;
+        let page = web.page_url(&convex.url, page_user)?;
+        let token = web.token(page_user).await?;
+        println!("demo: live page for {page_user}: {page}");
+        println!("demo: a token for {page_user} (RS256, 10 min; Authorization: Bearer …): {token}");
+        Ok(Infra {
+            convex,
+            _web: web,
+            db,
+            _pg: pg,
+            page,
+        })
+    }
+}
+
+/// The service's settings against the demo's parts.
+fn settings(infra: &Infra, args: &DemoArgs) -> anyhow::Result<crate::config::Settings> {
+    let common = CommonArgs {
+        source: SourceArgs {
+            database_url: Some(infra.db.url.clone()),
+            ..Default::default()
+        },
+        convex: ConvexArgs {
+            convex_url: Some(infra.convex.url.clone()),
+            convex_admin_key: Some(infra.convex.admin_key.clone()),
+        },
+        metrics: MetricsArgs {
+            metrics_addr: Some(args.metrics_addr.clone()),
+        },
+        ..Default::default()
+    };
+    Ok(common.resolve()?)
+}
+
+/// Runs loadgen to completion, showing progress (a bar on a terminal, a
+/// log line a second otherwise).
+async fn generate_traffic(
+    db_url: &crate::config::Secret,
+    args: &DemoArgs,
+    metrics: &Metrics,
+    bar: &ProgressBar,
+) -> anyhow::Result<crate::loadgen::LoadReport> {
     let spec = crate::loadgen::LoadSpec {
         events: Some(args.events),
         rate: args.rate as f64,
@@ -122,11 +194,9 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ..crate::loadgen::LoadSpec::default()
     };
     let load = {
-        let url = db.url.clone();
+        let url = db_url.clone();
         tokio::spawn(async move { crate::loadgen::generate(&url, spec).await })
     };
-
-    let bar = progress(args.events);
     let mut last = (Instant::now(), 0u64);
     let mut rate = 0.0;
     while !load.is_finished() {
@@ -153,34 +223,26 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
             metrics.dead_letters_written_total.get()
         ));
     }
-    let report = load.await??;
-    eprintln!(
-        "demo: loadgen wrote {} events in {:.1} s; waiting for the projector to catch up...",
-        report.total,
-        report.elapsed.as_secs_f64()
-    );
+    load.await?
+}
 
-    let (url, key) = settings.convex()?;
-    let client = ConvexClient::new(url, key.clone(), settings.tuning.convex_timeout)?;
-    let generation = client
-        .get_active()
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the projector never created a generation"))?;
-    let outcome = crate::verify::verify(
-        &db.url,
-        Some(&settings.slot),
-        &client,
-        generation,
-        Duration::from_secs(120),
-    )
-    .await?;
-    bar.set_position(metrics.events_decoded_total.get().min(args.events));
-    bar.finish_and_clear();
-    let _ = stop_tx.send(true);
-    let _ = service.await;
-
+/// Prints the verify report and the counts; success when Convex equals a
+/// fresh fold and the slot caught up.
+fn summarise(
+    outcome: &crate::verify::Outcome,
+    report: &crate::loadgen::LoadReport,
+    metrics: &Metrics,
+    started: Instant,
+) -> ExitCode {
     print!("{}", crate::verify::compare::render(&outcome.report));
-    let elapsed = started.elapsed().as_secs_f64();
+    let ignored = metrics
+        .events_ignored_total
+        .with_label_values(&["unknown_type"])
+        .get()
+        + metrics
+            .events_ignored_total
+            .with_label_values(&["prefix_mismatch"])
+            .get();
     println!(
         "demo: {} events written ({} malformed), {} decoded, {} folded, {} dead letters, {} ignored; {:.1} s in all",
         report.total,
@@ -188,21 +250,16 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         metrics.events_decoded_total.get(),
         metrics.events_folded_total.get(),
         metrics.dead_letters_written_total.get(),
-        metrics.events_ignored_total.with_label_values(&["unknown_type"]).get() + metrics.events_ignored_total.with_label_values(&["prefix_mismatch"]).get(),
-        elapsed
+        ignored,
+        started.elapsed().as_secs_f64()
     );
-    let code = if outcome.report.is_exact() && outcome.caught_up {
+    if outcome.report.is_exact() && outcome.caught_up {
         println!("demo: OK — Convex equals a fresh fold of runtime.events");
         ExitCode::SUCCESS
     } else {
         println!("demo: FAILED — see the differences above");
         ExitCode::from(1)
-    };
-    if args.hold {
-        println!("demo: the live page stays up at {page} (Ctrl-C to stop)");
-        tokio::signal::ctrl_c().await?;
     }
-    Ok(code)
 }
 
 fn progress(total: u64) -> ProgressBar {
