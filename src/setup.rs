@@ -589,3 +589,76 @@ async fn history_finding(client: &tokio_postgres::Client) -> Option<Finding> {
         fix: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> slot::SlotInfo {
+        slot::SlotInfo {
+            slot_name: "projector".into(),
+            plugin: Some("pgoutput".into()),
+            database: Some("app".into()),
+            active: true,
+            active_pid: None,
+            restart_lsn: None,
+            confirmed_flush_lsn: None,
+            wal_status: Some("reserved".into()),
+            safe_wal_size: None,
+            retained_wal_bytes: Some(42),
+            invalidation_reason: None,
+            conflicting: None,
+            inactive_since: None,
+            failover: None,
+            synced: None,
+        }
+    }
+
+    fn verdict(i: Option<slot::SlotInfo>) -> Finding {
+        slot_state_finding("projector", "app", "CREATE;".into(), i)
+    }
+
+    #[test]
+    fn the_slot_verdict_goes_from_missing_to_fine() {
+        let missing = verdict(None);
+        assert_eq!(missing.level, Level::Fail);
+        assert_eq!(missing.fix.as_deref(), Some("CREATE;"));
+
+        let mut other_plugin = info();
+        other_plugin.plugin = Some("wal2json".into());
+        let f = verdict(Some(other_plugin));
+        assert_eq!(
+            f.message,
+            "slot projector uses plugin \"wal2json\", not pgoutput"
+        );
+        assert!(f
+            .fix
+            .unwrap()
+            .contains("-- then: CREATE;  (or `projector rebuild`)"));
+
+        let mut other_db = info();
+        other_db.database = Some("other".into());
+        assert_eq!(
+            verdict(Some(other_db)).message,
+            "slot projector belongs to database \"other\", not \"app\""
+        );
+
+        let mut lost = info();
+        lost.wal_status = Some("lost".into());
+        assert_eq!(
+            verdict(Some(lost)).message,
+            "slot projector is invalidated (wal_removed)"
+        );
+
+        let fine = verdict(Some(info()));
+        assert_eq!((fine.level, fine.fix.is_none()), (Level::Ok, true));
+        assert_eq!(
+            fine.message,
+            "slot projector exists (wal_status reserved, active true, confirmed_flush_lsn -, retained WAL 42 bytes)"
+        );
+
+        let mut unreserved = info();
+        unreserved.wal_status = Some("unreserved".into());
+        assert_eq!(verdict(Some(unreserved)).level, Level::Warn);
+    }
+}

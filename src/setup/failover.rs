@@ -415,6 +415,91 @@ mod tests {
         assert_eq!(conninfo_dbname(""), None);
     }
 
+    fn slot(failover: Option<bool>) -> SlotInfo {
+        SlotInfo {
+            slot_name: "projector".into(),
+            plugin: Some("pgoutput".into()),
+            database: Some("app".into()),
+            active: false,
+            active_pid: None,
+            restart_lsn: None,
+            confirmed_flush_lsn: None,
+            wal_status: Some("reserved".into()),
+            safe_wal_size: None,
+            retained_wal_bytes: None,
+            invalidation_reason: None,
+            conflicting: None,
+            inactive_since: None,
+            failover,
+            synced: None,
+        }
+    }
+
+    #[test]
+    fn standbys_are_shown_by_name_and_state() {
+        assert_eq!(
+            standbys_shown(&[]),
+            "no physical standby streams from this server"
+        );
+        assert_eq!(
+            standbys_shown(&[
+                ("standby1".into(), "streaming".into()),
+                (String::new(), "catchup".into())
+            ]),
+            "physical standbys streaming: standby1 (streaming), ? (catchup)"
+        );
+    }
+
+    #[test]
+    fn the_failover_slot_verdict_follows_the_slot() {
+        assert!(failover_slot_finding("projector", None, "s").is_none());
+        assert!(failover_slot_finding("projector", Some(&slot(None)), "s").is_none());
+        let ok = failover_slot_finding("projector", Some(&slot(Some(true))), "s").unwrap();
+        assert_eq!((ok.level, ok.check), (Level::Ok, "failover_slot"));
+        assert_eq!(ok.message, "slot projector is a failover slot (s)");
+        let warn = failover_slot_finding("projector", Some(&slot(Some(false))), "s").unwrap();
+        assert_eq!(warn.level, Level::Warn);
+        assert!(warn
+            .fix
+            .unwrap()
+            .ends_with(": ALTER_REPLICATION_SLOT \"projector\" (FAILOVER true);"));
+    }
+
+    #[test]
+    fn an_empty_synchronized_standby_slots_is_judged_by_the_physical_slots() {
+        let none = unsynchronized_finding(&[], false);
+        assert_eq!((none.level, none.fix.is_none()), (Level::Ok, true));
+        let away = unsynchronized_finding(&[], true);
+        assert_eq!(away.level, Level::Warn);
+        assert!(away
+            .fix
+            .unwrap()
+            .starts_with("SELECT pg_create_physical_replication_slot('standby1');"));
+        let listed = unsynchronized_finding(&[("a".into(), true), ("b".into(), false)], true);
+        assert_eq!(listed.level, Level::Warn);
+        assert_eq!(
+            listed.fix.as_deref(),
+            Some("ALTER SYSTEM SET synchronized_standby_slots = 'a,b'; SELECT pg_reload_conf();")
+        );
+    }
+
+    #[test]
+    fn each_listed_standby_slot_is_missing_inactive_or_active() {
+        let physical = [("up".to_string(), true), ("down".to_string(), false)];
+        let missing = standby_slot_finding("gone", &physical);
+        assert_eq!(missing.level, Level::Fail);
+        assert!(missing
+            .message
+            .starts_with("synchronized_standby_slots names \"gone\","));
+        assert_eq!(standby_slot_finding("down", &physical).level, Level::Warn);
+        let up = standby_slot_finding("up", &physical);
+        assert_eq!(up.level, Level::Ok);
+        assert_eq!(
+            up.message,
+            "standby slot up is active: the projector never gets ahead of that standby"
+        );
+    }
+
     #[test]
     fn the_alter_command_quotes_the_slot() {
         assert_eq!(
