@@ -237,6 +237,18 @@ fn create_slot_sql(major: u32, slot_name: &str) -> String {
     }
 }
 
+/// A finding of `check` (and of the `failover` checks).
+fn finding(level: Level, check: &'static str, message: String, fix: Option<String>) -> Finding {
+    Finding {
+        level,
+        check,
+        message,
+        fix,
+    }
+}
+
+/// The checks, in the order they are printed: each section queries what it
+/// needs and returns its findings; the first query that fails ends the run.
 async fn check(
     client: &tokio_postgres::Client,
     server: failover::Server,
@@ -244,27 +256,43 @@ async fn check(
     publication: &str,
 ) -> Result<Report, SourceError> {
     let mut r = Report::default();
-    let mut push = |level, check, message: String, fix: Option<String>| {
-        r.findings.push(Finding {
-            level,
-            check,
-            message,
-            fix,
-        })
-    };
+    r.findings.push(wal_level_finding(client).await?);
+    let (user, role) = role_finding(client).await?;
+    r.findings.push(role);
+    r.findings
+        .extend(events_table_findings(client, &user).await?);
+    r.findings
+        .push(publication_finding(client, publication).await?);
+    let (slot_row, slot) = slot_finding(client, server, slot_name).await?;
+    r.findings.push(slot);
+    r.findings.push(wal_keep_finding(client).await?);
+    if let Some(f) = history_finding(client).await {
+        r.findings.push(f);
+    }
+    r.findings
+        .extend(failover::findings(client, server, slot_name, slot_row.as_ref()).await?);
+    Ok(r)
+}
 
+/// `wal_level`: logical decoding needs `logical`.
+async fn wal_level_finding(client: &tokio_postgres::Client) -> Result<Finding, SourceError> {
     let wal: String = client.query_one("show wal_level", &[]).await?.get(0);
-    if wal == "logical" {
-        push(Level::Ok, "wal_level", "wal_level = logical".into(), None);
+    Ok(if wal == "logical" {
+        finding(Level::Ok, "wal_level", "wal_level = logical".into(), None)
     } else {
-        push(
+        finding(
             Level::Fail,
             "wal_level",
             format!("wal_level = {wal}; logical decoding needs logical"),
             Some("ALTER SYSTEM SET wal_level = logical;  -- then restart Postgres (on managed Postgres set the provider's logical decoding flag)".into()),
-        );
-    }
+        )
+    })
+}
 
+/// `replication_role`: whether the connected role may stream (superuser,
+/// REPLICATION, or RDS's rds_replication). Also returns the role's name,
+/// which later findings mention.
+async fn role_finding(client: &tokio_postgres::Client) -> Result<(String, Finding), SourceError> {
     let row = client
         .query_one(
             "select current_user::text, r.rolreplication, r.rolsuper,
@@ -276,7 +304,7 @@ async fn check(
         .await?;
     let (user, repl, sup, rds): (String, bool, bool, bool) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
-    if repl || sup || rds {
+    let f = if repl || sup || rds {
         let how = if sup {
             "superuser"
         } else if repl {
@@ -284,14 +312,14 @@ async fn check(
         } else {
             "rds_replication"
         };
-        push(
+        finding(
             Level::Ok,
             "replication_role",
             format!("role {user} may stream ({how})"),
             None,
-        );
+        )
     } else {
-        push(
+        finding(
             Level::Fail,
             "replication_role",
             format!("role {user} has no REPLICATION attribute"),
@@ -299,75 +327,90 @@ async fn check(
                 "ALTER ROLE {} WITH REPLICATION;",
                 quote_ident(&user)
             )),
-        );
-    }
+        )
+    };
+    Ok((user, f))
+}
 
+/// `events_table`, and when the table exists `events_select` (may `user`
+/// read it) and `replica_identity` (informational: any identity will do
+/// for an insert-only table).
+async fn events_table_findings(
+    client: &tokio_postgres::Client,
+    user: &str,
+) -> Result<Vec<Finding>, SourceError> {
     let has_table: bool = client
         .query_one("select exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'runtime' and c.relname = 'events')", &[])
         .await?
         .get(0);
     if !has_table {
-        push(
+        return Ok(vec![finding(
             Level::Fail,
             "events_table",
             "table runtime.events does not exist".into(),
             Some(SCHEMA_SQL.trim().to_string()),
-        );
-    } else {
-        push(
-            Level::Ok,
-            "events_table",
-            "runtime.events exists".into(),
-            None,
-        );
-        let can_read: bool = client
-            .query_one("select has_schema_privilege('runtime', 'usage') and has_table_privilege((select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'runtime' and c.relname = 'events'), 'select')", &[])
-            .await?
-            .get(0);
-        if can_read {
-            push(
-                Level::Ok,
-                "events_select",
-                format!("{user} may SELECT runtime.events (rebuild, verify)"),
-                None,
-            );
-        } else {
-            push(
-                Level::Fail,
-                "events_select",
-                format!("{user} may not SELECT runtime.events (needed by rebuild and verify)"),
-                Some(format!(
-                    "GRANT USAGE ON SCHEMA runtime TO {u}; GRANT SELECT ON runtime.events TO {u};",
-                    u = quote_ident(&user)
-                )),
-            );
-        }
-        let ident: i8 = client
-            .query_one("select relreplident::\"char\" from pg_class where oid = (select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'runtime' and c.relname = 'events')", &[])
-            .await?
-            .get(0);
-        let ident = match ident as u8 {
-            b'd' => "default (primary key)",
-            b'n' => "nothing",
-            b'f' => "full",
-            _ => "index",
-        };
-        push(
-            Level::Ok,
-            "replica_identity",
-            format!("replica identity {ident}: fine for an insert-only table (UPDATE/DELETE are reported as violations)"),
-            None,
-        );
+        )]);
     }
+    let mut out = vec![finding(
+        Level::Ok,
+        "events_table",
+        "runtime.events exists".into(),
+        None,
+    )];
+    let can_read: bool = client
+        .query_one("select has_schema_privilege('runtime', 'usage') and has_table_privilege((select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'runtime' and c.relname = 'events'), 'select')", &[])
+        .await?
+        .get(0);
+    out.push(if can_read {
+        finding(
+            Level::Ok,
+            "events_select",
+            format!("{user} may SELECT runtime.events (rebuild, verify)"),
+            None,
+        )
+    } else {
+        finding(
+            Level::Fail,
+            "events_select",
+            format!("{user} may not SELECT runtime.events (needed by rebuild and verify)"),
+            Some(format!(
+                "GRANT USAGE ON SCHEMA runtime TO {u}; GRANT SELECT ON runtime.events TO {u};",
+                u = quote_ident(user)
+            )),
+        )
+    });
+    let ident: i8 = client
+        .query_one("select relreplident::\"char\" from pg_class where oid = (select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'runtime' and c.relname = 'events')", &[])
+        .await?
+        .get(0);
+    let ident = match ident as u8 {
+        b'd' => "default (primary key)",
+        b'n' => "nothing",
+        b'f' => "full",
+        _ => "index",
+    };
+    out.push(finding(
+        Level::Ok,
+        "replica_identity",
+        format!("replica identity {ident}: fine for an insert-only table (UPDATE/DELETE are reported as violations)"),
+        None,
+    ));
+    Ok(out)
+}
 
+/// `publication`: it exists, covers runtime.events and publishes inserts.
+async fn publication_finding(
+    client: &tokio_postgres::Client,
+    publication: &str,
+) -> Result<Finding, SourceError> {
     let pub_row = client
         .query_opt(
             "select pubinsert, pubtruncate from pg_publication where pubname = $1",
             &[&publication],
         )
         .await?;
-    match pub_row {
-        None => push(
+    let Some(row) = pub_row else {
+        return Ok(finding(
             Level::Fail,
             "publication",
             format!("publication {publication} does not exist"),
@@ -375,143 +418,154 @@ async fn check(
                 "CREATE PUBLICATION {} FOR TABLE runtime.events;",
                 quote_ident(publication)
             )),
-        ),
-        Some(row) => {
-            let covers = exists(
-                client,
-                "select 1 from pg_publication_tables where pubname = $1 and schemaname = 'runtime' and tablename = 'events'",
-                publication,
-            )
-            .await?;
-            let insert: bool = row.get(0);
-            if !covers {
-                push(
-                    Level::Fail,
-                    "publication",
-                    format!("publication {publication} does not cover runtime.events"),
-                    Some(format!(
-                        "ALTER PUBLICATION {} ADD TABLE runtime.events;",
-                        quote_ident(publication)
-                    )),
-                );
-            } else if !insert {
-                push(
-                    Level::Fail,
-                    "publication",
-                    format!("publication {publication} does not publish inserts"),
-                    Some(format!(
-                        "ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate');",
-                        quote_ident(publication)
-                    )),
-                );
-            } else {
-                push(
-                    Level::Ok,
-                    "publication",
-                    format!("publication {publication} covers runtime.events"),
-                    None,
-                );
-            }
-        }
-    }
+        ));
+    };
+    let covers = exists(
+        client,
+        "select 1 from pg_publication_tables where pubname = $1 and schemaname = 'runtime' and tablename = 'events'",
+        publication,
+    )
+    .await?;
+    let insert: bool = row.get(0);
+    Ok(if !covers {
+        finding(
+            Level::Fail,
+            "publication",
+            format!("publication {publication} does not cover runtime.events"),
+            Some(format!(
+                "ALTER PUBLICATION {} ADD TABLE runtime.events;",
+                quote_ident(publication)
+            )),
+        )
+    } else if !insert {
+        finding(
+            Level::Fail,
+            "publication",
+            format!("publication {publication} does not publish inserts"),
+            Some(format!(
+                "ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate');",
+                quote_ident(publication)
+            )),
+        )
+    } else {
+        finding(
+            Level::Ok,
+            "publication",
+            format!("publication {publication} covers runtime.events"),
+            None,
+        )
+    })
+}
 
+/// `slot`: reads the slot (returned too, for the failover findings) and
+/// the current database, and judges it with [`slot_state_finding`].
+async fn slot_finding(
+    client: &tokio_postgres::Client,
+    server: failover::Server,
+    slot_name: &str,
+) -> Result<(Option<slot::SlotInfo>, Finding), SourceError> {
     let db: String = client
         .query_one("select current_database()::text", &[])
         .await?
         .get(0);
     let create_slot = create_slot_sql(server.major, slot_name);
     let slot_row = slot::slot_info(client, slot_name).await?;
-    match slot_row.clone() {
-        None => push(
+    let f = slot_state_finding(slot_name, &db, create_slot, slot_row.clone());
+    Ok((slot_row, f))
+}
+
+/// The slot's verdict, in order of gravity: missing, another plugin,
+/// another database, invalidated; else fine, or a warning when its WAL is
+/// no longer reserved. `create_slot` is the SQL that creates it.
+fn slot_state_finding(
+    slot_name: &str,
+    db: &str,
+    create_slot: String,
+    info: Option<slot::SlotInfo>,
+) -> Finding {
+    let Some(info) = info else {
+        return finding(
             Level::Fail,
             "slot",
             format!("replication slot {slot_name} does not exist"),
             Some(create_slot),
-        ),
-        Some(info) => {
-            let recreate = format!(
-                "SELECT pg_drop_replication_slot({});  -- then: {create_slot}  (or `projector rebuild`)",
-                quote_literal(slot_name)
-            );
-            if info.plugin.as_deref() != Some("pgoutput") {
-                push(
-                    Level::Fail,
-                    "slot",
-                    format!(
-                        "slot {slot_name} uses plugin {:?}, not pgoutput",
-                        info.plugin.unwrap_or_default()
-                    ),
-                    Some(recreate),
-                );
-            } else if info.database.as_deref() != Some(db.as_str()) {
-                push(
-                    Level::Fail,
-                    "slot",
-                    format!(
-                        "slot {slot_name} belongs to database {:?}, not {db:?}",
-                        info.database.unwrap_or_default()
-                    ),
-                    Some(
-                        "connect DATABASE_URL to the slot's database, or choose another --slot"
-                            .into(),
-                    ),
-                );
-            } else if let Some(reason) = info.lost_reason() {
-                push(
-                    Level::Fail,
-                    "slot",
-                    format!("slot {slot_name} is invalidated ({reason})"),
-                    Some("projector rebuild   -- creates a fresh slot and a new generation".into()),
-                );
-            } else {
-                let status = info.wal_status.clone().unwrap_or_else(|| "?".into());
-                let level = if status == "unreserved" {
-                    Level::Warn
-                } else {
-                    Level::Ok
-                };
-                push(
-                    level,
-                    "slot",
-                    format!(
-                        "slot {slot_name} exists (wal_status {status}, active {}, confirmed_flush_lsn {}, retained WAL {} bytes)",
-                        info.active,
-                        info.confirmed_flush_lsn.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
-                        info.retained_wal_bytes.unwrap_or(0)
-                    ),
-                    (level == Level::Warn).then(|| "consume the slot soon (start `projector run`) or it will be lost".to_string()),
-                );
-            }
-        }
+        );
+    };
+    let recreate = format!(
+        "SELECT pg_drop_replication_slot({});  -- then: {create_slot}  (or `projector rebuild`)",
+        quote_literal(slot_name)
+    );
+    if info.plugin.as_deref() != Some("pgoutput") {
+        finding(
+            Level::Fail,
+            "slot",
+            format!(
+                "slot {slot_name} uses plugin {:?}, not pgoutput",
+                info.plugin.unwrap_or_default()
+            ),
+            Some(recreate),
+        )
+    } else if info.database.as_deref() != Some(db) {
+        finding(
+            Level::Fail,
+            "slot",
+            format!(
+                "slot {slot_name} belongs to database {:?}, not {db:?}",
+                info.database.unwrap_or_default()
+            ),
+            Some("connect DATABASE_URL to the slot's database, or choose another --slot".into()),
+        )
+    } else if let Some(reason) = info.lost_reason() {
+        finding(
+            Level::Fail,
+            "slot",
+            format!("slot {slot_name} is invalidated ({reason})"),
+            Some("projector rebuild   -- creates a fresh slot and a new generation".into()),
+        )
+    } else {
+        let status = info.wal_status.clone().unwrap_or_else(|| "?".into());
+        let level = if status == "unreserved" {
+            Level::Warn
+        } else {
+            Level::Ok
+        };
+        finding(
+            level,
+            "slot",
+            format!(
+                "slot {slot_name} exists (wal_status {status}, active {}, confirmed_flush_lsn {}, retained WAL {} bytes)",
+                info.active,
+                info.confirmed_flush_lsn.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                info.retained_wal_bytes.unwrap_or(0)
+            ),
+            (level == Level::Warn).then(|| "consume the slot soon (start `projector run`) or it will be lost".to_string()),
+        )
     }
+}
 
+/// `max_slot_wal_keep_size`: unlimited (-1) is a warning.
+async fn wal_keep_finding(client: &tokio_postgres::Client) -> Result<Finding, SourceError> {
     let keep: String = client
         .query_one("show max_slot_wal_keep_size", &[])
         .await?
         .get(0);
-    if keep == "-1" {
-        push(
+    Ok(if keep == "-1" {
+        finding(
             Level::Warn,
             "max_slot_wal_keep_size",
             "max_slot_wal_keep_size = -1: a stalled slot can fill the disk".into(),
             Some(
                 "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();".into(),
             ),
-        );
+        )
     } else {
-        push(
+        finding(
             Level::Ok,
             "max_slot_wal_keep_size",
             format!("max_slot_wal_keep_size = {keep}"),
             None,
-        );
-    }
-    if let Some(f) = history_finding(client).await {
-        r.findings.push(f);
-    }
-    r.findings
-        .extend(failover::findings(client, server, slot_name, slot_row.as_ref()).await?);
-    Ok(r)
+        )
+    })
 }
 
 /// How much history a first `run` copies before streaming (the slot only
@@ -534,4 +588,77 @@ async fn history_finding(client: &tokio_postgres::Client) -> Option<Finding> {
         },
         fix: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> slot::SlotInfo {
+        slot::SlotInfo {
+            slot_name: "projector".into(),
+            plugin: Some("pgoutput".into()),
+            database: Some("app".into()),
+            active: true,
+            active_pid: None,
+            restart_lsn: None,
+            confirmed_flush_lsn: None,
+            wal_status: Some("reserved".into()),
+            safe_wal_size: None,
+            retained_wal_bytes: Some(42),
+            invalidation_reason: None,
+            conflicting: None,
+            inactive_since: None,
+            failover: None,
+            synced: None,
+        }
+    }
+
+    fn verdict(i: Option<slot::SlotInfo>) -> Finding {
+        slot_state_finding("projector", "app", "CREATE;".into(), i)
+    }
+
+    #[test]
+    fn the_slot_verdict_goes_from_missing_to_fine() {
+        let missing = verdict(None);
+        assert_eq!(missing.level, Level::Fail);
+        assert_eq!(missing.fix.as_deref(), Some("CREATE;"));
+
+        let mut other_plugin = info();
+        other_plugin.plugin = Some("wal2json".into());
+        let f = verdict(Some(other_plugin));
+        assert_eq!(
+            f.message,
+            "slot projector uses plugin \"wal2json\", not pgoutput"
+        );
+        assert!(f
+            .fix
+            .unwrap()
+            .contains("-- then: CREATE;  (or `projector rebuild`)"));
+
+        let mut other_db = info();
+        other_db.database = Some("other".into());
+        assert_eq!(
+            verdict(Some(other_db)).message,
+            "slot projector belongs to database \"other\", not \"app\""
+        );
+
+        let mut lost = info();
+        lost.wal_status = Some("lost".into());
+        assert_eq!(
+            verdict(Some(lost)).message,
+            "slot projector is invalidated (wal_removed)"
+        );
+
+        let fine = verdict(Some(info()));
+        assert_eq!((fine.level, fine.fix.is_none()), (Level::Ok, true));
+        assert_eq!(
+            fine.message,
+            "slot projector exists (wal_status reserved, active true, confirmed_flush_lsn -, retained WAL 42 bytes)"
+        );
+
+        let mut unreserved = info();
+        unreserved.wal_status = Some("unreserved".into());
+        assert_eq!(verdict(Some(unreserved)).level, Level::Warn);
+    }
 }

@@ -13,7 +13,7 @@
 //! its side (and the standbys streaming from it); on a standby its own
 //! settings.
 
-use super::{Finding, Level};
+use super::{finding, Finding, Level};
 use crate::source::conn::{quote_ident, quote_literal};
 use crate::source::slot::{supports_failover_slots, SlotInfo};
 use crate::source::SourceError;
@@ -32,15 +32,6 @@ pub(crate) async fn server(client: &tokio_postgres::Client) -> Result<Server, So
         .await?
         .get(0);
     Ok(Server { major, in_recovery })
-}
-
-fn finding(level: Level, check: &'static str, message: String, fix: Option<String>) -> Finding {
-    Finding {
-        level,
-        check,
-        message,
-        fix,
-    }
 }
 
 /// The failover findings for the connected server.
@@ -66,14 +57,47 @@ pub(crate) fn alter_to_failover(slot_name: &str) -> String {
     )
 }
 
+/// On a primary: whether the slot is a failover slot (17+; before 17 only
+/// what a failover would cost), and whether `synchronized_standby_slots`
+/// keeps the projector behind the standbys.
 async fn primary_findings(
     client: &tokio_postgres::Client,
     server: Server,
     slot_name: &str,
     slot: Option<&SlotInfo>,
 ) -> Result<Vec<Finding>, SourceError> {
+    let standbys = physical_standbys(client).await?;
+    let physical = physical_slots(client).await?;
+    let shown = standbys_shown(&standbys);
+    if !supports_failover_slots(server.major) {
+        return Ok(vec![pre_failover_slots_finding(
+            server.major,
+            slot_name,
+            !standbys.is_empty(),
+            &shown,
+        )]);
+    }
     let mut out = Vec::new();
-    let standbys: Vec<(String, String)> = client
+    out.extend(failover_slot_finding(slot_name, slot, &shown));
+    let listed = synchronized_standby_slots(client).await?;
+    if listed.is_empty() {
+        out.push(unsynchronized_finding(&physical, !standbys.is_empty()));
+    } else {
+        out.extend(
+            listed
+                .iter()
+                .map(|name| standby_slot_finding(name, &physical)),
+        );
+    }
+    Ok(out)
+}
+
+/// The physical standbys streaming from this server: (application_name,
+/// state), by name.
+async fn physical_standbys(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<(String, String)>, SourceError> {
+    Ok(client
         .query(
             // Physical walsenders are the ones connected to no database: a
             // logical one (`replication=database`) has a datid from its
@@ -89,8 +113,14 @@ async fn primary_findings(
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let physical: Vec<(String, bool)> = client
+        .collect())
+}
+
+/// The physical replication slots here: (name, active), by name.
+async fn physical_slots(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<(String, bool)>, SourceError> {
+    Ok(client
         .query(
             "select slot_name::text, active from pg_replication_slots
               where slot_type = 'physical' order by slot_name",
@@ -99,8 +129,12 @@ async fn primary_findings(
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let shown = if standbys.is_empty() {
+        .collect())
+}
+
+/// The standbys, as the failover_slot messages show them.
+fn standbys_shown(standbys: &[(String, String)]) -> String {
+    if standbys.is_empty() {
         "no physical standby streams from this server".to_string()
     } else {
         format!(
@@ -111,34 +145,39 @@ async fn primary_findings(
                 .collect::<Vec<_>>()
                 .join(", ")
         )
-    };
-
-    if !supports_failover_slots(server.major) {
-        let level = if standbys.is_empty() {
-            Level::Ok
-        } else {
-            Level::Warn
-        };
-        out.push(finding(
-            level,
-            "failover_slot",
-            format!(
-                "PostgreSQL {}: logical slots live on the primary only, so a promoted standby has no slot {slot_name} and the projector needs `projector rebuild` after a failover ({shown}); PostgreSQL 17 keeps failover slots on standbys",
-                server.major
-            ),
-            None,
-        ));
-        return Ok(out);
     }
+}
 
-    match slot.and_then(|s| s.failover) {
-        Some(true) => out.push(finding(
+/// Before 17: no slot survives a failover; a warning when there are
+/// standbys to fail over to.
+fn pre_failover_slots_finding(
+    major: u32,
+    slot_name: &str,
+    has_standbys: bool,
+    shown: &str,
+) -> Finding {
+    let level = if has_standbys { Level::Warn } else { Level::Ok };
+    finding(
+        level,
+        "failover_slot",
+        format!(
+            "PostgreSQL {major}: logical slots live on the primary only, so a promoted standby has no slot {slot_name} and the projector needs `projector rebuild` after a failover ({shown}); PostgreSQL 17 keeps failover slots on standbys"
+        ),
+        None,
+    )
+}
+
+/// 17+: whether the slot is a failover slot; `None` when there is no slot
+/// yet (the slot finding says how to create one).
+fn failover_slot_finding(slot_name: &str, slot: Option<&SlotInfo>, shown: &str) -> Option<Finding> {
+    match slot.and_then(|s| s.failover)? {
+        true => Some(finding(
             Level::Ok,
             "failover_slot",
             format!("slot {slot_name} is a failover slot ({shown})"),
             None,
         )),
-        Some(false) => out.push(finding(
+        false => Some(finding(
             Level::Warn,
             "failover_slot",
             format!(
@@ -149,73 +188,78 @@ async fn primary_findings(
                 alter_to_failover(slot_name)
             )),
         )),
-        None => {} // no slot yet: the slot finding says how to create one
     }
+}
 
+/// The slot names in `synchronized_standby_slots` (unquoted; empty when
+/// the setting is).
+async fn synchronized_standby_slots(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<String>, SourceError> {
     let listed: String = client
         .query_one("show synchronized_standby_slots", &[])
         .await?
         .get(0);
-    let listed: Vec<String> = listed
+    Ok(listed
         .split(',')
         .map(|s| s.trim().trim_matches('"').to_string())
         .filter(|s| !s.is_empty())
-        .collect();
-    if listed.is_empty() {
-        if physical.is_empty() {
-            let level = if standbys.is_empty() {
-                Level::Ok
-            } else {
-                Level::Warn
-            };
-            out.push(finding(
-                level,
-                "synchronized_standby_slots",
-                "no physical replication slot: a standby syncs logical slots only when it streams through one (primary_slot_name)".into(),
-                (level == Level::Warn).then(|| {
-                    "SELECT pg_create_physical_replication_slot('standby1');  -- then on the standby: ALTER SYSTEM SET primary_slot_name = 'standby1'; SELECT pg_reload_conf();".to_string()
-                }),
-            ));
-        } else {
-            let names: Vec<&str> = physical.iter().map(|(n, _)| n.as_str()).collect();
-            out.push(finding(
-                Level::Warn,
-                "synchronized_standby_slots",
-                "synchronized_standby_slots is empty: the projector can receive (and write to Convex) a change the standby has not received; after a failover Convex would hold events the new primary never had".into(),
-                Some(format!(
-                    "ALTER SYSTEM SET synchronized_standby_slots = {}; SELECT pg_reload_conf();",
-                    quote_literal(&names.join(","))
-                )),
-            ));
-        }
-    } else {
-        for name in &listed {
-            match physical.iter().find(|(n, _)| n == name) {
-                None => out.push(finding(
-                    Level::Fail,
-                    "synchronized_standby_slots",
-                    format!("synchronized_standby_slots names {name:?}, which is not a physical slot here: logical walsenders wait for it, so the projector receives nothing"),
-                    Some(format!(
-                        "SELECT pg_create_physical_replication_slot({});  -- or remove it: ALTER SYSTEM SET synchronized_standby_slots = '...'; SELECT pg_reload_conf();",
-                        quote_literal(name)
-                    )),
-                )),
-                Some((_, false)) => out.push(finding(
-                    Level::Warn,
-                    "synchronized_standby_slots",
-                    format!("standby slot {name} is inactive: while no standby streams through it the projector receives nothing (synchronized_standby_slots holds logical walsenders back)"),
-                    Some("start the standby, or drop the slot from synchronized_standby_slots while it is away".into()),
-                )),
-                Some((_, true)) => out.push(finding(
-                    Level::Ok,
-                    "synchronized_standby_slots",
-                    format!("standby slot {name} is active: the projector never gets ahead of that standby"),
-                    None,
-                )),
-            }
-        }
+        .collect())
+}
+
+/// `synchronized_standby_slots` is empty: without a physical slot there
+/// is nothing to list (a warning only when standbys stream); with one,
+/// the projector may get ahead of the standby, and the fix lists them all.
+fn unsynchronized_finding(physical: &[(String, bool)], has_standbys: bool) -> Finding {
+    if physical.is_empty() {
+        let level = if has_standbys { Level::Warn } else { Level::Ok };
+        return finding(
+            level,
+            "synchronized_standby_slots",
+            "no physical replication slot: a standby syncs logical slots only when it streams through one (primary_slot_name)".into(),
+            (level == Level::Warn).then(|| {
+                "SELECT pg_create_physical_replication_slot('standby1');  -- then on the standby: ALTER SYSTEM SET primary_slot_name = 'standby1'; SELECT pg_reload_conf();".to_string()
+            }),
+        );
     }
-    Ok(out)
+    let names: Vec<&str> = physical.iter().map(|(n, _)| n.as_str()).collect();
+    finding(
+        Level::Warn,
+        "synchronized_standby_slots",
+        "synchronized_standby_slots is empty: the projector can receive (and write to Convex) a change the standby has not received; after a failover Convex would hold events the new primary never had".into(),
+        Some(format!(
+            "ALTER SYSTEM SET synchronized_standby_slots = {}; SELECT pg_reload_conf();",
+            quote_literal(&names.join(","))
+        )),
+    )
+}
+
+/// One slot named in `synchronized_standby_slots`: missing here (logical
+/// walsenders then wait forever), inactive (they wait meanwhile) or active.
+fn standby_slot_finding(name: &str, physical: &[(String, bool)]) -> Finding {
+    match physical.iter().find(|(n, _)| n == name) {
+        None => finding(
+            Level::Fail,
+            "synchronized_standby_slots",
+            format!("synchronized_standby_slots names {name:?}, which is not a physical slot here: logical walsenders wait for it, so the projector receives nothing"),
+            Some(format!(
+                "SELECT pg_create_physical_replication_slot({});  -- or remove it: ALTER SYSTEM SET synchronized_standby_slots = '...'; SELECT pg_reload_conf();",
+                quote_literal(name)
+            )),
+        ),
+        Some((_, false)) => finding(
+            Level::Warn,
+            "synchronized_standby_slots",
+            format!("standby slot {name} is inactive: while no standby streams through it the projector receives nothing (synchronized_standby_slots holds logical walsenders back)"),
+            Some("start the standby, or drop the slot from synchronized_standby_slots while it is away".into()),
+        ),
+        Some((_, true)) => finding(
+            Level::Ok,
+            "synchronized_standby_slots",
+            format!("standby slot {name} is active: the projector never gets ahead of that standby"),
+            None,
+        ),
+    }
 }
 
 async fn show(client: &tokio_postgres::Client, name: &str) -> Result<String, SourceError> {
@@ -369,6 +413,91 @@ mod tests {
         assert_eq!(conninfo_dbname("host=h user=rep password=x"), None);
         assert_eq!(conninfo_dbname("host=h dbname="), None);
         assert_eq!(conninfo_dbname(""), None);
+    }
+
+    fn slot(failover: Option<bool>) -> SlotInfo {
+        SlotInfo {
+            slot_name: "projector".into(),
+            plugin: Some("pgoutput".into()),
+            database: Some("app".into()),
+            active: false,
+            active_pid: None,
+            restart_lsn: None,
+            confirmed_flush_lsn: None,
+            wal_status: Some("reserved".into()),
+            safe_wal_size: None,
+            retained_wal_bytes: None,
+            invalidation_reason: None,
+            conflicting: None,
+            inactive_since: None,
+            failover,
+            synced: None,
+        }
+    }
+
+    #[test]
+    fn standbys_are_shown_by_name_and_state() {
+        assert_eq!(
+            standbys_shown(&[]),
+            "no physical standby streams from this server"
+        );
+        assert_eq!(
+            standbys_shown(&[
+                ("standby1".into(), "streaming".into()),
+                (String::new(), "catchup".into())
+            ]),
+            "physical standbys streaming: standby1 (streaming), ? (catchup)"
+        );
+    }
+
+    #[test]
+    fn the_failover_slot_verdict_follows_the_slot() {
+        assert!(failover_slot_finding("projector", None, "s").is_none());
+        assert!(failover_slot_finding("projector", Some(&slot(None)), "s").is_none());
+        let ok = failover_slot_finding("projector", Some(&slot(Some(true))), "s").unwrap();
+        assert_eq!((ok.level, ok.check), (Level::Ok, "failover_slot"));
+        assert_eq!(ok.message, "slot projector is a failover slot (s)");
+        let warn = failover_slot_finding("projector", Some(&slot(Some(false))), "s").unwrap();
+        assert_eq!(warn.level, Level::Warn);
+        assert!(warn
+            .fix
+            .unwrap()
+            .ends_with(": ALTER_REPLICATION_SLOT \"projector\" (FAILOVER true);"));
+    }
+
+    #[test]
+    fn an_empty_synchronized_standby_slots_is_judged_by_the_physical_slots() {
+        let none = unsynchronized_finding(&[], false);
+        assert_eq!((none.level, none.fix.is_none()), (Level::Ok, true));
+        let away = unsynchronized_finding(&[], true);
+        assert_eq!(away.level, Level::Warn);
+        assert!(away
+            .fix
+            .unwrap()
+            .starts_with("SELECT pg_create_physical_replication_slot('standby1');"));
+        let listed = unsynchronized_finding(&[("a".into(), true), ("b".into(), false)], true);
+        assert_eq!(listed.level, Level::Warn);
+        assert_eq!(
+            listed.fix.as_deref(),
+            Some("ALTER SYSTEM SET synchronized_standby_slots = 'a,b'; SELECT pg_reload_conf();")
+        );
+    }
+
+    #[test]
+    fn each_listed_standby_slot_is_missing_inactive_or_active() {
+        let physical = [("up".to_string(), true), ("down".to_string(), false)];
+        let missing = standby_slot_finding("gone", &physical);
+        assert_eq!(missing.level, Level::Fail);
+        assert!(missing
+            .message
+            .starts_with("synchronized_standby_slots names \"gone\","));
+        assert_eq!(standby_slot_finding("down", &physical).level, Level::Warn);
+        let up = standby_slot_finding("up", &physical);
+        assert_eq!(up.level, Level::Ok);
+        assert_eq!(
+            up.message,
+            "standby slot up is active: the projector never gets ahead of that standby"
+        );
     }
 
     #[test]

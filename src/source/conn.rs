@@ -94,6 +94,67 @@ pub type Row = Vec<Option<String>>;
 /// kind of failure (for libpq's second attempt) and the error.
 type AttemptError = (Encryption, Failure, SourceError);
 
+/// Why startup failed: the kind of failure (for libpq's second attempt)
+/// and the error.
+type StartupError = (Failure, SourceError);
+
+/// A failure on our side of the startup (not the server refusing us).
+fn other(e: SourceError) -> StartupError {
+    (Failure::Other, e)
+}
+
+/// Authentication failed for the URL's user.
+fn auth_failed(info: &ConnInfo, message: String) -> SourceError {
+    SourceError::AuthFailed {
+        user: info.user.clone(),
+        message,
+    }
+}
+
+/// The URL's password, which the server asked for.
+fn password(info: &ConnInfo) -> Result<&[u8], StartupError> {
+    info.password
+        .as_ref()
+        .map(|p| p.expose().as_bytes())
+        .ok_or_else(|| {
+            other(auth_failed(
+                info,
+                "the server asks for a password and DATABASE_URL has none".into(),
+            ))
+        })
+}
+
+/// Where one connection's authentication exchange stands: what the policy
+/// has seen so far, and the SCRAM exchange once one has started.
+struct AuthExchange<'a> {
+    info: &'a ConnInfo,
+    policy: &'a AuthPolicy,
+    /// The TLS channel-binding data (tls-server-end-point), if any.
+    binding: Option<Vec<u8>>,
+    state: AuthState,
+    scram: Option<ScramSha256>,
+}
+
+impl AuthExchange<'_> {
+    /// SASL final: verifies the server's signature in `data`; the exchange
+    /// is then finished.
+    fn finish_scram(&mut self, data: &[u8]) -> Result<(), StartupError> {
+        let s = self
+            .scram
+            .as_mut()
+            .ok_or_else(|| other(SourceError::Protocol("SASL final before start".into())))?;
+        s.finish(data).map_err(|e| {
+            other(auth_failed(
+                self.info,
+                format!("server proof rejected: {e}"),
+            ))
+        })?;
+        self.state.sasl_pending = false;
+        self.state.finished = true;
+        Ok(())
+    }
+}
+
 impl PgConn {
     /// Connects and authenticates. `replication` adds `replication=database`.
     pub async fn connect(info: &ConnInfo, replication: bool) -> Result<PgConn, SourceError> {
@@ -234,7 +295,8 @@ impl PgConn {
         }
     }
 
-    /// Startup and authentication. Every authentication request passes
+    /// Startup and authentication: the startup message, then the server's
+    /// messages until ReadyForQuery. Every authentication request passes
     /// `policy.check` before anything is sent in reply.
     async fn startup(
         &mut self,
@@ -243,8 +305,46 @@ impl PgConn {
         policy: &AuthPolicy,
         binding: Option<Vec<u8>>,
         tls: Option<&TlsSetup>,
-    ) -> Result<(), (Failure, SourceError)> {
-        let other = |e: SourceError| (Failure::Other, e);
+    ) -> Result<(), StartupError> {
+        self.send_startup(info, replication).await?;
+        let mut auth = AuthExchange {
+            info,
+            policy,
+            binding,
+            state: AuthState {
+                tls: tls.is_some(),
+                ..Default::default()
+            },
+            scram: None,
+        };
+        loop {
+            let f = self.read_startup_frame(tls).await?;
+            match f.tag {
+                b'R' => self.authenticate(&mut auth, &f.body).await?,
+                b'S' => self.record_parameter(&f.body),
+                b'K' | b'N' => {}
+                b'E' => return Err((Failure::Server, self.error(&f.body))),
+                b'Z' => return Ok(()),
+                other_tag => {
+                    return Err(other(SourceError::Protocol(format!(
+                        "unexpected message {:?} during startup",
+                        other_tag as char
+                    ))))
+                }
+            }
+        }
+    }
+
+    /// The startup message: user, database, application name, UTF8, the
+    /// URL's `options`, then [`TEXT_OUTPUT_SETTINGS`] (after `options`, so
+    /// they win), and `replication=database` when asked.
+    ///
+    /// [`TEXT_OUTPUT_SETTINGS`]: crate::source::TEXT_OUTPUT_SETTINGS
+    async fn send_startup(
+        &mut self,
+        info: &ConnInfo,
+        replication: bool,
+    ) -> Result<(), StartupError> {
         let mut params: Vec<(&str, &str)> = vec![
             ("user", info.user.as_str()),
             ("database", info.dbname.as_str()),
@@ -262,131 +362,137 @@ impl PgConn {
         }
         frontend::startup_message(params.iter().copied(), &mut self.wbuf)
             .map_err(|e| other(e.into()))?;
-        self.flush().await.map_err(other)?;
-        let auth_failed = |message: String| SourceError::AuthFailed {
-            user: info.user.clone(),
-            message,
-        };
-        let password = || {
-            info.password
-                .as_ref()
-                .map(|p| p.expose().as_bytes())
-                .ok_or_else(|| {
-                    other(auth_failed(
-                        "the server asks for a password and DATABASE_URL has none".into(),
-                    ))
-                })
-        };
-        let mut state = AuthState {
-            tls: tls.is_some(),
-            ..Default::default()
-        };
-        let mut scram: Option<ScramSha256> = None;
-        loop {
-            let f = match self.read_frame().await {
-                Ok(f) => f,
-                // A TLS alert right after the handshake (TLS 1.3 sends the
-                // verdict on our client certificate here).
-                Err(SourceError::Io(e)) => {
-                    return Err(other(match tls {
-                        Some(t) if TlsSetup::is_tls_error(&e) => t.explain_io(&e),
-                        _ => SourceError::Io(e),
-                    }))
-                }
-                Err(e) => return Err(other(e)),
-            };
-            match f.tag {
-                b'R' => {
-                    let body = f.body.as_ref();
-                    let req = Request::parse(body)
-                        .ok_or_else(|| other(SourceError::Protocol("short auth message".into())))?;
-                    policy.check(req, &state).map_err(|r| other(r.into()))?;
-                    let data = &body[4..];
-                    match req {
-                        Request::Ok => {}
-                        Request::Cleartext => {
-                            frontend::password_message(password()?, &mut self.wbuf)
-                                .map_err(|e| other(e.into()))?;
-                            self.flush().await.map_err(other)?;
-                            state.finished = true;
-                        }
-                        Request::Md5 => {
-                            let salt: [u8; 4] = data
-                                .get(..4)
-                                .and_then(|s| s.try_into().ok())
-                                .ok_or_else(|| {
-                                    other(SourceError::Protocol("short md5 salt".into()))
-                                })?;
-                            let hash = postgres_protocol::authentication::md5_hash(
-                                info.user.as_bytes(),
-                                password()?,
-                                salt,
-                            );
-                            frontend::password_message(hash.as_bytes(), &mut self.wbuf)
-                                .map_err(|e| other(e.into()))?;
-                            self.flush().await.map_err(other)?;
-                            state.finished = true;
-                        }
-                        Request::Sasl(list) => {
-                            let (mechanism, cb) = policy
-                                .choose_sasl(list, binding.clone(), state.tls)
-                                .map_err(|r| other(r.into()))?;
-                            let s = ScramSha256::new(password()?, cb);
-                            frontend::sasl_initial_response(mechanism, s.message(), &mut self.wbuf)
-                                .map_err(|e| other(e.into()))?;
-                            self.flush().await.map_err(other)?;
-                            state.sasl_pending = true;
-                            state.sasl_plus = mechanism == auth::SCRAM_SHA_256_PLUS;
-                            scram = Some(s);
-                        }
-                        Request::SaslContinue => {
-                            let s = scram.as_mut().ok_or_else(|| {
-                                other(SourceError::Protocol("SASL continue before start".into()))
-                            })?;
-                            s.update(data)
-                                .map_err(|e| other(auth_failed(e.to_string())))?;
-                            frontend::sasl_response(s.message(), &mut self.wbuf)
-                                .map_err(|e| other(e.into()))?;
-                            self.flush().await.map_err(other)?;
-                        }
-                        Request::SaslFinal => {
-                            let s = scram.as_mut().ok_or_else(|| {
-                                other(SourceError::Protocol("SASL final before start".into()))
-                            })?;
-                            s.finish(data).map_err(|e| {
-                                other(auth_failed(format!("server proof rejected: {e}")))
-                            })?;
-                            state.sasl_pending = false;
-                            state.finished = true;
-                        }
-                        Request::Gss | Request::Sspi | Request::Other(_) => {
-                            let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-                            return Err(other(auth_failed(format!(
-                                "unsupported authentication method {code} (projector speaks SCRAM-SHA-256, md5 and password)"
-                            ))));
-                        }
-                    }
-                }
-                b'S' => {
-                    let mut parts = f.body.split(|b| *b == 0);
-                    if let (Some(k), Some(v)) = (parts.next(), parts.next()) {
-                        self.params.insert(
-                            String::from_utf8_lossy(k).into_owned(),
-                            String::from_utf8_lossy(v).into_owned(),
-                        );
-                    }
-                }
-                b'K' | b'N' => {}
-                b'E' => return Err((Failure::Server, self.error(&f.body))),
-                b'Z' => return Ok(()),
-                other_tag => {
-                    return Err(other(SourceError::Protocol(format!(
-                        "unexpected message {:?} during startup",
-                        other_tag as char
-                    ))))
-                }
+        self.flush().await.map_err(other)
+    }
+
+    /// The next message during startup. An I/O error that is a TLS alert
+    /// (TLS 1.3 sends the verdict on our client certificate right after
+    /// the handshake) is explained by the TLS setup.
+    async fn read_startup_frame(&mut self, tls: Option<&TlsSetup>) -> Result<Frame, StartupError> {
+        match self.read_frame().await {
+            Ok(f) => Ok(f),
+            Err(SourceError::Io(e)) => Err(other(match tls {
+                Some(t) if TlsSetup::is_tls_error(&e) => t.explain_io(&e),
+                _ => SourceError::Io(e),
+            })),
+            Err(e) => Err(other(e)),
+        }
+    }
+
+    /// ParameterStatus: records `name = value` (lossy UTF-8); a body
+    /// without both is ignored.
+    fn record_parameter(&mut self, body: &[u8]) {
+        let mut parts = body.split(|b| *b == 0);
+        if let (Some(k), Some(v)) = (parts.next(), parts.next()) {
+            self.params.insert(
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            );
+        }
+    }
+
+    /// One AuthenticationRequest (`body` of an 'R' message): refused
+    /// unless the policy allows it at this point of the exchange, then
+    /// answered by its method.
+    async fn authenticate(
+        &mut self,
+        auth: &mut AuthExchange<'_>,
+        body: &[u8],
+    ) -> Result<(), StartupError> {
+        let req = Request::parse(body)
+            .ok_or_else(|| other(SourceError::Protocol("short auth message".into())))?;
+        auth.policy
+            .check(req, &auth.state)
+            .map_err(|r| other(r.into()))?;
+        // `parse` succeeded: the body holds the 4-byte code.
+        let data = &body[4..];
+        match req {
+            Request::Ok => Ok(()),
+            Request::Cleartext => self.answer_cleartext(auth).await,
+            Request::Md5 => self.answer_md5(auth, data).await,
+            Request::Sasl(list) => self.start_scram(auth, list).await,
+            Request::SaslContinue => self.continue_scram(auth, data).await,
+            Request::SaslFinal => auth.finish_scram(data),
+            Request::Gss | Request::Sspi | Request::Other(_) => {
+                let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                Err(other(auth_failed(
+                    auth.info,
+                    format!(
+                        "unsupported authentication method {code} (projector speaks SCRAM-SHA-256, md5 and password)"
+                    ),
+                )))
             }
         }
+    }
+
+    /// Cleartext password: sends the URL's password as it is.
+    async fn answer_cleartext(&mut self, auth: &mut AuthExchange<'_>) -> Result<(), StartupError> {
+        frontend::password_message(password(auth.info)?, &mut self.wbuf)
+            .map_err(|e| other(e.into()))?;
+        self.flush().await.map_err(other)?;
+        auth.state.finished = true;
+        Ok(())
+    }
+
+    /// MD5: sends md5(md5(password + user) + salt); `data` starts with the
+    /// 4-byte salt.
+    async fn answer_md5(
+        &mut self,
+        auth: &mut AuthExchange<'_>,
+        data: &[u8],
+    ) -> Result<(), StartupError> {
+        let salt: [u8; 4] = data
+            .get(..4)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| other(SourceError::Protocol("short md5 salt".into())))?;
+        let hash = postgres_protocol::authentication::md5_hash(
+            auth.info.user.as_bytes(),
+            password(auth.info)?,
+            salt,
+        );
+        frontend::password_message(hash.as_bytes(), &mut self.wbuf).map_err(|e| other(e.into()))?;
+        self.flush().await.map_err(other)?;
+        auth.state.finished = true;
+        Ok(())
+    }
+
+    /// SASL start: picks SCRAM-SHA-256(-PLUS) from the server's `list` as
+    /// the channel-binding policy says, and sends the client-first message.
+    async fn start_scram(
+        &mut self,
+        auth: &mut AuthExchange<'_>,
+        list: &[u8],
+    ) -> Result<(), StartupError> {
+        let (mechanism, cb) = auth
+            .policy
+            .choose_sasl(list, auth.binding.clone(), auth.state.tls)
+            .map_err(|r| other(r.into()))?;
+        let s = ScramSha256::new(password(auth.info)?, cb);
+        frontend::sasl_initial_response(mechanism, s.message(), &mut self.wbuf)
+            .map_err(|e| other(e.into()))?;
+        self.flush().await.map_err(other)?;
+        auth.state.sasl_pending = true;
+        auth.state.sasl_plus = mechanism == auth::SCRAM_SHA_256_PLUS;
+        auth.scram = Some(s);
+        Ok(())
+    }
+
+    /// SASL continue: the server-first message in `data`; sends the
+    /// client-final message (the proof).
+    async fn continue_scram(
+        &mut self,
+        auth: &mut AuthExchange<'_>,
+        data: &[u8],
+    ) -> Result<(), StartupError> {
+        let info = auth.info;
+        let s = auth
+            .scram
+            .as_mut()
+            .ok_or_else(|| other(SourceError::Protocol("SASL continue before start".into())))?;
+        s.update(data)
+            .map_err(|e| other(auth_failed(info, e.to_string())))?;
+        frontend::sasl_response(s.message(), &mut self.wbuf).map_err(|e| other(e.into()))?;
+        self.flush().await.map_err(other)
     }
 
     /// `server_version_num`-style major version (e.g. 15), from the

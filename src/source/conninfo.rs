@@ -82,6 +82,17 @@ pub enum RootCert {
     System,
 }
 
+impl RootCert {
+    /// `sslrootcert`: `system`, or a file.
+    fn parse(v: &str) -> Self {
+        if v == "system" {
+            RootCert::System
+        } else {
+            RootCert::File(PathBuf::from(v))
+        }
+    }
+}
+
 /// `sslcertmode` (libpq 16): whether a client certificate is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CertMode {
@@ -89,6 +100,19 @@ pub enum CertMode {
     Allow,
     /// Fail unless the server asked for a certificate.
     Require,
+}
+
+impl CertMode {
+    fn parse(v: &str) -> Result<Self, SourceError> {
+        match v {
+            "disable" => Ok(CertMode::Disable),
+            "allow" => Ok(CertMode::Allow),
+            "require" => Ok(CertMode::Require),
+            other => Err(SourceError::Config(format!(
+                "sslcertmode={other:?} is not one of disable, allow, require"
+            ))),
+        }
+    }
 }
 
 /// `ssl_min_protocol_version` / `ssl_max_protocol_version`.
@@ -168,24 +192,44 @@ const IGNORED: &[&str] = &[
     "gssdelegation",
 ];
 
+/// What the query string sets that is settled only once all of it is read
+/// (see [`ConnInfo::settle`]): the sslmode's default depends on
+/// sslrootcert, application_name wins over fallback_application_name, and
+/// `host`/`port` lists replace or pair with the URL's hosts.
+#[derive(Default)]
+struct Deferred {
+    sslmode: Option<SslMode>,
+    application_name: Option<String>,
+    fallback_application_name: Option<String>,
+    hosts: Option<String>,
+    ports: Option<Vec<u16>>,
+}
+
 impl ConnInfo {
+    /// Parses a libpq URL: the URL itself (scheme, user, password, first
+    /// host, port, dbname), then each query parameter in order (the first
+    /// invalid one is the error), then what depends on several of them.
     pub fn parse(url: &str) -> Result<ConnInfo, SourceError> {
         let (url, url_hosts) = hosts::split_authority(url)?;
-        let url = with_placeholder_host(&url);
-        let u = url::Url::parse(&url).map_err(|e| {
-            SourceError::Config(format!(
-                "{e}; expected postgres://user:password@host:5432/dbname"
-            ))
-        })?;
-        if u.scheme() != "postgres" && u.scheme() != "postgresql" {
-            return Err(SourceError::Config(format!(
-                "scheme {:?} is not postgres:// or postgresql://",
-                u.scheme()
-            )));
+        let u = parse_url(&with_placeholder_host(&url))?;
+        let mut info = ConnInfo::from_url(&u)?;
+        let mut deferred = Deferred::default();
+        for (k, v) in u.query_pairs() {
+            let v = v.into_owned();
+            // An empty value means "the default" in libpq.
+            if v.is_empty() {
+                continue;
+            }
+            info.apply(&mut deferred, &k, v)?;
         }
-        let dec = |s: &str| {
-            percent_decode(s).map_err(|_| SourceError::Config("bad percent-encoding".into()))
-        };
+        info.settle(deferred, url_hosts)?;
+        Ok(info)
+    }
+
+    /// The settings the URL's authority and path give, and libpq's
+    /// defaults for everything else (host localhost, port 5432, user
+    /// `$USER`, dbname the user).
+    fn from_url(u: &url::Url) -> Result<ConnInfo, SourceError> {
         let mut info = ConnInfo {
             host: match u.host_str() {
                 Some(h) => dec(h.trim_start_matches('[').trim_end_matches(']'))?,
@@ -224,81 +268,85 @@ impl ConnInfo {
         } else {
             dec(path)?
         };
-        let mut sslmode = None;
-        let mut application_name = None;
-        let mut fallback_application_name = None;
-        let (mut query_hosts, mut query_ports) = (None, None);
-        for (k, v) in u.query_pairs() {
-            let v = v.into_owned();
-            // An empty value means "the default" in libpq.
-            if v.is_empty() {
-                continue;
+        Ok(info)
+    }
+
+    /// One query parameter (`v` not empty): sets its field, or records it
+    /// in `deferred`; accepts the values that change nothing and the
+    /// `IGNORED` keys; refuses anything else with [`unsupported`].
+    fn apply(&mut self, deferred: &mut Deferred, k: &str, v: String) -> Result<(), SourceError> {
+        let path = || Some(PathBuf::from(&v));
+        match k {
+            "sslmode" => deferred.sslmode = Some(SslMode::parse(&v)?),
+            "sslrootcert" => self.sslrootcert = RootCert::parse(&v),
+            "sslcert" => self.sslcert = path(),
+            "sslkey" => self.sslkey = path(),
+            "sslcrl" => self.sslcrl = path(),
+            "sslcrldir" => self.sslcrldir = path(),
+            "sslcertmode" => self.sslcertmode = CertMode::parse(&v)?,
+            "sslsni" => self.sslsni = flag("sslsni", &v)?,
+            "ssl_min_protocol_version" => self.ssl_min_protocol_version = TlsVersion::parse(k, &v)?,
+            "ssl_max_protocol_version" => {
+                self.ssl_max_protocol_version = Some(TlsVersion::parse(k, &v)?)
             }
-            let path = || Some(PathBuf::from(&v));
-            match &*k {
-                "sslmode" => sslmode = Some(SslMode::parse(&v)?),
-                "sslrootcert" => {
-                    info.sslrootcert = if v == "system" {
-                        RootCert::System
-                    } else {
-                        RootCert::File(PathBuf::from(&v))
-                    };
-                }
-                "sslcert" => info.sslcert = path(),
-                "sslkey" => info.sslkey = path(),
-                "sslcrl" => info.sslcrl = path(),
-                "sslcrldir" => info.sslcrldir = path(),
-                "sslcertmode" => {
-                    info.sslcertmode = match v.as_str() {
-                        "disable" => CertMode::Disable,
-                        "allow" => CertMode::Allow,
-                        "require" => CertMode::Require,
-                        other => {
-                            return Err(SourceError::Config(format!(
-                                "sslcertmode={other:?} is not one of disable, allow, require"
-                            )))
-                        }
-                    }
-                }
-                "sslsni" => info.sslsni = flag("sslsni", &v)?,
-                "ssl_min_protocol_version" => {
-                    info.ssl_min_protocol_version = TlsVersion::parse(&k, &v)?
-                }
-                "ssl_max_protocol_version" => {
-                    info.ssl_max_protocol_version = Some(TlsVersion::parse(&k, &v)?)
-                }
-                "channel_binding" => info.channel_binding = ChannelBindingMode::parse(&v)?,
-                "require_auth" => info.require_auth = Some(RequireAuth::parse(&v)?),
-                "options" => info.options = Some(v),
-                "requirepeer" => info.requirepeer = Some(v),
-                "host" => query_hosts = Some(v),
-                "port" => query_ports = Some(hosts::parse_ports(&v)?),
-                "target_session_attrs" => info.target_session_attrs = SessionAttrs::parse(&v)?,
-                "user" => info.user = v,
-                "password" => info.password = Some(Secret::new(v)),
-                "dbname" => info.dbname = v,
-                "application_name" => application_name = Some(v),
-                "fallback_application_name" => fallback_application_name = Some(v),
-                "connect_timeout" => {
-                    let secs: u64 = v.parse().map_err(|_| {
-                        SourceError::Config(format!("connect_timeout={v:?} is not a number"))
-                    })?;
-                    // libpq: 0 (and negative) means wait forever.
-                    info.connect_timeout =
-                        (secs > 0).then(|| std::time::Duration::from_secs(secs.max(2)));
-                }
-                "client_encoding" if v.eq_ignore_ascii_case("utf8") || v == "UTF-8" => {}
-                "load_balance_hosts" if v == "disable" => {}
-                "gssencmode" if v == "disable" || v == "prefer" => {}
-                "sslnegotiation" if v == "postgres" => {}
-                key if IGNORED.contains(&key) => {}
-                key => return Err(unsupported(key, &v)),
-            }
+            "channel_binding" => self.channel_binding = ChannelBindingMode::parse(&v)?,
+            "require_auth" => self.require_auth = Some(RequireAuth::parse(&v)?),
+            "options" => self.options = Some(v),
+            "requirepeer" => self.requirepeer = Some(v),
+            "host" => deferred.hosts = Some(v),
+            "port" => deferred.ports = Some(hosts::parse_ports(&v)?),
+            "target_session_attrs" => self.target_session_attrs = SessionAttrs::parse(&v)?,
+            "user" => self.user = v,
+            "password" => self.password = Some(Secret::new(v)),
+            "dbname" => self.dbname = v,
+            "application_name" => deferred.application_name = Some(v),
+            "fallback_application_name" => deferred.fallback_application_name = Some(v),
+            "connect_timeout" => self.connect_timeout = connect_timeout(&v)?,
+            "client_encoding" if v.eq_ignore_ascii_case("utf8") || v == "UTF-8" => {}
+            "load_balance_hosts" if v == "disable" => {}
+            "gssencmode" if v == "disable" || v == "prefer" => {}
+            "sslnegotiation" if v == "postgres" => {}
+            key if IGNORED.contains(&key) => {}
+            key => return Err(unsupported(key, &v)),
         }
+        Ok(())
+    }
+
+    /// What depends on several parameters, in this order: the host list,
+    /// the TLS version range, requirepeer (TCP drops it), the application
+    /// name, and the sslmode (its default, and `Disable` on a lone socket).
+    fn settle(&mut self, d: Deferred, url_hosts: Vec<hosts::HostPort>) -> Result<(), SourceError> {
+        self.resolve_hosts(d.hosts, d.ports, url_hosts)?;
+        self.check_tls_range()?;
+        if self.requirepeer.is_some() && !self.is_unix_socket() {
+            // libpq ignores requirepeer on TCP; there is no peer to check.
+            self.requirepeer = None;
+        }
+        self.application_name = d
+            .application_name
+            .or(d.fallback_application_name)
+            .unwrap_or_else(|| "projector".into());
+        self.sslmode = settled_sslmode(d.sslmode, &self.sslrootcert)?;
+        if self.hosts.len() == 1 && self.is_unix_socket() {
+            // libpq never uses TLS over a Unix socket, whatever sslmode says.
+            self.sslmode = SslMode::Disable;
+        }
+        Ok(())
+    }
+
+    /// `hosts`, and `host`/`port` the first of them: `?host=` (with the
+    /// URL's port as the default) over the URL's host list (default 5432)
+    /// over the URL's one host; `?port=` pairs with them.
+    fn resolve_hosts(
+        &mut self,
+        query_hosts: Option<String>,
+        query_ports: Option<Vec<u16>>,
+        url_hosts: Vec<hosts::HostPort>,
+    ) -> Result<(), SourceError> {
         let (listed, default_port) = match query_hosts {
             Some(h) => (
                 h.split(',').map(|h| (h.to_string(), None)).collect(),
-                info.port,
+                self.port,
             ),
             None if !url_hosts.is_empty() => (
                 url_hosts
@@ -307,45 +355,29 @@ impl ConnInfo {
                     .collect::<Result<Vec<_>, _>>()?,
                 5432,
             ),
-            None => (vec![(info.host.clone(), None)], info.port),
+            None => (vec![(self.host.clone(), None)], self.port),
         };
-        info.hosts = hosts::pair(listed, query_ports, default_port)?;
-        (info.host, info.port) = info.hosts[0].clone();
-        if let Some(max) = info.ssl_max_protocol_version {
+        self.hosts = hosts::pair(listed, query_ports, default_port)?;
+        // Never empty: each branch above lists at least one host.
+        (self.host, self.port) = self.hosts[0].clone();
+        Ok(())
+    }
+
+    /// A maximum TLS version must allow TLSv1.2 and not be below the minimum.
+    fn check_tls_range(&self) -> Result<(), SourceError> {
+        if let Some(max) = self.ssl_max_protocol_version {
             if max < TlsVersion::Tls12 {
                 return Err(SourceError::Config(
                     "ssl_max_protocol_version below TLSv1.2 cannot be met: projector speaks TLSv1.2 and TLSv1.3".into(),
                 ));
             }
-            if info.ssl_min_protocol_version > max {
+            if self.ssl_min_protocol_version > max {
                 return Err(SourceError::Config(
                     "ssl_min_protocol_version is above ssl_max_protocol_version".into(),
                 ));
             }
         }
-        if info.requirepeer.is_some() && !info.is_unix_socket() {
-            // libpq ignores requirepeer on TCP; there is no peer to check.
-            info.requirepeer = None;
-        }
-        info.application_name = application_name
-            .or(fallback_application_name)
-            .unwrap_or_else(|| "projector".into());
-        info.sslmode = match (sslmode, &info.sslrootcert) {
-            // libpq 16: public CAs make anything short of verify-full useless.
-            (None, RootCert::System) => SslMode::VerifyFull,
-            (Some(m), RootCert::System) if m != SslMode::VerifyFull => {
-                return Err(SourceError::Config(format!(
-                    "weak sslmode \"{}\" may not be used with sslrootcert=system (use \"verify-full\")",
-                    m.as_str()
-                )))
-            }
-            (m, _) => m.unwrap_or(SslMode::Prefer),
-        };
-        if info.hosts.len() == 1 && info.is_unix_socket() {
-            // libpq never uses TLS over a Unix socket, whatever sslmode says.
-            info.sslmode = SslMode::Disable;
-        }
-        Ok(info)
+        Ok(())
     }
 
     /// One `ConnInfo` per host, in the order to try them (a socket host
@@ -421,6 +453,52 @@ fn percent_decode(s: &str) -> Result<String, ()> {
         }
     }
     String::from_utf8(out).map_err(|_| ())
+}
+
+/// Percent-decodes a part of the URL (user, password, host, dbname).
+fn dec(s: &str) -> Result<String, SourceError> {
+    percent_decode(s).map_err(|_| SourceError::Config("bad percent-encoding".into()))
+}
+
+/// The URL itself: it parses, and its scheme is postgres or postgresql.
+fn parse_url(url: &str) -> Result<url::Url, SourceError> {
+    let u = url::Url::parse(url).map_err(|e| {
+        SourceError::Config(format!(
+            "{e}; expected postgres://user:password@host:5432/dbname"
+        ))
+    })?;
+    if u.scheme() != "postgres" && u.scheme() != "postgresql" {
+        return Err(SourceError::Config(format!(
+            "scheme {:?} is not postgres:// or postgresql://",
+            u.scheme()
+        )));
+    }
+    Ok(u)
+}
+
+/// `connect_timeout` in seconds: 0 means none; under 2 is 2 (libpq's floor).
+fn connect_timeout(v: &str) -> Result<Option<std::time::Duration>, SourceError> {
+    let secs: u64 = v
+        .parse()
+        .map_err(|_| SourceError::Config(format!("connect_timeout={v:?} is not a number")))?;
+    // libpq: 0 (and negative) means wait forever.
+    Ok((secs > 0).then(|| std::time::Duration::from_secs(secs.max(2))))
+}
+
+/// The sslmode given (or its default, prefer), checked against
+/// sslrootcert: `system` defaults to, and only allows, verify-full.
+fn settled_sslmode(given: Option<SslMode>, root: &RootCert) -> Result<SslMode, SourceError> {
+    Ok(match (given, root) {
+        // libpq 16: public CAs make anything short of verify-full useless.
+        (None, RootCert::System) => SslMode::VerifyFull,
+        (Some(m), RootCert::System) if m != SslMode::VerifyFull => {
+            return Err(SourceError::Config(format!(
+                "weak sslmode \"{}\" may not be used with sslrootcert=system (use \"verify-full\")",
+                m.as_str()
+            )))
+        }
+        (m, _) => m.unwrap_or(SslMode::Prefer),
+    })
 }
 
 fn flag(key: &str, v: &str) -> Result<bool, SourceError> {

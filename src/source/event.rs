@@ -252,145 +252,213 @@ impl EventDecoder {
     }
 
     /// Queues the events of one decoded message (use `feed` for bytes, which
-    /// also tracks stream blocks).
-    // The `if`s use `?`, so they cannot become match guards.
-    #[allow(clippy::collapsible_match)]
+    /// also tracks stream blocks): one handler per message type. Origins,
+    /// types, logical messages and two-phase messages carry no runtime
+    /// events (we do not enable two_phase).
     pub fn push(&mut self, msg: PgOutputMessage) -> Result<(), EventError> {
         match msg {
             PgOutputMessage::Begin {
                 final_lsn,
                 commit_time,
                 xid,
-            } => {
-                self.txn = Some((Lsn(final_lsn), 0));
-                self.ready.push_back(SourceEvent::Begin {
-                    final_lsn: Lsn(final_lsn),
-                    commit_time_us: pg_time_to_unix_us(commit_time),
-                    xid,
-                });
-            }
+            } => self.on_begin(final_lsn, commit_time, xid),
             PgOutputMessage::Commit {
                 commit_lsn,
                 end_lsn,
                 commit_time,
                 ..
-            } => {
-                self.txn = None;
-                self.ready.push_back(SourceEvent::Commit {
-                    commit_lsn: Lsn(commit_lsn),
-                    end_lsn: Lsn(end_lsn),
-                    commit_time_us: pg_time_to_unix_us(commit_time),
-                });
-            }
-            PgOutputMessage::Relation(rel) => {
-                if rel.namespace == "runtime" && rel.name == "events" {
-                    self.events_oid = Some(rel.oid);
-                    self.cols = Some(event_columns(&rel)?);
-                }
-                self.relations.insert(rel.oid, rel);
-            }
+            } => self.on_commit(commit_lsn, end_lsn, commit_time),
+            PgOutputMessage::Relation(rel) => self.on_relation(rel)?,
             PgOutputMessage::Insert { xid, relation, new } => {
-                if self.is_events(relation)? {
-                    let cols: Vec<ColumnRef<'_>> = new.iter().map(TupleValue::as_column).collect();
-                    let ev = self.row_to_event(&cols, None)?;
-                    self.emit_event(xid, ev)?;
-                }
+                self.on_insert(xid, relation, &new)?
             }
             PgOutputMessage::Update {
                 xid, relation, new, ..
-            } => {
-                if self.is_events(relation)? {
-                    let seq = self.seq_of(&new);
-                    self.emit_violation(
-                        xid,
-                        ViolationKind::Update,
-                        format!("UPDATE of runtime.events row seq={seq}"),
-                    )?;
-                }
-            }
+            } => self.on_update(xid, relation, &new)?,
             PgOutputMessage::Delete {
                 xid,
                 relation,
                 key,
                 old,
-            } => {
-                if self.is_events(relation)? {
-                    let seq = key.or(old).map(|t| self.seq_of(&t)).unwrap_or_default();
-                    self.emit_violation(
-                        xid,
-                        ViolationKind::Delete,
-                        format!("DELETE of runtime.events row seq={seq}"),
-                    )?;
-                }
-            }
+            } => self.on_delete(xid, relation, key.or(old))?,
             PgOutputMessage::Truncate { xid, relations, .. } => {
-                if self.events_oid.is_some_and(|o| relations.contains(&o)) {
-                    self.emit_violation(
-                        xid,
-                        ViolationKind::Truncate,
-                        "TRUNCATE of runtime.events".into(),
-                    )?;
-                }
+                self.on_truncate(xid, &relations)?
             }
-            PgOutputMessage::StreamStart { xid, .. } => {
-                self.stream.in_stream = true;
-                self.stream_xid = Some(xid);
-                self.streamed.entry(xid).or_default();
-            }
-            PgOutputMessage::StreamStop => {
-                self.stream.in_stream = false;
-                self.stream_xid = None;
-            }
+            PgOutputMessage::StreamStart { xid, .. } => self.on_stream_start(xid),
+            PgOutputMessage::StreamStop => self.on_stream_stop(),
             PgOutputMessage::StreamCommit {
                 xid,
                 commit_lsn,
                 end_lsn,
                 commit_time,
                 ..
-            } => {
-                let pending = self.streamed.remove(&xid).unwrap_or_default();
-                let lsn = Lsn(commit_lsn);
-                let t = pg_time_to_unix_us(commit_time);
-                self.ready.push_back(SourceEvent::Begin {
-                    final_lsn: lsn,
-                    commit_time_us: t,
-                    xid,
-                });
-                let mut ordinal = 0;
-                for p in pending {
-                    match p {
-                        Pending::Event { mut ev, .. } => {
-                            ev.position = Position::new(lsn, ordinal);
-                            ordinal += 1;
-                            self.ready.push_back(SourceEvent::Event(ev));
-                        }
-                        Pending::Violation { kind, detail, .. } => self
-                            .ready
-                            .push_back(SourceEvent::Violation { kind, detail }),
-                    }
-                }
-                self.ready.push_back(SourceEvent::Commit {
-                    commit_lsn: lsn,
-                    end_lsn: Lsn(end_lsn),
-                    commit_time_us: t,
-                });
-            }
-            PgOutputMessage::StreamAbort { xid, subxid, .. } => {
-                if xid == subxid {
-                    self.streamed.remove(&xid);
-                } else if let Some(v) = self.streamed.get_mut(&xid) {
-                    v.retain(|p| match p {
-                        Pending::Event { subxid: s, .. } | Pending::Violation { subxid: s, .. } => {
-                            *s != subxid
-                        }
-                    });
-                }
-            }
-            // Origins, types, logical messages and two-phase messages carry
-            // no runtime events (we do not enable two_phase).
+            } => self.on_stream_commit(xid, commit_lsn, end_lsn, commit_time),
+            PgOutputMessage::StreamAbort { xid, subxid, .. } => self.on_stream_abort(xid, subxid),
             _ => {}
         }
         Ok(())
+    }
+
+    /// Begin: opens the transaction whose changes are numbered from 0 at
+    /// `final_lsn`.
+    #[inline]
+    fn on_begin(&mut self, final_lsn: u64, commit_time: i64, xid: u32) {
+        self.txn = Some((Lsn(final_lsn), 0));
+        self.ready.push_back(SourceEvent::Begin {
+            final_lsn: Lsn(final_lsn),
+            commit_time_us: pg_time_to_unix_us(commit_time),
+            xid,
+        });
+    }
+
+    /// Commit: closes the open transaction.
+    #[inline]
+    fn on_commit(&mut self, commit_lsn: u64, end_lsn: u64, commit_time: i64) {
+        self.txn = None;
+        self.ready.push_back(SourceEvent::Commit {
+            commit_lsn: Lsn(commit_lsn),
+            end_lsn: Lsn(end_lsn),
+            commit_time_us: pg_time_to_unix_us(commit_time),
+        });
+    }
+
+    /// Relation: remembers it; for runtime.events also its oid and where
+    /// its columns are (an error when one is missing, and then the
+    /// relation is not remembered).
+    fn on_relation(&mut self, rel: Relation) -> Result<(), EventError> {
+        if rel.namespace == "runtime" && rel.name == "events" {
+            self.events_oid = Some(rel.oid);
+            self.cols = Some(event_columns(&rel)?);
+        }
+        self.relations.insert(rel.oid, rel);
+        Ok(())
+    }
+
+    /// Insert: a runtime.events row becomes an event (copied out of the
+    /// decoded tuple); other tables are skipped, unknown ones an error.
+    #[inline]
+    fn on_insert(
+        &mut self,
+        xid: Option<u32>,
+        relation: u32,
+        new: &[TupleValue],
+    ) -> Result<(), EventError> {
+        if self.is_events(relation)? {
+            let cols: Vec<ColumnRef<'_>> = new.iter().map(TupleValue::as_column).collect();
+            let ev = self.row_to_event(&cols, None)?;
+            self.emit_event(xid, ev)?;
+        }
+        Ok(())
+    }
+
+    /// Update of a runtime.events row: a violation naming its seq.
+    #[inline]
+    fn on_update(
+        &mut self,
+        xid: Option<u32>,
+        relation: u32,
+        new: &[TupleValue],
+    ) -> Result<(), EventError> {
+        if self.is_events(relation)? {
+            let seq = self.seq_of(new);
+            self.emit_violation(
+                xid,
+                ViolationKind::Update,
+                format!("UPDATE of runtime.events row seq={seq}"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Delete of a runtime.events row: a violation naming the seq of its
+    /// key or old row (empty when it carries neither).
+    #[inline]
+    fn on_delete(
+        &mut self,
+        xid: Option<u32>,
+        relation: u32,
+        key_or_old: Option<Vec<TupleValue>>,
+    ) -> Result<(), EventError> {
+        if self.is_events(relation)? {
+            let seq = key_or_old.map(|t| self.seq_of(&t)).unwrap_or_default();
+            self.emit_violation(
+                xid,
+                ViolationKind::Delete,
+                format!("DELETE of runtime.events row seq={seq}"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Truncate that includes runtime.events: a violation.
+    fn on_truncate(&mut self, xid: Option<u32>, relations: &[u32]) -> Result<(), EventError> {
+        if self.events_oid.is_some_and(|o| relations.contains(&o)) {
+            self.emit_violation(
+                xid,
+                ViolationKind::Truncate,
+                "TRUNCATE of runtime.events".into(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Stream Start: changes until Stream Stop belong to `xid`, buffered
+    /// until its Stream Commit.
+    fn on_stream_start(&mut self, xid: u32) {
+        self.stream.in_stream = true;
+        self.stream_xid = Some(xid);
+        self.streamed.entry(xid).or_default();
+    }
+
+    fn on_stream_stop(&mut self) {
+        self.stream.in_stream = false;
+        self.stream_xid = None;
+    }
+
+    /// Stream Commit: the buffered changes of `xid` (none if it was never
+    /// streamed) become ready as one transaction, Begin to Commit, its
+    /// events numbered from 0 at the commit LSN.
+    fn on_stream_commit(&mut self, xid: u32, commit_lsn: u64, end_lsn: u64, commit_time: i64) {
+        let pending = self.streamed.remove(&xid).unwrap_or_default();
+        let lsn = Lsn(commit_lsn);
+        let t = pg_time_to_unix_us(commit_time);
+        self.ready.push_back(SourceEvent::Begin {
+            final_lsn: lsn,
+            commit_time_us: t,
+            xid,
+        });
+        let mut ordinal = 0;
+        for p in pending {
+            match p {
+                Pending::Event { mut ev, .. } => {
+                    ev.position = Position::new(lsn, ordinal);
+                    ordinal += 1;
+                    self.ready.push_back(SourceEvent::Event(ev));
+                }
+                Pending::Violation { kind, detail, .. } => self
+                    .ready
+                    .push_back(SourceEvent::Violation { kind, detail }),
+            }
+        }
+        self.ready.push_back(SourceEvent::Commit {
+            commit_lsn: lsn,
+            end_lsn: Lsn(end_lsn),
+            commit_time_us: t,
+        });
+    }
+
+    /// Stream Abort: of the whole transaction (`subxid == xid`) drops
+    /// everything buffered for it; of a subtransaction only its changes.
+    fn on_stream_abort(&mut self, xid: u32, subxid: u32) {
+        if xid == subxid {
+            self.streamed.remove(&xid);
+        } else if let Some(v) = self.streamed.get_mut(&xid) {
+            v.retain(|p| match p {
+                Pending::Event { subxid: s, .. } | Pending::Violation { subxid: s, .. } => {
+                    *s != subxid
+                }
+            });
+        }
     }
 
     fn is_events(&self, oid: u32) -> Result<bool, EventError> {

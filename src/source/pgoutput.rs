@@ -429,6 +429,10 @@ pub fn decode_bytes(data: &Bytes, in_stream: bool) -> Result<PgOutputMessage, De
     decode_in(data, Some(data), in_stream)
 }
 
+/// Decodes one message: its tag picks the reader, which consumes exactly
+/// the fields of that message type; bytes left over are an error. Column
+/// values are slices of `src` when given (the buffer `data` lies in),
+/// copies otherwise.
 fn decode_in<'a>(
     data: &'a [u8],
     src: Option<&'a Bytes>,
@@ -437,225 +441,298 @@ fn decode_in<'a>(
     let (&tag, rest) = data.split_first().ok_or(DecodeError::Empty)?;
     let mut c = Cur { b: rest, src };
     let m = match tag {
-        b'B' => PgOutputMessage::Begin {
-            final_lsn: c.u64("final_lsn")?,
-            commit_time: c.i64("commit_time")?,
-            xid: c.u32("xid")?,
-        },
-        b'C' => PgOutputMessage::Commit {
-            flags: c.u8("flags")?,
-            commit_lsn: c.u64("commit_lsn")?,
-            end_lsn: c.u64("end_lsn")?,
-            commit_time: c.i64("commit_time")?,
-        },
-        b'O' => PgOutputMessage::Origin {
-            commit_lsn: c.u64("origin lsn")?,
-            name: c.cstr("origin name")?,
-        },
-        b'R' => {
-            let xid = c.xid_if(in_stream)?;
-            let oid = c.u32("relation oid")?;
-            let namespace = c.cstr("namespace")?;
-            let name = c.cstr("relation name")?;
-            let replica_identity = c.u8("replica identity")?;
-            let n = c.i16("column count")?;
-            if n < 0 {
-                return Err(DecodeError::Negative("column count"));
-            }
-            let mut columns = Vec::with_capacity((n as usize).min(c.b.len()));
-            for _ in 0..n {
-                columns.push(Column {
-                    flags: c.u8("column flags")?,
-                    name: c.cstr("column name")?,
-                    type_oid: c.u32("column type")?,
-                    type_modifier: c.i32("column typmod")?,
-                });
-            }
-            PgOutputMessage::Relation(Relation {
-                xid,
-                oid,
-                namespace,
-                name,
-                replica_identity,
-                columns,
-            })
-        }
-        b'Y' => PgOutputMessage::Type {
-            xid: c.xid_if(in_stream)?,
-            oid: c.u32("type oid")?,
-            namespace: c.cstr("type namespace")?,
-            name: c.cstr("type name")?,
-        },
-        b'I' => {
-            let xid = c.xid_if(in_stream)?;
-            let relation = c.u32("relation oid")?;
-            match c.u8("tuple marker")? {
-                b'N' => {}
-                other => return Err(DecodeError::UnexpectedTuple(other)),
-            }
-            PgOutputMessage::Insert {
-                xid,
-                relation,
-                new: c.tuple()?,
-            }
-        }
-        b'U' => {
-            let xid = c.xid_if(in_stream)?;
-            let relation = c.u32("relation oid")?;
-            let (mut key, mut old) = (None, None);
-            let mut marker = c.u8("tuple marker")?;
-            if marker == b'K' || marker == b'O' {
-                let t = c.tuple()?;
-                if marker == b'K' {
-                    key = Some(t)
-                } else {
-                    old = Some(t)
-                }
-                marker = c.u8("tuple marker")?;
-            }
-            if marker != b'N' {
-                return Err(DecodeError::UnexpectedTuple(marker));
-            }
-            PgOutputMessage::Update {
-                xid,
-                relation,
-                key,
-                old,
-                new: c.tuple()?,
-            }
-        }
-        b'D' => {
-            let xid = c.xid_if(in_stream)?;
-            let relation = c.u32("relation oid")?;
-            let (key, old) = match c.u8("tuple marker")? {
-                b'K' => (Some(c.tuple()?), None),
-                b'O' => (None, Some(c.tuple()?)),
-                other => return Err(DecodeError::UnexpectedTuple(other)),
-            };
-            PgOutputMessage::Delete {
-                xid,
-                relation,
-                key,
-                old,
-            }
-        }
-        b'T' => {
-            let xid = c.xid_if(in_stream)?;
-            let n = c.u32("relation count")?;
-            let options = c.u8("truncate options")?;
-            let mut relations = Vec::with_capacity((n as usize).min(c.b.len() / 4));
-            for _ in 0..n {
-                relations.push(c.u32("relation oid")?);
-            }
-            PgOutputMessage::Truncate {
-                xid,
-                options,
-                relations,
-            }
-        }
-        b'M' => {
-            let xid = c.xid_if(in_stream)?;
-            let flags = c.u8("message flags")?;
-            let lsn = c.u64("message lsn")?;
-            let prefix = c.cstr("message prefix")?;
-            let len = c.u32("message length")?;
-            let content = Bytes::copy_from_slice(c.take(len as usize, "message content")?);
-            PgOutputMessage::Message {
-                xid,
-                flags,
-                lsn,
-                prefix,
-                content,
-            }
-        }
-        b'S' => PgOutputMessage::StreamStart {
-            xid: c.u32("xid")?,
-            first_segment: match c.u8("first segment")? {
-                0 => false,
-                1 => true,
-                v => return Err(DecodeError::Invalid("first segment", v)),
-            },
-        },
+        b'B' => c.begin()?,
+        b'C' => c.commit()?,
+        b'O' => c.origin()?,
+        b'R' => c.relation(in_stream)?,
+        b'Y' => c.type_message(in_stream)?,
+        b'I' => c.insert(in_stream)?,
+        b'U' => c.update(in_stream)?,
+        b'D' => c.delete(in_stream)?,
+        b'T' => c.truncate(in_stream)?,
+        b'M' => c.logical_message(in_stream)?,
+        b'S' => c.stream_start()?,
         b'E' => PgOutputMessage::StreamStop,
-        b'c' => PgOutputMessage::StreamCommit {
-            xid: c.u32("xid")?,
-            flags: c.u8("flags")?,
-            commit_lsn: c.u64("commit_lsn")?,
-            end_lsn: c.u64("end_lsn")?,
-            commit_time: c.i64("commit_time")?,
-        },
-        b'A' => {
-            let xid = c.u32("xid")?;
-            let subxid = c.u32("subxid")?;
-            let (abort_lsn, abort_time) = if c.b.is_empty() {
-                (None, None)
-            } else {
-                (Some(c.u64("abort_lsn")?), Some(c.i64("abort_time")?))
-            };
-            PgOutputMessage::StreamAbort {
-                xid,
-                subxid,
-                abort_lsn,
-                abort_time,
-            }
-        }
-        b'b' => PgOutputMessage::BeginPrepare {
-            prepare_lsn: c.u64("prepare_lsn")?,
-            end_lsn: c.u64("end_lsn")?,
-            prepare_time: c.i64("prepare_time")?,
-            xid: c.u32("xid")?,
-            gid: c.cstr("gid")?,
-        },
-        b'P' | b'p' => {
-            let flags = c.u8("flags")?;
-            let prepare_lsn = c.u64("prepare_lsn")?;
-            let end_lsn = c.u64("end_lsn")?;
-            let prepare_time = c.i64("prepare_time")?;
-            let xid = c.u32("xid")?;
-            let gid = c.cstr("gid")?;
-            if tag == b'P' {
-                PgOutputMessage::Prepare {
-                    flags,
-                    prepare_lsn,
-                    end_lsn,
-                    prepare_time,
-                    xid,
-                    gid,
-                }
-            } else {
-                PgOutputMessage::StreamPrepare {
-                    flags,
-                    prepare_lsn,
-                    end_lsn,
-                    prepare_time,
-                    xid,
-                    gid,
-                }
-            }
-        }
-        b'K' => PgOutputMessage::CommitPrepared {
-            flags: c.u8("flags")?,
-            commit_lsn: c.u64("commit_lsn")?,
-            end_lsn: c.u64("end_lsn")?,
-            commit_time: c.i64("commit_time")?,
-            xid: c.u32("xid")?,
-            gid: c.cstr("gid")?,
-        },
-        b'r' => PgOutputMessage::RollbackPrepared {
-            flags: c.u8("flags")?,
-            prepare_end_lsn: c.u64("prepare_end_lsn")?,
-            rollback_end_lsn: c.u64("rollback_end_lsn")?,
-            prepare_time: c.i64("prepare_time")?,
-            rollback_time: c.i64("rollback_time")?,
-            xid: c.u32("xid")?,
-            gid: c.cstr("gid")?,
-        },
+        b'c' => c.stream_commit()?,
+        b'A' => c.stream_abort()?,
+        b'b' => c.begin_prepare()?,
+        b'P' | b'p' => c.prepare(tag == b'P')?,
+        b'K' => c.commit_prepared()?,
+        b'r' => c.rollback_prepared()?,
         other => return Err(DecodeError::UnknownMessage(other)),
     };
     if !c.b.is_empty() {
         return Err(DecodeError::Trailing(c.b.len()));
     }
     Ok(m)
+}
+
+/// One reader per message type: each starts after the tag byte, reads the
+/// fields in wire order (the first short or invalid field is the error)
+/// and leaves any trailing bytes to [`decode_in`]. `in_stream`: the data
+/// messages start with an xid (inside a stream block).
+impl Cur<'_> {
+    fn begin(&mut self) -> Result<PgOutputMessage, DecodeError> {
+        Ok(PgOutputMessage::Begin {
+            final_lsn: self.u64("final_lsn")?,
+            commit_time: self.i64("commit_time")?,
+            xid: self.u32("xid")?,
+        })
+    }
+
+    fn commit(&mut self) -> Result<PgOutputMessage, DecodeError> {
+        Ok(PgOutputMessage::Commit {
+            flags: self.u8("flags")?,
+            commit_lsn: self.u64("commit_lsn")?,
+            end_lsn: self.u64("end_lsn")?,
+            commit_time: self.i64("commit_time")?,
+        })
+    }
+
+    fn origin(&mut self) -> Result<PgOutputMessage, DecodeError> {
+        Ok(PgOutputMessage::Origin {
+            commit_lsn: self.u64("origin lsn")?,
+            name: self.cstr("origin name")?,
+        })
+    }
+
+    /// Relation: its columns are preallocated for at most as many as the
+    /// remaining bytes could hold, whatever count the message claims.
+    fn relation(&mut self, in_stream: bool) -> Result<PgOutputMessage, DecodeError> {
+        let xid = self.xid_if(in_stream)?;
+        let oid = self.u32("relation oid")?;
+        let namespace = self.cstr("namespace")?;
+        let name = self.cstr("relation name")?;
+        let replica_identity = self.u8("replica identity")?;
+        let n = self.i16("column count")?;
+        if n < 0 {
+            return Err(DecodeError::Negative("column count"));
+        }
+        let mut columns = Vec::with_capacity((n as usize).min(self.b.len()));
+        for _ in 0..n {
+            columns.push(Column {
+                flags: self.u8("column flags")?,
+                name: self.cstr("column name")?,
+                type_oid: self.u32("column type")?,
+                type_modifier: self.i32("column typmod")?,
+            });
+        }
+        Ok(PgOutputMessage::Relation(Relation {
+            xid,
+            oid,
+            namespace,
+            name,
+            replica_identity,
+            columns,
+        }))
+    }
+
+    fn type_message(&mut self, in_stream: bool) -> Result<PgOutputMessage, DecodeError> {
+        Ok(PgOutputMessage::Type {
+            xid: self.xid_if(in_stream)?,
+            oid: self.u32("type oid")?,
+            namespace: self.cstr("type namespace")?,
+            name: self.cstr("type name")?,
+        })
+    }
+
+    /// Insert: the new row, after an 'N' marker.
+    #[inline]
+    fn insert(&mut self, in_stream: bool) -> Result<PgOutputMessage, DecodeError> {
+        let xid = self.xid_if(in_stream)?;
+        let relation = self.u32("relation oid")?;
+        match self.u8("tuple marker")? {
+            b'N' => {}
+            other => return Err(DecodeError::UnexpectedTuple(other)),
+        }
+        Ok(PgOutputMessage::Insert {
+            xid,
+            relation,
+            new: self.tuple()?,
+        })
+    }
+
+    /// Update: an optional key ('K') or old row ('O'), then the new row
+    /// after an 'N' marker.
+    #[inline]
+    fn update(&mut self, in_stream: bool) -> Result<PgOutputMessage, DecodeError> {
+        let xid = self.xid_if(in_stream)?;
+        let relation = self.u32("relation oid")?;
+        let (mut key, mut old) = (None, None);
+        let mut marker = self.u8("tuple marker")?;
+        if marker == b'K' || marker == b'O' {
+            let t = self.tuple()?;
+            if marker == b'K' {
+                key = Some(t)
+            } else {
+                old = Some(t)
+            }
+            marker = self.u8("tuple marker")?;
+        }
+        if marker != b'N' {
+            return Err(DecodeError::UnexpectedTuple(marker));
+        }
+        Ok(PgOutputMessage::Update {
+            xid,
+            relation,
+            key,
+            old,
+            new: self.tuple()?,
+        })
+    }
+
+    /// Delete: the key ('K') or the whole old row ('O'), exactly one.
+    #[inline]
+    fn delete(&mut self, in_stream: bool) -> Result<PgOutputMessage, DecodeError> {
+        let xid = self.xid_if(in_stream)?;
+        let relation = self.u32("relation oid")?;
+        let (key, old) = match self.u8("tuple marker")? {
+            b'K' => (Some(self.tuple()?), None),
+            b'O' => (None, Some(self.tuple()?)),
+            other => return Err(DecodeError::UnexpectedTuple(other)),
+        };
+        Ok(PgOutputMessage::Delete {
+            xid,
+            relation,
+            key,
+            old,
+        })
+    }
+
+    /// Truncate: the oids are preallocated for at most as many as the
+    /// remaining bytes could hold.
+    fn truncate(&mut self, in_stream: bool) -> Result<PgOutputMessage, DecodeError> {
+        let xid = self.xid_if(in_stream)?;
+        let n = self.u32("relation count")?;
+        let options = self.u8("truncate options")?;
+        let mut relations = Vec::with_capacity((n as usize).min(self.b.len() / 4));
+        for _ in 0..n {
+            relations.push(self.u32("relation oid")?);
+        }
+        Ok(PgOutputMessage::Truncate {
+            xid,
+            options,
+            relations,
+        })
+    }
+
+    /// A logical decoding message; its content is always copied.
+    fn logical_message(&mut self, in_stream: bool) -> Result<PgOutputMessage, DecodeError> {
+        let xid = self.xid_if(in_stream)?;
+        let flags = self.u8("message flags")?;
+        let lsn = self.u64("message lsn")?;
+        let prefix = self.cstr("message prefix")?;
+        let len = self.u32("message length")?;
+        let content = Bytes::copy_from_slice(self.take(len as usize, "message content")?);
+        Ok(PgOutputMessage::Message {
+            xid,
+            flags,
+            lsn,
+            prefix,
+            content,
+        })
+    }
+
+    fn stream_start(&mut self) -> Result<PgOutputMessage, DecodeError> {
+        Ok(PgOutputMessage::StreamStart {
+            xid: self.u32("xid")?,
+            first_segment: match self.u8("first segment")? {
+                0 => false,
+                1 => true,
+                v => return Err(DecodeError::Invalid("first segment", v)),
+            },
+        })
+    }
+
+    fn stream_commit(&mut self) -> Result<PgOutputMessage, DecodeError> {
+        Ok(PgOutputMessage::StreamCommit {
+            xid: self.u32("xid")?,
+            flags: self.u8("flags")?,
+            commit_lsn: self.u64("commit_lsn")?,
+            end_lsn: self.u64("end_lsn")?,
+            commit_time: self.i64("commit_time")?,
+        })
+    }
+
+    /// Stream Abort: the abort LSN and time (protocol v4) are read when
+    /// any bytes follow the subtransaction id.
+    fn stream_abort(&mut self) -> Result<PgOutputMessage, DecodeError> {
+        let xid = self.u32("xid")?;
+        let subxid = self.u32("subxid")?;
+        let (abort_lsn, abort_time) = if self.b.is_empty() {
+            (None, None)
+        } else {
+            (Some(self.u64("abort_lsn")?), Some(self.i64("abort_time")?))
+        };
+        Ok(PgOutputMessage::StreamAbort {
+            xid,
+            subxid,
+            abort_lsn,
+            abort_time,
+        })
+    }
+
+    fn begin_prepare(&mut self) -> Result<PgOutputMessage, DecodeError> {
+        Ok(PgOutputMessage::BeginPrepare {
+            prepare_lsn: self.u64("prepare_lsn")?,
+            end_lsn: self.u64("end_lsn")?,
+            prepare_time: self.i64("prepare_time")?,
+            xid: self.u32("xid")?,
+            gid: self.cstr("gid")?,
+        })
+    }
+
+    /// Prepare ('P', `plain`) and Stream Prepare ('p'): one layout.
+    fn prepare(&mut self, plain: bool) -> Result<PgOutputMessage, DecodeError> {
+        let flags = self.u8("flags")?;
+        let prepare_lsn = self.u64("prepare_lsn")?;
+        let end_lsn = self.u64("end_lsn")?;
+        let prepare_time = self.i64("prepare_time")?;
+        let xid = self.u32("xid")?;
+        let gid = self.cstr("gid")?;
+        Ok(if plain {
+            PgOutputMessage::Prepare {
+                flags,
+                prepare_lsn,
+                end_lsn,
+                prepare_time,
+                xid,
+                gid,
+            }
+        } else {
+            PgOutputMessage::StreamPrepare {
+                flags,
+                prepare_lsn,
+                end_lsn,
+                prepare_time,
+                xid,
+                gid,
+            }
+        })
+    }
+
+    fn commit_prepared(&mut self) -> Result<PgOutputMessage, DecodeError> {
+        Ok(PgOutputMessage::CommitPrepared {
+            flags: self.u8("flags")?,
+            commit_lsn: self.u64("commit_lsn")?,
+            end_lsn: self.u64("end_lsn")?,
+            commit_time: self.i64("commit_time")?,
+            xid: self.u32("xid")?,
+            gid: self.cstr("gid")?,
+        })
+    }
+
+    fn rollback_prepared(&mut self) -> Result<PgOutputMessage, DecodeError> {
+        Ok(PgOutputMessage::RollbackPrepared {
+            flags: self.u8("flags")?,
+            prepare_end_lsn: self.u64("prepare_end_lsn")?,
+            rollback_end_lsn: self.u64("rollback_end_lsn")?,
+            prepare_time: self.i64("prepare_time")?,
+            rollback_time: self.i64("rollback_time")?,
+            xid: self.u32("xid")?,
+            gid: self.cstr("gid")?,
+        })
+    }
 }
 
 /// Whether a message's data fields carry an xid inside a stream block.
