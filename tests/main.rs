@@ -7,6 +7,7 @@
 
 mod support;
 
+mod allocator;
 mod backfill;
 mod client_live;
 mod config_docs;
