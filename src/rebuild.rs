@@ -492,8 +492,13 @@ async fn copy_snapshot(
     let snap = crate::source::slot::create_slot_with_snapshot(db_url, &rec.slot).await?;
     tracing::info!(slot = %rec.slot, consistent_point = %snap.consistent_point, "created the new slot; copying history at its snapshot");
     let sql = crate::source::sql::connect(db_url).await?;
-    let mut driver = Driver::new(
+    let store = crate::sink::adaptive::Adaptive::new(
         client.clone(),
+        settings.tuning.max_inflight_batches,
+        Some(metrics.clone()),
+    );
+    let mut driver = Driver::new(
+        std::sync::Arc::new(store),
         rec.target,
         settings.tuning.clone(),
         metrics.clone(),

@@ -102,6 +102,8 @@ metric_names! {
         "Bytes of events read but not yet acknowledged by Convex.";
     INFLIGHT_BATCHES = "projector_inflight_batches", Gauge, [],
         "Batches sent to Convex and not yet acknowledged.";
+    CONVEX_CONCURRENCY_LIMIT = "projector_convex_concurrency_limit", Gauge, [],
+        "Convex apply mutations allowed in flight at once: halved on 429, 5xx or timeouts, grown by one after a full round of answers without them at flat latency.";
     BACKPRESSURE_ACTIVE = "projector_backpressure_active", Gauge, [],
         "1 while reading from Postgres is paused because the in-flight byte budget is full.";
     BACKPRESSURE_SECONDS_TOTAL = "projector_backpressure_seconds_total", Counter, [],

@@ -184,6 +184,14 @@ async fn serve_target(
     let mut backoff = Duration::from_millis(200);
     let holder = crate::identity::writer_identity();
     metrics.up.set(1);
+    // One adaptive limit for the process: what it learned about the
+    // deployment outlives a session.
+    let store: Arc<dyn crate::sink::DocumentStore> =
+        Arc::new(crate::sink::adaptive::Adaptive::new(
+            client.clone(),
+            settings.tuning.max_inflight_batches,
+            Some(metrics.clone()),
+        ));
     loop {
         if *shutdown.borrow() {
             return Ok(Some(ExitCode::SUCCESS));
@@ -192,7 +200,7 @@ async fn serve_target(
         // sessions another replica may have owned the slot and written newer
         // states, and folding onto what we cached before would overwrite them.
         let mut driver = Driver::new(
-            client.clone(),
+            store.clone(),
             target.generation,
             settings.tuning.clone(),
             metrics.clone(),

@@ -14,6 +14,7 @@
 //! * [`null`]: Convex-wire server that acknowledges everything.
 //! * [`schema`]: the contract version shared with the Convex app (skew).
 
+pub mod adaptive;
 pub mod api;
 pub mod client;
 pub mod encoding;

@@ -59,3 +59,23 @@ impl DocumentStore for ConvexClient {
         })
     }
 }
+
+/// A shared store is a store (layers such as `sink::adaptive` wrap one).
+impl<T: DocumentStore + ?Sized> DocumentStore for std::sync::Arc<T> {
+    fn apply(&self, body: Bytes) -> StoreFuture<'_, ApplyResult> {
+        (**self).apply(body)
+    }
+
+    fn load<'a>(
+        &'a self,
+        generation: u64,
+        table: Table,
+        keys: &'a [String],
+    ) -> StoreFuture<'a, Vec<LoadedDoc>> {
+        (**self).load(generation, table, keys)
+    }
+
+    fn acquire_writer<'a>(&'a self, generation: u64, holder: &'a str) -> StoreFuture<'a, u64> {
+        (**self).acquire_writer(generation, holder)
+    }
+}
