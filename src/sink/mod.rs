@@ -16,19 +16,20 @@
 
 pub mod api;
 pub mod client;
-pub mod encoding;
-pub mod error;
-pub mod limits;
+pub(crate) mod encoding;
+pub(crate) mod error;
+pub(crate) mod limits;
 #[cfg(any(test, feature = "test-support"))]
-pub mod memory;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod null;
-pub mod retry;
+pub(crate) mod retry;
 pub mod schema;
-pub mod store;
+pub(crate) mod store;
 
 pub use api::{ApplyRequest, ApplyResult, DeadLetterWrite, DocJson, LoadedDoc, Page, Write};
 pub use client::{ConvexClient, Kind};
 pub use error::SinkError;
 pub use null::NullSink;
 pub use retry::{with_retry, RetryHook, RetryPolicy};
-pub use store::DocumentStore;
+pub(crate) use store::DocumentStore;
