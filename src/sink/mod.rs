@@ -19,7 +19,6 @@ pub mod client;
 pub(crate) mod encoding;
 pub(crate) mod error;
 pub(crate) mod limits;
-#[cfg(any(test, feature = "test-support"))]
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod null;
