@@ -25,31 +25,31 @@ use crate::sandbox::web::DemoWeb;
 use crate::sink::ConvexClient;
 
 #[derive(Args, Debug)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Events of generated traffic.
     #[arg(long, default_value_t = 20_000)]
-    pub events: u64,
+    pub(crate) events: u64,
     /// Target rate, events per second.
     #[arg(long, default_value_t = 2_000)]
-    pub rate: u64,
+    pub(crate) rate: u64,
     /// Concurrent writer connections.
     #[arg(long, default_value_t = 4)]
-    pub writers: usize,
+    pub(crate) writers: usize,
     /// Fraction of malformed events (they become dead letters or are ignored).
     #[arg(long, default_value_t = 0.01)]
-    pub malformed_fraction: f64,
+    pub(crate) malformed_fraction: f64,
     /// Where /metrics, /healthz and /readyz listen during the demo.
     #[arg(long, default_value = "127.0.0.1:0")]
-    pub metrics_addr: String,
+    pub(crate) metrics_addr: String,
     /// The user whose read model the live page shows (loadgen users are u0, u1, …).
     #[arg(long, default_value = "u1")]
-    pub page_user: String,
+    pub(crate) page_user: String,
     /// After the summary, keep the backend and the live page up until Ctrl-C.
     #[arg(long)]
-    pub hold: bool,
+    pub(crate) hold: bool,
 }
 
-pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let infra = Infra::start(&args.page_user).await?;
     let settings = settings(&infra, &args)?;

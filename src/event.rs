@@ -47,7 +47,7 @@ pub struct Position {
 }
 
 impl Position {
-    pub const ZERO: Position = Position {
+    pub(crate) const ZERO: Position = Position {
         commit_lsn: Lsn(0),
         ordinal: 0,
     };
@@ -60,7 +60,7 @@ impl Position {
     }
 
     /// The snapshot position of an event copied by a rebuild or verify.
-    pub fn snapshot(seq: i64) -> Self {
+    pub(crate) fn snapshot(seq: i64) -> Self {
         Position::new(Lsn(0), seq.max(0) as u64)
     }
 
@@ -103,7 +103,7 @@ impl fmt::Display for Position {
 /// columns of a row); the rest is read and dropped, never held. Shared by
 /// the stream and the history readers (`projection::oversized`), which
 /// must cut an oversized row the same way.
-pub const OVERSIZED_PREFIX: usize = 64 * 1024;
+pub(crate) const OVERSIZED_PREFIX: usize = 64 * 1024;
 
 /// One row of `runtime.events`, as decoded from the WAL or read from a
 /// snapshot. `payload` and `occurred_at` keep Postgres' text forms (jsonb and
@@ -138,7 +138,7 @@ impl RuntimeEvent {
 
     /// An event whose text columns are already together (the decoder's
     /// shared WAL buffer), at [`Position::ZERO`].
-    pub fn from_text(seq: i64, stream_seq: i64, text: EventText) -> Self {
+    pub(crate) fn from_text(seq: i64, stream_seq: i64, text: EventText) -> Self {
         RuntimeEvent {
             seq,
             stream_seq,
@@ -176,11 +176,11 @@ impl RuntimeEvent {
     }
 
     /// The text columns, to move into what is planned from this event.
-    pub fn into_text(self) -> EventText {
+    pub(crate) fn into_text(self) -> EventText {
         self.text
     }
 
-    pub fn text(&self) -> &EventText {
+    pub(crate) fn text(&self) -> &EventText {
         &self.text
     }
 }
@@ -196,7 +196,7 @@ impl RuntimeEvent {
 /// copies were: the events of the batches in flight, counted by their
 /// [`EventText::len`], plus the rest of the read chunks they sit in.
 #[derive(Clone)]
-pub struct EventText {
+pub(crate) struct EventText {
     /// Holds stream_id, event_type, owner_id, occurred_at and payload at
     /// `spans`; every span is valid UTF-8 (checked on construction).
     buf: Bytes,
@@ -205,7 +205,7 @@ pub struct EventText {
 }
 
 impl EventText {
-    pub fn new(
+    pub(crate) fn new(
         stream_id: &str,
         event_type: &str,
         owner_id: &str,
@@ -229,7 +229,7 @@ impl EventText {
     /// The columns at `spans` of a shared buffer (the decoder's WAL
     /// message), without copying; `Err(i)` names the first column `i` that
     /// is out of bounds or not UTF-8.
-    pub fn from_shared(buf: &Bytes, spans: [Range<usize>; 5]) -> Result<Self, usize> {
+    pub(crate) fn from_shared(buf: &Bytes, spans: [Range<usize>; 5]) -> Result<Self, usize> {
         let mut out = [(0, 0); 5];
         for (i, (span, o)) in spans.into_iter().zip(&mut out).enumerate() {
             let (start, end) = (span.start, span.end);
@@ -257,32 +257,33 @@ impl EventText {
         unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
-    pub fn stream_id(&self) -> &str {
+    pub(crate) fn stream_id(&self) -> &str {
         self.part(0)
     }
 
-    pub fn event_type(&self) -> &str {
+    pub(crate) fn event_type(&self) -> &str {
         self.part(1)
     }
 
-    pub fn owner_id(&self) -> &str {
+    pub(crate) fn owner_id(&self) -> &str {
         self.part(2)
     }
 
-    pub fn occurred_at(&self) -> &str {
+    pub(crate) fn occurred_at(&self) -> &str {
         self.part(3)
     }
 
-    pub fn payload(&self) -> &str {
+    pub(crate) fn payload(&self) -> &str {
         self.part(4)
     }
 
     /// Bytes of text held (the columns, not the buffer around them).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.spans.iter().map(|(s, e)| (e - s) as usize).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -307,7 +308,7 @@ impl Eq for EventText {}
 /// answer as `std::str::from_utf8`, several times faster on long text, but
 /// it hands inputs under 64 bytes to std, which costs ~100 instructions
 /// each).
-pub fn utf8(b: &[u8]) -> Option<&str> {
+pub(crate) fn utf8(b: &[u8]) -> Option<&str> {
     if b.len() < 64 && b.is_ascii() {
         // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
         Some(unsafe { std::str::from_utf8_unchecked(b) })

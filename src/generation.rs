@@ -45,17 +45,17 @@ const REBUILD_RECORD_VERSION: u64 = 1;
 /// interrupted rebuild resumes where it stopped.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct RebuildRecord {
+pub(crate) struct RebuildRecord {
     /// Absent in records written before versioning: version 1.
     #[serde(default = "first_version", deserialize_with = "count")]
-    pub version: u64,
+    pub(crate) version: u64,
     #[serde(deserialize_with = "count")]
-    pub target: u64,
-    pub slot: String,
+    pub(crate) target: u64,
+    pub(crate) slot: String,
     #[serde(default, deserialize_with = "opt_count")]
-    pub from: Option<u64>,
-    pub old_slot: Option<String>,
-    pub phase: Phase,
+    pub(crate) from: Option<u64>,
+    pub(crate) old_slot: Option<String>,
+    pub(crate) phase: Phase,
 }
 
 fn first_version() -> u64 {
@@ -63,7 +63,12 @@ fn first_version() -> u64 {
 }
 
 impl RebuildRecord {
-    pub fn new(target: u64, slot: String, from: Option<u64>, old_slot: Option<String>) -> Self {
+    pub(crate) fn new(
+        target: u64,
+        slot: String,
+        from: Option<u64>,
+        old_slot: Option<String>,
+    ) -> Self {
         RebuildRecord {
             version: REBUILD_RECORD_VERSION,
             target,
@@ -77,7 +82,7 @@ impl RebuildRecord {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Phase {
+pub(crate) enum Phase {
     Snapshot,
     Catchup,
     Cleanup,
@@ -95,7 +100,7 @@ impl std::fmt::Display for Phase {
 
 /// Why the rebuild record cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum RecordError {
+pub(crate) enum RecordError {
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("projectorState `rebuild` record is unreadable ({0}); delete it to start over")]
@@ -105,13 +110,13 @@ pub enum RecordError {
 }
 
 /// The generation clients read, `None` before the first start.
-pub async fn active(client: &ConvexClient) -> Result<Option<u64>, SinkError> {
+pub(crate) async fn active(client: &ConvexClient) -> Result<Option<u64>, SinkError> {
     client.get_active().await
 }
 
 /// What `run` streams into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolved {
+pub(crate) enum Resolved {
     Active(u64),
     /// Nothing is active yet and a rebuild fills this generation: wait for
     /// its switch (streaming the configured slot into it would race it).
@@ -121,7 +126,7 @@ pub enum Resolved {
 /// The active generation; on a fresh deployment, makes generation 1 active
 /// (atomically, so two replicas starting at once agree), unless a rebuild
 /// reserved it.
-pub async fn ensure_active(
+pub(crate) async fn ensure_active(
     client: &ConvexClient,
     policy: &RetryPolicy,
 ) -> Result<Resolved, SinkError> {
@@ -141,20 +146,20 @@ pub async fn ensure_active(
 /// How long a rebuild lease lives without a renewal. A rebuild renews it
 /// every [`LEASE_RENEW`]; one that died on another host is taken over
 /// after this long (on this host at once: its pid is seen gone).
-pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-pub const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The rebuild lease, granted: the reserved target generation, the
 /// generation active when it was reserved, and whether a record resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
-    pub target: u64,
-    pub from: Option<u64>,
-    pub resumed: bool,
+pub(crate) struct Lease {
+    pub(crate) target: u64,
+    pub(crate) from: Option<u64>,
+    pub(crate) resumed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
+pub(crate) enum LeaseError {
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("another rebuild is running: {holder} holds the rebuild lease since {since} (last heard from {ago_s:.0} s ago); wait for it to finish, or stop it — a holder that stops renewing loses the lease after {ttl_s} s")]
@@ -168,7 +173,10 @@ pub enum LeaseError {
 
 /// Takes the one-rebuild lease for `holder`. A holder on this host whose
 /// process is gone (a killed rebuild) is taken over at once.
-pub async fn begin_rebuild(client: &ConvexClient, holder: &str) -> Result<Lease, LeaseError> {
+pub(crate) async fn begin_rebuild(
+    client: &ConvexClient,
+    holder: &str,
+) -> Result<Lease, LeaseError> {
     let ttl_ms = LEASE_TTL.as_millis() as u64;
     let mut take_over: Option<String> = None;
     loop {
@@ -210,12 +218,12 @@ pub async fn begin_rebuild(client: &ConvexClient, holder: &str) -> Result<Lease,
 }
 
 /// Renews the lease; `false` when another rebuild took it over.
-pub async fn renew_rebuild(client: &ConvexClient, holder: &str) -> Result<bool, SinkError> {
+pub(crate) async fn renew_rebuild(client: &ConvexClient, holder: &str) -> Result<bool, SinkError> {
     client.renew_rebuild(holder).await
 }
 
 /// Gives the lease up.
-pub async fn end_rebuild(client: &ConvexClient, holder: &str) -> Result<(), SinkError> {
+pub(crate) async fn end_rebuild(client: &ConvexClient, holder: &str) -> Result<(), SinkError> {
     with_retry(&RetryPolicy::bounded(8), "endRebuild", || {
         client.end_rebuild(holder)
     })
@@ -261,7 +269,9 @@ pub async fn set_slot(client: &ConvexClient, generation: u64, slot: &str) -> Res
 }
 
 /// The rebuild in progress, if any.
-pub async fn rebuild_record(client: &ConvexClient) -> Result<Option<RebuildRecord>, RecordError> {
+pub(crate) async fn rebuild_record(
+    client: &ConvexClient,
+) -> Result<Option<RebuildRecord>, RecordError> {
     let Some(v) = client.get_state(GLOBAL, REBUILD_KEY).await? else {
         return Ok(None);
     };
@@ -286,7 +296,7 @@ fn parse_record(v: Value) -> Result<Option<RebuildRecord>, RecordError> {
 }
 
 /// Saves (or, with `None`, clears) the rebuild record.
-pub async fn save_rebuild(
+pub(crate) async fn save_rebuild(
     client: &ConvexClient,
     rec: Option<&RebuildRecord>,
 ) -> Result<(), SinkError> {
@@ -305,7 +315,7 @@ pub async fn save_rebuild(
 /// The slots a generation or the rebuild in progress owns: the active
 /// generation's, the rebuild's new slot and the old one it will drop. Before
 /// any generation exists, the configured slot (generation 1's to be).
-pub async fn owned_slots(
+pub(crate) async fn owned_slots(
     client: &ConvexClient,
     configured: &str,
 ) -> Result<Vec<String>, RecordError> {
@@ -326,16 +336,16 @@ pub async fn owned_slots(
 /// A slot with a name this projector makes that no generation owns: it
 /// feeds nothing and pins WAL until dropped.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct OrphanSlot {
-    pub name: String,
-    pub active_pid: Option<i32>,
-    pub retained_wal_bytes: Option<i64>,
+pub(crate) struct OrphanSlot {
+    pub(crate) name: String,
+    pub(crate) active_pid: Option<i32>,
+    pub(crate) retained_wal_bytes: Option<i64>,
     /// The SQL that drops it.
-    pub fix: String,
+    pub(crate) fix: String,
 }
 
 /// Our slots in the current database that no generation owns.
-pub async fn orphan_slots(
+pub(crate) async fn orphan_slots(
     sql: &tokio_postgres::Client,
     client: &ConvexClient,
     configured: &str,
@@ -360,7 +370,7 @@ pub async fn orphan_slots(
 /// Where the history copy of a generation's first start stands.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Backfill {
+pub(crate) enum Backfill {
     /// Started and not finished: the next start copies again (idempotent).
     Copying,
     /// Copied, or nothing to copy, or the generation came from a rebuild.
@@ -369,7 +379,7 @@ pub enum Backfill {
     Skipped,
 }
 
-pub async fn backfill(
+pub(crate) async fn backfill(
     client: &ConvexClient,
     generation: u64,
 ) -> Result<Option<Backfill>, SinkError> {
@@ -381,7 +391,7 @@ pub async fn backfill(
         .map_err(|e| SinkError::Decode(format!("projectorState ({generation}, backfill): {e}")))
 }
 
-pub async fn set_backfill(
+pub(crate) async fn set_backfill(
     client: &ConvexClient,
     generation: u64,
     state: Backfill,
@@ -397,12 +407,15 @@ pub async fn set_backfill(
 
 /// Whether a rebuild recorded the slot of `generation` (then the rebuild,
 /// not a backfill, filled it).
-pub async fn has_recorded_slot(client: &ConvexClient, generation: u64) -> Result<bool, SinkError> {
+pub(crate) async fn has_recorded_slot(
+    client: &ConvexClient,
+    generation: u64,
+) -> Result<bool, SinkError> {
     Ok(client.get_state(generation, SLOT_KEY).await?.is_some())
 }
 
 /// No document of any projection table or dead letter in `generation`.
-pub async fn is_empty(client: &ConvexClient, generation: u64) -> Result<bool, SinkError> {
+pub(crate) async fn is_empty(client: &ConvexClient, generation: u64) -> Result<bool, SinkError> {
     for table in PURGED_TABLES {
         if table == crate::projection::ConvexTable::ProjectorState {
             continue;
@@ -419,7 +432,7 @@ pub async fn is_empty(client: &ConvexClient, generation: u64) -> Result<bool, Si
 
 /// Records the newest append-only violation (best effort: retried a few
 /// times, then logged).
-pub async fn record_violation(client: &ConvexClient, value: Value) {
+pub(crate) async fn record_violation(client: &ConvexClient, value: Value) {
     let retry = RetryPolicy::bounded(5);
     let r = with_retry(&retry, "setState", || {
         let value = value.clone();
@@ -432,7 +445,7 @@ pub async fn record_violation(client: &ConvexClient, value: Value) {
 }
 
 /// Deletes every document of a generation, in chunks under Convex's limits.
-pub async fn purge(client: &ConvexClient, generation: u64) -> Result<u64, SinkError> {
+pub(crate) async fn purge(client: &ConvexClient, generation: u64) -> Result<u64, SinkError> {
     let retry = RetryPolicy::bounded(20);
     let mut total = 0;
     for table in PURGED_TABLES {

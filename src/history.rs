@@ -74,7 +74,7 @@ pub async fn begin_snapshot(
 }
 
 /// Counts the events visible in the current transaction.
-pub async fn count(client: &Client, after_seq: i64) -> Result<u64, tokio_postgres::Error> {
+pub(crate) async fn count(client: &Client, after_seq: i64) -> Result<u64, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT count(*) FROM runtime.events WHERE seq > $1",
@@ -239,7 +239,9 @@ fn to_event(row: &tokio_postgres::Row, max: usize) -> HistoryEvent {
 }
 
 /// The server's current WAL insert position.
-pub async fn current_wal_lsn(client: &Client) -> Result<crate::event::Lsn, tokio_postgres::Error> {
+pub(crate) async fn current_wal_lsn(
+    client: &Client,
+) -> Result<crate::event::Lsn, tokio_postgres::Error> {
     let row = client
         .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint", &[])
         .await?;

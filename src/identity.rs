@@ -2,12 +2,12 @@
 //! generation's writer record and in the rebuild lease (`host pid N`).
 
 /// `host pid N`.
-pub fn writer_identity() -> String {
+pub(crate) fn writer_identity() -> String {
     format!("{} pid {}", host_name(), std::process::id())
 }
 
 /// This host's name, as `hostname` prints it.
-pub fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
@@ -19,7 +19,7 @@ pub fn host_name() -> String {
 /// Whether `holder` (a [`writer_identity`]) names a process of this host
 /// that no longer runs (or is a zombie). `false` for other hosts: only a
 /// lease timeout tells those.
-pub fn is_dead_local(holder: &str) -> bool {
+pub(crate) fn is_dead_local(holder: &str) -> bool {
     let Some((host, pid)) = holder.rsplit_once(" pid ") else {
         return false;
     };

@@ -19,7 +19,7 @@ pub(crate) mod pipeline;
 pub mod projection;
 pub(crate) mod rebuild;
 pub mod sandbox;
-pub mod secret;
+pub(crate) mod secret;
 pub mod setup;
 pub mod sink;
 pub mod source;

@@ -44,22 +44,22 @@ use crate::pipeline::driver::Driver;
 use crate::sink::ConvexClient;
 
 #[derive(Args, Debug)]
-pub struct RebuildArgs {
+pub(crate) struct RebuildArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     /// Keep the old generation's documents (skip the purge).
     #[arg(long)]
-    pub keep_old: bool,
+    pub(crate) keep_old: bool,
     /// After the switch the rebuild streams the new generation for as long
     /// as the old slot is still consumed (a service that has not followed
     /// yet), warning every this many seconds. A resumed cleanup waits this
     /// long for the old slot to be released before giving up on dropping it
     /// (it is retried on the next run).
     #[arg(long, default_value_t = 60)]
-    pub release_wait_secs: u64,
+    pub(crate) release_wait_secs: u64,
 }
 
-pub async fn main(args: RebuildArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn main(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
     let metrics = Metrics::new()?;
     let shutdown = crate::pipeline::service::shutdown_signal();
@@ -90,18 +90,18 @@ pub async fn main(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub struct Summary {
-    pub generation: u64,
-    pub slot: String,
-    pub history_events: u64,
-    pub elapsed: Duration,
-    pub copy_elapsed: Duration,
+pub(crate) struct Summary {
+    pub(crate) generation: u64,
+    pub(crate) slot: String,
+    pub(crate) history_events: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) copy_elapsed: Duration,
 }
 
 /// Runs (or resumes) a rebuild to completion. `None` when interrupted.
 /// Holds the one-rebuild lease throughout (renewed in the background) and
 /// gives it up however the rebuild ends.
-pub async fn rebuild(
+pub(crate) async fn rebuild(
     settings: &Settings,
     metrics: &Metrics,
     shutdown: tokio::sync::watch::Receiver<bool>,

@@ -21,15 +21,15 @@ use crate::source::{slot, sql, SourceError};
 mod failover;
 
 /// The schema file, printed as the fix when runtime.events is missing.
-pub const SCHEMA_SQL: &str = include_str!("../sql/001_runtime_events.sql");
+pub(crate) const SCHEMA_SQL: &str = include_str!("../sql/001_runtime_events.sql");
 
 #[derive(Args, Debug)]
-pub struct SetupArgs {
+pub(crate) struct SetupArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     /// Create the publication and the replication slot when missing.
     #[arg(long)]
-    pub apply: bool,
+    pub(crate) apply: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub enum Level {
 pub struct Finding {
     pub level: Level,
     /// Stable short name of the check, e.g. `wal_level`, `slot`.
-    pub check: &'static str,
+    pub(crate) check: &'static str,
     pub message: String,
     /// The SQL (or command) that fixes it.
     pub fix: Option<String>,
@@ -82,7 +82,7 @@ impl Report {
     }
 }
 
-pub async fn main(args: SetupArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn main(args: SetupArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
     let url = settings.database_url()?;
     // With Convex configured, check the slot that feeds the active

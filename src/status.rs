@@ -14,55 +14,55 @@ use crate::config::CommonArgs;
 use crate::sink::ConvexClient;
 
 #[derive(Args, Debug)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     /// Print JSON instead of text.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Lag (bytes of WAL not yet confirmed) above which status is "lagging".
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
-    pub max_lag_bytes: u64,
+    pub(crate) max_lag_bytes: u64,
 }
 
-pub const EXIT_HEALTHY: u8 = 0;
-pub const EXIT_LAGGING: u8 = 1;
-pub const EXIT_ERROR: u8 = 2;
-pub const EXIT_SLOT_LOST: u8 = 3;
+pub(crate) const EXIT_HEALTHY: u8 = 0;
+pub(crate) const EXIT_LAGGING: u8 = 1;
+pub(crate) const EXIT_ERROR: u8 = 2;
+pub(crate) const EXIT_SLOT_LOST: u8 = 3;
 
 const CONVEX_UNREACHABLE: &str =
     "convex unreachable: the slot shown is the configured one, which a rebuild may have replaced";
 
 #[derive(Debug, Serialize)]
-pub struct Status {
-    pub slot: String,
-    pub slot_exists: bool,
-    pub active: Option<bool>,
-    pub active_pid: Option<i32>,
-    pub restart_lsn: Option<String>,
-    pub confirmed_flush_lsn: Option<String>,
-    pub current_wal_lsn: String,
-    pub wal_status: Option<String>,
+pub(crate) struct Status {
+    pub(crate) slot: String,
+    pub(crate) slot_exists: bool,
+    pub(crate) active: Option<bool>,
+    pub(crate) active_pid: Option<i32>,
+    pub(crate) restart_lsn: Option<String>,
+    pub(crate) confirmed_flush_lsn: Option<String>,
+    pub(crate) current_wal_lsn: String,
+    pub(crate) wal_status: Option<String>,
     /// Why the slot was invalidated: the server's `invalidation_reason`
     /// (17+; `idle_timeout` from 18), `wal_removed` for a lost slot before 17.
-    pub invalidation_reason: Option<String>,
+    pub(crate) invalidation_reason: Option<String>,
     /// The slot is a failover slot (17+), kept on standbys that sync slots.
-    pub failover: Option<bool>,
-    pub safe_wal_size: Option<i64>,
-    pub retained_wal_bytes: Option<i64>,
-    pub lag_bytes: Option<i64>,
-    pub active_generation: Option<u64>,
-    pub dead_letters: Option<usize>,
+    pub(crate) failover: Option<bool>,
+    pub(crate) safe_wal_size: Option<i64>,
+    pub(crate) retained_wal_bytes: Option<i64>,
+    pub(crate) lag_bytes: Option<i64>,
+    pub(crate) active_generation: Option<u64>,
+    pub(crate) dead_letters: Option<usize>,
     /// The record of a rebuild in progress (or interrupted), if any.
-    pub rebuild: Option<crate::generation::RebuildRecord>,
+    pub(crate) rebuild: Option<crate::generation::RebuildRecord>,
     /// Slots named like ours that no generation owns (they pin WAL).
-    pub orphaned_slots: Vec<crate::generation::OrphanSlot>,
+    pub(crate) orphaned_slots: Vec<crate::generation::OrphanSlot>,
     /// Why Convex could not be read (the rest is still reported).
-    pub convex_error: Option<String>,
-    pub verdict: String,
+    pub(crate) convex_error: Option<String>,
+    pub(crate) verdict: String,
 }
 
-pub async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
     let db_url = settings.database_url()?;
     let sql = crate::source::sql::connect(db_url).await?;
@@ -199,7 +199,7 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
 }
 
 /// One line per orphaned slot, with the SQL that drops it.
-pub fn render_orphans(orphans: &[crate::generation::OrphanSlot]) -> String {
+pub(crate) fn render_orphans(orphans: &[crate::generation::OrphanSlot]) -> String {
     orphans
         .iter()
         .map(|o| {
@@ -215,7 +215,7 @@ pub fn render_orphans(orphans: &[crate::generation::OrphanSlot]) -> String {
         .collect()
 }
 
-pub fn render(s: &Status) -> String {
+pub(crate) fn render(s: &Status) -> String {
     format!(
         "slot {slot}: {exists}, active {active} (pid {pid})\n  \
          restart_lsn {restart}  confirmed_flush_lsn {confirmed}  current {current}\n  \

@@ -28,7 +28,7 @@ pub struct ConvexArgs {
                 as http://convex-backend:3210 (CONVEX_SELF_HOSTED_URL is read when CONVEX_URL is \
                 unset)"
     )]
-    pub convex_url: Option<String>,
+    pub(crate) convex_url: Option<String>,
 
     #[arg(
         long,
@@ -39,7 +39,7 @@ pub struct ConvexArgs {
                 (CONVEX_SELF_HOSTED_ADMIN_KEY is read when CONVEX_ADMIN_KEY is unset). Secret: \
                 never logged"
     )]
-    pub convex_admin_key: Option<Secret>,
+    pub(crate) convex_admin_key: Option<Secret>,
 }
 
 /// Flag or `CONVEX_URL`, then `CONVEX_SELF_HOSTED_URL`, then the file.

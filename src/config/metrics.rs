@@ -9,7 +9,7 @@ use super::{with_default, ConfigError, Layers};
 
 /// Loopback: nothing is exposed until an operator opts in (the container
 /// image sets `0.0.0.0:9187`).
-pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9187";
+pub(crate) const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9187";
 
 /// The `--help` heading of this section (per argument: a struct-wide
 /// heading would carry over to the flags declared after the section).
@@ -22,7 +22,7 @@ pub struct MetricsArgs {
         "host:port of /metrics, /healthz and /readyz (the container image sets 0.0.0.0:9187)",
         DEFAULT_METRICS_ADDR,
     ))]
-    pub metrics_addr: Option<String>,
+    pub(crate) metrics_addr: Option<String>,
 }
 
 /// The listening address: an IP and a port (a host name would be resolved

@@ -30,13 +30,15 @@ use std::path::PathBuf;
 use clap::Args;
 
 pub use crate::secret::Secret;
-pub use convex::ConvexArgs;
+pub(crate) use convex::ConvexArgs;
 use convex::{SELF_HOSTED_KEY_ENV, SELF_HOSTED_URL_ENV};
-pub use error::ConfigError;
-pub use metrics::{MetricsArgs, DEFAULT_METRICS_ADDR};
-pub use redact::redact_url;
-pub use source::{SourceArgs, DEFAULT_PUBLICATION, DEFAULT_SLOT};
-pub use tuning::{Tuning, TuningArgs};
+pub(crate) use error::ConfigError;
+pub(crate) use metrics::MetricsArgs;
+#[cfg(test)]
+pub(crate) use metrics::DEFAULT_METRICS_ADDR;
+pub(crate) use redact::redact_url;
+pub(crate) use source::{SourceArgs, DEFAULT_PUBLICATION, DEFAULT_SLOT};
+pub(crate) use tuning::{Tuning, TuningArgs};
 
 /// The settings of every subcommand that talks to Postgres or Convex,
 /// flattened into its arguments; the `--config` file fills the same
@@ -69,17 +71,17 @@ pub(crate) fn with_default(text: impl Display, default: impl Display) -> String 
 
 /// One section's two layers: flags and environment over the file.
 pub(crate) struct Layers<'a, T> {
-    pub args: &'a T,
-    pub file: &'a T,
+    pub(crate) args: &'a T,
+    pub(crate) file: &'a T,
 }
 
 impl<'a, T> Layers<'a, T> {
-    pub fn new(args: &'a T, file: &'a T) -> Self {
+    pub(crate) fn new(args: &'a T, file: &'a T) -> Self {
         Layers { args, file }
     }
 
     /// The value of the first layer that sets it.
-    pub fn get<V: Clone>(&self, field: impl Fn(&T) -> &Option<V>) -> Option<V> {
+    pub(crate) fn get<V: Clone>(&self, field: impl Fn(&T) -> &Option<V>) -> Option<V> {
         (field(self.args).clone()).or_else(|| field(self.file).clone())
     }
 }
@@ -87,13 +89,13 @@ impl<'a, T> Layers<'a, T> {
 /// Fully resolved, validated settings. `Debug` redacts secrets.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
-    pub database_url: Option<Secret>,
-    pub convex_url: Option<String>,
-    pub convex_admin_key: Option<Secret>,
+    pub(crate) database_url: Option<Secret>,
+    pub(crate) convex_url: Option<String>,
+    pub(crate) convex_admin_key: Option<Secret>,
     pub slot: String,
-    pub publication: String,
-    pub metrics_addr: SocketAddr,
-    pub tuning: Tuning,
+    pub(crate) publication: String,
+    pub(crate) metrics_addr: SocketAddr,
+    pub(crate) tuning: Tuning,
 }
 
 impl CommonArgs {
@@ -126,7 +128,7 @@ impl CommonArgs {
 
 impl Settings {
     /// Refuses every value the service cannot run with, naming the fix.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         source::validate(&self.slot, &self.publication, self.database_url.as_ref())?;
         if let Some(url) = &self.convex_url {
             convex::validate_url(url)?;
@@ -134,7 +136,7 @@ impl Settings {
         self.tuning.validate()
     }
 
-    pub fn database_url(&self) -> Result<&Secret, ConfigError> {
+    pub(crate) fn database_url(&self) -> Result<&Secret, ConfigError> {
         self.database_url.as_ref().ok_or(ConfigError::Missing {
             what: "the source database",
             setting: "database_url",
@@ -143,7 +145,7 @@ impl Settings {
     }
 
     /// The Convex URL and admin key, both required.
-    pub fn convex(&self) -> Result<(&str, &Secret), ConfigError> {
+    pub(crate) fn convex(&self) -> Result<(&str, &Secret), ConfigError> {
         let url = self.convex_url.as_deref().ok_or(ConfigError::Missing {
             what: "the Convex deployment URL",
             setting: "convex_url",

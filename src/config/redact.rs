@@ -4,7 +4,7 @@
 /// Removes the password from a libpq URL (`postgres://u:pw@h/db` ->
 /// `postgres://u:***@h/db`) and any `password=` query parameter, for logs
 /// and error messages.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let patched = crate::source::conninfo::with_placeholder_host(url);
     let placeholder = matches!(patched, std::borrow::Cow::Owned(_));
     match url::Url::parse(&patched) {

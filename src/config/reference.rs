@@ -15,12 +15,12 @@ pub(super) const DEFAULT_MARK: &str = " [default: ";
 #[derive(Clone, Debug)]
 pub struct SettingDoc {
     /// The field name: the file key and the id errors use.
-    pub id: String,
+    pub(crate) id: String,
     pub flag: String,
-    pub env: Option<String>,
+    pub(crate) env: Option<String>,
     pub default: Option<String>,
     /// The help text without the default.
-    pub help: String,
+    pub(crate) help: String,
 }
 
 fn command() -> Command {

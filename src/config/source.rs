@@ -10,10 +10,10 @@ use crate::source::error::SourceError;
 
 /// The slot's name when none is given: the service's own name, so
 /// `pg_replication_slots` says who holds it.
-pub const DEFAULT_SLOT: &str = "projector";
+pub(crate) const DEFAULT_SLOT: &str = "projector";
 
 /// The publication `sql/001_runtime_events.sql` creates on `runtime.events`.
-pub const DEFAULT_PUBLICATION: &str = "projector_events";
+pub(crate) const DEFAULT_PUBLICATION: &str = "projector_events";
 
 /// Longest slot name accepted. Postgres allows 63 bytes (NAMEDATALEN - 1)
 /// and refuses longer names only when the slot is created; `rebuild` names
@@ -47,7 +47,7 @@ pub struct SourceArgs {
                 (or ?host=a,b&port=..): tried in order on every connection, the first writable one \
                 wins (a failover). Secret: never logged"
     )]
-    pub database_url: Option<Secret>,
+    pub(crate) database_url: Option<Secret>,
 
     #[arg(long, help_heading = HEADING, env = "PROJECTOR_SLOT", help = with_default(
         format!(
@@ -56,13 +56,13 @@ pub struct SourceArgs {
         ),
         DEFAULT_SLOT,
     ))]
-    pub slot: Option<String>,
+    pub(crate) slot: Option<String>,
 
     #[arg(long, help_heading = HEADING, env = "PROJECTOR_PUBLICATION", help = with_default(
         format!("Publication on runtime.events: 1-{MAX_PUBLICATION_LEN} of a-z, 0-9 and _"),
         DEFAULT_PUBLICATION,
     ))]
-    pub publication: Option<String>,
+    pub(crate) publication: Option<String>,
 }
 
 /// Slot, publication and database URL, as [`super::Settings::validate`]

@@ -49,7 +49,7 @@ pub enum MalformedKind {
 
 /// Where a malformed event is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// The next event of a live run stream.
     Run,
     /// The next event of a user (notification) stream.
@@ -61,10 +61,10 @@ pub enum Target {
 /// What to write for one malformed event (stream and seq come from the
 /// traffic model).
 #[derive(Clone, Debug)]
-pub struct MalformedEvent {
-    pub event_type: &'static str,
+pub(crate) struct MalformedEvent {
+    pub(crate) event_type: &'static str,
     /// JSON text of the payload (not always an object).
-    pub payload: String,
+    pub(crate) payload: String,
 }
 
 impl MalformedKind {
@@ -86,7 +86,7 @@ impl MalformedKind {
     ];
 
     /// Stable snake_case name (report keys, logs).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             MalformedKind::PayloadArray => "payload_array",
             MalformedKind::PayloadString => "payload_string",
@@ -113,7 +113,7 @@ impl MalformedKind {
         )
     }
 
-    pub fn target(self) -> Target {
+    pub(crate) fn target(self) -> Target {
         match self {
             MalformedKind::RequiredNull | MalformedKind::WrongType => Target::User,
             MalformedKind::EmptyId | MalformedKind::LongId => Target::FreshRun,
@@ -123,7 +123,7 @@ impl MalformedKind {
 
     /// The event to write. `thread_id` is used by the fresh-stream kinds,
     /// `detail` is the padding string well-formed events carry too.
-    pub fn event(self, thread_id: &str, detail: &str) -> MalformedEvent {
+    pub(crate) fn event(self, thread_id: &str, detail: &str) -> MalformedEvent {
         let (event_type, payload): (&'static str, Value) = match self {
             MalformedKind::PayloadArray => ("run.step", json!(["step", 1, detail])),
             MalformedKind::PayloadString => ("run.step", json!(detail)),
@@ -181,7 +181,7 @@ impl fmt::Display for MalformedKind {
 }
 
 /// Length of the run id the `LongId` kind writes (limit is 200).
-pub const LONG_ID_LEN: usize = 210;
+pub(crate) const LONG_ID_LEN: usize = 210;
 
 #[cfg(test)]
 mod tests {

@@ -12,9 +12,9 @@
 //! describes ([`malformed`]). The library entry point is [`generate`]; the
 //! subcommand is [`main`].
 
-pub mod malformed;
-pub mod traffic;
-pub mod writer;
+pub(crate) mod malformed;
+pub(crate) mod traffic;
+pub(crate) mod writer;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,7 +35,7 @@ pub use traffic::Mix;
 
 /// Opens an ordinary SQL connection (the one place loadgen connects; to be
 /// switched to `crate::source::sql::connect` for TLS).
-pub async fn connect_sql(url: &Secret) -> anyhow::Result<tokio_postgres::Client> {
+pub(crate) async fn connect_sql(url: &Secret) -> anyhow::Result<tokio_postgres::Client> {
     // Same TLS rules (sslmode, sslrootcert) as the rest of the projector.
     crate::source::sql::connect(url)
         .await
@@ -100,7 +100,7 @@ impl Default for LoadSpec {
 }
 
 /// Padding that makes a typical payload about 200 bytes of JSON.
-pub const DEFAULT_PAYLOAD_BYTES: usize = 150;
+pub(crate) const DEFAULT_PAYLOAD_BYTES: usize = 150;
 
 /// What was written.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -118,13 +118,13 @@ pub struct LoadReport {
     /// Distinct streams written (summed over writers; writers never share one).
     pub streams: u64,
     /// INSERT statements (transactions).
-    pub batches: u64,
+    pub(crate) batches: u64,
     pub elapsed: Duration,
 }
 
 impl LoadReport {
     /// Achieved events per second.
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         let s = self.elapsed.as_secs_f64();
         if s > 0.0 {
             self.total as f64 / s
@@ -345,7 +345,7 @@ pub async fn generate(url: &Secret, spec: LoadSpec) -> anyhow::Result<LoadReport
 
 /// Parses a humane duration: `30s`, `5m`, `1h30m`, `250ms`, `1.5s`, or a
 /// bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let bad = || format!("invalid duration {s:?}: expected e.g. 30s, 5m, 1h30m, 250ms");
     if s.is_empty() {
@@ -382,50 +382,50 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 #[derive(Args, Debug)]
-pub struct LoadgenArgs {
+pub(crate) struct LoadgenArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     /// Events per second over all writers; 0 = as fast as possible.
     #[arg(long, default_value_t = 100.0)]
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// Stop after this long (e.g. 30s, 5m, 1h30m).
     #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     /// Stop after this many events in total.
     #[arg(long)]
-    pub events: Option<u64>,
+    pub(crate) events: Option<u64>,
     /// Concurrent writer connections (each the single writer of its streams).
     #[arg(long, default_value_t = 4)]
-    pub writers: usize,
+    pub(crate) writers: usize,
     /// Live runs kept at once (finished runs are replaced by new ones).
     #[arg(long, default_value_t = 200)]
-    pub runs: usize,
+    pub(crate) runs: usize,
     /// Live workers kept at once.
     #[arg(long, default_value_t = 50)]
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Users (owners, and notification streams `user:u0` … `user:u<N-1>`).
     #[arg(long, default_value_t = 100)]
-    pub users: usize,
+    pub(crate) users: usize,
     /// Weights of the event families, e.g. run=6,worker=3,notification=1.
     #[arg(long, default_value = "run=6,worker=3,notification=1")]
-    pub mix: Mix,
+    pub(crate) mix: Mix,
     /// Approximate padding bytes per payload (a `detail` key reducers ignore).
     #[arg(long, default_value_t = DEFAULT_PAYLOAD_BYTES)]
-    pub payload_bytes: usize,
+    pub(crate) payload_bytes: usize,
     /// Fraction of malformed events (0..1), cycling through every kind of
     /// design.md §2 (dead letters, plus unknown types and prefix mismatches,
     /// which are ignored).
     #[arg(long, default_value_t = 0.0)]
-    pub malformed_fraction: f64,
+    pub(crate) malformed_fraction: f64,
     /// Rows per INSERT statement (one transaction).
     #[arg(long, default_value_t = 50)]
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Random seed (default: from the clock).
     #[arg(long)]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
 }
 
-pub async fn main(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn main(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
     let url = settings.database_url()?.clone();
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -34,9 +34,9 @@ use super::malformed::{MalformedKind, Target, LONG_ID_LEN};
 /// Relative weights of the three event families.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mix {
-    pub run: u32,
-    pub worker: u32,
-    pub notification: u32,
+    pub(crate) run: u32,
+    pub(crate) worker: u32,
+    pub(crate) notification: u32,
 }
 
 impl Default for Mix {
@@ -89,7 +89,7 @@ impl std::str::FromStr for Mix {
 
 /// Whether an event follows the contract, and if not, how it breaks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventClass {
+pub(crate) enum EventClass {
     Valid,
     Malformed(MalformedKind),
 }
@@ -97,32 +97,32 @@ pub enum EventClass {
 /// One row to insert into `runtime.events` (`seq` and `occurred_at` are
 /// assigned by the database).
 #[derive(Clone, Debug)]
-pub struct PlannedEvent {
-    pub stream_id: String,
-    pub stream_seq: i64,
-    pub event_type: &'static str,
-    pub owner_id: String,
+pub(crate) struct PlannedEvent {
+    pub(crate) stream_id: String,
+    pub(crate) stream_seq: i64,
+    pub(crate) event_type: &'static str,
+    pub(crate) owner_id: String,
     /// JSON text of the payload.
-    pub payload: String,
-    pub class: EventClass,
+    pub(crate) payload: String,
+    pub(crate) class: EventClass,
 }
 
 /// One writer's share of the workload.
 #[derive(Clone, Debug)]
-pub struct TrafficConfig {
-    pub writer: usize,
-    pub writers: usize,
+pub(crate) struct TrafficConfig {
+    pub(crate) writer: usize,
+    pub(crate) writers: usize,
     /// Live runs / workers kept by the whole load (this writer gets its share).
-    pub runs: usize,
-    pub workers: usize,
+    pub(crate) runs: usize,
+    pub(crate) workers: usize,
     /// Users in the whole load: owners of runs/workers (any writer), and
     /// notification streams (partitioned by `k % writers`).
-    pub users: usize,
-    pub mix: Mix,
-    pub payload_bytes: usize,
-    pub malformed_fraction: f64,
-    pub id_prefix: String,
-    pub seed: u64,
+    pub(crate) users: usize,
+    pub(crate) mix: Mix,
+    pub(crate) payload_bytes: usize,
+    pub(crate) malformed_fraction: f64,
+    pub(crate) id_prefix: String,
+    pub(crate) seed: u64,
 }
 
 #[derive(Debug)]
@@ -165,7 +165,7 @@ struct User {
 
 /// The user id of user number `k` (stable across invocations; the owner id
 /// a client's JWT subject must match to see the documents).
-pub fn user_id(k: usize) -> String {
+pub(crate) fn user_id(k: usize) -> String {
     format!("u{k}")
 }
 
@@ -185,7 +185,7 @@ const TOPICS: [&str; 6] = [
 ];
 
 /// The per-writer event model. Deterministic for a given config (seed).
-pub struct Traffic {
+pub(crate) struct Traffic {
     cfg: TrafficConfig,
     rng: StdRng,
     runs: Vec<Run>,
@@ -197,7 +197,7 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    pub fn new(cfg: TrafficConfig) -> Self {
+    pub(crate) fn new(cfg: TrafficConfig) -> Self {
         let writers = cfg.writers.max(1);
         let w = cfg.writer;
         let rng =
@@ -237,7 +237,7 @@ impl Traffic {
     }
 
     /// Stream ids of this writer's user streams, for [`Self::resume_users`].
-    pub fn user_stream_ids(&self) -> Vec<String> {
+    pub(crate) fn user_stream_ids(&self) -> Vec<String> {
         self.users
             .iter()
             .map(|u| format!("user:{}", u.id))
@@ -246,7 +246,7 @@ impl Traffic {
 
     /// Continues user streams after the `stream_seq` already written by an
     /// earlier invocation (`max_seq` by stream id).
-    pub fn resume_users(&mut self, max_seq: &HashMap<String, i64>) {
+    pub(crate) fn resume_users(&mut self, max_seq: &HashMap<String, i64>) {
         for u in &mut self.users {
             if let Some(s) = max_seq.get(&format!("user:{}", u.id)) {
                 u.seq = *s;
@@ -256,7 +256,7 @@ impl Traffic {
 
     /// True when this writer has something to write (a family with weight
     /// and population).
-    pub fn can_write(&self) -> bool {
+    pub(crate) fn can_write(&self) -> bool {
         self.family_weights().iter().any(|w| *w > 0)
     }
 
@@ -319,7 +319,7 @@ impl Traffic {
 
     /// The next event of this writer, or `None` if it has nothing to write
     /// (no family with both weight and population).
-    pub fn next_event(&mut self) -> Option<PlannedEvent> {
+    pub(crate) fn next_event(&mut self) -> Option<PlannedEvent> {
         if self.cfg.malformed_fraction > 0.0 && self.rng.gen::<f64>() < self.cfg.malformed_fraction
         {
             if let Some(e) = self.next_malformed() {

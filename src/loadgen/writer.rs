@@ -35,13 +35,13 @@ const INSERT: &str = "insert into runtime.events \
      from unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[]) as u(s, q, t, o, p)";
 
 /// A connection that inserts batches of planned events.
-pub struct Writer {
+pub(crate) struct Writer {
     client: Client,
     insert: Statement,
 }
 
 impl Writer {
-    pub async fn connect(url: &Secret) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(url: &Secret) -> anyhow::Result<Self> {
         let client = connect_sql(url).await?;
         let insert = client.prepare(INSERT).await.map_err(|e| {
             if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
@@ -57,7 +57,10 @@ impl Writer {
     }
 
     /// Largest `stream_seq` already written for each of `stream_ids`.
-    pub async fn max_seqs(&self, stream_ids: &[String]) -> anyhow::Result<HashMap<String, i64>> {
+    pub(crate) async fn max_seqs(
+        &self,
+        stream_ids: &[String],
+    ) -> anyhow::Result<HashMap<String, i64>> {
         if stream_ids.is_empty() {
             return Ok(HashMap::new());
         }
@@ -80,7 +83,7 @@ impl Writer {
     }
 
     /// Inserts `batch` in one statement (one transaction).
-    pub async fn insert(&self, batch: &[PlannedEvent]) -> anyhow::Result<()> {
+    pub(crate) async fn insert(&self, batch: &[PlannedEvent]) -> anyhow::Result<()> {
         let mut s = Vec::with_capacity(batch.len());
         let mut q = Vec::with_capacity(batch.len());
         let mut t = Vec::with_capacity(batch.len());
@@ -102,18 +105,18 @@ impl Writer {
 }
 
 /// What one writer task needs; owned, so the task can be spawned.
-pub struct WriterJob {
-    pub url: Secret,
-    pub traffic: Traffic,
+pub(crate) struct WriterJob {
+    pub(crate) url: Secret,
+    pub(crate) traffic: Traffic,
     /// Events this writer writes at most (None: until stopped).
-    pub quota: Option<u64>,
+    pub(crate) quota: Option<u64>,
     /// Events per second for this writer (0: unpaced).
-    pub rate: f64,
-    pub batch: usize,
-    pub deadline: Option<Instant>,
-    pub stop: Option<watch::Receiver<bool>>,
+    pub(crate) rate: f64,
+    pub(crate) batch: usize,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) stop: Option<watch::Receiver<bool>>,
     /// Shared count of written events (progress log).
-    pub written: Arc<AtomicU64>,
+    pub(crate) written: Arc<AtomicU64>,
 }
 
 fn stopped(stop: &Option<watch::Receiver<bool>>) -> bool {
@@ -145,7 +148,7 @@ async fn pace(until: Instant, stop: &mut Option<watch::Receiver<bool>>) -> bool 
 }
 
 /// Runs one writer to its quota, deadline or stop signal.
-pub async fn run(mut job: WriterJob) -> anyhow::Result<LoadReport> {
+pub(crate) async fn run(mut job: WriterJob) -> anyhow::Result<LoadReport> {
     let writer = Writer::connect(&job.url).await?;
     let existing = writer.max_seqs(&job.traffic.user_stream_ids()).await?;
     job.traffic.resume_users(&existing);

@@ -39,7 +39,7 @@ impl Default for Health {
 }
 
 impl Health {
-    pub fn new(wedge_after: Duration) -> Self {
+    pub(crate) fn new(wedge_after: Duration) -> Self {
         Health(Arc::new(HealthInner {
             base: Instant::now(),
             wedge_after,
@@ -69,12 +69,12 @@ impl Health {
 
     /// Records progress now: an ack from Convex, an advanced flush LSN, or
     /// an idle keepalive answered with nothing pending.
-    pub fn mark_progress(&self) {
+    pub(crate) fn mark_progress(&self) {
         self.mark_progress_at(Instant::now());
     }
 
     /// [`Self::mark_progress`] at a given instant (tests, replay of time).
-    pub fn mark_progress_at(&self, at: Instant) {
+    pub(crate) fn mark_progress_at(&self, at: Instant) {
         let nanos = at.saturating_duration_since(self.0.base).as_nanos();
         let v = u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1;
         self.0.last_progress.fetch_max(v, Ordering::AcqRel);
@@ -89,16 +89,16 @@ impl Health {
         }
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.0.connected.load(Ordering::Acquire)
     }
 
-    pub fn is_streaming(&self) -> bool {
+    pub(crate) fn is_streaming(&self) -> bool {
         self.0.streaming.load(Ordering::Acquire)
     }
 
     /// Instant of the last progress, if any.
-    pub fn last_progress(&self) -> Option<Instant> {
+    pub(crate) fn last_progress(&self) -> Option<Instant> {
         match self.0.last_progress.load(Ordering::Acquire) {
             0 => None,
             v => Some(self.0.base + Duration::from_nanos(v - 1)),
@@ -106,7 +106,7 @@ impl Health {
     }
 
     /// `Ok(())` when ready at `now`, else the one-line reason.
-    pub fn readiness_at(&self, now: Instant) -> Result<(), String> {
+    pub(crate) fn readiness_at(&self, now: Instant) -> Result<(), String> {
         if let Ok(g) = self.0.blocked.lock() {
             if let Some(r) = g.as_ref() {
                 return Err(r.clone());
@@ -136,7 +136,7 @@ impl Health {
     }
 
     /// `Ok(())` when ready now, else the one-line reason.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), String> {
         self.readiness_at(Instant::now())
     }
 }

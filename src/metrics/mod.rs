@@ -9,13 +9,13 @@
 //! slot poll ─observe──▶ SlotMonitor ──gauges + ETA──▶ Metrics
 //! ```
 
-pub mod health;
+pub(crate) mod health;
 pub mod names;
 pub mod registry;
-pub mod server;
-pub mod slot;
+pub(crate) mod server;
+pub(crate) mod slot;
 
 pub use health::{Health, DEFAULT_WEDGE_AFTER};
 pub use registry::{Metrics, MetricsError, PROJECTIONS, WAL_STATUSES};
 pub use server::{router, serve, ServeError};
-pub use slot::{predict_invalidation, SlotMonitor, WalTrend};
+pub(crate) use slot::SlotMonitor;

@@ -30,14 +30,14 @@ pub struct MetricInfo {
     pub name: &'static str,
     pub kind: Kind,
     pub labels: &'static [&'static str],
-    pub help: &'static str,
+    pub(crate) help: &'static str,
 }
 
 macro_rules! metric_names {
     ($($konst:ident = $name:literal, $kind:ident, [$($label:literal),*], $help:literal;)*) => {
         $(
             #[doc = $help]
-            pub const $konst: &str = $name;
+            pub(crate) const $konst: &str = $name;
         )*
         /// All metric families, in documentation order.
         pub const ALL: &[MetricInfo] = &[
@@ -137,7 +137,7 @@ pub fn lookup(series: &str) -> Option<&'static MetricInfo> {
 }
 
 /// Help text of a metric family (empty for an unknown name).
-pub fn help(name: &str) -> &'static str {
+pub(crate) fn help(name: &str) -> &'static str {
     ALL.iter()
         .find(|m| m.name == name)
         .map(|m| m.help)

@@ -15,7 +15,7 @@ use prometheus::{
 use super::names::{self as n};
 
 /// Buckets of Convex request latency (seconds).
-pub const CONVEX_LATENCY_BUCKETS: &[f64] = &[
+pub(crate) const CONVEX_LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 /// Buckets of commit→ack latency (seconds). `le="1"` is the lag SLO bound
@@ -46,49 +46,50 @@ pub struct MetricsError(#[from] prometheus::Error);
 /// Every metric of the service. Fields are public prometheus handles; see
 /// `names.rs` for the meaning of each.
 pub struct Inner {
-    pub registry: Registry,
+    pub(crate) registry: Registry,
     pub events_decoded_total: IntCounter,
-    pub events_folded_total: IntCounter,
+    pub(crate) events_folded_total: IntCounter,
     /// label `reason`
-    pub events_ignored_total: IntCounterVec,
+    pub(crate) events_ignored_total: IntCounterVec,
     /// label `reason`
     pub events_dead_lettered_total: IntCounterVec,
-    pub events_skipped_total: IntCounter,
+    pub(crate) events_skipped_total: IntCounter,
     /// label `kind`: update | delete | truncate
-    pub append_only_violations_total: IntCounterVec,
-    pub batches_applied_total: IntCounter,
-    pub writes_applied_total: IntCounter,
-    pub writes_skipped_total: IntCounter,
-    pub dead_letters_written_total: IntCounter,
+    pub(crate) append_only_violations_total: IntCounterVec,
+    pub(crate) batches_applied_total: IntCounter,
+    pub(crate) writes_applied_total: IntCounter,
+    pub(crate) writes_skipped_total: IntCounter,
+    pub(crate) dead_letters_written_total: IntCounter,
     /// label `function`
-    pub convex_request_duration_seconds: HistogramVec,
+    pub(crate) convex_request_duration_seconds: HistogramVec,
     /// labels `class` (transient | definite), `code`
-    pub convex_errors_total: IntCounterVec,
+    pub(crate) convex_errors_total: IntCounterVec,
     /// label `function`
-    pub convex_retries_total: IntCounterVec,
-    pub received_lsn_bytes: Gauge,
-    pub flushed_lsn_bytes: Gauge,
-    pub confirmed_lsn_bytes: Gauge,
-    pub lag_bytes: Gauge,
-    pub lag_seconds: Gauge,
+    pub(crate) convex_retries_total: IntCounterVec,
+    pub(crate) received_lsn_bytes: Gauge,
+    pub(crate) flushed_lsn_bytes: Gauge,
+    pub(crate) confirmed_lsn_bytes: Gauge,
+    pub(crate) lag_bytes: Gauge,
+    pub(crate) lag_seconds: Gauge,
     /// label `projection` (see [`PROJECTIONS`])
-    pub commit_to_ack_seconds: HistogramVec,
-    pub slot_retained_wal_bytes: Gauge,
+    pub(crate) commit_to_ack_seconds: HistogramVec,
+    pub(crate) slot_retained_wal_bytes: Gauge,
     /// label `status` (see [`WAL_STATUSES`])
-    pub slot_wal_status: GaugeVec,
-    pub slot_safe_wal_size_bytes: Gauge,
-    pub slot_predicted_invalidation_seconds: Gauge,
-    pub inflight_bytes: IntGauge,
-    pub inflight_batches: IntGauge,
-    pub convex_concurrency_limit: IntGauge,
-    pub backpressure_active: IntGauge,
-    pub backpressure_seconds_total: Counter,
-    pub up: IntGauge,
-    pub ready: IntGauge,
-    pub convex_schema_skew: IntGauge,
-    pub generation_active: IntGauge,
-    pub rebuild_events_copied: IntGauge,
-    pub rebuild_events_planned: IntGauge,
+    pub(crate) slot_wal_status: GaugeVec,
+    pub(crate) slot_safe_wal_size_bytes: Gauge,
+    pub(crate) slot_predicted_invalidation_seconds: Gauge,
+    pub(crate) inflight_bytes: IntGauge,
+    pub(crate) inflight_batches: IntGauge,
+    pub(crate) convex_concurrency_limit: IntGauge,
+    pub(crate) backpressure_active: IntGauge,
+    pub(crate) backpressure_seconds_total: Counter,
+    pub(crate) up: IntGauge,
+    pub(crate) ready: IntGauge,
+    pub(crate) convex_schema_skew: IntGauge,
+    pub(crate) generation_active: IntGauge,
+    pub(crate) rebuild_events_copied: IntGauge,
+    pub(crate) rebuild_events_planned: IntGauge,
+    #[cfg(test)]
     registered: Vec<&'static str>,
     backpressure_since: Mutex<Option<Instant>>,
 }
@@ -106,6 +107,7 @@ impl Deref for Metrics {
 
 struct Builder {
     registry: Registry,
+    #[cfg(test)]
     registered: Vec<&'static str>,
 }
 
@@ -116,7 +118,10 @@ impl Builder {
         m: M,
     ) -> Result<M, MetricsError> {
         self.registry.register(Box::new(m.clone()))?;
+        #[cfg(test)]
         self.registered.push(name);
+        #[cfg(not(test))]
+        let _ = name;
         Ok(m)
     }
     fn int_counter(&mut self, name: &'static str) -> Result<IntCounter, MetricsError> {
@@ -168,6 +173,7 @@ impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let mut b = Builder {
             registry: Registry::new(),
+            #[cfg(test)]
             registered: Vec::new(),
         };
         let inner = Inner {
@@ -216,6 +222,7 @@ impl Metrics {
             rebuild_events_copied: b.int_gauge(n::REBUILD_EVENTS_COPIED)?,
             rebuild_events_planned: b.int_gauge(n::REBUILD_EVENTS_PLANNED)?,
             registry: b.registry,
+            #[cfg(test)]
             registered: b.registered,
             backpressure_since: Mutex::new(None),
         };
@@ -230,18 +237,14 @@ impl Metrics {
         Ok(Metrics(Arc::new(inner)))
     }
 
-    /// The registry, e.g. to add process metrics.
-    pub fn registry(&self) -> &Registry {
-        &self.0.registry
-    }
-
+    #[cfg(test)]
     /// Names of the metric families registered (for tests and docs).
-    pub fn registered_names(&self) -> &[&'static str] {
+    pub(crate) fn registered_names(&self) -> &[&'static str] {
         &self.0.registered
     }
 
     /// Prometheus text exposition format 0.0.4.
-    pub fn encode(&self) -> Result<String, MetricsError> {
+    pub(crate) fn encode(&self) -> Result<String, MetricsError> {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.0.registry.gather(), &mut buf)?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
@@ -249,7 +252,7 @@ impl Metrics {
 
     /// Sets the received / flushed / confirmed LSN gauges and
     /// `lag_bytes = received - confirmed` (0 if confirmed is ahead).
-    pub fn set_lsns(&self, received: u64, flushed: u64, confirmed: u64) {
+    pub(crate) fn set_lsns(&self, received: u64, flushed: u64, confirmed: u64) {
         self.received_lsn_bytes.set(received as f64);
         self.flushed_lsn_bytes.set(flushed as f64);
         self.confirmed_lsn_bytes.set(confirmed as f64);
@@ -260,7 +263,7 @@ impl Metrics {
     /// Records a commit→ack latency for one projection (table name as in
     /// Convex: runs, timelines, threads, workers, inboxes, deadLetters).
     /// Negative values (clock skew between Postgres and us) count as 0.
-    pub fn observe_commit_to_ack(&self, projection: &str, seconds: f64) {
+    pub(crate) fn observe_commit_to_ack(&self, projection: &str, seconds: f64) {
         let label = PROJECTIONS
             .iter()
             .find(|p| **p == projection)
@@ -272,7 +275,7 @@ impl Metrics {
     }
 
     /// Records one Convex request's latency.
-    pub fn observe_convex_request(&self, function: &str, seconds: f64) {
+    pub(crate) fn observe_convex_request(&self, function: &str, seconds: f64) {
         self.convex_request_duration_seconds
             .with_label_values(&[function])
             .observe(seconds.max(0.0));
@@ -290,12 +293,12 @@ impl Metrics {
     /// Sets `backpressure_active` and accumulates `backpressure_seconds_total`.
     /// Call on every change (and, to keep the counter current during a long
     /// pause, whenever convenient while active: repeated calls are cheap).
-    pub fn set_backpressure(&self, active: bool) {
+    pub(crate) fn set_backpressure(&self, active: bool) {
         self.set_backpressure_at(active, Instant::now());
     }
 
     /// [`Self::set_backpressure`] at a given instant (tests).
-    pub fn set_backpressure_at(&self, active: bool, now: Instant) {
+    pub(crate) fn set_backpressure_at(&self, active: bool, now: Instant) {
         self.backpressure_active.set(i64::from(active));
         let Ok(mut since) = self.0.backpressure_since.lock() else {
             return;

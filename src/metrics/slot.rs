@@ -20,23 +20,23 @@ use std::time::{Duration, Instant};
 use super::registry::{Metrics, WAL_STATUSES};
 
 /// Smoothing time constant of the growth rate.
-pub const TAU: Duration = Duration::from_secs(300);
+pub(crate) const TAU: Duration = Duration::from_secs(300);
 
 /// The pure part: exponentially smoothed growth rate of retained WAL.
 #[derive(Clone, Debug, Default)]
-pub struct WalTrend {
+pub(crate) struct WalTrend {
     last: Option<(Instant, i64)>,
     rate: Option<f64>,
 }
 
 impl WalTrend {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Adds a sample; returns the smoothed growth rate in bytes/s (None
     /// until two samples at different instants).
-    pub fn update(&mut self, retained_bytes: i64, now: Instant) -> Option<f64> {
+    pub(crate) fn update(&mut self, retained_bytes: i64, now: Instant) -> Option<f64> {
         match self.last {
             Some((t, prev)) if now > t => {
                 let dt = now.duration_since(t).as_secs_f64();
@@ -55,13 +55,14 @@ impl WalTrend {
         self.rate
     }
 
-    pub fn rate(&self) -> Option<f64> {
+    #[cfg(test)]
+    pub(crate) fn rate(&self) -> Option<f64> {
         self.rate
     }
 }
 
 /// Seconds until invalidation given the status, headroom and growth rate.
-pub fn predict_invalidation(
+pub(crate) fn predict_invalidation(
     wal_status: &str,
     safe_wal_size: Option<i64>,
     rate_bytes_per_s: Option<f64>,
@@ -81,13 +82,13 @@ pub fn predict_invalidation(
 }
 
 /// Updates the slot gauges of a [`Metrics`]; keeps the trend between polls.
-pub struct SlotMonitor {
+pub(crate) struct SlotMonitor {
     metrics: Metrics,
     trend: Mutex<WalTrend>,
 }
 
 impl SlotMonitor {
-    pub fn new(metrics: Metrics) -> Self {
+    pub(crate) fn new(metrics: Metrics) -> Self {
         SlotMonitor {
             metrics,
             trend: Mutex::new(WalTrend::new()),
@@ -99,7 +100,7 @@ impl SlotMonitor {
     /// (unknown values are shown as `unknown`); `safe_wal_size` None when
     /// `max_slot_wal_keep_size = -1`. Returns the predicted time to
     /// invalidation (None when not growing or unlimited).
-    pub fn observe(
+    pub(crate) fn observe(
         &self,
         retained_bytes: i64,
         wal_status: &str,

@@ -36,7 +36,7 @@ const KEEPALIVE: Duration = Duration::from_secs(1);
 
 /// Copies the history if this generation needs it. Returns the stream and
 /// whether streaming may begin (`false`: shutdown interrupted the copy).
-pub async fn run(
+pub(crate) async fn run(
     ctx: &SessionContext<'_>,
     driver: &mut Driver,
     mut stream: ReplicationStream,

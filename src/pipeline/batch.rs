@@ -18,10 +18,10 @@ use std::time::Instant;
 use crate::projection::{DeadLetter, DocKey, DocKeyMap, Folding, KeyInterner};
 
 /// The most documents one event touches (run.created: run, timeline, thread).
-pub const MAX_KEYS_PER_EVENT: usize = 3;
+pub(crate) const MAX_KEYS_PER_EVENT: usize = 3;
 
 /// What one event contributes to a batch.
-pub enum Item {
+pub(crate) enum Item {
     Fold {
         folding: Box<Folding>,
         /// Batch ids of `folding.keys()`, in order: the fold at close
@@ -35,39 +35,39 @@ pub enum Item {
 }
 
 /// Bytes we charge per event on top of its payload (struct, strings, keys).
-pub const EVENT_OVERHEAD: usize = 192;
+pub(crate) const EVENT_OVERHEAD: usize = 192;
 
 /// Documents (and dead letters) one batch may touch: each costs index
 /// ranges in `apply` (see `sink::limits`).
-pub const MAX_DISTINCT_KEYS: usize = crate::sink::limits::MAX_KEYS_PER_APPLY;
+pub(crate) const MAX_DISTINCT_KEYS: usize = crate::sink::limits::MAX_KEYS_PER_APPLY;
 
 #[derive(Default)]
-pub struct OpenBatch {
-    pub items: Vec<Item>,
+pub(crate) struct OpenBatch {
+    pub(crate) items: Vec<Item>,
     /// Every document of the batch, numbered in order of first use.
-    pub keys: DocKeyMap<u32>,
+    pub(crate) keys: DocKeyMap<u32>,
     /// The same documents by number.
-    pub key_list: Vec<DocKey>,
+    pub(crate) key_list: Vec<DocKey>,
     /// The key strings of this batch's events, shared (planning interns
     /// into it).
-    pub key_names: KeyInterner,
-    pub dead_letters: usize,
+    pub(crate) key_names: KeyInterner,
+    pub(crate) dead_letters: usize,
     /// Events' bytes (payloads and overhead).
-    pub bytes: usize,
+    pub(crate) bytes: usize,
     /// Expected serialised bytes of every document of the batch.
-    pub doc_bytes: usize,
-    pub opened_at: Option<Instant>,
+    pub(crate) doc_bytes: usize,
+    pub(crate) opened_at: Option<Instant>,
     /// Commit times (µs since the Unix epoch) of the transactions with
     /// events in this batch, for commit → ack lag.
-    pub commit_times_us: Vec<i64>,
+    pub(crate) commit_times_us: Vec<i64>,
 }
 
 impl OpenBatch {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
 
@@ -79,7 +79,7 @@ impl OpenBatch {
 
     /// Adds a planned event of `bytes` (its `approx_bytes`); `doc_size`
     /// gives the expected size of a document the batch did not hold yet.
-    pub fn push_fold(
+    pub(crate) fn push_fold(
         &mut self,
         folding: Box<Folding>,
         bytes: usize,
@@ -108,14 +108,14 @@ impl OpenBatch {
         });
     }
 
-    pub fn push_dead_letter(&mut self, dl: DeadLetter) {
+    pub(crate) fn push_dead_letter(&mut self, dl: DeadLetter) {
         self.opened();
         self.bytes += EVENT_OVERHEAD + dl.payload.len();
         self.dead_letters += 1;
         self.items.push(Item::DeadLetter(Box::new(dl)));
     }
 
-    pub fn note_commit_time(&mut self, us: i64) {
+    pub(crate) fn note_commit_time(&mut self, us: i64) {
         if self.commit_times_us.last() != Some(&us) {
             self.commit_times_us.push(us);
         }
@@ -123,7 +123,7 @@ impl OpenBatch {
 
     /// Full on any limit: events, event bytes, document bytes, distinct
     /// documents, dead letters.
-    pub fn is_full(&self, max_events: usize, max_bytes: usize) -> bool {
+    pub(crate) fn is_full(&self, max_events: usize, max_bytes: usize) -> bool {
         self.items.len() >= max_events
             || self.bytes >= max_bytes
             || self.doc_bytes >= max_bytes
@@ -133,7 +133,7 @@ impl OpenBatch {
     /// The batch, leaving an empty one sized like it (a drain fills batch
     /// after batch of the same size: growing each from empty copied it
     /// ~14 times).
-    pub fn take(&mut self) -> OpenBatch {
+    pub(crate) fn take(&mut self) -> OpenBatch {
         let sized = OpenBatch {
             items: Vec::with_capacity(self.items.len()),
             ..OpenBatch::default()

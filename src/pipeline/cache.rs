@@ -40,7 +40,7 @@ struct Entry {
     stale: bool,
 }
 
-pub struct StateCache {
+pub(crate) struct StateCache {
     entries: DocKeyMap<Entry>,
     bytes: usize,
     budget: usize,
@@ -52,7 +52,7 @@ fn entry_bytes(key: &DocKey, state: &Option<Stored>) -> usize {
 }
 
 impl StateCache {
-    pub fn new(budget: usize) -> Self {
+    pub(crate) fn new(budget: usize) -> Self {
         StateCache {
             entries: DocKeyMap::default(),
             bytes: 0,
@@ -66,13 +66,13 @@ impl StateCache {
         self.bytes
     }
 
-    pub fn contains(&self, key: &DocKey) -> bool {
+    pub(crate) fn contains(&self, key: &DocKey) -> bool {
         self.entries.contains_key(key)
     }
 
     /// The size of `key`'s cached document (0 when Convex has none), or
     /// `None` when the key is not cached.
-    pub fn doc_bytes(&self, key: &DocKey) -> Option<usize> {
+    pub(crate) fn doc_bytes(&self, key: &DocKey) -> Option<usize> {
         self.entries
             .get(key)
             .map(|e| (*e.state).as_ref().map_or(0, |s| s.doc.approx_bytes()))
@@ -80,7 +80,7 @@ impl StateCache {
 
     /// Inserts a state loaded from Convex. Never replaces a cached entry: the
     /// cache is at least as new as Convex for every key it holds.
-    pub fn insert_loaded(&mut self, key: DocKey, state: Option<Stored>) {
+    pub(crate) fn insert_loaded(&mut self, key: DocKey, state: Option<Stored>) {
         if self.entries.contains_key(&key) {
             return;
         }
@@ -102,7 +102,7 @@ impl StateCache {
     /// Lends a key's state out for a batch's fold (it must be given back
     /// with [`StateCache::give_back`] before anything else reads the cache;
     /// the entry holds `None` meanwhile). `None` if the key is not cached.
-    pub fn lend(&mut self, key: &DocKey) -> Option<Option<Stored>> {
+    pub(crate) fn lend(&mut self, key: &DocKey) -> Option<Option<Stored>> {
         self.entries
             .get_mut(key)
             .map(|e| std::mem::take(&mut *e.state))
@@ -111,7 +111,7 @@ impl StateCache {
     /// Returns a lent state. When `written`, also pins the key (a write of
     /// it is about to be in flight) with [`StateCache::pin_and_touch`], and
     /// returns the state to serialise.
-    pub fn give_back(
+    pub(crate) fn give_back(
         &mut self,
         key: &DocKey,
         state: Option<Stored>,
@@ -132,7 +132,7 @@ impl StateCache {
 
     /// Pins a key about to be written, recomputes its byte charge and marks
     /// it used, in one lookup; returns its state.
-    pub fn pin_and_touch(&mut self, key: &DocKey) -> Option<&Stored> {
+    pub(crate) fn pin_and_touch(&mut self, key: &DocKey) -> Option<&Stored> {
         self.tick += 1;
         let e = self.entries.get_mut(key)?;
         e.pins += 1;
@@ -145,7 +145,7 @@ impl StateCache {
 
     /// One write of `key` was answered. The last answer of a stale key
     /// drops it (see [`StateCache::forget`]).
-    pub fn unpin(&mut self, key: &DocKey) {
+    pub(crate) fn unpin(&mut self, key: &DocKey) {
         let Some(e) = self.entries.get_mut(key) else {
             return;
         };
@@ -162,7 +162,7 @@ impl StateCache {
     /// return a state older than that write, and the fold would then skip
     /// or lose its events. Until then the cached state stays the one every
     /// in-flight write was folded onto.
-    pub fn forget(&mut self, key: &DocKey) {
+    pub(crate) fn forget(&mut self, key: &DocKey) {
         match self.entries.get_mut(key) {
             Some(e) if e.pins > 0 => e.stale = true,
             Some(_) => self.remove(key),
@@ -178,7 +178,7 @@ impl StateCache {
 
     /// Evicts unpinned entries, least recently used first, until the cache
     /// is at three quarters of its budget (so eviction runs rarely).
-    pub fn evict_if_needed(&mut self) {
+    pub(crate) fn evict_if_needed(&mut self) {
         if self.bytes <= self.budget {
             return;
         }
@@ -203,7 +203,7 @@ impl StateCache {
 /// size hydration loads within Convex's read limit, and the mean, to
 /// charge a batch for the documents it will write before they are loaded.
 #[derive(Default)]
-pub struct DocSizes {
+pub(crate) struct DocSizes {
     seen: std::collections::HashMap<Table, Seen>,
 }
 
@@ -215,7 +215,7 @@ struct Seen {
 }
 
 impl DocSizes {
-    pub fn observe(&mut self, table: Table, bytes: usize) {
+    pub(crate) fn observe(&mut self, table: Table, bytes: usize) {
         let seen = self.seen.entry(table).or_default();
         seen.largest = seen.largest.max(bytes);
         seen.total = seen.total.saturating_add(bytes as u64);
@@ -226,7 +226,7 @@ impl DocSizes {
     /// seen so far, or the largest it can be before any was seen (the first
     /// batch of a cold start may meet the biggest documents). Used to close
     /// a batch on the bytes its writes will hold (`OpenBatch::doc_bytes`).
-    pub fn typical(&self, table: Table) -> usize {
+    pub(crate) fn typical(&self, table: Table) -> usize {
         match self.seen.get(&table) {
             Some(s) if s.count > 0 => (s.total / s.count) as usize,
             _ => limits::largest_doc_bytes(table),
@@ -237,7 +237,7 @@ impl DocSizes {
     /// or, before any was seen, the largest it can be (a cold start may
     /// meet the biggest documents first). A load that still reads too much
     /// is split on Convex's answer, so the estimate may fall short.
-    pub fn estimate(&self, table: Table) -> usize {
+    pub(crate) fn estimate(&self, table: Table) -> usize {
         self.seen
             .get(&table)
             .map(|s| s.largest)
@@ -247,7 +247,7 @@ impl DocSizes {
 
     /// Keys one `load` of `table` may ask for: at most `max_keys`, and no
     /// more than [`limits::MAX_LOAD_BYTES`] at the estimate.
-    pub fn keys_per_load(&self, table: Table, max_keys: usize) -> usize {
+    pub(crate) fn keys_per_load(&self, table: Table, max_keys: usize) -> usize {
         (limits::MAX_LOAD_BYTES / self.estimate(table)).clamp(1, max_keys.max(1))
     }
 }

@@ -12,16 +12,16 @@ use crate::source::SourceError;
 
 /// Where a service streams from and writes to.
 #[derive(Clone, Debug)]
-pub struct Target {
-    pub slot: String,
-    pub generation: u64,
+pub(crate) struct Target {
+    pub(crate) slot: String,
+    pub(crate) generation: u64,
     /// Follow the active generation: end the session when a rebuild
     /// switched it, then move to the new generation's slot.
-    pub follow_active: bool,
+    pub(crate) follow_active: bool,
 }
 
 /// Why one streaming session ended.
-pub enum SessionEnd {
+pub(crate) enum SessionEnd {
     Shutdown,
     CaughtUp,
     /// A rebuild switched the active generation away from ours.
@@ -29,7 +29,7 @@ pub enum SessionEnd {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
+pub(crate) enum SessionError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
@@ -37,16 +37,16 @@ pub enum SessionError {
 }
 
 /// What a session needs from the service around it.
-pub struct SessionContext<'a> {
-    pub settings: &'a Settings,
-    pub db_url: &'a Secret,
-    pub target: &'a Target,
-    pub client: &'a Arc<ConvexClient>,
-    pub metrics: &'a Metrics,
-    pub health: &'a Health,
-    pub exit_when_caught_up: bool,
+pub(crate) struct SessionContext<'a> {
+    pub(crate) settings: &'a Settings,
+    pub(crate) db_url: &'a Secret,
+    pub(crate) target: &'a Target,
+    pub(crate) client: &'a Arc<ConvexClient>,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) health: &'a Health,
+    pub(crate) exit_when_caught_up: bool,
     /// Who we are in the writer record (`host pid N`), for operators.
-    pub holder: &'a str,
+    pub(crate) holder: &'a str,
     /// Copy existing history before streaming on a generation's first start.
-    pub backfill: bool,
+    pub(crate) backfill: bool,
 }

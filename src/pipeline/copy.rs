@@ -19,7 +19,7 @@ use crate::source::SourceError;
 /// Folds the history visible in `snapshot` (an exported snapshot's name,
 /// or `None` for a fresh one) and waits until Convex acknowledged all of
 /// it. Returns the number of events, or `None` when `shutdown` turned true.
-pub async fn copy_history(
+pub(crate) async fn copy_history(
     sql: &tokio_postgres::Client,
     snapshot: Option<&str>,
     driver: &mut Driver,

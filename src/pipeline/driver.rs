@@ -17,7 +17,7 @@ use crate::pipeline::dispatch::Ack;
 use crate::pipeline::engine::Engine;
 use crate::sink::{DocumentStore, SinkError};
 
-pub struct Driver {
+pub(crate) struct Driver {
     pub(crate) engine: Engine,
     /// Public so a `select!` can wait on it beside other sources; hand
     /// what arrives to [`Driver::on_ack`].
@@ -25,7 +25,7 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn DocumentStore>,
         generation: u64,
         tuning: Tuning,
@@ -37,24 +37,24 @@ impl Driver {
 
     /// Makes this driver the writer of its generation (fencing any earlier
     /// one); call before anything is loaded (see [`Engine::acquire_writer`]).
-    pub async fn acquire_writer(&mut self, holder: &str) -> Result<u64, SinkError> {
+    pub(crate) async fn acquire_writer(&mut self, holder: &str) -> Result<u64, SinkError> {
         self.engine.acquire_writer(holder).await
     }
 
-    pub fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }
 
-    pub fn engine_mut(&mut self) -> &mut Engine {
+    pub(crate) fn engine_mut(&mut self) -> &mut Engine {
         &mut self.engine
     }
 
-    pub fn on_ack(&mut self, ack: Ack) {
+    pub(crate) fn on_ack(&mut self, ack: Ack) {
         self.engine.handle_ack(ack);
     }
 
     /// Takes every acknowledgement that already arrived.
-    pub fn take_ready_acks(&mut self) {
+    pub(crate) fn take_ready_acks(&mut self) {
         while let Ok(ack) = self.acks.try_recv() {
             self.engine.handle_ack(ack);
         }
@@ -68,7 +68,7 @@ impl Driver {
     }
 
     /// Closes the open batch, first waiting for a free dispatch slot.
-    pub async fn close_batch(&mut self) -> Result<(), SinkError> {
+    pub(crate) async fn close_batch(&mut self) -> Result<(), SinkError> {
         while !self.engine.has_slot() {
             self.next_ack().await;
         }
@@ -78,7 +78,7 @@ impl Driver {
     /// Plans one event from a source that can wait (the snapshot copy):
     /// a full batch is closed, and while the in-flight byte budget is full
     /// acknowledgements are awaited instead of closing small batches.
-    pub async fn push_waiting(&mut self, ev: RuntimeEvent) -> Result<(), SinkError> {
+    pub(crate) async fn push_waiting(&mut self, ev: RuntimeEvent) -> Result<(), SinkError> {
         let full = self.engine.push(ev);
         self.after_push(full).await
     }
@@ -98,7 +98,7 @@ impl Driver {
 
     /// [`Driver::push_waiting`] for a dead letter the source made itself
     /// (a row too large to read whole).
-    pub async fn push_dead_letter_waiting(
+    pub(crate) async fn push_dead_letter_waiting(
         &mut self,
         dl: crate::projection::DeadLetter,
     ) -> Result<(), SinkError> {
@@ -108,7 +108,7 @@ impl Driver {
 
     /// Closes the open batch and waits until every batch is acknowledged.
     /// A fenced engine only waits: its open batch belongs to the new owner.
-    pub async fn settle(&mut self) -> Result<(), SinkError> {
+    pub(crate) async fn settle(&mut self) -> Result<(), SinkError> {
         if self.engine.has_open_batch() && self.engine.fenced().is_none() {
             self.close_batch().await?;
         }

@@ -12,23 +12,23 @@
 //! tasks, so status updates to Postgres never wait on the sink. Reading
 //! stops (backpressure) while the in-flight byte budget is full.
 
-pub mod backfill;
-pub mod batch;
-pub mod cache;
-pub mod context;
-pub mod copy;
-pub mod dispatch;
-pub mod driver;
-pub mod engine;
-pub mod order;
-pub mod run;
-pub mod service;
-pub mod session;
-pub mod slot_poller;
-pub mod violations;
-pub mod watermark;
+pub(crate) mod backfill;
+pub(crate) mod batch;
+pub(crate) mod cache;
+pub(crate) mod context;
+pub(crate) mod copy;
+pub(crate) mod dispatch;
+pub(crate) mod driver;
+pub(crate) mod engine;
+pub(crate) mod order;
+pub(crate) mod run;
+pub(crate) mod service;
+pub(crate) mod session;
+pub(crate) mod slot_poller;
+pub(crate) mod violations;
+pub(crate) mod watermark;
 
 #[cfg(test)]
 mod engine_tests;
 
-pub use run::{main, RunArgs};
+pub(crate) use run::{main, RunArgs};

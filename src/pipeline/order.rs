@@ -23,10 +23,10 @@ use crate::pipeline::watermark::BatchId;
 use crate::projection::{DocKey, DocKeyMap};
 
 /// Completion signal of one batch: `true` once all its writes are answered.
-pub type Done = watch::Receiver<bool>;
+pub(crate) type Done = watch::Receiver<bool>;
 
 #[derive(Default)]
-pub struct WriteOrder {
+pub(crate) struct WriteOrder {
     /// Runs whose `run.created` reached a thread in a batch still in flight.
     thread_written: DocKeyMap<(BatchId, Done)>,
 }
@@ -34,7 +34,7 @@ pub struct WriteOrder {
 impl WriteOrder {
     /// The earlier batch that batch `id` must wait for before writing the
     /// stream document `primary`, if any.
-    pub fn wait_for(&self, primary: &DocKey, id: BatchId) -> Option<(BatchId, Done)> {
+    pub(crate) fn wait_for(&self, primary: &DocKey, id: BatchId) -> Option<(BatchId, Done)> {
         self.thread_written
             .get(primary)
             .filter(|(b, _)| *b != id)
@@ -48,7 +48,7 @@ impl WriteOrder {
     /// no longer names it to `id` itself, yet `id`'s run holds that earlier
     /// `run.created` too.
     #[must_use = "the batch must wait for the batch it displaces"]
-    pub fn wrote_thread(
+    pub(crate) fn wrote_thread(
         &mut self,
         primary: &DocKey,
         id: BatchId,
@@ -60,11 +60,11 @@ impl WriteOrder {
     }
 
     /// Batch `id` was answered: nothing needs to wait for it any more.
-    pub fn acked(&mut self, id: BatchId) {
+    pub(crate) fn acked(&mut self, id: BatchId) {
         self.thread_written.retain(|_, (b, _)| *b != id);
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.thread_written.is_empty()
     }
 }

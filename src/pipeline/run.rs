@@ -13,32 +13,32 @@ use crate::pipeline::service::{
 };
 
 #[derive(Args, Debug)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     /// Write into this generation instead of the active one (rebuild uses it).
     #[arg(long, hide = true)]
-    pub generation: Option<u64>,
+    pub(crate) generation: Option<u64>,
     /// Stop once caught up with the WAL position current at start (tests,
     /// benchmarks). The slot is confirmed before exiting.
     #[arg(long)]
-    pub exit_when_caught_up: bool,
+    pub(crate) exit_when_caught_up: bool,
     /// Do not copy the history that predates the slot on the first start
     /// (a deliberately empty read model). By default, when the generation
     /// is empty and runtime.events has rows, they are copied first.
     #[arg(long, env = "PROJECTOR_NO_BACKFILL")]
-    pub no_backfill: bool,
+    pub(crate) no_backfill: bool,
     /// What to do when the slot is missing or invalidated (a primary
     /// failover before PostgreSQL 17, max_slot_wal_keep_size, an idle
     /// timeout): `exit` with code 3 for an operator, or `rebuild` into a new
     /// generation from a fresh slot by itself (clients keep reading the old
     /// one meanwhile), then stream it.
     #[arg(long, env = "PROJECTOR_ON_SLOT_LOST", value_enum, default_value_t = OnSlotLost::Exit)]
-    pub on_slot_lost: OnSlotLost,
+    pub(crate) on_slot_lost: OnSlotLost,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnSlotLost {
+pub(crate) enum OnSlotLost {
     Exit,
     Rebuild,
 }
@@ -47,7 +47,7 @@ pub enum OnSlotLost {
 /// there is none (the slot is gone), so this only bounds a stale holder.
 const REBUILD_RELEASE_WAIT: Duration = Duration::from_secs(30);
 
-pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
     let metrics = Metrics::new()?;
     let health = Health::new(WEDGED_AFTER);

@@ -21,14 +21,14 @@ use crate::sink::{ConvexClient, RetryPolicy};
 use crate::source::SourceError;
 
 /// Readiness fails when nothing moved (no event, ack or keepalive) this long.
-pub const WEDGED_AFTER: Duration = Duration::from_secs(30);
+pub(crate) const WEDGED_AFTER: Duration = Duration::from_secs(30);
 
 /// Exit code when the slot is missing or invalidated: `rebuild` is the remedy.
-pub const EXIT_SLOT_LOST: u8 = 3;
+pub(crate) const EXIT_SLOT_LOST: u8 = 3;
 
 /// A watch that turns true on the first SIGINT/SIGTERM; the second one exits
 /// the process at once (safe: delivery is at-least-once).
-pub fn shutdown_signal() -> watch::Receiver<bool> {
+pub(crate) fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         let mut term =
@@ -62,7 +62,7 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 /// and the slot that feeds it (recorded by `rebuild`; the configured slot
 /// for generation 1). On a fresh deployment where a rebuild fills the first
 /// generation, waits (not ready) for its switch.
-pub async fn resolve_target(
+pub(crate) async fn resolve_target(
     client: &ConvexClient,
     configured_slot: &str,
     health: &Health,
@@ -94,13 +94,13 @@ pub async fn resolve_target(
 
 /// How a service runs, beside its settings.
 #[derive(Clone, Copy, Debug)]
-pub struct ServiceOptions {
+pub(crate) struct ServiceOptions {
     /// Write into this generation instead of following the active one.
-    pub generation: Option<u64>,
+    pub(crate) generation: Option<u64>,
     /// Stop once caught up with the WAL position current at start.
-    pub exit_when_caught_up: bool,
+    pub(crate) exit_when_caught_up: bool,
     /// Copy the history that predates the slot on a generation's first start.
-    pub backfill: bool,
+    pub(crate) backfill: bool,
 }
 
 impl Default for ServiceOptions {
@@ -113,7 +113,7 @@ impl Default for ServiceOptions {
     }
 }
 
-pub async fn run_service(
+pub(crate) async fn run_service(
     settings: &Settings,
     options: ServiceOptions,
     metrics: Metrics,
@@ -347,7 +347,7 @@ async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, d: Duration) {
 }
 
 /// Slot missing or invalidated: streaming cannot resume; `rebuild` is the remedy.
-pub fn is_slot_lost(e: &SourceError) -> bool {
+pub(crate) fn is_slot_lost(e: &SourceError) -> bool {
     matches!(
         e,
         SourceError::SlotMissing { .. } | SourceError::SlotInvalidated { .. }

@@ -72,7 +72,7 @@ const BULK_READ_PAUSE_UNIX: Duration = Duration::from_micros(400);
 /// status and shutdown get their turn.
 const MESSAGES_PER_WAKE: usize = 1024;
 
-pub struct Session<'a> {
+pub(crate) struct Session<'a> {
     ctx: SessionContext<'a>,
     driver: &'a mut Driver,
     stream: ReplicationStream,
@@ -92,7 +92,7 @@ pub struct Session<'a> {
 impl<'a> Session<'a> {
     /// Connects, checks the slot and starts streaming from its confirmed
     /// position. `driver` must be settled (nothing open or in flight).
-    pub async fn start(
+    pub(crate) async fn start(
         ctx: SessionContext<'a>,
         driver: &'a mut Driver,
     ) -> Result<Session<'a>, SessionError> {
@@ -169,7 +169,7 @@ impl<'a> Session<'a> {
     }
 
     /// Streams until the session ends (see the module doc for the loop).
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<SessionEnd, SessionError> {

@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 /// How often slot health is read from `pg_replication_slots`.
 const SLOT_POLL: Duration = Duration::from_secs(10);
 
-pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -19,7 +19,7 @@ impl Drop for AbortOnDrop {
 
 /// Polls the slot's retained WAL, `wal_status` and `safe_wal_size` into
 /// the metrics (with the predicted time to invalidation).
-pub fn spawn_slot_poller(
+pub(crate) fn spawn_slot_poller(
     db_url: crate::config::Secret,
     slot: String,
     metrics: Metrics,

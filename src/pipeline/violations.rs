@@ -41,7 +41,7 @@ const KINDS: [&str; 3] = ["update", "delete", "truncate"];
 /// Detail kept of a violating row (its seq, its kind): bounded whatever the row.
 const DETAIL_CHARS: usize = 200;
 
-pub struct Violations {
+pub(crate) struct Violations {
     open: Option<TxnViolations>,
     recorder: watch::Sender<Option<Value>>,
     _task: crate::pipeline::slot_poller::AbortOnDrop,
@@ -49,7 +49,7 @@ pub struct Violations {
 
 impl Violations {
     /// Starts the recorder that writes the newest summary to Convex.
-    pub fn new(client: Arc<ConvexClient>) -> Violations {
+    pub(crate) fn new(client: Arc<ConvexClient>) -> Violations {
         let (tx, mut rx) = watch::channel::<Option<Value>>(None);
         let task = tokio::spawn(async move {
             while rx.changed().await.is_ok() {
@@ -67,7 +67,7 @@ impl Violations {
     }
 
     /// One violating row of the open transaction.
-    pub fn observe(&mut self, kind: ViolationKind, detail: String) {
+    pub(crate) fn observe(&mut self, kind: ViolationKind, detail: String) {
         let t = self.open.get_or_insert_with(TxnViolations::default);
         t.counts[index(kind)] += 1;
         let detail: String = detail.chars().take(DETAIL_CHARS).collect();
@@ -79,7 +79,7 @@ impl Violations {
     }
 
     /// The transaction committed: report what it did, once.
-    pub fn commit(&mut self, metrics: &Metrics) {
+    pub(crate) fn commit(&mut self, metrics: &Metrics) {
         let Some(t) = self.open.take() else {
             return;
         };

@@ -24,10 +24,10 @@ use crate::event::Lsn;
 
 /// Batch identifiers are assigned by the pipeline, starting at 1, strictly
 /// increasing in dispatch order.
-pub type BatchId = u64;
+pub(crate) type BatchId = u64;
 
 #[derive(Debug, Default)]
-pub struct Watermark {
+pub(crate) struct Watermark {
     /// Committed transactions not yet confirmed: (end LSN, last batch that
     /// holds one of its events, if any).
     committed: VecDeque<(Lsn, Option<BatchId>)>,
@@ -47,7 +47,7 @@ pub struct Watermark {
 
 impl Watermark {
     /// Starts at the slot's confirmed position.
-    pub fn new(start: Lsn) -> Self {
+    pub(crate) fn new(start: Lsn) -> Self {
         Watermark {
             flush: start,
             received: start,
@@ -55,32 +55,32 @@ impl Watermark {
         }
     }
 
-    pub fn flush_lsn(&self) -> Lsn {
+    pub(crate) fn flush_lsn(&self) -> Lsn {
         self.flush
     }
 
-    pub fn received_lsn(&self) -> Lsn {
+    pub(crate) fn received_lsn(&self) -> Lsn {
         self.received
     }
 
     /// The server reported WAL up to `lsn` (XLogData end or keepalive).
-    pub fn observe_wal_end(&mut self, lsn: Lsn) {
+    pub(crate) fn observe_wal_end(&mut self, lsn: Lsn) {
         self.received = self.received.max(lsn);
         self.advance();
     }
 
-    pub fn begin(&mut self) {
+    pub(crate) fn begin(&mut self) {
         self.open_txn = Some(None);
     }
 
     /// An event of the open transaction went into batch `id`.
-    pub fn event_in_batch(&mut self, id: BatchId) {
+    pub(crate) fn event_in_batch(&mut self, id: BatchId) {
         if let Some(last) = &mut self.open_txn {
             *last = Some(id);
         }
     }
 
-    pub fn commit(&mut self, end_lsn: Lsn) {
+    pub(crate) fn commit(&mut self, end_lsn: Lsn) {
         let last = self.open_txn.take().flatten();
         self.received = self.received.max(end_lsn);
         self.committed.push_back((end_lsn, last));
@@ -88,17 +88,17 @@ impl Watermark {
     }
 
     /// A new batch id, in dispatch order.
-    pub fn next_batch_id(&mut self) -> BatchId {
+    pub(crate) fn next_batch_id(&mut self) -> BatchId {
         self.last_batch += 1;
         self.last_batch
     }
 
     /// The id the next batch will get (the open batch's id).
-    pub fn peek_batch_id(&self) -> BatchId {
+    pub(crate) fn peek_batch_id(&self) -> BatchId {
         self.last_batch + 1
     }
 
-    pub fn ack(&mut self, id: BatchId) {
+    pub(crate) fn ack(&mut self, id: BatchId) {
         if id <= self.acked_prefix {
             return;
         }
@@ -110,7 +110,7 @@ impl Watermark {
     }
 
     /// True when nothing read is waiting for Convex.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.open_txn.is_none() && self.committed.is_empty() && self.acked_prefix == self.last_batch
     }
 

@@ -8,20 +8,20 @@ use crate::event::{Position, RuntimeEvent};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
-    pub event_seq: i64,
-    pub stream_id: String,
-    pub stream_seq: i64,
-    pub event_type: String,
+    pub(crate) event_seq: i64,
+    pub(crate) stream_id: String,
+    pub(crate) stream_seq: i64,
+    pub(crate) event_type: String,
     /// `code: detail`, e.g. `missing_field: thread_id is required`.
     pub reason: String,
     /// The payload text, cut to 16 KiB on a char boundary (the other
     /// texts to 4 KiB: a dead letter always fits one Convex document).
     pub payload: String,
-    pub position: Position,
+    pub(crate) position: Position,
 }
 
 impl DeadLetter {
-    pub fn new(ev: &RuntimeEvent, reason: String) -> Self {
+    pub(crate) fn new(ev: &RuntimeEvent, reason: String) -> Self {
         Self::from_parts(
             ev.seq,
             ev.stream_id(),
@@ -77,11 +77,6 @@ impl DeadLetter {
             "reason": self.reason,
             "payload": self.payload,
         })
-    }
-
-    /// Rough size in memory / on the wire, for byte budgets.
-    pub fn approx_bytes(&self) -> usize {
-        96 + self.stream_id.len() + self.event_type.len() + self.reason.len() + self.payload.len()
     }
 }
 

@@ -28,7 +28,7 @@ pub enum Doc {
 /// A document with the position of the last event folded into it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stored {
-    pub position: Position,
+    pub(crate) position: Position,
     pub doc: Doc,
 }
 
@@ -36,21 +36,15 @@ pub struct Stored {
 #[derive(Debug, thiserror::Error)]
 #[error("stored {table} document does not match the projection schema: {source}")]
 pub struct DocError {
-    pub table: Table,
+    pub(crate) table: Table,
     #[source]
-    pub source: serde_json::Error,
-}
-
-impl Stored {
-    /// Rough in-memory size, for the cache byte budget.
-    pub fn approx_bytes(&self) -> usize {
-        16 + self.doc.approx_bytes()
-    }
+    pub(crate) source: serde_json::Error,
 }
 
 impl Doc {
+    #[cfg(test)]
     /// The document's own key (runId, threadId, workerId, userId).
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         match self {
             Doc::Run(d) => &d.run_id,
             Doc::Timeline(d) => &d.run_id,
@@ -92,7 +86,7 @@ impl Doc {
     }
 
     /// Rough in-memory size, for the cache byte budget.
-    pub fn approx_bytes(&self) -> usize {
+    pub(crate) fn approx_bytes(&self) -> usize {
         match self {
             Doc::Run(d) => d.approx_bytes(),
             Doc::Timeline(d) => d.approx_bytes(),
@@ -103,7 +97,7 @@ impl Doc {
     }
 
     /// `lastStreamSeq` of a stream's own document (runs, workers, inboxes).
-    pub fn last_stream_seq(&self) -> Option<i64> {
+    pub(crate) fn last_stream_seq(&self) -> Option<i64> {
         match self {
             Doc::Run(d) => Some(d.last_stream_seq),
             Doc::Worker(d) => Some(d.last_stream_seq),

@@ -7,7 +7,7 @@ use super::table::Table;
 /// A projected event type. Serialised as its wire name (`"run.created"`),
 /// which is how `lastEventType` and timeline `type` are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum EventType {
+pub(crate) enum EventType {
     #[serde(rename = "run.created")]
     RunCreated,
     #[serde(rename = "run.started")]
@@ -40,14 +40,14 @@ pub enum EventType {
 
 /// The stream family: which prefix the stream id must carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
+pub(crate) enum Family {
     Run,
     Worker,
     User,
 }
 
 impl Family {
-    pub const fn prefix(self) -> &'static str {
+    pub(crate) const fn prefix(self) -> &'static str {
         match self {
             Family::Run => "run:",
             Family::Worker => "worker:",
@@ -56,7 +56,7 @@ impl Family {
     }
 
     /// The table of the stream's own document (the one holding `lastStreamSeq`).
-    pub const fn primary_table(self) -> Table {
+    pub(crate) const fn primary_table(self) -> Table {
         match self {
             Family::Run => Table::Runs,
             Family::Worker => Table::Workers,
@@ -66,7 +66,8 @@ impl Family {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 14] = {
+    #[cfg(test)]
+    pub(crate) const ALL: [EventType; 14] = {
         use EventType::*;
         [
             RunCreated,
@@ -86,7 +87,7 @@ impl EventType {
         ]
     };
 
-    pub fn parse(s: &str) -> Option<EventType> {
+    pub(crate) fn parse(s: &str) -> Option<EventType> {
         use EventType::*;
         Some(match s {
             "run.created" => RunCreated,
@@ -107,7 +108,7 @@ impl EventType {
         })
     }
 
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         use EventType::*;
         match self {
             RunCreated => "run.created",
@@ -127,7 +128,7 @@ impl EventType {
         }
     }
 
-    pub const fn family(self) -> Family {
+    pub(crate) const fn family(self) -> Family {
         use EventType::*;
         match self {
             RunCreated | RunStarted | RunStep | RunUsage | RunCompleted | RunFailed

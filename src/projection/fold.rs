@@ -45,21 +45,22 @@ pub trait StateAccess {
 pub struct Changed(u8);
 
 impl Changed {
+    #[cfg(test)]
     /// Every one of the first `n` keys.
-    pub fn first(n: usize) -> Self {
+    pub(crate) fn first(n: usize) -> Self {
         Changed(((1u16 << n) - 1) as u8)
     }
 
-    pub fn contains(self, i: usize) -> bool {
+    pub(crate) fn contains(self, i: usize) -> bool {
         i < 8 && self.0 & (1 << i) != 0
     }
 
-    pub fn is_empty(self) -> bool {
+    pub(crate) fn is_empty(self) -> bool {
         self.0 == 0
     }
 
     /// The indexes, in order.
-    pub fn indexes(self) -> impl Iterator<Item = usize> {
+    pub(crate) fn indexes(self) -> impl Iterator<Item = usize> {
         (0..8).filter(move |&i| self.contains(i))
     }
 

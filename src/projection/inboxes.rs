@@ -10,7 +10,7 @@ use super::runs::{opt_len, set_owner};
 use super::validate::{EventData, Folding};
 
 /// Notifications kept per inbox.
-pub const INBOX_CAP: usize = 50;
+pub(crate) const INBOX_CAP: usize = 50;
 
 /// One notification. `id`, `title`, `body` and `created_at` never change
 /// once the item exists (only `read` does): its JSON up to `read` is
@@ -19,31 +19,31 @@ pub const INBOX_CAP: usize = 50;
 /// all document writing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct InboxItem {
-    pub id: String,
-    pub title: String,
-    pub body: Option<String>,
-    pub created_at: i64,
-    pub read: bool,
+pub(crate) struct InboxItem {
+    pub(crate) id: String,
+    pub(crate) title: String,
+    pub(crate) body: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) read: bool,
     #[serde(skip)]
-    pub json_head: JsonHead,
+    pub(crate) json_head: JsonHead,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InboxDoc {
-    pub user_id: String,
-    pub owner_id: String,
-    pub unread_count: u64,
+    pub(crate) user_id: String,
+    pub(crate) owner_id: String,
+    pub(crate) unread_count: u64,
     /// Folded notification.created events (all, not only those in the list).
-    pub total_count: u64,
+    pub(crate) total_count: u64,
     /// Newest first (a deque: a new notification is a push at the front).
-    pub items: VecDeque<InboxItem>,
-    pub last_stream_seq: i64,
+    pub(crate) items: VecDeque<InboxItem>,
+    pub(crate) last_stream_seq: i64,
 }
 
 impl InboxDoc {
-    pub fn empty(f: &Folding) -> Self {
+    pub(crate) fn empty(f: &Folding) -> Self {
         InboxDoc {
             user_id: f.entity_id().to_owned(),
             owner_id: String::new(),
@@ -54,7 +54,7 @@ impl InboxDoc {
         }
     }
 
-    pub fn apply(&mut self, f: &Folding) {
+    pub(crate) fn apply(&mut self, f: &Folding) {
         set_owner(&mut self.owner_id, f.owner_id());
         self.last_stream_seq = f.stream_seq;
         match &f.data {
@@ -81,7 +81,7 @@ impl InboxDoc {
         self.unread_count = self.items.iter().filter(|i| !i.read).count() as u64;
     }
 
-    pub fn approx_bytes(&self) -> usize {
+    pub(crate) fn approx_bytes(&self) -> usize {
         96 + self.user_id.len()
             + self.owner_id.len()
             + self

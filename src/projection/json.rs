@@ -42,7 +42,7 @@ impl WriteJson for str {
 }
 
 /// Appends `s` as a JSON string, byte for byte what serde_json writes.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     s.write_json(out);
 }
 
@@ -319,7 +319,7 @@ impl WriteJson for InboxDoc {
 impl Doc {
     /// Appends this document's JSON text (the Convex fields, as
     /// [`Doc::to_json`] gives them) to `out`.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
         match self {
             Doc::Run(d) => d.write_json(out),
             Doc::Timeline(d) => d.write_json(out),
@@ -332,7 +332,7 @@ impl Doc {
     /// This document's JSON text as bytes (UTF-8: literals, digits and
     /// `&str`s, escaped by serde_json, are all that is written), without
     /// the UTF-8 check a `String` needs (~4 % of writing a document).
-    pub fn json_bytes(&self) -> Vec<u8> {
+    pub(crate) fn json_bytes(&self) -> Vec<u8> {
         // Sized from the in-memory estimate (JSON runs ~1.2-1.5x it), so
         // that a document is written without growing the buffer.
         let mut out = Vec::with_capacity(self.approx_bytes() * 3 / 2 + 64);

@@ -8,11 +8,11 @@ use std::sync::OnceLock;
 /// use and kept (see [`InboxItem`]). Derived data: it compares equal
 /// whatever it holds, is not serialised, and starts empty.
 #[derive(Clone, Default)]
-pub struct JsonHead(OnceLock<Vec<u8>>);
+pub(crate) struct JsonHead(OnceLock<Vec<u8>>);
 
 impl JsonHead {
     /// The text, written by `init` on first use.
-    pub fn get_or_init(&self, init: impl FnOnce() -> Vec<u8>) -> &[u8] {
+    pub(crate) fn get_or_init(&self, init: impl FnOnce() -> Vec<u8>) -> &[u8] {
         self.0.get_or_init(init)
     }
 }

@@ -17,12 +17,12 @@ pub struct MemoryFold {
     pub dead_letters: BTreeMap<i64, DeadLetter>,
     /// All ignored events.
     pub ignored: u64,
-    pub ignored_unknown_type: u64,
-    pub ignored_prefix_mismatch: u64,
+    pub(crate) ignored_unknown_type: u64,
+    pub(crate) ignored_prefix_mismatch: u64,
     /// Events folded into at least one document.
     pub folded: u64,
     /// Events every document already held.
-    pub skipped: u64,
+    pub(crate) skipped: u64,
 }
 
 impl MemoryFold {
@@ -68,7 +68,7 @@ impl MemoryFold {
 
     /// Records a dead letter made outside planning (a row too large to
     /// read whole, `projection::oversized`).
-    pub fn apply_dead_letter(&mut self, dl: DeadLetter) {
+    pub(crate) fn apply_dead_letter(&mut self, dl: DeadLetter) {
         self.dead_letter(dl);
     }
 

@@ -14,41 +14,37 @@
 //! document carries the position of the last event folded into it; events at
 //! or below it are skipped, which makes replays harmless.
 
-pub mod dead_letter;
-pub mod doc;
-pub mod event_type;
+pub(crate) mod dead_letter;
+pub(crate) mod doc;
+pub(crate) mod event_type;
 pub mod fold;
-pub mod inboxes;
+pub(crate) mod inboxes;
 mod json;
 mod json_head;
-pub mod memory;
-pub mod oversized;
+pub(crate) mod memory;
+pub(crate) mod oversized;
 pub mod payload;
-pub mod runs;
-pub mod table;
-pub mod threads;
-pub mod time;
-pub mod timelines;
-pub mod truncate;
-pub mod validate;
-pub mod workers;
+pub(crate) mod runs;
+pub(crate) mod table;
+pub(crate) mod threads;
+pub(crate) mod time;
+pub(crate) mod timelines;
+pub(crate) mod truncate;
+pub(crate) mod validate;
+pub(crate) mod workers;
 
-pub use dead_letter::DeadLetter;
+pub(crate) use dead_letter::DeadLetter;
 pub use doc::{Doc, DocError, Stored};
-pub use event_type::{EventType, Family};
 pub use fold::{fold, Changed, FoldOutcome, StateAccess};
-pub use inboxes::{InboxDoc, InboxItem};
-pub use json::write_str as write_json_str;
-pub use json_head::JsonHead;
+pub(crate) use json::write_str as write_json_str;
 pub use memory::MemoryFold;
-pub use runs::{RunDoc, RunStatus};
 pub use table::{ConvexTable, DocKey, DocKeyMap, Table};
-pub use threads::ThreadDoc;
-pub use timelines::{TimelineDoc, TimelineItem};
-pub use validate::{
-    plan, plan_owned_with, EventData, FoldedEvent, Folding, IgnoreReason, KeyInterner, Plan,
-};
-pub use workers::{WorkerDoc, WorkerStatus};
+pub use validate::{plan, Plan};
+pub(crate) use validate::{plan_owned_with, FoldedEvent, Folding, KeyInterner};
+#[cfg(test)]
+pub(crate) use validate::{EventData, IgnoreReason};
+#[cfg(test)]
+pub(crate) use {json_head::JsonHead, threads::ThreadDoc};
 
 #[cfg(test)]
 mod tests;

@@ -16,30 +16,31 @@ use crate::event::{Position, RuntimeEvent};
 use crate::projection::DeadLetter;
 
 /// XLogData header bytes before a pgoutput message (`'w'` + 3 × 8).
-pub const XLOGDATA_HEADER: usize = 25;
+pub(crate) const XLOGDATA_HEADER: usize = 25;
 
 /// Bytes of the pgoutput message the stream keeps of an oversized one:
 /// what is left of `PgConn`'s kept prefix after the XLogData header.
-pub const KEPT_MESSAGE_BYTES: usize = crate::event::OVERSIZED_PREFIX - XLOGDATA_HEADER;
+pub(crate) const KEPT_MESSAGE_BYTES: usize = crate::event::OVERSIZED_PREFIX - XLOGDATA_HEADER;
 
 const INSERT_HEADER: usize = 8;
 const COLUMN_HEADER: usize = 5;
 
+#[cfg(test)]
 /// Size of the Insert message of a row with these column texts.
-pub fn insert_message_bytes(cols: &[&[u8]]) -> usize {
+pub(crate) fn insert_message_bytes(cols: &[&[u8]]) -> usize {
     INSERT_HEADER + cols.iter().map(|c| COLUMN_HEADER + c.len()).sum::<usize>()
 }
 
 /// Whether a message of `message_bytes` is over the connection's maximum
 /// (which counts the XLogData header too).
-pub fn is_oversized(message_bytes: usize, max: usize) -> bool {
+pub(crate) fn is_oversized(message_bytes: usize, max: usize) -> bool {
     message_bytes + XLOGDATA_HEADER > max
 }
 
 /// The column texts a reader keeping the message's first `kept` bytes
 /// sees: whole columns, then the start of the one the cut falls in, then
 /// nothing (as `pgoutput::borrow_insert_prefix` reads them).
-pub fn cut_columns<'a>(cols: &[&'a [u8]], kept: usize) -> Vec<&'a [u8]> {
+pub(crate) fn cut_columns<'a>(cols: &[&'a [u8]], kept: usize) -> Vec<&'a [u8]> {
     let mut budget = kept.saturating_sub(INSERT_HEADER);
     let mut out = Vec::with_capacity(cols.len());
     for col in cols {
@@ -68,7 +69,7 @@ fn reason(message_bytes: usize, max: usize) -> String {
 /// readers alike, from the (cut) texts of its columns in `runtime.events`
 /// order: seq, stream_id, stream_seq, event_type, owner_id, payload,
 /// occurred_at.
-pub fn dead_letter(
+pub(crate) fn dead_letter(
     seq: i64,
     cut: &[&[u8]],
     message_bytes: usize,

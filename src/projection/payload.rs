@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 /// A JSON number as serde_json reports it (no arbitrary precision).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Num {
+pub(crate) enum Num {
     U(u64),
     I(i64),
     F(f64),
@@ -33,7 +33,7 @@ pub enum Num {
 
 /// One payload field.
 #[derive(Debug, Default, PartialEq)]
-pub enum Field<'a> {
+pub(crate) enum Field<'a> {
     #[default]
     Absent,
     Null,
@@ -45,31 +45,32 @@ pub enum Field<'a> {
 
 /// The known payload keys of design.md §2 (unknown keys are ignored).
 #[derive(Debug, Default, PartialEq)]
-pub struct RawPayload<'a> {
-    pub thread_id: Field<'a>,
-    pub title: Field<'a>,
-    pub name: Field<'a>,
-    pub input_tokens: Field<'a>,
-    pub output_tokens: Field<'a>,
-    pub error: Field<'a>,
-    pub reason: Field<'a>,
-    pub repo: Field<'a>,
-    pub host: Field<'a>,
-    pub notification_id: Field<'a>,
-    pub body: Field<'a>,
+pub(crate) struct RawPayload<'a> {
+    pub(crate) thread_id: Field<'a>,
+    pub(crate) title: Field<'a>,
+    pub(crate) name: Field<'a>,
+    pub(crate) input_tokens: Field<'a>,
+    pub(crate) output_tokens: Field<'a>,
+    pub(crate) error: Field<'a>,
+    pub(crate) reason: Field<'a>,
+    pub(crate) repo: Field<'a>,
+    pub(crate) host: Field<'a>,
+    pub(crate) notification_id: Field<'a>,
+    pub(crate) body: Field<'a>,
 }
 
 /// Why a payload could not be read.
 #[derive(Debug, PartialEq, Eq)]
-pub enum PayloadError {
+pub(crate) enum PayloadError {
     /// Valid JSON, but not an object.
     NotObject,
     /// Not JSON at all (cannot come from jsonb, but the text is external).
     InvalidJson(String),
 }
 
+#[cfg(test)]
 /// Reads a payload text.
-pub fn read(text: &str) -> Result<RawPayload<'_>, PayloadError> {
+pub(crate) fn read(text: &str) -> Result<RawPayload<'_>, PayloadError> {
     let mut p = RawPayload::default();
     read_into(text, &mut p).map(|()| p)
 }
@@ -82,7 +83,7 @@ pub fn read(text: &str) -> Result<RawPayload<'_>, PayloadError> {
 /// instructions); anything else, including every invalid text, goes to
 /// serde_json, which stays the definition (a property test holds the two
 /// to the same answer).
-pub fn read_into<'a>(text: &'a str, p: &mut RawPayload<'a>) -> Result<(), PayloadError> {
+pub(crate) fn read_into<'a>(text: &'a str, p: &mut RawPayload<'a>) -> Result<(), PayloadError> {
     if flat::read(text, p).is_some() {
         return Ok(());
     }
@@ -91,7 +92,10 @@ pub fn read_into<'a>(text: &'a str, p: &mut RawPayload<'a>) -> Result<(), Payloa
 }
 
 /// [`read_into`] through serde_json only (the definition).
-pub fn read_with_serde<'a>(text: &'a str, p: &mut RawPayload<'a>) -> Result<(), PayloadError> {
+pub(crate) fn read_with_serde<'a>(
+    text: &'a str,
+    p: &mut RawPayload<'a>,
+) -> Result<(), PayloadError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let is_object = TopSeed(p)
         .deserialize(&mut de)

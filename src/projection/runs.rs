@@ -8,7 +8,7 @@ use super::validate::{EventData, Folding, MAX_TOKENS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RunStatus {
+pub(crate) enum RunStatus {
     Queued,
     Running,
     Completed,
@@ -19,27 +19,27 @@ pub enum RunStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunDoc {
-    pub run_id: String,
-    pub owner_id: String,
-    pub thread_id: Option<String>,
-    pub title: Option<String>,
-    pub status: Option<RunStatus>,
-    pub step_count: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub event_count: u64,
-    pub error: Option<String>,
-    pub created_at: Option<i64>,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub last_event_type: EventType,
-    pub last_event_at: i64,
-    pub last_stream_seq: i64,
+    pub(crate) run_id: String,
+    pub(crate) owner_id: String,
+    pub(crate) thread_id: Option<String>,
+    pub(crate) title: Option<String>,
+    pub(crate) status: Option<RunStatus>,
+    pub(crate) step_count: u64,
+    pub(crate) input_tokens: u64,
+    pub(crate) output_tokens: u64,
+    pub(crate) event_count: u64,
+    pub(crate) error: Option<String>,
+    pub(crate) created_at: Option<i64>,
+    pub(crate) started_at: Option<i64>,
+    pub(crate) finished_at: Option<i64>,
+    pub(crate) last_event_type: EventType,
+    pub(crate) last_event_at: i64,
+    pub(crate) last_stream_seq: i64,
 }
 
 impl RunDoc {
     /// The document before any event (overwritten by the first fold).
-    pub fn empty(f: &Folding) -> Self {
+    pub(crate) fn empty(f: &Folding) -> Self {
         RunDoc {
             run_id: f.entity_id().to_owned(),
             owner_id: String::new(),
@@ -60,7 +60,7 @@ impl RunDoc {
         }
     }
 
-    pub fn apply(&mut self, f: &Folding) {
+    pub(crate) fn apply(&mut self, f: &Folding) {
         set_owner(&mut self.owner_id, f.owner_id());
         self.event_count += 1;
         self.last_event_type = f.event_type;
@@ -110,7 +110,7 @@ impl RunDoc {
         }
     }
 
-    pub fn approx_bytes(&self) -> usize {
+    pub(crate) fn approx_bytes(&self) -> usize {
         200 + self.run_id.len()
             + self.owner_id.len()
             + opt_len(&self.thread_id)

@@ -34,7 +34,7 @@ impl Table {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Table> {
+    pub(crate) fn parse(s: &str) -> Option<Table> {
         Table::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
@@ -42,7 +42,7 @@ impl Table {
     /// inbox): it records the event's stream position, so when a batch must
     /// be split its writes go last (a crash between the parts then replays
     /// the event into the documents that lack it; see `pipeline::dispatch`).
-    pub const fn is_stream_table(self) -> bool {
+    pub(crate) const fn is_stream_table(self) -> bool {
         matches!(self, Table::Runs | Table::Workers | Table::Inboxes)
     }
 }
@@ -57,7 +57,7 @@ pub enum ConvexTable {
 }
 
 impl ConvexTable {
-    pub const ALL: [ConvexTable; 7] = [
+    pub(crate) const ALL: [ConvexTable; 7] = [
         ConvexTable::Projection(Table::Runs),
         ConvexTable::Projection(Table::Timelines),
         ConvexTable::Projection(Table::Threads),
@@ -67,7 +67,7 @@ impl ConvexTable {
         ConvexTable::ProjectorState,
     ];
 
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             ConvexTable::Projection(t) => t.as_str(),
             ConvexTable::DeadLetters => "deadLetters",

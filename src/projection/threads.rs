@@ -10,21 +10,21 @@ use super::validate::Folding;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ThreadDoc {
-    pub thread_id: String,
-    pub run_count: u64,
+    pub(crate) thread_id: String,
+    pub(crate) run_count: u64,
     /// runId of the run.created with the greatest `seq`.
-    pub latest_run_id: String,
+    pub(crate) latest_run_id: String,
     /// owner_id of that same event.
-    pub owner_id: String,
+    pub(crate) owner_id: String,
     /// max `occurred_at` over the run.created events.
-    pub updated_at: i64,
+    pub(crate) updated_at: i64,
     /// The `seq` that set `latestRunId` (stored, needed for the arg-max).
     #[serde(default)]
-    pub latest_run_seq: i64,
+    pub(crate) latest_run_seq: i64,
 }
 
 impl ThreadDoc {
-    pub fn empty(thread_id: &str) -> Self {
+    pub(crate) fn empty(thread_id: &str) -> Self {
         ThreadDoc {
             thread_id: thread_id.to_owned(),
             run_count: 0,
@@ -35,7 +35,7 @@ impl ThreadDoc {
         }
     }
 
-    pub fn apply(&mut self, f: &Folding) {
+    pub(crate) fn apply(&mut self, f: &Folding) {
         self.run_count += 1;
         self.updated_at = self.updated_at.max(f.at);
         if f.seq > self.latest_run_seq {
@@ -45,7 +45,7 @@ impl ThreadDoc {
         }
     }
 
-    pub fn approx_bytes(&self) -> usize {
+    pub(crate) fn approx_bytes(&self) -> usize {
         96 + self.thread_id.len() + self.latest_run_id.len() + self.owner_id.len()
     }
 }

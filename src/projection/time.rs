@@ -10,7 +10,7 @@ use std::cell::Cell;
 use crate::event::parse_timestamp_ms;
 
 /// Epoch ms, truncated toward negative infinity; `None` when unparseable.
-pub fn occurred_at_ms(s: &str) -> Option<i64> {
+pub(crate) fn occurred_at_ms(s: &str) -> Option<i64> {
     // No trim here: padded text (never what Postgres sends) misses the fast
     // path and chrono's parser, which trims, still reads it.
     fast(s).or_else(|| parse_timestamp_ms(s))

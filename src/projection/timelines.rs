@@ -8,28 +8,28 @@ use super::runs::set_owner;
 use super::validate::Folding;
 
 /// Items kept per timeline.
-pub const TIMELINE_CAP: usize = 50;
+pub(crate) const TIMELINE_CAP: usize = 50;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TimelineItem {
-    pub stream_seq: i64,
+pub(crate) struct TimelineItem {
+    pub(crate) stream_seq: i64,
     #[serde(rename = "type")]
-    pub event_type: EventType,
-    pub at: i64,
+    pub(crate) event_type: EventType,
+    pub(crate) at: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TimelineDoc {
-    pub run_id: String,
-    pub owner_id: String,
-    pub total: u64,
-    pub items: Vec<TimelineItem>,
+    pub(crate) run_id: String,
+    pub(crate) owner_id: String,
+    pub(crate) total: u64,
+    pub(crate) items: Vec<TimelineItem>,
 }
 
 impl TimelineDoc {
-    pub fn empty(f: &Folding) -> Self {
+    pub(crate) fn empty(f: &Folding) -> Self {
         TimelineDoc {
             run_id: f.entity_id().to_owned(),
             owner_id: String::new(),
@@ -38,7 +38,7 @@ impl TimelineDoc {
         }
     }
 
-    pub fn apply(&mut self, f: &Folding) {
+    pub(crate) fn apply(&mut self, f: &Folding) {
         set_owner(&mut self.owner_id, f.owner_id());
         self.total += 1;
         if self.items.len() >= TIMELINE_CAP {
@@ -52,7 +52,7 @@ impl TimelineDoc {
         });
     }
 
-    pub fn approx_bytes(&self) -> usize {
+    pub(crate) fn approx_bytes(&self) -> usize {
         96 + self.run_id.len() + self.owner_id.len() + self.items.len() * 40
     }
 }

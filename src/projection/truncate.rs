@@ -2,21 +2,21 @@
 //! so that every implementation (Rust, TypeScript, SQL) cuts at the same place.
 
 /// Limit for `title`, `repo`, `host`, `name`.
-pub const SHORT_TEXT: usize = 200;
+pub(crate) const SHORT_TEXT: usize = 200;
 /// Limit for `error`, `reason`, `body`.
-pub const LONG_TEXT: usize = 2000;
+pub(crate) const LONG_TEXT: usize = 2000;
 /// Limit for ids (stream id suffix, `thread_id`, `notification_id`).
-pub const MAX_ID: usize = 200;
+pub(crate) const MAX_ID: usize = 200;
 /// Dead-letter payloads are cut to this many bytes (on a char boundary).
-pub const DEAD_LETTER_PAYLOAD_BYTES: usize = 16 * 1024;
+pub(crate) const DEAD_LETTER_PAYLOAD_BYTES: usize = 16 * 1024;
 /// Every other text of a dead letter (`streamId`, `eventType`, `reason`)
 /// is cut to this many bytes: together with the payload a dead letter
 /// stays far under Convex's 1 MiB per document, so it is always stored,
 /// never refused (a malformed event may carry a stream id of any size).
-pub const DEAD_LETTER_TEXT_BYTES: usize = 4 * 1024;
+pub(crate) const DEAD_LETTER_TEXT_BYTES: usize = 4 * 1024;
 
 /// The prefix of `s` holding at most `max` scalar values.
-pub fn truncate_chars(s: &str, max: usize) -> &str {
+pub(crate) fn truncate_chars(s: &str, max: usize) -> &str {
     // A string of at most `max` bytes has at most `max` chars.
     if s.len() <= max {
         return s;
@@ -28,19 +28,19 @@ pub fn truncate_chars(s: &str, max: usize) -> &str {
 }
 
 /// Truncates an owned string in place (no copy when it already fits).
-pub fn truncate_owned(mut s: String, max: usize) -> String {
+pub(crate) fn truncate_owned(mut s: String, max: usize) -> String {
     let keep = truncate_chars(&s, max).len();
     s.truncate(keep);
     s
 }
 
 /// Number of scalar values, stopping early once above `max`.
-pub fn exceeds_chars(s: &str, max: usize) -> bool {
+pub(crate) fn exceeds_chars(s: &str, max: usize) -> bool {
     s.len() > max && s.chars().nth(max).is_some()
 }
 
 /// The prefix of `s` of at most `max` bytes, cut on a char boundary.
-pub fn truncate_bytes(s: &str, max: usize) -> &str {
+pub(crate) fn truncate_bytes(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -39,7 +39,7 @@ use super::truncate::{
 use crate::event::{EventText, Position, RuntimeEvent};
 
 /// The largest token count (2^53 - 1): exact in a float64.
-pub const MAX_TOKENS: u64 = (1 << 53) - 1;
+pub(crate) const MAX_TOKENS: u64 = (1 << 53) - 1;
 
 /// Why an event is not projected (not an error: the log carries more than we project).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,7 +49,7 @@ pub enum IgnoreReason {
 }
 
 impl IgnoreReason {
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             IgnoreReason::UnknownType => "unknown_type",
             IgnoreReason::PrefixMismatch => "prefix_mismatch",
@@ -69,7 +69,7 @@ pub enum Plan {
 
 /// The typed, validated content of an event; strings already truncated.
 #[derive(Clone, Debug, PartialEq)]
-pub enum EventData {
+pub(crate) enum EventData {
     RunCreated {
         thread_id: String,
         title: Option<String>,
@@ -116,13 +116,13 @@ pub struct Folding {
     /// Primary (stream) document first, then the others; inline, since
     /// an event touches at most three (a `Vec` was an allocation per event).
     keys: SmallVec<[DocKey; 3]>,
-    pub seq: i64,
-    pub stream_seq: i64,
-    pub event_type: EventType,
+    pub(crate) seq: i64,
+    pub(crate) stream_seq: i64,
+    pub(crate) event_type: EventType,
     /// `occurred_at` in epoch ms (truncated).
-    pub at: i64,
-    pub position: Position,
-    pub data: EventData,
+    pub(crate) at: i64,
+    pub(crate) position: Position,
+    pub(crate) data: EventData,
     /// The event's text columns, moved from the [`RuntimeEvent`]; the
     /// payload is kept for an `out_of_order` dead letter.
     text: EventText,
@@ -139,7 +139,7 @@ impl Folding {
     /// Its size in memory (the boxed struct, the keys, the strings rounded
     /// up to the allocator's 16-byte classes), for the in-flight byte
     /// budget: so that budget is real memory.
-    pub fn approx_bytes(&self) -> usize {
+    pub(crate) fn approx_bytes(&self) -> usize {
         fn heap(n: usize) -> usize {
             n.next_multiple_of(16)
         }
@@ -151,18 +151,18 @@ impl Folding {
             + heap(self.text.len())
     }
 
-    pub fn owner_id(&self) -> &str {
+    pub(crate) fn owner_id(&self) -> &str {
         self.text.owner_id()
     }
 
     /// The id after the stream prefix (runId, workerId, userId).
-    pub fn entity_id(&self) -> &str {
+    pub(crate) fn entity_id(&self) -> &str {
         &self.keys[0].key
     }
 
     /// A dead letter for this event (e.g. `out_of_order`, or a write Convex
     /// refused definitively), with the payload kept from planning.
-    pub fn dead_letter(&self, reason: String) -> DeadLetter {
+    pub(crate) fn dead_letter(&self, reason: String) -> DeadLetter {
         DeadLetter::from_parts(
             self.seq,
             self.text.stream_id(),
@@ -179,18 +179,18 @@ impl Folding {
 /// dead-letter it if Convex rejects one of its documents (keys, owner and
 /// typed data are dropped at fold, halving a batch's memory in flight).
 #[derive(Clone, Debug, PartialEq)]
-pub struct FoldedEvent {
-    pub seq: i64,
-    pub stream_seq: i64,
-    pub event_type: EventType,
-    pub position: Position,
+pub(crate) struct FoldedEvent {
+    pub(crate) seq: i64,
+    pub(crate) stream_seq: i64,
+    pub(crate) event_type: EventType,
+    pub(crate) position: Position,
     /// All of the event's text, one allocation (freeing the payload alone
     /// would cost a copy of the rest).
     text: EventText,
 }
 
 impl FoldedEvent {
-    pub fn dead_letter(&self, reason: String) -> DeadLetter {
+    pub(crate) fn dead_letter(&self, reason: String) -> DeadLetter {
         DeadLetter::from_parts(
             self.seq,
             self.text.stream_id(),
@@ -205,7 +205,7 @@ impl FoldedEvent {
 
 impl Folding {
     /// Keeps what a dead letter needs, frees the rest.
-    pub fn into_folded(self) -> FoldedEvent {
+    pub(crate) fn into_folded(self) -> FoldedEvent {
         FoldedEvent {
             seq: self.seq,
             stream_seq: self.stream_seq,
@@ -221,10 +221,10 @@ impl Folding {
 /// own key (and freeing it at the ack) was ~3 % of a drain. The pipeline
 /// keeps one per batch, so it holds no more than the open batch.
 #[derive(Default)]
-pub struct KeyInterner(std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>);
+pub(crate) struct KeyInterner(std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>);
 
 impl KeyInterner {
-    pub fn intern(&mut self, key: &str) -> Arc<str> {
+    pub(crate) fn intern(&mut self, key: &str) -> Arc<str> {
         if let Some(k) = self.0.get(key) {
             return k.clone();
         }
@@ -258,7 +258,7 @@ pub fn plan(ev: &RuntimeEvent) -> Plan {
 /// [`plan`] for the pipeline's hot path: the event's text moves into the
 /// [`Folding`] instead of being copied, and document keys are shared
 /// through `keys` when given.
-pub fn plan_owned_with(ev: RuntimeEvent, keys: Option<&mut KeyInterner>) -> Plan {
+pub(crate) fn plan_owned_with(ev: RuntimeEvent, keys: Option<&mut KeyInterner>) -> Plan {
     match check(&ev, keys) {
         Checked::Ignored(reason) => Plan::Ignored(reason),
         Checked::Invalid(reason) => Plan::DeadLetter(DeadLetter::new(&ev, reason)),

@@ -9,7 +9,7 @@ use super::validate::{EventData, Folding};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum WorkerStatus {
+pub(crate) enum WorkerStatus {
     Requested,
     Running,
     Stopped,
@@ -19,25 +19,25 @@ pub enum WorkerStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerDoc {
-    pub worker_id: String,
-    pub owner_id: String,
-    pub status: Option<WorkerStatus>,
-    pub repo: Option<String>,
-    pub host: Option<String>,
-    pub error: Option<String>,
-    pub requested_at: Option<i64>,
-    pub started_at: Option<i64>,
-    pub stopped_at: Option<i64>,
-    pub last_heartbeat_at: Option<i64>,
-    pub heartbeat_count: u64,
-    pub event_count: u64,
-    pub last_event_type: EventType,
-    pub last_event_at: i64,
-    pub last_stream_seq: i64,
+    pub(crate) worker_id: String,
+    pub(crate) owner_id: String,
+    pub(crate) status: Option<WorkerStatus>,
+    pub(crate) repo: Option<String>,
+    pub(crate) host: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) requested_at: Option<i64>,
+    pub(crate) started_at: Option<i64>,
+    pub(crate) stopped_at: Option<i64>,
+    pub(crate) last_heartbeat_at: Option<i64>,
+    pub(crate) heartbeat_count: u64,
+    pub(crate) event_count: u64,
+    pub(crate) last_event_type: EventType,
+    pub(crate) last_event_at: i64,
+    pub(crate) last_stream_seq: i64,
 }
 
 impl WorkerDoc {
-    pub fn empty(f: &Folding) -> Self {
+    pub(crate) fn empty(f: &Folding) -> Self {
         WorkerDoc {
             worker_id: f.entity_id().to_owned(),
             owner_id: String::new(),
@@ -57,7 +57,7 @@ impl WorkerDoc {
         }
     }
 
-    pub fn apply(&mut self, f: &Folding) {
+    pub(crate) fn apply(&mut self, f: &Folding) {
         set_owner(&mut self.owner_id, f.owner_id());
         self.event_count += 1;
         self.last_event_type = f.event_type;
@@ -92,7 +92,7 @@ impl WorkerDoc {
         }
     }
 
-    pub fn approx_bytes(&self) -> usize {
+    pub(crate) fn approx_bytes(&self) -> usize {
         200 + self.worker_id.len()
             + self.owner_id.len()
             + opt_len(&self.repo)

@@ -17,33 +17,33 @@ use super::convex::{ConvexOptions, LocalConvex};
 use super::postgres::{LocalPostgres, PgOptions};
 
 #[derive(Args, Debug)]
-pub struct SandboxArgs {
+pub(crate) struct SandboxArgs {
     /// A postgresql.conf line, after the sandbox's defaults (repeatable),
     /// e.g. `--conf "synchronous_commit = on"`.
     #[arg(long = "conf", value_name = "LINE")]
-    pub conf: Vec<String>,
+    pub(crate) conf: Vec<String>,
     /// An address to listen on (repeatable; default 127.0.0.1). The URL
     /// printed uses the first.
     #[arg(long = "listen", value_name = "ADDR")]
-    pub listen: Vec<String>,
+    pub(crate) listen: Vec<String>,
     /// A pg_hba.conf line appended after initdb's (repeatable; the first
     /// match wins, so it only adds what initdb's lines do not cover), e.g.
     /// `--hba "host all all 10.0.0.1/32 scram-sha-256"`.
     #[arg(long = "hba", value_name = "LINE")]
-    pub hba: Vec<String>,
+    pub(crate) hba: Vec<String>,
     /// Apply `sql/001_runtime_events.sql` to the `postgres` database.
     #[arg(long)]
-    pub schema: bool,
+    pub(crate) schema: bool,
     /// Start no Postgres (with `--convex`: the backend alone).
     #[arg(long)]
-    pub no_postgres: bool,
+    pub(crate) no_postgres: bool,
     /// Also start the local Convex backend.
     #[arg(long)]
-    pub convex: bool,
+    pub(crate) convex: bool,
     /// Environment for the backend, `KEY=VALUE` (repeatable), e.g. the
     /// `JWT_ISSUER`, `JWT_JWKS_URL`, `JWT_APPLICATION_ID` of a token issuer.
     #[arg(long = "convex-env", value_name = "KEY=VALUE", value_parser = parse_env)]
-    pub convex_env: Vec<(String, String)>,
+    pub(crate) convex_env: Vec<(String, String)>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -52,7 +52,7 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
-pub async fn main(args: SandboxArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn main(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let mut facts = serde_json::Map::new();
     let pg = if args.no_postgres {
         None

@@ -24,13 +24,13 @@ const TAIL_LINES: usize = 200;
 
 /// The repository root: where `package.json` and `convex/` live. The
 /// compile-time crate directory, unless `PROJECTOR_REPO_ROOT` says otherwise.
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     std::env::var_os("PROJECTOR_REPO_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
-pub fn free_port() -> std::io::Result<u16> {
+pub(crate) fn free_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
@@ -75,7 +75,7 @@ pub struct LocalConvex {
 impl LocalConvex {
     /// Starts the backend from `root` with extra environment and waits for
     /// its `listening` line (`demo`).
-    pub async fn start_with_env(
+    pub(crate) async fn start_with_env(
         root: &Path,
         env: &[(String, String)],
     ) -> anyhow::Result<LocalConvex> {
@@ -201,11 +201,6 @@ impl LocalConvex {
     pub fn output_tail(&self) -> String {
         let o = self.output.lock().unwrap_or_else(|p| p.into_inner());
         o.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-
-    /// The npm process (the leader of the backend's process group).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 }
 

@@ -4,7 +4,7 @@
 //! Never used by `run` against real deployments; `command` is the hidden
 //! `projector sandbox` that starts them for scripts.
 
-pub mod command;
+pub(crate) mod command;
 pub mod convex;
 pub mod postgres;
 pub mod web;

@@ -78,19 +78,19 @@ pub struct LocalPostgres {
     pub data: PathBuf,
     pub port: u16,
     /// The host of [`LocalPostgres::url`].
-    pub host: String,
+    pub(crate) host: String,
     /// The superuser's password (TCP connections).
     password: Secret,
     child: Mutex<Option<Child>>,
 }
 
-pub struct LocalDb {
-    pub url: Secret,
+pub(crate) struct LocalDb {
+    pub(crate) url: Secret,
 }
 
 /// uid/gid of the `postgres` OS user when we run as root, else `None`.
 /// Looked up once, before any fork: the child may not call getpwnam.
-pub fn server_user() -> anyhow::Result<Option<(u32, u32)>> {
+pub(crate) fn server_user() -> anyhow::Result<Option<(u32, u32)>> {
     static IDS: OnceLock<Option<(u32, u32)>> = OnceLock::new();
     if let Some(ids) = IDS.get() {
         return Ok(*ids);
@@ -247,7 +247,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl LocalPostgres {
     /// `demo`'s cluster: [`PgOptions::default`], started.
-    pub async fn start() -> anyhow::Result<LocalPostgres> {
+    pub(crate) async fn start() -> anyhow::Result<LocalPostgres> {
         tokio::task::spawn_blocking(|| {
             let pg = LocalPostgres::init(&PgOptions::default())?;
             pg.start_server()?;
@@ -397,7 +397,7 @@ impl LocalPostgres {
         &self.password
     }
 
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.join("postgres.log")
     }
 
@@ -510,7 +510,7 @@ impl LocalPostgres {
     }
 
     /// The superuser's URL for `db` over TCP (no TLS).
-    pub fn url(&self, db: &str) -> String {
+    pub(crate) fn url(&self, db: &str) -> String {
         format!(
             "postgres://postgres:{}@{}:{}/{db}?sslmode=disable",
             self.password.expose(),
@@ -520,7 +520,7 @@ impl LocalPostgres {
     }
 
     /// The superuser's URL for `db` through the Unix socket in `dir`.
-    pub fn socket_url(&self, db: &str) -> String {
+    pub(crate) fn socket_url(&self, db: &str) -> String {
         format!(
             "postgres://postgres@/{db}?host={}&port={}",
             self.dir.display(),
@@ -529,7 +529,7 @@ impl LocalPostgres {
     }
 
     /// Creates a database with `sql/001_runtime_events.sql` applied.
-    pub async fn create_database(&self, name: &str) -> anyhow::Result<LocalDb> {
+    pub(crate) async fn create_database(&self, name: &str) -> anyhow::Result<LocalDb> {
         let (admin, conn) =
             tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
@@ -546,7 +546,7 @@ impl LocalPostgres {
 }
 
 /// The schema every database of ours starts from.
-pub const SCHEMA: &str = include_str!("../../sql/001_runtime_events.sql");
+pub(crate) const SCHEMA: &str = include_str!("../../sql/001_runtime_events.sql");
 
 impl Drop for LocalPostgres {
     fn drop(&mut self) {

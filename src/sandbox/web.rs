@@ -85,7 +85,7 @@ impl DemoWeb {
     }
 
     /// The live page for `user`, subscribed to the deployment at `convex_url`.
-    pub fn page_url(&self, convex_url: &str, user: &str) -> anyhow::Result<String> {
+    pub(crate) fn page_url(&self, convex_url: &str, user: &str) -> anyhow::Result<String> {
         let url = reqwest::Url::parse_with_params(
             &format!("{}/", self.url),
             &[("convex", convex_url), ("user", user)],

@@ -21,8 +21,8 @@ use crate::source::SourceError;
 /// What kind of server `setup` is talking to.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Server {
-    pub major: u32,
-    pub in_recovery: bool,
+    pub(crate) major: u32,
+    pub(crate) in_recovery: bool,
 }
 
 pub(crate) async fn server(client: &tokio_postgres::Client) -> Result<Server, SourceError> {

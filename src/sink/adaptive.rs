@@ -38,7 +38,7 @@ use crate::sink::store::{DocumentStore, StoreFuture};
 use crate::sink::{ApplyResult, LoadedDoc, SinkError};
 
 /// How long a timed-out mutation still counts as in flight.
-pub const TIMEOUT_HOLD: Duration = Duration::from_secs(5);
+pub(crate) const TIMEOUT_HOLD: Duration = Duration::from_secs(5);
 
 /// Successes before the latency mean is trusted as a baseline.
 const WARM_UP: u64 = 10;
@@ -48,7 +48,7 @@ const MEAN_WEIGHT: f64 = 0.05;
 
 /// What one mutation's answer says about the deployment's load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// Answered in time, latency flat.
     Fine,
     /// 429, 5xx or a timeout.
@@ -62,12 +62,12 @@ pub enum Signal {
 
 /// The AIMD state, without the permits (pure, unit-tested).
 #[derive(Debug)]
-pub struct Limit {
-    pub limit: usize,
-    pub max: usize,
+pub(crate) struct Limit {
+    pub(crate) limit: usize,
+    pub(crate) max: usize,
     /// Incremented on every decrease; a request remembers the value it
     /// was sent under.
-    pub epoch: u64,
+    pub(crate) epoch: u64,
     fine_in_row: usize,
     saturated: bool,
     mean_latency: Option<f64>,
@@ -75,7 +75,7 @@ pub struct Limit {
 }
 
 impl Limit {
-    pub fn new(max: usize) -> Limit {
+    pub(crate) fn new(max: usize) -> Limit {
         let max = max.max(1);
         Limit {
             limit: max,
@@ -89,7 +89,7 @@ impl Limit {
     }
 
     /// A request is sent with `in_flight` (itself included) in flight.
-    pub fn on_send(&mut self, in_flight: usize) {
+    pub(crate) fn on_send(&mut self, in_flight: usize) {
         if in_flight >= self.limit {
             self.saturated = true;
         }
@@ -97,7 +97,7 @@ impl Limit {
 
     /// Classifies a success by its latency against the long-run mean, and
     /// folds it into the mean.
-    pub fn latency_signal(&mut self, latency: Duration) -> Signal {
+    pub(crate) fn latency_signal(&mut self, latency: Duration) -> Signal {
         let s = latency.as_secs_f64();
         let slow = self.samples >= WARM_UP && self.mean_latency.is_some_and(|m| s > 2.0 * m);
         self.samples += 1;
@@ -114,7 +114,7 @@ impl Limit {
 
     /// The answer of a request sent under `sent_epoch`. Returns by how
     /// much the limit changed (negative: decreased).
-    pub fn on_answer(&mut self, signal: Signal, sent_epoch: u64) -> isize {
+    pub(crate) fn on_answer(&mut self, signal: Signal, sent_epoch: u64) -> isize {
         match signal {
             Signal::Neutral => 0,
             Signal::Slow => {
@@ -156,7 +156,7 @@ impl Limit {
 }
 
 /// Push-back, as the deployment signals it.
-pub fn signal_of(e: &SinkError) -> Signal {
+pub(crate) fn signal_of(e: &SinkError) -> Signal {
     match e {
         SinkError::RateLimited { .. } | SinkError::Server { .. } | SinkError::Timeout { .. } => {
             Signal::PushBack
@@ -231,7 +231,7 @@ impl Slots {
 
 /// A [`DocumentStore`] whose `apply` calls wait for one of an adaptive
 /// number of slots.
-pub struct Adaptive<S> {
+pub(crate) struct Adaptive<S> {
     inner: S,
     slots: Slots,
 }
@@ -239,7 +239,7 @@ pub struct Adaptive<S> {
 impl<S: DocumentStore> Adaptive<S> {
     /// At most `max` mutations in flight; starts at `max` (a fresh process
     /// does not know the deployment, and the first push-back halves it).
-    pub fn new(inner: S, max: usize, metrics: Option<Metrics>) -> Self {
+    pub(crate) fn new(inner: S, max: usize, metrics: Option<Metrics>) -> Self {
         let limit = Limit::new(max);
         if let Some(m) = &metrics {
             m.convex_concurrency_limit.set(limit.limit as i64);
@@ -258,8 +258,10 @@ impl<S: DocumentStore> Adaptive<S> {
         }
     }
 
-    /// The current limit of mutations in flight.
-    pub fn limit(&self) -> usize {
+    /// The current limit of mutations in flight (the metric reports it
+    /// in the service).
+    #[cfg(test)]
+    fn limit(&self) -> usize {
         self.slots.lock().limit.limit
     }
 }

@@ -15,20 +15,20 @@ use crate::sink::client::{decode_value, encode_body, ConvexClient, Kind};
 use crate::sink::encoding::{count, opt_count};
 use crate::sink::error::SinkError;
 
-pub const APPLY: &str = "projector:apply";
-pub const LOAD: &str = "projector:load";
-pub const PAGE: &str = "projector:page";
-pub const GET_ACTIVE: &str = "projector:getActive";
-pub const SET_ACTIVE: &str = "projector:setActive";
-pub const PURGE: &str = "projector:purge";
-pub const GET_STATE: &str = "projector:getState";
-pub const SET_STATE: &str = "projector:setState";
-pub const ACQUIRE_WRITER: &str = "projector:acquireWriter";
-pub const ENSURE_ACTIVE: &str = "projector:ensureActive";
-pub const BEGIN_REBUILD: &str = "projector:beginRebuild";
-pub const RENEW_REBUILD: &str = "projector:renewRebuild";
-pub const END_REBUILD: &str = "projector:endRebuild";
-pub const SCHEMA_VERSION_QUERY: &str = "projector:schemaVersion";
+pub(crate) const APPLY: &str = "projector:apply";
+pub(crate) const LOAD: &str = "projector:load";
+pub(crate) const PAGE: &str = "projector:page";
+pub(crate) const GET_ACTIVE: &str = "projector:getActive";
+pub(crate) const SET_ACTIVE: &str = "projector:setActive";
+pub(crate) const PURGE: &str = "projector:purge";
+pub(crate) const GET_STATE: &str = "projector:getState";
+pub(crate) const SET_STATE: &str = "projector:setState";
+pub(crate) const ACQUIRE_WRITER: &str = "projector:acquireWriter";
+pub(crate) const ENSURE_ACTIVE: &str = "projector:ensureActive";
+pub(crate) const BEGIN_REBUILD: &str = "projector:beginRebuild";
+pub(crate) const RENEW_REBUILD: &str = "projector:renewRebuild";
+pub(crate) const END_REBUILD: &str = "projector:endRebuild";
+pub(crate) const SCHEMA_VERSION_QUERY: &str = "projector:schemaVersion";
 
 /// One guarded upsert: `doc` replaces the stored document of
 /// `(generation, key)` in `table` if `position` is greater than the stored
@@ -98,17 +98,17 @@ impl<D: Serialize> ApplyRequest<D> {
 pub struct DocJson(Vec<u8>);
 
 impl DocJson {
-    pub fn of(doc: &crate::projection::Doc) -> Self {
+    pub(crate) fn of(doc: &crate::projection::Doc) -> Self {
         DocJson(doc.json_bytes())
     }
 
     /// The JSON text (UTF-8).
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// Memory it holds (its buffer's capacity).
-    pub fn heap_bytes(&self) -> usize {
+    pub(crate) fn heap_bytes(&self) -> usize {
         self.0.capacity()
     }
 }
@@ -124,7 +124,7 @@ impl std::fmt::Debug for DocJson {
 impl ApplyRequest<DocJson> {
     /// The HTTP body, byte for byte what [`ApplyRequest::encode`] gives for
     /// the same documents typed, with each document's text copied in.
-    pub fn encode_raw(&self) -> Result<Bytes, SinkError> {
+    pub(crate) fn encode_raw(&self) -> Result<Bytes, SinkError> {
         let docs: usize = self
             .writes
             .iter()
@@ -186,7 +186,7 @@ struct EnsureActiveAnswer {
 /// holds the lease.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum LeaseAnswer {
+pub(crate) enum LeaseAnswer {
     #[serde(rename_all = "camelCase")]
     Granted {
         #[serde(deserialize_with = "count")]
@@ -352,13 +352,13 @@ impl ConvexClient {
 
     /// The active generation, creating generation 1 on a fresh deployment
     /// unless a rebuild fills it: `(active, rebuilding target)`.
-    pub async fn ensure_active(&self) -> Result<(Option<u64>, Option<u64>), SinkError> {
+    pub(crate) async fn ensure_active(&self) -> Result<(Option<u64>, Option<u64>), SinkError> {
         let a: EnsureActiveAnswer = self.mutation(ENSURE_ACTIVE, json!({})).await?;
         Ok((a.active, a.rebuilding))
     }
 
     /// The contract version the deployed functions implement.
-    pub async fn schema_version(&self) -> Result<u64, SinkError> {
+    pub(crate) async fn schema_version(&self) -> Result<u64, SinkError> {
         let v: Value = self.query(SCHEMA_VERSION_QUERY, json!({})).await?;
         crate::sink::encoding::as_count(&v).ok_or_else(|| SinkError::Protocol {
             path: SCHEMA_VERSION_QUERY.into(),
@@ -367,7 +367,7 @@ impl ConvexClient {
     }
 
     /// Asks for the one-rebuild lease (`convex/lease.ts`).
-    pub async fn begin_rebuild(
+    pub(crate) async fn begin_rebuild(
         &self,
         holder: &str,
         lease_ms: u64,
@@ -381,13 +381,13 @@ impl ConvexClient {
     }
 
     /// Renews our lease; `false` when another rebuild took it.
-    pub async fn renew_rebuild(&self, holder: &str) -> Result<bool, SinkError> {
+    pub(crate) async fn renew_rebuild(&self, holder: &str) -> Result<bool, SinkError> {
         self.mutation(RENEW_REBUILD, json!({ "holder": holder }))
             .await
     }
 
     /// Gives our lease up.
-    pub async fn end_rebuild(&self, holder: &str) -> Result<(), SinkError> {
+    pub(crate) async fn end_rebuild(&self, holder: &str) -> Result<(), SinkError> {
         let _: Value = self
             .mutation(END_REBUILD, json!({ "holder": holder }))
             .await?;
@@ -397,7 +397,7 @@ impl ConvexClient {
     /// Makes this process the writer of `generation` under a new epoch,
     /// fencing every earlier writer (`convex/writer.ts`). Returns the epoch
     /// and who held it before.
-    pub async fn acquire_writer(
+    pub(crate) async fn acquire_writer(
         &self,
         generation: u64,
         holder: &str,

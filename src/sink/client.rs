@@ -163,10 +163,6 @@ impl ConvexClient {
         &self.url
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Runs a query once and decodes its value.
     pub async fn query<T: DeserializeOwned>(
         &self,
@@ -177,7 +173,7 @@ impl ConvexClient {
     }
 
     /// Runs a mutation once and decodes its value.
-    pub async fn mutation<T: DeserializeOwned>(
+    pub(crate) async fn mutation<T: DeserializeOwned>(
         &self,
         path: &str,
         args: Value,
@@ -296,10 +292,10 @@ impl ConvexClient {
 }
 
 /// Set to `1` to allow `http://` to a host that is not loopback.
-pub const ALLOW_HTTP_ENV: &str = "PROJECTOR_CONVEX_ALLOW_HTTP";
+pub(crate) const ALLOW_HTTP_ENV: &str = "PROJECTOR_CONVEX_ALLOW_HTTP";
 /// The one proxy the Convex client uses (`http://host:port`, credentials
 /// allowed); the usual `HTTPS_PROXY` & co. are ignored.
-pub const PROXY_ENV: &str = "PROJECTOR_CONVEX_PROXY";
+pub(crate) const PROXY_ENV: &str = "PROJECTOR_CONVEX_PROXY";
 
 /// `localhost`, 127.0.0.0/8 or ::1: plain http never leaves the machine.
 fn is_loopback(u: &url::Url) -> bool {
@@ -347,7 +343,10 @@ fn proxy_from_env() -> Result<Option<reqwest::Proxy>, SinkError> {
 }
 
 /// `{"path":..,"args":..,"format":"json"}` as bytes.
-pub fn encode_body<A: serde::Serialize + ?Sized>(path: &str, args: &A) -> Result<Bytes, SinkError> {
+pub(crate) fn encode_body<A: serde::Serialize + ?Sized>(
+    path: &str,
+    args: &A,
+) -> Result<Bytes, SinkError> {
     #[derive(serde::Serialize)]
     struct Envelope<'a, A: ?Sized> {
         path: &'a str,

@@ -19,7 +19,7 @@ fn decode_int64(v: &Value) -> Option<i64> {
 }
 
 /// Reads a non-negative integral count: `3`, `3.0` or `{"$integer":...}`.
-pub fn as_count(v: &Value) -> Option<u64> {
+pub(crate) fn as_count(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64().or_else(|| {
             let f = n.as_f64()?;
@@ -31,13 +31,13 @@ pub fn as_count(v: &Value) -> Option<u64> {
 }
 
 /// serde helper: `#[serde(deserialize_with = "count")]`.
-pub fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let v = Value::deserialize(d)?;
     as_count(&v).ok_or_else(|| serde::de::Error::custom(format!("expected a count, got {v}")))
 }
 
 /// serde helper for `number | null`.
-pub fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let v = Value::deserialize(d)?;
     if v.is_null() {
         return Ok(None);

@@ -142,7 +142,7 @@ impl SinkError {
     /// the generation (or it was purged). Definite and not about any
     /// document: never retried, never split, never dead-lettered; the
     /// writer stops writing and goes back to standby.
-    pub fn is_fenced(&self) -> bool {
+    pub(crate) fn is_fenced(&self) -> bool {
         matches!(self, SinkError::Function { data: Some(d), .. }
             if d.get("code").and_then(Value::as_str) == Some("Fenced"))
     }
@@ -247,7 +247,7 @@ pub(crate) fn shorten(s: &str) -> String {
 
 /// Parses `Retry-After`: delay-seconds (integer or decimal) or an
 /// HTTP-date. Unparseable or negative values are ignored.
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0)

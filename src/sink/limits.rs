@@ -8,43 +8,36 @@
 use crate::projection::Table;
 use crate::sink::SinkError;
 
-/// Arguments of one call (and its return value): 16 MiB.
-pub const MAX_ARGS_BYTES: usize = 16 << 20;
-
 /// Index ranges read by one transaction. The real backend counts one for
 /// every lookup *and* one for every `db.replace` / `patch` / `delete` (the
 /// write reads the document's old value through its index range), so an
 /// `apply` of N replacements uses 2N.
-pub const MAX_INDEX_RANGES: usize = 4_096;
+pub(crate) const MAX_INDEX_RANGES: usize = 4_096;
 
 /// Index ranges one `apply` spends per written document: its
 /// `by_generation_key` lookup and its `db.replace`.
-pub const RANGES_PER_WRITE: usize = 2;
+pub(crate) const RANGES_PER_WRITE: usize = 2;
 
 /// Documents (and dead letters) one batch may touch: within the index
 /// ranges of one `apply`, with a quarter of them as margin.
-pub const MAX_KEYS_PER_APPLY: usize = MAX_INDEX_RANGES * 3 / 4 / RANGES_PER_WRITE;
-
-/// The largest `apply` body we send: half of what Convex accepts, so the
-/// envelope, escaping and system fields never tip a request over.
-pub const MAX_REQUEST_BYTES: usize = MAX_ARGS_BYTES / 2;
+pub(crate) const MAX_KEYS_PER_APPLY: usize = MAX_INDEX_RANGES * 3 / 4 / RANGES_PER_WRITE;
 
 /// Bytes one transaction may read (`TRANSACTION_MAX_READ_SIZE_BYTES`):
 /// 16 MiB. A `load` reads every document it returns whole, and its return
 /// value (16 MiB at most too) is about as large.
-pub const MAX_READ_BYTES: usize = 16 << 20;
+pub(crate) const MAX_READ_BYTES: usize = 16 << 20;
 
 /// Bytes of stored documents one `load` may expect to read: half of the
 /// read limit, as margin for system fields and index entries (counted by
 /// Convex, not by us) and for estimates a little below the truth.
-pub const MAX_LOAD_BYTES: usize = MAX_READ_BYTES / 2;
+pub(crate) const MAX_LOAD_BYTES: usize = MAX_READ_BYTES / 2;
 
 /// A stored document of `table` at its largest, for sizing loads before
 /// any document of the table was seen: every text at its truncation limit,
 /// four bytes a char, plus the fixed fields. Only inboxes can be large (up
 /// to [`crate::projection::inboxes::INBOX_CAP`] notifications with a long
 /// body each, ~0.5 MB); the other tables stay far under 16 KiB.
-pub fn largest_doc_bytes(table: Table) -> usize {
+pub(crate) fn largest_doc_bytes(table: Table) -> usize {
     use crate::projection::inboxes::INBOX_CAP;
     use crate::projection::truncate::{LONG_TEXT, MAX_ID, SHORT_TEXT};
     match table {
@@ -59,7 +52,7 @@ pub fn largest_doc_bytes(table: Table) -> usize {
 /// word it (`Too many bytes read in a single function execution ...`,
 /// `Too many documents read ...`, `Function ... return value is too
 /// large ...`).
-pub fn is_read_limit(e: &SinkError) -> bool {
+pub(crate) fn is_read_limit(e: &SinkError) -> bool {
     const MESSAGES: [&str; 3] = [
         "Too many bytes read",
         "Too many documents read",

@@ -16,15 +16,13 @@ use crate::sink::store::{DocumentStore, StoreFuture};
 use crate::sink::{ApplyResult, LoadedDoc, SinkError};
 
 /// One scripted misbehaviour, consumed by the call it applies to.
-pub enum Fault {
+pub(crate) enum Fault {
     /// The next `apply` fails with a transient error (HTTP 503), unapplied.
     ApplyTransient,
     /// The next `apply` is applied, but its answer is lost (a timeout).
     ApplyLostAnswer,
     /// The next `apply` waits until the watch turns true, then runs.
     ApplyHeld(watch::Receiver<bool>),
-    /// The next `load` fails with a transient error.
-    LoadTransient,
     /// Before the next `load` of `table` reads, `release` turns true and
     /// the load waits until one more `apply` ran (a held one, typically),
     /// while the hydration's other loads (polled together) have read
@@ -62,33 +60,33 @@ struct Inner {
 }
 
 #[derive(Default)]
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
 impl MemoryStore {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    pub fn push_fault(&self, f: Fault) {
+    pub(crate) fn push_fault(&self, f: Fault) {
         self.lock().faults.push_back(f);
     }
 
-    pub fn reject_key(&self, key: &str) {
+    pub(crate) fn reject_key(&self, key: &str) {
         self.lock().rejected_keys.push(key.to_string());
     }
 
     /// The writer dies after `commits` more applies commit: every later
     /// `apply` never answers (nothing of it lands) until
     /// [`MemoryStore::recover`]; the ones already waiting never do.
-    pub fn crash_after(&self, commits: u64) {
+    pub(crate) fn crash_after(&self, commits: u64) {
         self.lock().commits_until_crash = Some(commits);
     }
 
     /// Every later `apply` with more than `writes` document writes times
     /// out without being applied, as a request too big to finish in time.
-    pub fn time_out_applies_above(&self, writes: usize) {
+    pub(crate) fn time_out_applies_above(&self, writes: usize) {
         self.lock().time_out_above = Some(writes);
     }
 
@@ -96,13 +94,20 @@ impl MemoryStore {
     /// documents' JSON, keys and positions) fails as Convex answers it:
     /// `Too many bytes read in a single function execution`. Without this,
     /// the limit is Convex's own 16 MiB.
-    pub fn limit_load_bytes(&self, bytes: usize) {
+    pub(crate) fn limit_load_bytes(&self, bytes: usize) {
         self.lock().load_byte_limit = Some(bytes);
     }
 
     /// Stores a document as `apply` would (tests set up large states
     /// without folding them event by event).
-    pub fn put_doc(&self, generation: u64, table: Table, key: &str, position: &str, doc: Value) {
+    pub(crate) fn put_doc(
+        &self,
+        generation: u64,
+        table: Table,
+        key: &str,
+        position: &str,
+        doc: Value,
+    ) {
         self.lock().docs.insert(
             (generation, table.as_str().to_string(), key.to_string()),
             (position.to_string(), doc),
@@ -110,7 +115,7 @@ impl MemoryStore {
     }
 
     /// A new writer may apply again (after [`MemoryStore::crash_after`]).
-    pub fn recover(&self) {
+    pub(crate) fn recover(&self) {
         self.lock().commits_until_crash = None;
     }
 
@@ -119,19 +124,19 @@ impl MemoryStore {
     }
 
     /// Undoes [`MemoryStore::reject_key`]: later applies of `key` pass.
-    pub fn accept_key(&self, key: &str) {
+    pub(crate) fn accept_key(&self, key: &str) {
         self.lock().rejected_keys.retain(|k| k != key);
     }
 
     /// The stored document of `(generation, table, key)` and its position.
-    pub fn doc(&self, generation: u64, table: Table, key: &str) -> Option<(String, Value)> {
+    pub(crate) fn doc(&self, generation: u64, table: Table, key: &str) -> Option<(String, Value)> {
         self.lock()
             .docs
             .get(&(generation, table.as_str().to_string(), key.to_string()))
             .cloned()
     }
 
-    pub fn dead_letter_keys(&self, generation: u64) -> Vec<String> {
+    pub(crate) fn dead_letter_keys(&self, generation: u64) -> Vec<String> {
         let mut keys: Vec<String> = self
             .lock()
             .dead_letters
@@ -144,7 +149,7 @@ impl MemoryStore {
     }
 
     /// (applies, loads) executed so far.
-    pub fn calls(&self) -> (u64, u64) {
+    pub(crate) fn calls(&self) -> (u64, u64) {
         let g = self.lock();
         (g.applies, g.loads)
     }
@@ -287,12 +292,6 @@ impl DocumentStore for MemoryStore {
         keys: &'a [String],
     ) -> StoreFuture<'a, Vec<LoadedDoc>> {
         Box::pin(async move {
-            if self
-                .take_fault(|f| matches!(f, Fault::LoadTransient))
-                .is_some()
-            {
-                return Err(unavailable("projector:load"));
-            }
             let hook = self.take_fault(
                 |f| matches!(f, Fault::ReleaseBeforeLoad { table: t, .. } if *t == table),
             );

@@ -14,22 +14,22 @@
 //! * [`null`]: Convex-wire server that acknowledges everything.
 //! * [`schema`]: the contract version shared with the Convex app (skew).
 
-pub mod adaptive;
+pub(crate) mod adaptive;
 pub mod api;
 pub mod client;
-pub mod encoding;
-pub mod error;
-pub mod limits;
-#[cfg(any(test, feature = "test-support"))]
-pub mod memory;
+pub(crate) mod encoding;
+pub(crate) mod error;
+pub(crate) mod limits;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod null;
-pub mod retry;
+pub(crate) mod retry;
 pub mod schema;
-pub mod store;
+pub(crate) mod store;
 
 pub use api::{ApplyRequest, ApplyResult, DeadLetterWrite, DocJson, LoadedDoc, Page, Write};
 pub use client::{ConvexClient, Kind};
 pub use error::SinkError;
 pub use null::NullSink;
 pub use retry::{with_retry, RetryHook, RetryPolicy};
-pub use store::DocumentStore;
+pub(crate) use store::DocumentStore;

@@ -72,20 +72,20 @@ pub struct NullStats {
     pub bytes: u64,
     /// Model: mutations refused after waiting the queue timeout for a slot.
     #[serde(default)]
-    pub rejected_concurrency: u64,
+    pub(crate) rejected_concurrency: u64,
     /// Model: `apply`s refused by the write-throughput budget.
     #[serde(default)]
-    pub rejected_writes: u64,
+    pub(crate) rejected_writes: u64,
     /// Model: `apply`s answered with an OCC conflict (not applied).
     #[serde(default)]
-    pub occ_conflicts: u64,
+    pub(crate) occ_conflicts: u64,
     /// Model: the most mutations executing at once so far.
     #[serde(default)]
-    pub max_in_flight: u64,
+    pub(crate) max_in_flight: u64,
     /// Request bytes of the `apply`s that succeeded (what the write budget
     /// counts; `bytes` also counts refused and conflicting ones).
     #[serde(default)]
-    pub applied_bytes: u64,
+    pub(crate) applied_bytes: u64,
 }
 
 #[derive(Default)]
@@ -123,52 +123,52 @@ impl Counters {
 
 /// Concurrent mutations of Convex's Free and Starter plans (the S16 tier;
 /// docs.convex.dev/production/state/limits; 256 on Professional).
-pub const STARTER_MAX_CONCURRENT_MUTATIONS: usize = 16;
+pub(crate) const STARTER_MAX_CONCURRENT_MUTATIONS: usize = 16;
 
 /// How long a mutation waits for a slot before Convex refuses it with 429
 /// `TooManyConcurrentRequests` (`APPLICATION_FUNCTION_RUNNER_SEMAPHORE_TIMEOUT`,
 /// 5,000 ms by default in convex-backend's knobs).
-pub const CONVEX_SEMAPHORE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONVEX_SEMAPHORE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bytes a deployment may commit per second before 429 `TooManyWrites`
 /// ("limited to 4 MiB bytes written per 1 second").
-pub const STARTER_WRITE_BYTES_PER_SEC: u64 = 4 << 20;
+pub(crate) const STARTER_WRITE_BYTES_PER_SEC: u64 = 4 << 20;
 
 /// The write budget's window: Convex sums the commits of the last second.
-pub const WRITE_WINDOW: Duration = Duration::from_secs(1);
+pub(crate) const WRITE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Times the backend re-runs a mutation that lost an OCC race before it
 /// answers 503: a conflict costs this many extra executions.
-pub const OCC_BACKEND_RETRIES: u32 = 4;
+pub(crate) const OCC_BACKEND_RETRIES: u32 = 4;
 
 /// Assumed, not documented: a small `apply` on a cloud deployment takes
 /// tens of milliseconds from request to answer.
-pub const STARTER_BASE_LATENCY: Duration = Duration::from_millis(20);
+pub(crate) const STARTER_BASE_LATENCY: Duration = Duration::from_millis(20);
 
 /// Assumed, not documented: what each document adds to an `apply` (one
 /// indexed lookup and one `db.replace`).
-pub const STARTER_PER_DOC_LATENCY: Duration = Duration::from_micros(20);
+pub(crate) const STARTER_PER_DOC_LATENCY: Duration = Duration::from_micros(20);
 
 /// How the null sink answers mutations. [`ConvexModel::immediate`] (the
 /// default) answers every one at once and refuses none.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ConvexModel {
+pub(crate) struct ConvexModel {
     /// Every mutation takes at least this long.
-    pub base_latency: Duration,
+    pub(crate) base_latency: Duration,
     /// Added per document an `apply` writes (writes + dead letters).
-    pub per_doc_latency: Duration,
+    pub(crate) per_doc_latency: Duration,
     /// Mutations executing at once; `None` = unlimited.
-    pub max_concurrent: Option<usize>,
+    pub(crate) max_concurrent: Option<usize>,
     /// How long a mutation waits for a slot before it is refused.
-    pub queue_timeout: Duration,
+    pub(crate) queue_timeout: Duration,
     /// HTTP status of that refusal (Convex: 429; 503 to test the other path).
-    pub overload_status: StatusCode,
+    pub(crate) overload_status: StatusCode,
     /// `apply` body bytes committed per [`WRITE_WINDOW`]; `None` = unlimited.
-    pub write_bytes_per_window: Option<u64>,
+    pub(crate) write_bytes_per_window: Option<u64>,
     /// Probability that an admitted `apply` ends in an OCC conflict (0..=1).
-    pub occ_rate: f64,
+    pub(crate) occ_rate: f64,
     /// Seed of the OCC draws: the same seed gives the same sequence.
-    pub seed: u64,
+    pub(crate) seed: u64,
 }
 
 impl Default for ConvexModel {
@@ -179,7 +179,7 @@ impl Default for ConvexModel {
 
 impl ConvexModel {
     /// Today's null sink: no latency, no limits, no conflicts.
-    pub fn immediate() -> Self {
+    pub(crate) fn immediate() -> Self {
         ConvexModel {
             base_latency: Duration::ZERO,
             per_doc_latency: Duration::ZERO,
@@ -194,7 +194,7 @@ impl ConvexModel {
 
     /// A Free/Starter deployment: its documented limits, the assumed
     /// latencies above, no conflicts.
-    pub fn starter() -> Self {
+    pub(crate) fn starter() -> Self {
         ConvexModel {
             base_latency: STARTER_BASE_LATENCY,
             per_doc_latency: STARTER_PER_DOC_LATENCY,
@@ -205,7 +205,7 @@ impl ConvexModel {
     }
 
     /// Refuses what the model cannot run with.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.occ_rate) {
             return Err(format!(
                 "--occ-rate {} is not a probability (0 to 1)",
@@ -353,7 +353,7 @@ impl NullSink {
     }
 
     /// [`NullSink::start`] answering as `model` says.
-    pub async fn start_with_model(
+    pub(crate) async fn start_with_model(
         addr: SocketAddr,
         admin_key: Option<&Secret>,
         model: ConvexModel,
@@ -389,10 +389,6 @@ impl NullSink {
     /// Starts on `127.0.0.1:<free port>` without auth.
     pub async fn start_local() -> std::io::Result<NullSink> {
         NullSink::start(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), None).await
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// The URL to pass as `--convex-url`.
@@ -657,7 +653,7 @@ async fn stats(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
 
 /// The Convex model's starting point; the single flags override it.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ModelPreset {
+pub(crate) enum ModelPreset {
     /// Answer everything at once (the null sink as it always was).
     #[default]
     Immediate,
@@ -668,50 +664,50 @@ pub enum ModelPreset {
 
 /// `projector null-sink` (hidden): serve until SIGINT/SIGTERM.
 #[derive(clap::Args, Debug)]
-pub struct NullSinkArgs {
+pub(crate) struct NullSinkArgs {
     /// Port to listen on (0 = any free port; the URL is printed).
     #[arg(long, default_value_t = 3210)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
-    pub host: IpAddr,
+    pub(crate) host: IpAddr,
     /// Require `Authorization: Convex <key>` (optional).
     #[arg(long, hide_env_values = true)]
-    pub admin_key: Option<String>,
+    pub(crate) admin_key: Option<String>,
     /// How mutations are answered; the flags below override its values.
     #[arg(long, value_enum, default_value_t = ModelPreset::Immediate, env = "PROJECTOR_NULL_SINK_MODEL")]
-    pub model: ModelPreset,
+    pub(crate) model: ModelPreset,
     /// Milliseconds every mutation takes (decimals allowed).
     #[arg(long, env = "PROJECTOR_NULL_SINK_LATENCY_MS")]
-    pub latency_ms: Option<f64>,
+    pub(crate) latency_ms: Option<f64>,
     /// Microseconds each document of an `apply` adds (decimals allowed).
     #[arg(long, env = "PROJECTOR_NULL_SINK_LATENCY_PER_DOC_US")]
-    pub latency_per_doc_us: Option<f64>,
+    pub(crate) latency_per_doc_us: Option<f64>,
     /// Mutations executing at once (0 = unlimited); past it a mutation
     /// waits up to --queue-timeout-ms, then is refused.
     #[arg(long, env = "PROJECTOR_NULL_SINK_MAX_CONCURRENT_MUTATIONS")]
-    pub max_concurrent_mutations: Option<usize>,
+    pub(crate) max_concurrent_mutations: Option<usize>,
     /// How long a mutation waits for a slot before it is refused.
     #[arg(long, env = "PROJECTOR_NULL_SINK_QUEUE_TIMEOUT_MS")]
-    pub queue_timeout_ms: Option<u64>,
+    pub(crate) queue_timeout_ms: Option<u64>,
     /// HTTP status of that refusal (Convex answers 429).
     #[arg(long, env = "PROJECTOR_NULL_SINK_OVERLOAD_STATUS")]
-    pub overload_status: Option<u16>,
+    pub(crate) overload_status: Option<u16>,
     /// `apply` body bytes committed per second before 429 TooManyWrites
     /// (0 = unlimited).
     #[arg(long, env = "PROJECTOR_NULL_SINK_WRITE_BYTES_PER_SEC")]
-    pub write_bytes_per_sec: Option<u64>,
+    pub(crate) write_bytes_per_sec: Option<u64>,
     /// Probability that an `apply` ends in a 503 OCC conflict (0 to 1).
     #[arg(long, env = "PROJECTOR_NULL_SINK_OCC_RATE")]
-    pub occ_rate: Option<f64>,
+    pub(crate) occ_rate: Option<f64>,
     /// Seed of the OCC draws.
     #[arg(long, env = "PROJECTOR_NULL_SINK_SEED")]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
 }
 
 impl NullSinkArgs {
     /// The preset with every flag given applied over it.
-    pub fn model(&self) -> Result<ConvexModel, String> {
+    pub(crate) fn model(&self) -> Result<ConvexModel, String> {
         let mut m = match self.model {
             ModelPreset::Immediate => ConvexModel::immediate(),
             ModelPreset::Starter => ConvexModel::starter(),
@@ -749,7 +745,7 @@ impl NullSinkArgs {
     }
 }
 
-pub async fn main(args: NullSinkArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn main(args: NullSinkArgs) -> anyhow::Result<ExitCode> {
     let model = args.model().map_err(|e| anyhow::anyhow!(e))?;
     let key = args.admin_key.clone().map(Secret::new);
     let sink = NullSink::start_with_model(

@@ -15,9 +15,10 @@ use crate::sink::{ApplyResult, ConvexClient, LoadedDoc, SinkError};
 
 /// What a store call returns: boxed, so the engine holds `Arc<dyn DocumentStore>`
 /// (one allocation per request, negligible beside a round trip).
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SinkError>> + Send + 'a>>;
+pub(crate) type StoreFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, SinkError>> + Send + 'a>>;
 
-pub trait DocumentStore: Send + Sync + 'static {
+pub(crate) trait DocumentStore: Send + Sync + 'static {
     /// One `projector:apply` with a body from `ApplyRequest::encode_raw`.
     fn apply(&self, body: Bytes) -> StoreFuture<'_, ApplyResult>;
 

@@ -19,14 +19,14 @@ use crate::source::error::SourceError;
 
 /// libpq's `channel_binding`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChannelBindingMode {
+pub(crate) enum ChannelBindingMode {
     Disable,
     Prefer,
     Require,
 }
 
 impl ChannelBindingMode {
-    pub fn parse(s: &str) -> Result<Self, SourceError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, SourceError> {
         match s {
             "disable" => Ok(Self::Disable),
             "prefer" => Ok(Self::Prefer),
@@ -40,7 +40,7 @@ impl ChannelBindingMode {
 
 /// An authentication method as `require_auth` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
+pub(crate) enum Method {
     Password,
     Md5,
     Gss,
@@ -74,13 +74,13 @@ impl Method {
 
 /// libpq 16's `require_auth`: a list of methods, or of `!`-negated ones.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequireAuth {
+pub(crate) struct RequireAuth {
     text: String,
     allowed: Vec<Method>,
 }
 
 impl RequireAuth {
-    pub fn parse(s: &str) -> Result<Self, SourceError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, SourceError> {
         let bad = |m: String| Err(SourceError::Config(m));
         let mut negated = None;
         let mut listed = Vec::new();
@@ -127,14 +127,14 @@ impl RequireAuth {
 
 /// The policy a connection authenticates under, from the conninfo.
 #[derive(Clone, Debug)]
-pub struct AuthPolicy {
-    pub channel_binding: ChannelBindingMode,
-    pub require_auth: Option<RequireAuth>,
+pub(crate) struct AuthPolicy {
+    pub(crate) channel_binding: ChannelBindingMode,
+    pub(crate) require_auth: Option<RequireAuth>,
 }
 
 /// One backend `AuthenticationRequest` (the `R` message), by code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request<'a> {
+pub(crate) enum Request<'a> {
     Ok,
     Cleartext,
     Md5,
@@ -149,7 +149,7 @@ pub enum Request<'a> {
 
 impl<'a> Request<'a> {
     /// Decodes an `R` body (code, then the request's data).
-    pub fn parse(body: &'a [u8]) -> Option<Request<'a>> {
+    pub(crate) fn parse(body: &'a [u8]) -> Option<Request<'a>> {
         let code = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
         let rest = &body[4..];
         Some(match code {
@@ -166,34 +166,34 @@ impl<'a> Request<'a> {
     }
 }
 
-pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
-pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
+pub(crate) const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+pub(crate) const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 /// The SASL mechanisms of a `Request::Sasl` body.
-pub fn mechanisms(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn mechanisms(list: &[u8]) -> impl Iterator<Item = &[u8]> {
     list.split(|b| *b == 0).filter(|m| !m.is_empty())
 }
 
 /// What has happened on one connection so far.
 #[derive(Clone, Debug, Default)]
-pub struct AuthState {
+pub(crate) struct AuthState {
     /// The transport is TLS (verified as `sslmode` demands).
-    pub tls: bool,
+    pub(crate) tls: bool,
     /// A SASL exchange began and its server-final message is not yet verified.
-    pub sasl_pending: bool,
+    pub(crate) sasl_pending: bool,
     /// The exchange that began used SCRAM-SHA-256-PLUS.
-    pub sasl_plus: bool,
+    pub(crate) sasl_plus: bool,
     /// The client answered a method completely (password sent, or SCRAM
     /// server signature verified).
-    pub finished: bool,
+    pub(crate) finished: bool,
 }
 
 /// Why a request was refused, in libpq's words where libpq has them.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct Refusal {
-    pub parameter: &'static str,
-    pub message: String,
+pub(crate) struct Refusal {
+    pub(crate) parameter: &'static str,
+    pub(crate) message: String,
 }
 
 impl From<Refusal> for SourceError {
@@ -208,7 +208,7 @@ impl From<Refusal> for SourceError {
 impl AuthPolicy {
     /// May `req` be answered (or, for `Ok`, accepted) now? Called before
     /// anything is sent in reply.
-    pub fn check(&self, req: Request<'_>, state: &AuthState) -> Result<(), Refusal> {
+    pub(crate) fn check(&self, req: Request<'_>, state: &AuthState) -> Result<(), Refusal> {
         if let Request::Sasl(list) = req {
             if !state.tls && mechanisms(list).any(|m| m == SCRAM_SHA_256_PLUS.as_bytes()) {
                 return Err(Refusal {
@@ -281,7 +281,7 @@ impl AuthPolicy {
     /// whenever TLS gives binding data and the server offers it; on TLS
     /// without PLUS on offer, plain SCRAM flagged "client supports binding"
     /// ('y', so a server that hid PLUS is caught); otherwise 'n'.
-    pub fn choose_sasl(
+    pub(crate) fn choose_sasl(
         &self,
         list: &[u8],
         binding: Option<Vec<u8>>,

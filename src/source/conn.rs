@@ -28,24 +28,23 @@ use crate::source::hosts::SessionAttrs;
 use crate::source::tls::{self, TlsSetup};
 use crate::source::transport::{self, Encryption, Failure};
 
-pub use crate::source::transport::LOOPBACK_RECV_BUFFER;
 /// Read buffer: big enough for many XLogData frames per syscall.
 const READ_CHUNK: usize = 256 * 1024;
 /// Refuse frames above this (Postgres caps messages at 1 GiB).
 const MAX_FRAME: usize = 1 << 30;
-pub use crate::event::OVERSIZED_PREFIX;
+pub(crate) use crate::event::OVERSIZED_PREFIX;
 
-pub trait AsyncIo: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait AsyncIo: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncIo for T {}
 
 /// One backend message: its tag and body (without the length).
 #[derive(Clone, Debug)]
-pub struct Frame {
-    pub tag: u8,
-    pub body: Bytes,
+pub(crate) struct Frame {
+    pub(crate) tag: u8,
+    pub(crate) body: Bytes,
     /// Set for a message over the connection's maximum: its whole body
     /// length; `body` then holds only its first [`OVERSIZED_PREFIX`] bytes.
-    pub oversized: Option<usize>,
+    pub(crate) oversized: Option<usize>,
 }
 
 /// A message over the maximum being read through: its start is kept, the
@@ -63,11 +62,11 @@ pub struct PgConn {
     io: Box<dyn AsyncIo>,
     rbuf: BytesMut,
     wbuf: BytesMut,
-    pub params: HashMap<String, String>,
-    pub ctx: ErrorContext,
+    pub(crate) params: HashMap<String, String>,
+    pub(crate) ctx: ErrorContext,
     pub tls: bool,
     /// Connected through a Unix-domain socket.
-    pub unix: bool,
+    pub(crate) unix: bool,
     /// The receive buffer the kernel granted, when we set one (see
     /// [`LOOPBACK_RECV_BUFFER`]); `None`: the kernel auto-tunes it.
     pub recv_buffer: Option<u32>,
@@ -88,7 +87,7 @@ impl std::fmt::Debug for PgConn {
 }
 
 /// Rows of a simple query, all values as text.
-pub type Row = Vec<Option<String>>;
+pub(crate) type Row = Vec<Option<String>>;
 
 /// Why a connection attempt failed: the encryption it ended up with, the
 /// kind of failure (for libpq's second attempt) and the error.
@@ -189,7 +188,7 @@ impl PgConn {
     /// The server takes no writes: a standby (`in_hot_standby`), or
     /// `default_transaction_read_only`. Both are reported at startup by
     /// every server from 14 on, so this costs no query.
-    pub fn is_read_only(&self) -> bool {
+    pub(crate) fn is_read_only(&self) -> bool {
         let on = |k: &str| self.params.get(k).is_some_and(|v| v == "on");
         on("in_hot_standby") || on("default_transaction_read_only")
     }
@@ -497,19 +496,19 @@ impl PgConn {
 
     /// `server_version_num`-style major version (e.g. 15), from the
     /// `server_version` parameter.
-    pub fn server_major(&self) -> u32 {
+    pub(crate) fn server_major(&self) -> u32 {
         self.params
             .get("server_version")
             .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
             .unwrap_or(0)
     }
 
-    pub fn error(&self, body: &[u8]) -> SourceError {
+    pub(crate) fn error(&self, body: &[u8]) -> SourceError {
         SourceError::from_server(parse_error_fields(body), &self.ctx)
     }
 
     /// Writes the pending output buffer.
-    pub async fn flush(&mut self) -> Result<(), SourceError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), SourceError> {
         if !self.wbuf.is_empty() {
             self.io.write_all(&self.wbuf).await?;
             self.wbuf.clear();
@@ -519,7 +518,7 @@ impl PgConn {
     }
 
     /// A whole frame is buffered: the next `read_frame` needs no syscall.
-    pub fn has_frame(&self) -> bool {
+    pub(crate) fn has_frame(&self) -> bool {
         self.skipping.is_none() && self.rbuf.len() >= 5 && {
             let len = u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]);
             self.rbuf.len() > len as usize
@@ -527,16 +526,16 @@ impl PgConn {
     }
 
     /// Bytes the last socket read returned.
-    pub fn last_read(&self) -> usize {
+    pub(crate) fn last_read(&self) -> usize {
         self.last_read
     }
 
-    pub fn wbuf(&mut self) -> &mut BytesMut {
+    pub(crate) fn wbuf(&mut self) -> &mut BytesMut {
         &mut self.wbuf
     }
 
     /// Next backend frame. Cancel-safe: partial data stays in `rbuf`.
-    pub async fn read_frame(&mut self) -> Result<Frame, SourceError> {
+    pub(crate) async fn read_frame(&mut self) -> Result<Frame, SourceError> {
         loop {
             if let Some(f) = self.try_frame()? {
                 return Ok(f);
@@ -570,7 +569,7 @@ impl PgConn {
     /// without being held: the frame carries their first
     /// [`OVERSIZED_PREFIX`] bytes and their size (memory stays bounded by
     /// configuration whatever a row holds).
-    pub fn set_max_message(&mut self, max: usize) {
+    pub(crate) fn set_max_message(&mut self, max: usize) {
         self.max_message = max.clamp(OVERSIZED_PREFIX, MAX_FRAME);
     }
 
@@ -597,7 +596,7 @@ impl PgConn {
     }
 
     /// The next frame if it is whole in the buffer (no socket read).
-    pub fn try_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+    pub(crate) fn try_frame(&mut self) -> Result<Option<Frame>, SourceError> {
         if self.skipping.is_some() {
             return Ok(self.continue_skipping());
         }
@@ -691,7 +690,7 @@ fn parse_data_row(body: &[u8]) -> Result<Row, SourceError> {
 }
 
 /// Parses the fields of an ErrorResponse/NoticeResponse.
-pub fn parse_error_fields(body: &[u8]) -> ServerError {
+pub(crate) fn parse_error_fields(body: &[u8]) -> ServerError {
     let mut e = ServerError::default();
     for field in body.split(|b| *b == 0) {
         let Some((&t, v)) = field.split_first() else {
@@ -713,12 +712,12 @@ pub fn parse_error_fields(body: &[u8]) -> ServerError {
 }
 
 /// Quotes an identifier for replication commands and SQL.
-pub fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// Quotes a string literal.
-pub fn quote_literal(s: &str) -> String {
+pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 

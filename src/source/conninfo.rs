@@ -23,7 +23,7 @@ use crate::source::hosts::{self, SessionAttrs};
 
 /// libpq's six `sslmode`s (libpq-ssl, table "SSL Mode Descriptions").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SslMode {
+pub(crate) enum SslMode {
     Disable,
     /// Plain first; TLS only if the server refuses the plain connection.
     Allow,
@@ -36,7 +36,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    pub fn parse(s: &str) -> Result<Self, SourceError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, SourceError> {
         Ok(match s {
             "disable" => SslMode::Disable,
             "allow" => SslMode::Allow,
@@ -52,7 +52,7 @@ impl SslMode {
         })
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
             SslMode::Allow => "allow",
@@ -64,7 +64,7 @@ impl SslMode {
     }
 
     /// TLS is mandatory (no plain fallback).
-    pub fn requires_tls(self) -> bool {
+    pub(crate) fn requires_tls(self) -> bool {
         matches!(
             self,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
@@ -74,7 +74,7 @@ impl SslMode {
 
 /// Where trusted CAs come from (`sslrootcert`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RootCert {
+pub(crate) enum RootCert {
     /// Not given: libpq's `~/.postgresql/root.crt`, used only if it exists.
     Default,
     File(PathBuf),
@@ -95,7 +95,7 @@ impl RootCert {
 
 /// `sslcertmode` (libpq 16): whether a client certificate is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CertMode {
+pub(crate) enum CertMode {
     Disable,
     Allow,
     /// Fail unless the server asked for a certificate.
@@ -117,7 +117,7 @@ impl CertMode {
 
 /// `ssl_min_protocol_version` / `ssl_max_protocol_version`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TlsVersion {
+pub(crate) enum TlsVersion {
     Tls10,
     Tls11,
     Tls12,
@@ -144,36 +144,36 @@ impl TlsVersion {
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
     /// The first of `hosts`.
-    pub host: String,
-    pub port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// Every host to try, in order (one for a one-host URL).
-    pub hosts: Vec<(String, u16)>,
-    pub target_session_attrs: SessionAttrs,
-    pub user: String,
-    pub password: Option<Secret>,
-    pub dbname: String,
-    pub sslmode: SslMode,
-    pub sslrootcert: RootCert,
+    pub(crate) hosts: Vec<(String, u16)>,
+    pub(crate) target_session_attrs: SessionAttrs,
+    pub(crate) user: String,
+    pub(crate) password: Option<Secret>,
+    pub(crate) dbname: String,
+    pub(crate) sslmode: SslMode,
+    pub(crate) sslrootcert: RootCert,
     /// Client certificate chain and key (PEM); `None`: libpq's
     /// `~/.postgresql/postgresql.{crt,key}` when they exist.
-    pub sslcert: Option<PathBuf>,
-    pub sslkey: Option<PathBuf>,
-    pub sslcertmode: CertMode,
+    pub(crate) sslcert: Option<PathBuf>,
+    pub(crate) sslkey: Option<PathBuf>,
+    pub(crate) sslcertmode: CertMode,
     /// Certificate revocation lists (PEM): a file, and/or a directory of files.
-    pub sslcrl: Option<PathBuf>,
-    pub sslcrldir: Option<PathBuf>,
+    pub(crate) sslcrl: Option<PathBuf>,
+    pub(crate) sslcrldir: Option<PathBuf>,
     /// Send the host name as TLS SNI (libpq: `sslsni=1`, the default).
-    pub sslsni: bool,
-    pub ssl_min_protocol_version: TlsVersion,
-    pub ssl_max_protocol_version: Option<TlsVersion>,
-    pub channel_binding: ChannelBindingMode,
-    pub require_auth: Option<RequireAuth>,
+    pub(crate) sslsni: bool,
+    pub(crate) ssl_min_protocol_version: TlsVersion,
+    pub(crate) ssl_max_protocol_version: Option<TlsVersion>,
+    pub(crate) channel_binding: ChannelBindingMode,
+    pub(crate) require_auth: Option<RequireAuth>,
     /// The startup `options` (e.g. `-c search_path=app`).
-    pub options: Option<String>,
+    pub(crate) options: Option<String>,
     /// Unix-socket connections only: the server process's OS user.
-    pub requirepeer: Option<String>,
-    pub application_name: String,
-    pub connect_timeout: Option<std::time::Duration>,
+    pub(crate) requirepeer: Option<String>,
+    pub(crate) application_name: String,
+    pub(crate) connect_timeout: Option<std::time::Duration>,
 }
 
 /// libpq parameters we accept and do not act on: none of them weakens or
@@ -382,7 +382,7 @@ impl ConnInfo {
 
     /// One `ConnInfo` per host, in the order to try them (a socket host
     /// without TLS, as in libpq).
-    pub fn candidates(&self) -> Vec<ConnInfo> {
+    pub(crate) fn candidates(&self) -> Vec<ConnInfo> {
         self.hosts
             .iter()
             .map(|(host, port)| {
@@ -399,18 +399,18 @@ impl ConnInfo {
     }
 
     /// The host is a socket directory (libpq: a host starting with `/`).
-    pub fn is_unix_socket(&self) -> bool {
+    pub(crate) fn is_unix_socket(&self) -> bool {
         self.host.starts_with('/')
     }
 
     /// The socket file of a Unix-socket host (`None` for TCP).
-    pub fn unix_socket_path(&self) -> Option<PathBuf> {
+    pub(crate) fn unix_socket_path(&self) -> Option<PathBuf> {
         self.is_unix_socket()
             .then(|| PathBuf::from(&self.host).join(format!(".s.PGSQL.{}", self.port)))
     }
 
     /// Where we connect, for messages: `host:port` or the socket file.
-    pub fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         match self.unix_socket_path() {
             Some(p) => p.display().to_string(),
             None => format!("{}:{}", self.host, self.port),

@@ -6,16 +6,16 @@ use crate::source::pgoutput::DecodeError;
 
 /// A Postgres ErrorResponse / NoticeResponse, reduced to what we act on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ServerError {
-    pub severity: String,
-    pub code: String,
-    pub message: String,
-    pub detail: Option<String>,
-    pub hint: Option<String>,
+pub(crate) struct ServerError {
+    pub(crate) severity: String,
+    pub(crate) code: String,
+    pub(crate) message: String,
+    pub(crate) detail: Option<String>,
+    pub(crate) hint: Option<String>,
     /// The server function that raised it (field `R`): never translated,
     /// unlike the message, so it can tell apart reports that share a
     /// SQLSTATE.
-    pub routine: Option<String>,
+    pub(crate) routine: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,7 @@ impl SourceError {
 
     /// Maps an ErrorResponse to the typed error, using what we know about
     /// the slot and publication the caller asked for.
-    pub fn from_server(e: ServerError, ctx: &ErrorContext) -> SourceError {
+    pub(crate) fn from_server(e: ServerError, ctx: &ErrorContext) -> SourceError {
         let msg = &e.message;
         let full = match &e.detail {
             Some(d) => format!("{msg}: {d}"),
@@ -147,7 +147,7 @@ pub(crate) fn invalidation_remedy(detail: &str) -> &'static str {
 /// SQLSTATE classes worth retrying: connection exceptions, insufficient
 /// resources, operator intervention (shutdown, cannot connect now), and
 /// serialization/deadlock.
-pub fn is_transient_code(code: &str) -> bool {
+pub(crate) fn is_transient_code(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
         || code.starts_with("57P")
@@ -164,10 +164,10 @@ fn quoted(msg: &str) -> Option<String> {
 
 /// What the caller was doing, to name things in errors.
 #[derive(Clone, Debug, Default)]
-pub struct ErrorContext {
-    pub user: Option<String>,
-    pub slot: Option<String>,
-    pub publication: Option<String>,
+pub(crate) struct ErrorContext {
+    pub(crate) user: Option<String>,
+    pub(crate) slot: Option<String>,
+    pub(crate) publication: Option<String>,
 }
 
 impl From<tokio_postgres::Error> for SourceError {

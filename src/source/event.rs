@@ -125,18 +125,13 @@ impl std::fmt::Debug for EventDecoder {
     }
 }
 
-pub fn pg_time_to_unix_us(t: i64) -> i64 {
+pub(crate) fn pg_time_to_unix_us(t: i64) -> i64 {
     crate::source::stream::pg_to_unix_us(t)
 }
 
 impl EventDecoder {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Whether the decoder is inside a Stream Start/Stop block.
-    pub fn in_stream(&self) -> bool {
-        self.stream.in_stream
     }
 
     /// Decodes the payload of one XLogData and queues the resulting events;
@@ -171,7 +166,7 @@ impl EventDecoder {
     /// [`SourceEvent::Oversized`] (made a dead letter naming its seq and
     /// stream), an UPDATE or DELETE a violation. Anything else cannot be
     /// that large and is a protocol error.
-    pub fn feed_oversized(&mut self, data: &[u8], bytes: usize) -> Result<(), EventError> {
+    pub(crate) fn feed_oversized(&mut self, data: &[u8], bytes: usize) -> Result<(), EventError> {
         let too_large = || {
             EventError::Schema(format!(
                 "a WAL message of {bytes} bytes that is not a runtime.events row"

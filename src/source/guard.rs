@@ -31,7 +31,7 @@ struct Inspector {
     binding: bool,
 }
 
-pub struct Guarded<S> {
+pub(crate) struct Guarded<S> {
     inner: S,
     /// `None`: passing bytes through (before TLS, or after ReadyForQuery).
     inspect: Option<Inspector>,
@@ -45,7 +45,7 @@ impl<S> Guarded<S> {
     /// Checks the backend messages from the first byte on (the startup
     /// exchange runs on this stream). `tls`: the stream is TLS; `binding`:
     /// it has channel-binding data.
-    pub fn inspecting(inner: S, policy: &AuthPolicy, tls: bool, binding: bool) -> Self {
+    pub(crate) fn inspecting(inner: S, policy: &AuthPolicy, tls: bool, binding: bool) -> Self {
         Guarded {
             inner,
             inspect: Some(Inspector {
@@ -62,7 +62,7 @@ impl<S> Guarded<S> {
     }
 
     /// Passes everything through (the SSLRequest exchange before TLS).
-    pub fn passthrough(inner: S) -> Self {
+    pub(crate) fn passthrough(inner: S) -> Self {
         Guarded {
             inner,
             inspect: None,
@@ -72,13 +72,9 @@ impl<S> Guarded<S> {
     }
 
     /// The wrapped stream. Only for a pass-through guard (nothing buffered).
-    pub fn into_inner(self) -> S {
+    pub(crate) fn into_inner(self) -> S {
         debug_assert!(self.raw.is_empty() && self.checked.is_empty());
         self.inner
-    }
-
-    pub fn get_ref(&self) -> &S {
-        &self.inner
     }
 }
 
@@ -193,7 +189,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 
 /// The policy refusal inside an error chain (tokio-postgres wraps our
 /// read error as its I/O error).
-pub fn find_refusal<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refusal> {
+pub(crate) fn find_refusal<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refusal> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(r) = err.downcast_ref::<Refusal>() {

@@ -15,7 +15,7 @@ use crate::source::error::SourceError;
 
 /// libpq's `target_session_attrs`, the values we act on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SessionAttrs {
+pub(crate) enum SessionAttrs {
     /// The first host that accepts the connection.
     #[default]
     Any,
@@ -25,7 +25,7 @@ pub enum SessionAttrs {
 }
 
 impl SessionAttrs {
-    pub fn parse(v: &str) -> Result<Self, SourceError> {
+    pub(crate) fn parse(v: &str) -> Result<Self, SourceError> {
         match v {
             "any" => Ok(SessionAttrs::Any),
             "read-write" | "primary" => Ok(SessionAttrs::ReadWrite),
@@ -37,13 +37,13 @@ impl SessionAttrs {
 }
 
 /// A host as written in a URL, with its port if it had one.
-pub type HostPort = (String, Option<u16>);
+pub(crate) type HostPort = (String, Option<u16>);
 
 /// The URL with only the first host of its authority, and every
 /// `(host, port)` of the authority when it named more than one (empty
 /// otherwise). `postgres://u:p@h1:1,h2:2/db` → (`postgres://u:p@h1:1/db`,
 /// [(h1, 1), (h2, 2)]).
-pub fn split_authority(url: &str) -> Result<(Cow<'_, str>, Vec<HostPort>), SourceError> {
+pub(crate) fn split_authority(url: &str) -> Result<(Cow<'_, str>, Vec<HostPort>), SourceError> {
     let Some(start) = url.find("://").map(|i| i + 3) else {
         return Ok((url.into(), Vec::new()));
     };
@@ -93,7 +93,7 @@ fn parse_host_port(s: &str) -> Result<HostPort, SourceError> {
 
 /// Pairs hosts with ports as libpq does: one port for all hosts, or one
 /// per host; a host without a port gets `default_port`.
-pub fn pair(
+pub(crate) fn pair(
     hosts: Vec<HostPort>,
     ports: Option<Vec<u16>>,
     default_port: u16,
@@ -120,7 +120,7 @@ pub fn pair(
 }
 
 /// `port=5432` or `port=5432,5433`.
-pub fn parse_ports(v: &str) -> Result<Vec<u16>, SourceError> {
+pub(crate) fn parse_ports(v: &str) -> Result<Vec<u16>, SourceError> {
     v.split(',')
         .map(|p| {
             p.trim()

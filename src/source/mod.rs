@@ -8,13 +8,13 @@
 //! sql (tokio-postgres, same TLS) ─▶ slot (slot info/create/drop, snapshot slots)
 //! ```
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod conn;
 pub mod conninfo;
-pub mod error;
+pub(crate) mod error;
 pub mod event;
-pub mod guard;
-pub mod hosts;
+pub(crate) mod guard;
+pub(crate) mod hosts;
 pub mod pgoutput;
 #[cfg(any(test, feature = "test-support"))]
 pub mod pgoutput_encode;
@@ -30,7 +30,7 @@ pub use error::SourceError;
 /// intervals, floats), pinned on both connections whatever the role, the
 /// database or the URL set: a role with `DateStyle = 'SQL, DMY'` would make
 /// every `occurred_at` unparseable.
-pub const TEXT_OUTPUT_SETTINGS: &[(&str, &str)] = &[
+pub(crate) const TEXT_OUTPUT_SETTINGS: &[(&str, &str)] = &[
     ("DateStyle", "ISO"),
     ("TimeZone", "UTC"),
     ("IntervalStyle", "postgres"),

@@ -98,7 +98,7 @@ pub fn borrow_insert<'a>(
 /// through without being held, see `PgConn::set_max_message`): the columns
 /// that are whole, then the start of the one the cut fell in, as `Text`.
 /// Returns (xid, relation, columns filled, whether the last is cut).
-pub fn borrow_insert_prefix<'a>(
+pub(crate) fn borrow_insert_prefix<'a>(
     data: &'a [u8],
     in_stream: bool,
     out: &mut [ColumnRef<'a>; MAX_BORROWED_COLUMNS],
@@ -303,7 +303,7 @@ pub enum PgOutputMessage {
 /// or without their xid.
 #[derive(Debug, Default, Clone)]
 pub struct StreamState {
-    pub in_stream: bool,
+    pub(crate) in_stream: bool,
 }
 
 impl StreamState {
@@ -314,7 +314,7 @@ impl StreamState {
 
     /// [`StreamState::decode`] without copying column values: they are
     /// slices of `data` (the XLogData frame).
-    pub fn decode_bytes(&mut self, data: &Bytes) -> Result<PgOutputMessage, DecodeError> {
+    pub(crate) fn decode_bytes(&mut self, data: &Bytes) -> Result<PgOutputMessage, DecodeError> {
         let m = decode_bytes(data, self.in_stream)?;
         self.track(m)
     }

@@ -12,33 +12,33 @@ use crate::source::error::SourceError;
 /// `invalidation_reason`, `inactive_since`, `failover`, `synced` (17+).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotInfo {
-    pub slot_name: String,
-    pub plugin: Option<String>,
-    pub database: Option<String>,
+    pub(crate) slot_name: String,
+    pub(crate) plugin: Option<String>,
+    pub(crate) database: Option<String>,
     pub active: bool,
     pub active_pid: Option<i32>,
-    pub restart_lsn: Option<Lsn>,
+    pub(crate) restart_lsn: Option<Lsn>,
     pub confirmed_flush_lsn: Option<Lsn>,
     /// reserved | extended | unreserved | lost (every invalidated slot,
     /// whatever the reason, shows `lost`)
     pub wal_status: Option<String>,
     /// Bytes of WAL that can still be written before the slot is lost
     /// (NULL when max_slot_wal_keep_size = -1).
-    pub safe_wal_size: Option<i64>,
+    pub(crate) safe_wal_size: Option<i64>,
     /// pg_current_wal_lsn() - restart_lsn, bytes (on a standby: the last
     /// replayed LSN - restart_lsn).
-    pub retained_wal_bytes: Option<i64>,
+    pub(crate) retained_wal_bytes: Option<i64>,
     /// Why the server invalidated the slot (17+): `wal_removed`,
     /// `rows_removed`, `wal_level_insufficient`, `idle_timeout` (18+).
     pub invalidation_reason: Option<String>,
     /// 16: the slot was invalidated by a conflict with recovery.
-    pub conflicting: Option<bool>,
+    pub(crate) conflicting: Option<bool>,
     /// 17+: when the slot was last released by a consumer (text timestamp).
-    pub inactive_since: Option<String>,
+    pub(crate) inactive_since: Option<String>,
     /// 17+: the slot is synchronized to standbys that ask for it.
-    pub failover: Option<bool>,
+    pub(crate) failover: Option<bool>,
     /// 17+: on a standby, the slot is a copy synchronized from the primary.
-    pub synced: Option<bool>,
+    pub(crate) synced: Option<bool>,
 }
 
 impl SlotInfo {
@@ -51,7 +51,7 @@ impl SlotInfo {
     /// (17+); before 17 a lost slot on a primary was invalidated by
     /// `max_slot_wal_keep_size` (`wal_removed`), and on 16 `conflicting`
     /// names a conflict with recovery.
-    pub fn lost_reason(&self) -> Option<&str> {
+    pub(crate) fn lost_reason(&self) -> Option<&str> {
         if let Some(r) = &self.invalidation_reason {
             return Some(r);
         }
@@ -67,7 +67,7 @@ impl SlotInfo {
 
     /// The error to stop with when the slot is lost (`None` while it can
     /// stream): it names the reason and that reason's remedy.
-    pub fn invalidated_error(&self) -> Option<SourceError> {
+    pub(crate) fn invalidated_error(&self) -> Option<SourceError> {
         let reason = self.lost_reason()?;
         Some(SourceError::SlotInvalidated {
             slot: self.slot_name.clone(),
@@ -85,7 +85,7 @@ fn lsn(s: Option<String>) -> Option<Lsn> {
 /// holds the admin key can write those records, so a name is accepted only
 /// if it is one this projector makes: the configured slot, or a rebuild's
 /// `<configured>_g<generation>`, and a plain identifier (1-63 of a-z, 0-9, _).
-pub fn validate_slot_name(name: &str, configured: &str) -> Result<(), SourceError> {
+pub(crate) fn validate_slot_name(name: &str, configured: &str) -> Result<(), SourceError> {
     let identifier = !name.is_empty()
         && name.len() <= 63
         && name
@@ -153,7 +153,7 @@ fn from_row(j: &serde_json::Value, retained_wal_bytes: Option<i64>) -> SlotInfo 
 /// `server_version_num / 10000`: 14 … 18.
 /// The logical slots of the current database that carry a name this
 /// projector makes (`configured`, `configured_gN`), by name.
-pub async fn our_slots(
+pub(crate) async fn our_slots(
     client: &tokio_postgres::Client,
     configured: &str,
 ) -> Result<Vec<SlotInfo>, SourceError> {
@@ -177,7 +177,7 @@ pub async fn our_slots(
     Ok(out)
 }
 
-pub async fn server_major(client: &tokio_postgres::Client) -> Result<u32, SourceError> {
+pub(crate) async fn server_major(client: &tokio_postgres::Client) -> Result<u32, SourceError> {
     let v: String = client
         .query_one("select current_setting('server_version_num')", &[])
         .await?
@@ -188,7 +188,7 @@ pub async fn server_major(client: &tokio_postgres::Client) -> Result<u32, Source
 }
 
 /// Failover slots (synchronized to standbys) exist from PostgreSQL 17.
-pub fn supports_failover_slots(major: u32) -> bool {
+pub(crate) fn supports_failover_slots(major: u32) -> bool {
     major >= 17
 }
 
@@ -236,7 +236,6 @@ pub async fn drop_slot(client: &tokio_postgres::Client, slot: &str) -> Result<bo
 /// `BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT '<name>';`.
 #[derive(Debug)]
 pub struct SnapshotSlot {
-    pub slot: String,
     pub consistent_point: Lsn,
     pub snapshot_name: String,
     conn: PgConn,
@@ -311,7 +310,6 @@ async fn create_with_snapshot(
             SourceError::Protocol("CREATE_REPLICATION_SLOT: no snapshot name".into())
         })?;
     Ok(SnapshotSlot {
-        slot: slot.to_string(),
         consistent_point,
         snapshot_name,
         conn,

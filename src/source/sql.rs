@@ -31,7 +31,7 @@ use crate::source::tls::{self, TlsSetup};
 use crate::source::transport::{self, Encryption, Failure, Transport};
 
 /// tokio-postgres's startup settings (no host or TLS: we bring the socket).
-pub fn pg_config(info: &ConnInfo) -> tokio_postgres::Config {
+pub(crate) fn pg_config(info: &ConnInfo) -> tokio_postgres::Config {
     let mut cfg = tokio_postgres::Config::new();
     cfg.user(&info.user)
         .dbname(&info.dbname)
@@ -268,7 +268,7 @@ struct SqlTls {
 struct HandshakeFailed;
 
 /// The TLS stream tokio-postgres runs on, with its channel-binding data.
-pub struct SqlTlsStream {
+pub(crate) struct SqlTlsStream {
     inner: Guarded<tokio_rustls::client::TlsStream<Transport>>,
     binding: Option<Vec<u8>>,
 }

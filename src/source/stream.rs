@@ -23,7 +23,7 @@ use crate::source::error::SourceError;
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
 /// Now, in Postgres-epoch microseconds.
-pub fn pg_now_us() -> i64 {
+pub(crate) fn pg_now_us() -> i64 {
     let us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
@@ -32,7 +32,7 @@ pub fn pg_now_us() -> i64 {
 }
 
 /// Converts Postgres-epoch microseconds to Unix-epoch microseconds.
-pub fn pg_to_unix_us(pg_us: i64) -> i64 {
+pub(crate) fn pg_to_unix_us(pg_us: i64) -> i64 {
     pg_us.saturating_add(PG_EPOCH_OFFSET_US)
 }
 
@@ -84,9 +84,6 @@ pub enum WalMessage {
 /// Result of `IDENTIFY_SYSTEM`.
 #[derive(Clone, Debug)]
 pub struct SystemId {
-    pub systemid: String,
-    pub timeline: u32,
-    pub xlogpos: Lsn,
     pub dbname: Option<String>,
 }
 
@@ -95,8 +92,7 @@ pub struct ReplicationStream {
     done: bool,
     /// Protocol version in use.
     pub proto_version: u32,
-    pub streaming: bool,
-    pub system: SystemId,
+    pub(crate) streaming: bool,
 }
 
 impl std::fmt::Debug for ReplicationStream {
@@ -109,7 +105,7 @@ impl std::fmt::Debug for ReplicationStream {
 }
 
 /// Opens a replication connection (`replication=database`).
-pub use crate::source::conn::connect_replication;
+pub(crate) use crate::source::conn::connect_replication;
 
 pub async fn identify_system(conn: &mut PgConn) -> Result<SystemId, SourceError> {
     let rows = conn.simple_query("IDENTIFY_SYSTEM").await?;
@@ -118,12 +114,7 @@ pub async fn identify_system(conn: &mut PgConn) -> Result<SystemId, SourceError>
         .next()
         .ok_or_else(|| SourceError::Protocol("IDENTIFY_SYSTEM returned no row".into()))?;
     let col = |i: usize| row.get(i).cloned().flatten();
-    Ok(SystemId {
-        systemid: col(0).unwrap_or_default(),
-        timeline: col(1).and_then(|s| s.parse().ok()).unwrap_or(0),
-        xlogpos: col(2).and_then(|s| s.parse().ok()).unwrap_or_default(),
-        dbname: col(3),
-    })
+    Ok(SystemId { dbname: col(3) })
 }
 
 /// SQLSTATEs with which START_REPLICATION refuses a slot it cannot decode
@@ -152,7 +143,7 @@ async fn start_error(url: &Secret, slot: &str, code: &str, mapped: SourceError) 
 }
 
 /// The pgoutput protocol version for a server major version.
-pub fn proto_for_server(major: u32) -> u32 {
+pub(crate) fn proto_for_server(major: u32) -> u32 {
     match major {
         0..=13 => 1,
         14 => 2,
@@ -175,7 +166,7 @@ impl ReplicationStream {
         }
         conn.ctx.slot = Some(slot.to_string());
         conn.ctx.publication = Some(publication.to_string());
-        let system = identify_system(&mut conn).await?;
+        identify_system(&mut conn).await?;
         let major = conn.server_major();
         let proto = opts
             .proto_version
@@ -224,7 +215,6 @@ impl ReplicationStream {
             done: false,
             proto_version: proto,
             streaming,
-            system,
         })
     }
 
@@ -244,7 +234,7 @@ impl ReplicationStream {
     /// `next()` would have to read the socket (or the stream has ended).
     /// Lets the caller drain what one read returned without a trip through
     /// the async machinery per message.
-    pub fn try_next(&mut self) -> Result<Option<WalMessage>, SourceError> {
+    pub(crate) fn try_next(&mut self) -> Result<Option<WalMessage>, SourceError> {
         while !self.done {
             let Some(f) = self.conn.try_frame()? else {
                 break;
@@ -330,12 +320,12 @@ impl ReplicationStream {
     }
 
     /// `next()` will return without reading the socket.
-    pub fn has_buffered_message(&self) -> bool {
+    pub(crate) fn has_buffered_message(&self) -> bool {
         self.done || self.conn.has_frame()
     }
 
     /// The stream runs over a Unix-domain socket.
-    pub fn is_unix_socket(&self) -> bool {
+    pub(crate) fn is_unix_socket(&self) -> bool {
         self.conn.unix
     }
 
@@ -346,7 +336,7 @@ impl ReplicationStream {
     }
 
     /// Bytes the last socket read returned.
-    pub fn last_read(&self) -> usize {
+    pub(crate) fn last_read(&self) -> usize {
         self.conn.last_read()
     }
 
@@ -392,7 +382,7 @@ impl ReplicationStream {
 }
 
 /// Parses the payload of a CopyData frame of the replication protocol.
-pub fn parse_copy_data(mut b: Bytes) -> Result<WalMessage, SourceError> {
+pub(crate) fn parse_copy_data(mut b: Bytes) -> Result<WalMessage, SourceError> {
     let short = || SourceError::Protocol("short replication message".into());
     if b.is_empty() {
         return Err(short());

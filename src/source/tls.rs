@@ -41,7 +41,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// What the server certificate is checked against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verification {
+pub(crate) enum Verification {
     /// Encryption only (libpq: no root certificate, sslmode below verify-ca).
     None,
     /// The chain leads to a trusted CA (verify-ca).
@@ -55,7 +55,7 @@ pub enum Verification {
 pub struct TlsSetup {
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
-    pub verification: Verification,
+    pub(crate) verification: Verification,
     host: String,
     /// For messages: where the trusted CAs came from.
     roots: String,
@@ -390,7 +390,7 @@ impl TlsSetup {
 
     /// A TLS failure in the operator's words, if `e` carries one (the
     /// handshake, or an alert the server sends right after it).
-    pub fn explain_io(&self, e: &std::io::Error) -> SourceError {
+    pub(crate) fn explain_io(&self, e: &std::io::Error) -> SourceError {
         match e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
@@ -401,7 +401,7 @@ impl TlsSetup {
     }
 
     /// Whether an I/O error is a TLS error (rather than the network).
-    pub fn is_tls_error(e: &std::io::Error) -> bool {
+    pub(crate) fn is_tls_error(e: &std::io::Error) -> bool {
         e.get_ref()
             .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
     }
@@ -487,14 +487,14 @@ fn when(t: UnixTime) -> String {
 /// The names a certificate is for: subjectAltName DNS names and IP
 /// addresses, and the subject CN.
 #[derive(Debug, Default)]
-pub struct CertNames {
-    pub dns: Vec<String>,
-    pub ips: Vec<std::net::IpAddr>,
-    pub cn: Option<String>,
+pub(crate) struct CertNames {
+    pub(crate) dns: Vec<String>,
+    pub(crate) ips: Vec<std::net::IpAddr>,
+    pub(crate) cn: Option<String>,
 }
 
 impl CertNames {
-    pub fn of(der: &[u8]) -> Option<CertNames> {
+    pub(crate) fn of(der: &[u8]) -> Option<CertNames> {
         use x509_cert::der::Decode;
         use x509_cert::ext::pkix::name::GeneralName;
         use x509_cert::ext::pkix::SubjectAltName;
@@ -530,7 +530,7 @@ impl CertNames {
     }
 
     /// "DNS:a, IP:b" for messages; the CN when there is no SAN.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut v: Vec<String> = self.dns.iter().map(|d| format!("DNS:{d}")).collect();
         v.extend(self.ips.iter().map(|i| format!("IP:{i}")));
         if v.is_empty() {
@@ -579,7 +579,7 @@ fn any_string(v: &x509_cert::der::Any) -> Option<String> {
 /// signature's hash (MD5 and SHA-1 raised to SHA-256), as Postgres
 /// computes it. `None` when the algorithm has no single hash (Ed25519,
 /// RSA-PSS): Postgres cannot bind those either.
-pub fn end_point_hash(cert: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn end_point_hash(cert: &[u8]) -> Option<Vec<u8>> {
     use ring::digest;
     use x509_cert::der::Decode;
     let parsed = x509_cert::Certificate::from_der(cert).ok()?;
@@ -599,7 +599,7 @@ pub fn end_point_hash(cert: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The channel-binding data of an established TLS stream.
-pub fn binding_of<S>(stream: &TlsStream<S>) -> Option<Vec<u8>> {
+pub(crate) fn binding_of<S>(stream: &TlsStream<S>) -> Option<Vec<u8>> {
     let (_, session) = stream.get_ref();
     end_point_hash(session.peer_certificates()?.first()?.as_ref())
 }

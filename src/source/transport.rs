@@ -37,11 +37,11 @@ use crate::source::error::SourceError;
 /// 128 KiB and up lose half the gain. Over a real network the NIC merges
 /// segments (GRO) and a fixed window would cap throughput at window / RTT,
 /// so only loopback gets it.
-pub const LOOPBACK_RECV_BUFFER: u32 = 64 * 1024;
+pub(crate) const LOOPBACK_RECV_BUFFER: u32 = 64 * 1024;
 
 /// A connected socket, before any TLS.
 #[derive(Debug)]
-pub enum Transport {
+pub(crate) enum Transport {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
@@ -87,7 +87,7 @@ async fn connect_tcp(
 }
 
 /// Opens the socket `info` names.
-pub async fn open(
+pub(crate) async fn open(
     info: &ConnInfo,
     replication: bool,
 ) -> Result<(Transport, Option<u32>), SourceError> {
@@ -162,7 +162,7 @@ pub async fn request_tls<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The error of `sslmode=require`/`verify-*` when the server answers 'N'.
-pub fn tls_refused(info: &ConnInfo) -> SourceError {
+pub(crate) fn tls_refused(info: &ConnInfo) -> SourceError {
     SourceError::Tls {
         host: info.host.clone(),
         message: format!(
@@ -174,14 +174,14 @@ pub fn tls_refused(info: &ConnInfo) -> SourceError {
 
 /// Whether an attempt runs over TLS or in the clear.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Encryption {
+pub(crate) enum Encryption {
     Plain,
     Tls,
 }
 
 /// How an attempt failed, as far as the choice of the next one goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The server answered 'N' to SSLRequest.
     NoTls,
     /// The TLS handshake failed (verification included).
@@ -195,7 +195,7 @@ pub enum Failure {
 
 /// libpq's first attempt for `mode` (never called with a Unix socket's
 /// `Disable`... which is simply plain).
-pub fn first_attempt(mode: SslMode) -> Encryption {
+pub(crate) fn first_attempt(mode: SslMode) -> Encryption {
     match mode {
         SslMode::Disable | SslMode::Allow => Encryption::Plain,
         _ => Encryption::Tls,
@@ -204,7 +204,7 @@ pub fn first_attempt(mode: SslMode) -> Encryption {
 
 /// libpq's second attempt, if any, after the first failed. `used` is the
 /// encryption the failed attempt ended up with.
-pub fn fallback(mode: SslMode, used: Encryption, failure: Failure) -> Option<Encryption> {
+pub(crate) fn fallback(mode: SslMode, used: Encryption, failure: Failure) -> Option<Encryption> {
     match (mode, used, failure) {
         (SslMode::Allow, Encryption::Plain, Failure::Server) => Some(Encryption::Tls),
         (
@@ -218,7 +218,7 @@ pub fn fallback(mode: SslMode, used: Encryption, failure: Failure) -> Option<Enc
 
 /// The error of a two-attempt connection: the second one's, naming the
 /// TLS failure of the first when there was one (else it would be lost).
-pub fn combine(first: Option<SourceError>, second: SourceError) -> SourceError {
+pub(crate) fn combine(first: Option<SourceError>, second: SourceError) -> SourceError {
     match first {
         Some(SourceError::Tls { host, message }) if !matches!(second, SourceError::Tls { .. }) => {
             SourceError::Tls {

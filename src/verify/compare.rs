@@ -27,27 +27,27 @@ pub enum Finding {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FieldDiff {
-    pub field: String,
-    pub expected: String,
-    pub actual: String,
+    pub(crate) field: String,
+    pub(crate) expected: String,
+    pub(crate) actual: String,
 }
 
 #[derive(Debug, Default, Serialize)]
 pub struct TableReport {
-    pub expected: usize,
-    pub actual: usize,
+    pub(crate) expected: usize,
+    pub(crate) actual: usize,
     pub matching: usize,
-    pub in_flux: usize,
+    pub(crate) in_flux: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
-    pub snapshot_lsn: String,
-    pub generation: u64,
+    pub(crate) snapshot_lsn: String,
+    pub(crate) generation: u64,
     pub tables: BTreeMap<String, TableReport>,
     pub divergent: Vec<Finding>,
     /// Documents newer than the snapshot: not compared.
-    pub in_flux: Vec<(String, String)>,
+    pub(crate) in_flux: Vec<(String, String)>,
 }
 
 impl Report {
@@ -58,7 +58,7 @@ impl Report {
 
 /// Numbers compare by value (Convex returns float64; a fold may hold
 /// integers), everything else structurally.
-pub fn json_eq(a: &Value, b: &Value) -> bool {
+pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         (Value::Array(x), Value::Array(y)) => {
@@ -101,7 +101,7 @@ fn short(v: Option<&Value>) -> String {
 /// Compares one table. `expected`: key → fields from the fold. `actual`:
 /// key → whole Convex documents. A Convex document whose position is at or
 /// after `snapshot` is in flux: it may hold events the snapshot does not.
-pub fn compare_table(
+pub(crate) fn compare_table(
     table: &str,
     expected: &BTreeMap<String, Map<String, Value>>,
     actual: &BTreeMap<String, Value>,

@@ -29,22 +29,22 @@ use crate::sink::{ConvexClient, RetryPolicy};
 use compare::Report;
 
 #[derive(Args, Debug)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     /// Verify this generation instead of the active one.
     #[arg(long)]
-    pub generation: Option<u64>,
+    pub(crate) generation: Option<u64>,
     /// How long to wait for the projector to acknowledge past the snapshot.
     #[arg(long, default_value_t = 60)]
-    pub wait_secs: u64,
+    pub(crate) wait_secs: u64,
     /// Print the report as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Exit codes: 0 exact, 1 divergent (or not caught up), 2 could not verify.
-pub async fn main(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn main(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let settings = args.common.resolve()?;
     let db_url = settings.database_url()?.clone();
     let (url, key) = settings.convex()?;
@@ -250,7 +250,7 @@ pub async fn dump(
 }
 
 /// Waits until `slot` has confirmed at least `lsn`; false on timeout.
-pub async fn wait_confirmed(
+pub(crate) async fn wait_confirmed(
     db_url: &Secret,
     slot: &str,
     lsn: Lsn,

@@ -90,7 +90,7 @@ pub struct TuningArgs {
          (events committed over 1 s before they were sent)",
         DEFAULT_BATCH_MAX_EVENTS,
     ))]
-    pub batch_max_events: Option<usize>,
+    pub(crate) batch_max_events: Option<usize>,
 
     #[arg(long, help_heading = HEADING, env = "PROJECTOR_BATCH_MAX_BYTES", help = with_default(
         format!(
@@ -100,34 +100,34 @@ pub struct TuningArgs {
         ),
         DEFAULT_BATCH_MAX_BYTES,
     ))]
-    pub batch_max_bytes: Option<usize>,
+    pub(crate) batch_max_bytes: Option<usize>,
 
     #[arg(long, help_heading = HEADING, env = "PROJECTOR_BATCH_FILL_MS", help = with_default(
         "Close a batch this many milliseconds after its first event (at least 250 while \
          draining a backlog); 0 closes it after every read",
         DEFAULT_BATCH_FILL.as_millis(),
     ))]
-    pub batch_fill_ms: Option<u64>,
+    pub(crate) batch_fill_ms: Option<u64>,
 
     #[arg(long, help_heading = HEADING, env = "PROJECTOR_MAX_INFLIGHT_BATCHES", help = with_default(
         "Batches in flight to Convex at once",
         DEFAULT_MAX_INFLIGHT_BATCHES,
     ))]
-    pub max_inflight_batches: Option<usize>,
+    pub(crate) max_inflight_batches: Option<usize>,
 
     #[arg(long, help_heading = HEADING, env = "PROJECTOR_INFLIGHT_BYTES", help = with_default(
         "Byte budget of events read but not yet acknowledged, at least --batch-max-bytes; \
          reading pauses while it is full (backpressure)",
         DEFAULT_INFLIGHT_BYTES,
     ))]
-    pub inflight_bytes: Option<usize>,
+    pub(crate) inflight_bytes: Option<usize>,
 
     #[arg(long, help_heading = HEADING, env = "PROJECTOR_CACHE_BYTES", help = with_default(
         "Byte budget of the reducer state cache, in real memory (each entry is charged its \
          hash-table slot as well as its document)",
         DEFAULT_CACHE_BYTES,
     ))]
-    pub cache_bytes: Option<usize>,
+    pub(crate) cache_bytes: Option<usize>,
 
     #[arg(long, help_heading = HEADING, env = "PROJECTOR_STATUS_INTERVAL_MS", help = with_default(
         format!(
@@ -137,7 +137,7 @@ pub struct TuningArgs {
         ),
         DEFAULT_STATUS_INTERVAL.as_millis(),
     ))]
-    pub status_interval_ms: Option<u64>,
+    pub(crate) status_interval_ms: Option<u64>,
 
     #[arg(long, help_heading = HEADING, env = "PROJECTOR_CONVEX_TIMEOUT_MS", help = with_default(
         format!(
@@ -147,7 +147,7 @@ pub struct TuningArgs {
         ),
         DEFAULT_CONVEX_TIMEOUT.as_millis(),
     ))]
-    pub convex_timeout_ms: Option<u64>,
+    pub(crate) convex_timeout_ms: Option<u64>,
 
     #[arg(long, help_heading = HEADING, env = "PROJECTOR_MAX_EVENT_BYTES", help = with_default(
         format!(
@@ -158,7 +158,7 @@ pub struct TuningArgs {
         ),
         DEFAULT_MAX_EVENT_BYTES,
     ))]
-    pub max_event_bytes: Option<usize>,
+    pub(crate) max_event_bytes: Option<usize>,
 }
 
 impl TuningArgs {
@@ -190,16 +190,16 @@ impl TuningArgs {
 
 /// Batch and memory limits and timers of the pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tuning {
-    pub batch_max_events: usize,
-    pub batch_max_bytes: usize,
-    pub batch_fill: Duration,
-    pub max_inflight_batches: usize,
-    pub inflight_bytes: usize,
-    pub cache_bytes: usize,
-    pub status_interval: Duration,
-    pub convex_timeout: Duration,
-    pub max_event_bytes: usize,
+pub(crate) struct Tuning {
+    pub(crate) batch_max_events: usize,
+    pub(crate) batch_max_bytes: usize,
+    pub(crate) batch_fill: Duration,
+    pub(crate) max_inflight_batches: usize,
+    pub(crate) inflight_bytes: usize,
+    pub(crate) cache_bytes: usize,
+    pub(crate) status_interval: Duration,
+    pub(crate) convex_timeout: Duration,
+    pub(crate) max_event_bytes: usize,
 }
 
 impl Default for Tuning {
@@ -221,7 +221,7 @@ impl Default for Tuning {
 impl Tuning {
     /// Refuses every value the pipeline cannot run with, naming the value
     /// that would work. `batch_fill` may be anything: 0 is a latency choice.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let bytes = self.batch_max_bytes;
         let max_bytes = MAX_BATCH_MAX_BYTES;
         let status = self.status_interval.as_millis();
