@@ -155,9 +155,14 @@ impl Limit {
     }
 }
 
-/// Push-back, as the deployment signals it.
+/// Push-back, as the deployment signals it. `TooManyWrites` is not: it
+/// limits bytes per second, not mutations at once, and our mutations
+/// mostly run one at a time (`pipeline::order` chains the batches of a
+/// drain), so a lower limit would only stop the next request's upload
+/// from overlapping the running one; the retry's backoff paces it.
 pub(crate) fn signal_of(e: &SinkError) -> Signal {
     match e {
+        SinkError::RateLimited { code, .. } if code == "TooManyWrites" => Signal::Neutral,
         SinkError::RateLimited { .. } | SinkError::Server { .. } | SinkError::Timeout { .. } => {
             Signal::PushBack
         }
@@ -356,6 +361,26 @@ mod tests {
     }
 
     #[test]
+    fn the_write_budget_is_not_a_concurrency_signal() {
+        let limited = |code: &str| SinkError::RateLimited {
+            path: "projector:apply".into(),
+            code: code.into(),
+            message: String::new(),
+            retry_after: None,
+        };
+        assert_eq!(signal_of(&limited("TooManyWrites")), Signal::Neutral);
+        assert_eq!(
+            signal_of(&limited("TooManyConcurrentRequests")),
+            Signal::PushBack
+        );
+        let timeout = SinkError::Timeout {
+            path: "projector:apply".into(),
+            timeout: Duration::from_secs(30),
+        };
+        assert_eq!(signal_of(&timeout), Signal::PushBack);
+    }
+
+    #[test]
     fn a_success_at_twice_the_usual_latency_stops_growth_but_lowers_nothing() {
         let mut l = Limit::new(4);
         for _ in 0..20 {
@@ -404,7 +429,8 @@ mod tests {
                     self.rejected.fetch_add(1, Ordering::SeqCst);
                     Err(SinkError::RateLimited {
                         path: "projector:apply".into(),
-                        message: "TooManyConcurrentMutations".into(),
+                        code: "TooManyConcurrentRequests".into(),
+                        message: "Too many concurrent requests".into(),
                         retry_after: None,
                     })
                 } else {

@@ -39,10 +39,12 @@ pub enum SinkError {
     /// The connection broke while sending or receiving.
     #[error("network error during Convex {path}: {why}")]
     Network { path: String, why: String },
-    /// HTTP 429.
-    #[error("Convex rate-limited {path} (HTTP 429{}): {message}", fmt_retry_after(*retry_after))]
+    /// HTTP 429. `code`: Convex's (`TooManyWrites` for the write
+    /// throughput budget, `TooManyConcurrentRequests` for its slots).
+    #[error("Convex rate-limited {path} (HTTP 429 {code}{}): {message}", fmt_retry_after(*retry_after))]
     RateLimited {
         path: String,
+        code: String,
         message: String,
         retry_after: Option<Duration>,
     },
@@ -213,6 +215,7 @@ pub(crate) fn from_status(
     match status {
         429 => SinkError::RateLimited {
             path,
+            code,
             message,
             retry_after,
         },

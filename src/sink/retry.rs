@@ -235,6 +235,7 @@ mod tests {
         assert!(last >= p.max_delay / 2, "{last:?}");
         let ra = SinkError::RateLimited {
             path: "p".into(),
+            code: String::new(),
             message: String::new(),
             retry_after: Some(Duration::from_secs(3)),
         };
@@ -245,6 +246,7 @@ mod tests {
         assert_eq!(p.delay(&ra, Duration::from_secs(5)), Duration::from_secs(5));
         let huge = SinkError::RateLimited {
             path: "p".into(),
+            code: String::new(),
             message: String::new(),
             retry_after: Some(Duration::from_secs(3600)),
         };
