@@ -359,7 +359,7 @@ impl Engine {
             .map(|k| self.cache.lend(k).unwrap_or(None))
             .collect();
         let folded = self.fold_items(items, &mut states, id, &done_rx, &mut after);
-        let events_by_id = folded.events_by_id(key_list.len());
+        let events_by_id = folded.events_by_id();
         let serialised = self.serialise(key_list, states, events_by_id, id, &mut after);
         tracing::debug!(
             first = folded.first.map(|p| p.to_string()),
@@ -680,7 +680,8 @@ impl After {
 struct FoldedItems {
     /// (key id, index into `events`) for every change, in fold order.
     changes: Vec<(u32, u32)>,
-    /// Changes per key id, to size each key's list exactly.
+    /// Changes per key id (one entry per key of the batch), to size each
+    /// key's list exactly.
     changes_per_id: Vec<u32>,
     events: Vec<FoldedEvent>,
     dead_letters: Vec<projection::DeadLetter>,
@@ -694,13 +695,12 @@ impl FoldedItems {
     /// Convex rejects the document); empty: the key was not written. Made
     /// from the (id, event) pairs at each key's exact size: growing a list
     /// per key was ~2 % of a drain's instructions.
-    fn events_by_id(&self, keys: usize) -> Vec<Vec<u32>> {
+    fn events_by_id(&self) -> Vec<Vec<u32>> {
         let mut by_id: Vec<Vec<u32>> = self
             .changes_per_id
             .iter()
             .map(|&n| Vec::with_capacity(n as usize))
             .collect();
-        by_id.resize_with(keys, Vec::new);
         for &(id, idx) in &self.changes {
             if let Some(list) = by_id.get_mut(id as usize) {
                 list.push(idx);

@@ -19,26 +19,32 @@ fn driver(store: &Arc<MemoryStore>) -> Driver {
     )
 }
 
-/// Run `r1`'s event `seq` in a transaction committed at `lsn`.
+/// Run `r1`'s event `seq` (its stream seq too) in a transaction committed
+/// at `lsn`.
 fn run_event(seq: i64, lsn: u64) -> RuntimeEvent {
-    let (ty, payload) = if seq == 1 {
+    r1(seq, seq).at(Position::new(Lsn(lsn), 0))
+}
+
+/// Run `r1`'s event with stream seq `stream_seq` (1: `run.created`, then
+/// steps), not yet placed in the WAL.
+fn r1(seq: i64, stream_seq: i64) -> RuntimeEvent {
+    let (ty, payload) = if stream_seq == 1 {
         (
             "run.created",
             r#"{"thread_id":"t1","title":"x"}"#.to_string(),
         )
     } else {
-        ("run.step", format!(r#"{{"name":"s{seq}"}}"#))
+        ("run.step", format!(r#"{{"name":"s{stream_seq}"}}"#))
     };
     RuntimeEvent::new(
         seq,
         "run:r1",
-        seq,
+        stream_seq,
         ty,
         "u1",
         &payload,
         "2026-11-23 08:00:00+00",
     )
-    .at(Position::new(Lsn(lsn), 0))
 }
 
 /// One transaction per event, each committed and closed into its own batch.
@@ -317,24 +323,7 @@ async fn a_second_run_created_of_a_run_waits_for_the_batch_with_the_first() {
 /// `r1`'s event with stream seq `stream_seq`, the `ordinal`-th of the
 /// transaction committed at 1100.
 fn r1_event(seq: i64, stream_seq: i64, ordinal: u64) -> RuntimeEvent {
-    let (ty, payload) = if stream_seq == 1 {
-        (
-            "run.created",
-            r#"{"thread_id":"t1","title":"x"}"#.to_string(),
-        )
-    } else {
-        ("run.step", format!(r#"{{"name":"s{stream_seq}"}}"#))
-    };
-    RuntimeEvent::new(
-        seq,
-        "run:r1",
-        stream_seq,
-        ty,
-        "u1",
-        &payload,
-        "2026-11-23 08:00:00+00",
-    )
-    .at(Position::new(Lsn(1100), ordinal))
+    r1(seq, stream_seq).at(Position::new(Lsn(1100), ordinal))
 }
 
 /// Sends `events` as one transaction and one batch with a byte limit so

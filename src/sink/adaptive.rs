@@ -204,9 +204,14 @@ impl Slots {
         Some((permit, s.limit.epoch))
     }
 
-    /// Learns from one answer: the limit moves, and the semaphore with it.
-    fn answer(&self, signal: Signal, epoch: u64) {
+    /// Learns from one answer (a success `latency` after it was sent):
+    /// the limit moves, and the semaphore with it.
+    fn answer(&self, result: &Result<ApplyResult, SinkError>, latency: Duration, epoch: u64) {
         let mut s = self.lock();
+        let signal = match result {
+            Ok(_) => s.limit.latency_signal(latency),
+            Err(e) => signal_of(e),
+        };
         let delta = s.limit.on_answer(signal, epoch);
         if delta < 0 {
             // Idle slots go at once; slots in use as they come back.
@@ -279,11 +284,7 @@ impl<S: DocumentStore> DocumentStore for Adaptive<S> {
             };
             let started = Instant::now();
             let result = self.inner.apply(body).await;
-            let signal = match &result {
-                Ok(_) => self.slots.lock().limit.latency_signal(started.elapsed()),
-                Err(e) => signal_of(e),
-            };
-            self.slots.answer(signal, epoch);
+            self.slots.answer(&result, started.elapsed(), epoch);
             if matches!(result, Err(SinkError::Timeout { .. })) {
                 // The server may still be running it: its slot stays taken.
                 let slots = self.slots.clone();
@@ -398,6 +399,40 @@ mod tests {
         assert_eq!(l.limit, 2, "a slow answer ends the round without growth");
     }
 
+    /// A deployment's `apply`; [`Fake`] makes it a store whose other
+    /// calls answer empty.
+    trait Applies: Send + Sync + 'static {
+        fn apply(&self) -> StoreFuture<'_, ApplyResult>;
+    }
+
+    struct Fake<T>(T);
+
+    impl<T> std::ops::Deref for Fake<T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            &self.0
+        }
+    }
+
+    impl<T: Applies> DocumentStore for Fake<T> {
+        fn apply(&self, _body: Bytes) -> StoreFuture<'_, ApplyResult> {
+            self.0.apply()
+        }
+
+        fn load<'a>(
+            &'a self,
+            _generation: u64,
+            _table: Table,
+            _keys: &'a [String],
+        ) -> StoreFuture<'a, Vec<LoadedDoc>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn acquire_writer<'a>(&'a self, _g: u64, _holder: &'a str) -> StoreFuture<'a, u64> {
+            Box::pin(async { Ok(1) })
+        }
+    }
+
     /// A deployment that runs `cap` mutations at once, 20 ms each, and
     /// answers 429 to any more (as Convex does past its concurrency limit).
     struct Capped {
@@ -420,8 +455,8 @@ mod tests {
         }
     }
 
-    impl DocumentStore for Capped {
-        fn apply(&self, _body: Bytes) -> StoreFuture<'_, ApplyResult> {
+    impl Applies for Capped {
+        fn apply(&self) -> StoreFuture<'_, ApplyResult> {
             Box::pin(async move {
                 let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
                 self.peak.fetch_max(now, Ordering::SeqCst);
@@ -447,19 +482,6 @@ mod tests {
                 answer
             })
         }
-
-        fn load<'a>(
-            &'a self,
-            _generation: u64,
-            _table: Table,
-            _keys: &'a [String],
-        ) -> StoreFuture<'a, Vec<LoadedDoc>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-
-        fn acquire_writer<'a>(&'a self, _g: u64, _holder: &'a str) -> StoreFuture<'a, u64> {
-            Box::pin(async { Ok(1) })
-        }
     }
 
     /// 16 writers, 25 mutations each, every one retried until applied
@@ -483,13 +505,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn past_the_deployments_concurrency_the_limit_adapts_instead_of_storming() {
-        let raw = Arc::new(Capped::new(4));
+        let raw = Arc::new(Fake(Capped::new(4)));
         let t0 = tokio::time::Instant::now();
         sixteen_writers(raw.clone()).await;
         let raw_time = t0.elapsed();
         let storm = raw.rejected.load(Ordering::SeqCst);
 
-        let capped = Arc::new(Capped::new(4));
+        let capped = Arc::new(Fake(Capped::new(4)));
         let adaptive = Arc::new(Adaptive::new(capped.clone(), 16, None));
         let t0 = tokio::time::Instant::now();
         sixteen_writers(adaptive.clone()).await;
@@ -518,13 +540,13 @@ mod tests {
         );
     }
 
-    /// Times out every call after `after`, counting when calls start.
+    /// Times every call out after 30 s, noting when each started.
     struct Slow {
         starts: Mutex<Vec<tokio::time::Instant>>,
     }
 
-    impl DocumentStore for Slow {
-        fn apply(&self, _body: Bytes) -> StoreFuture<'_, ApplyResult> {
+    impl Applies for Slow {
+        fn apply(&self) -> StoreFuture<'_, ApplyResult> {
             Box::pin(async move {
                 self.starts
                     .lock()
@@ -537,26 +559,13 @@ mod tests {
                 })
             })
         }
-
-        fn load<'a>(
-            &'a self,
-            _generation: u64,
-            _table: Table,
-            _keys: &'a [String],
-        ) -> StoreFuture<'a, Vec<LoadedDoc>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-
-        fn acquire_writer<'a>(&'a self, _g: u64, _holder: &'a str) -> StoreFuture<'a, u64> {
-            Box::pin(async { Ok(1) })
-        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_timed_out_mutation_keeps_its_slot_while_the_server_may_run_it() {
-        let slow = Arc::new(Slow {
+        let slow = Arc::new(Fake(Slow {
             starts: Mutex::new(Vec::new()),
-        });
+        }));
         let adaptive = Adaptive::new(slow.clone(), 1, None);
         let t0 = tokio::time::Instant::now();
         assert!(adaptive.apply(Bytes::new()).await.is_err());

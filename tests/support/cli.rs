@@ -70,11 +70,9 @@ impl Env {
     }
 }
 
+/// A free TCP port on 127.0.0.1 (the sandbox's, which tests share).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    projector::sandbox::postgres::free_port().expect("free port")
 }
 
 /// A public query with a user's bearer token (verified by the backend:

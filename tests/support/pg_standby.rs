@@ -117,7 +117,7 @@ pub async fn start_standby(primary: &PgCluster, slot: &str) -> PgCluster {
     std::fs::write(data.join("standby.signal"), "").unwrap();
     pg::chown_pg(&data.join("standby.signal"));
 
-    let port = projector::sandbox::postgres::free_port().unwrap();
+    let port = crate::support::cli::free_port();
     let mut conf = format!(
         "\nport = {port}\nunix_socket_directories = '{}'\n\
          primary_conninfo = 'host=127.0.0.1 port={} user=postgres password={} dbname=postgres application_name=standby1'\n\

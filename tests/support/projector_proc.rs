@@ -15,13 +15,6 @@ pub struct Projector {
     stderr_path: Option<std::path::PathBuf>,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 impl Projector {
     /// `projector run` with the given connection settings; extra env wins.
     pub fn spawn(
@@ -44,7 +37,7 @@ impl Projector {
         args: &[&str],
         extra: &[(&str, &str)],
     ) -> Projector {
-        let metrics_port = free_port();
+        let metrics_port = crate::support::cli::free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_projector"));
         cmd.arg("run")
             .args(args)
