@@ -104,6 +104,8 @@ metric_names! {
         "Batches sent to Convex and not yet acknowledged.";
     CONVEX_CONCURRENCY_LIMIT = "projector_convex_concurrency_limit", Gauge, [],
         "Convex apply mutations allowed in flight at once: halved on 429, 5xx or timeouts, grown by one after a full round of answers without them at flat latency.";
+    CONVEX_WRITE_RATE_BYTES = "projector_convex_write_rate_bytes", Gauge, [],
+        "Bytes per second the apply mutations are paced to, learned from Convex's 429 TooManyWrites (0 = not paced: no refusal seen).";
     BACKPRESSURE_ACTIVE = "projector_backpressure_active", Gauge, [],
         "1 while reading from Postgres is paused because the in-flight byte budget is full.";
     BACKPRESSURE_SECONDS_TOTAL = "projector_backpressure_seconds_total", Counter, [],

@@ -23,6 +23,10 @@
 //!   client gave up: the server may still be running it, and sending its
 //!   retry (or another request) at once is how retry storms start.
 //!
+//! - **Write throughput** is a second limit: `TooManyWrites` paces the
+//!   applies' bytes ([`crate::sink::write_rate`]) instead of lowering the
+//!   number in flight.
+//!
 //! Loads and writer acquisition pass through unlimited: they are reads or
 //! rare, and the engine bounds loads itself.
 
@@ -35,6 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::metrics::Metrics;
 use crate::projection::Table;
 use crate::sink::store::{DocumentStore, StoreFuture};
+use crate::sink::write_rate::{Admitted, WriteRate};
 use crate::sink::{ApplyResult, LoadedDoc, SinkError};
 
 /// How long a timed-out mutation still counts as in flight.
@@ -159,7 +164,7 @@ impl Limit {
 /// limits bytes per second, not mutations at once, and our mutations
 /// mostly run one at a time (`pipeline::order` chains the batches of a
 /// drain), so a lower limit would only stop the next request's upload
-/// from overlapping the running one; the retry's backoff paces it.
+/// from overlapping the running one; the write rate paces it instead.
 pub(crate) fn signal_of(e: &SinkError) -> Signal {
     match e {
         SinkError::RateLimited { code, .. } if code == "TooManyWrites" => Signal::Neutral,
@@ -244,6 +249,8 @@ impl Slots {
 pub(crate) struct Adaptive<S> {
     inner: S,
     slots: Slots,
+    writes: Mutex<WriteRate>,
+    metrics: Option<Metrics>,
 }
 
 impl<S: DocumentStore> Adaptive<S> {
@@ -263,8 +270,42 @@ impl<S: DocumentStore> Adaptive<S> {
                     debt: 0,
                     in_flight: 0,
                 })),
-                metrics,
+                metrics: metrics.clone(),
             },
+            writes: Mutex::new(WriteRate::default()),
+            metrics,
+        }
+    }
+
+    fn writes(&self) -> std::sync::MutexGuard<'_, WriteRate> {
+        // Nothing panics while holding it.
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Learns from one answer about the write throughput.
+    fn answer_writes(
+        &self,
+        result: &Result<ApplyResult, SinkError>,
+        request: Admitted,
+        waited: bool,
+    ) {
+        let now = tokio::time::Instant::now();
+        let mut w = self.writes();
+        match result {
+            Ok(_) => w.accepted(request, waited, now),
+            Err(SinkError::RateLimited { code, .. }) if code == "TooManyWrites" => {
+                if let Some(rate) = w.refused(request, now) {
+                    tracing::info!(
+                        bytes_per_second = rate as u64,
+                        "Convex refused writes past its throughput budget (429 TooManyWrites); pacing the applies"
+                    );
+                }
+            }
+            Err(_) => w.failed(request),
+        }
+        if let Some(m) = &self.metrics {
+            m.convex_write_rate_bytes
+                .set(w.budget().map_or(0, |r| r as i64));
         }
     }
 
@@ -282,9 +323,21 @@ impl<S: DocumentStore> DocumentStore for Adaptive<S> {
             let Some((permit, epoch)) = self.slots.acquire().await else {
                 return self.inner.apply(body).await;
             };
+            let mut waited = false;
+            let request = loop {
+                let admitted = self.writes().admit(body.len(), tokio::time::Instant::now());
+                match admitted {
+                    Ok(request) => break request,
+                    Err(wait) => {
+                        waited = true;
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            };
             let started = Instant::now();
             let result = self.inner.apply(body).await;
             self.slots.answer(&result, started.elapsed(), epoch);
+            self.answer_writes(&result, request, waited);
             if matches!(result, Err(SinkError::Timeout { .. })) {
                 // The server may still be running it: its slot stays taken.
                 let slots = self.slots.clone();
@@ -402,7 +455,7 @@ mod tests {
     /// A deployment's `apply`; [`Fake`] makes it a store whose other
     /// calls answer empty.
     trait Applies: Send + Sync + 'static {
-        fn apply(&self) -> StoreFuture<'_, ApplyResult>;
+        fn apply(&self, body: Bytes) -> StoreFuture<'_, ApplyResult>;
     }
 
     struct Fake<T>(T);
@@ -415,8 +468,8 @@ mod tests {
     }
 
     impl<T: Applies> DocumentStore for Fake<T> {
-        fn apply(&self, _body: Bytes) -> StoreFuture<'_, ApplyResult> {
-            self.0.apply()
+        fn apply(&self, body: Bytes) -> StoreFuture<'_, ApplyResult> {
+            self.0.apply(body)
         }
 
         fn load<'a>(
@@ -456,7 +509,7 @@ mod tests {
     }
 
     impl Applies for Capped {
-        fn apply(&self) -> StoreFuture<'_, ApplyResult> {
+        fn apply(&self, _body: Bytes) -> StoreFuture<'_, ApplyResult> {
             Box::pin(async move {
                 let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
                 self.peak.fetch_max(now, Ordering::SeqCst);
@@ -471,12 +524,7 @@ mod tests {
                 } else {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     self.applied.fetch_add(1, Ordering::SeqCst);
-                    Ok(ApplyResult {
-                        applied: 1,
-                        skipped: 0,
-                        dead_letters_inserted: 0,
-                        dead_letters_skipped: 0,
-                    })
+                    Ok(applied_one())
                 };
                 self.running.fetch_sub(1, Ordering::SeqCst);
                 answer
@@ -546,7 +594,7 @@ mod tests {
     }
 
     impl Applies for Slow {
-        fn apply(&self) -> StoreFuture<'_, ApplyResult> {
+        fn apply(&self, _body: Bytes) -> StoreFuture<'_, ApplyResult> {
             Box::pin(async move {
                 self.starts
                     .lock()
@@ -574,5 +622,112 @@ mod tests {
         let starts = slow.starts.lock().expect("starts").clone();
         assert_eq!(starts.len(), 2);
         assert_eq!(starts[1] - t0, Duration::from_secs(30) + TIMEOUT_HOLD);
+    }
+
+    fn applied_one() -> ApplyResult {
+        ApplyResult {
+            applied: 1,
+            skipped: 0,
+            dead_letters_inserted: 0,
+            dead_letters_skipped: 0,
+        }
+    }
+
+    /// A deployment with Convex's write-throughput limit: an `apply` is
+    /// refused with 429 `TooManyWrites` while the bytes it committed in
+    /// the last second reach `budget` (the refused request itself does
+    /// not count, as in Convex); one runs 20 ms.
+    struct Budgeted {
+        budget: u64,
+        commits: Mutex<std::collections::VecDeque<(tokio::time::Instant, u64)>>,
+        refused: AtomicU64,
+        applied_bytes: AtomicU64,
+    }
+
+    impl Budgeted {
+        fn new(budget: u64) -> Budgeted {
+            Budgeted {
+                budget,
+                commits: Mutex::new(Default::default()),
+                refused: AtomicU64::new(0),
+                applied_bytes: AtomicU64::new(0),
+            }
+        }
+
+        fn window(&self, now: tokio::time::Instant) -> u64 {
+            let mut c = self.commits.lock().expect("commits");
+            while c.front().is_some_and(|(at, _)| now - *at >= Duration::from_secs(1)) {
+                c.pop_front();
+            }
+            c.iter().map(|(_, b)| b).sum()
+        }
+    }
+
+    impl Applies for Budgeted {
+        fn apply(&self, body: Bytes) -> StoreFuture<'_, ApplyResult> {
+            Box::pin(async move {
+                if self.window(tokio::time::Instant::now()) >= self.budget {
+                    self.refused.fetch_add(1, Ordering::SeqCst);
+                    return Err(SinkError::RateLimited {
+                        path: "projector:apply".into(),
+                        code: "TooManyWrites".into(),
+                        message: "Too many writes per second".into(),
+                        retry_after: None,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let now = tokio::time::Instant::now();
+                self.commits
+                    .lock()
+                    .expect("commits")
+                    .push_back((now, body.len() as u64));
+                self.applied_bytes
+                    .fetch_add(body.len() as u64, Ordering::SeqCst);
+                Ok(applied_one())
+            })
+        }
+    }
+
+    /// One writer, as a drain is (its batches chain), sends 1 MiB batches
+    /// back to back for 30 s, each retried 100 ms after a refusal (the
+    /// retry policy's first delay). Returns the bytes per second applied.
+    async fn drain_for_30s(store: &dyn DocumentStore) -> f64 {
+        let body = Bytes::from(vec![b'x'; 1024 * 1024]);
+        let t0 = tokio::time::Instant::now();
+        let mut applied = 0u64;
+        while t0.elapsed() < Duration::from_secs(30) {
+            while store.apply(body.clone()).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            applied += body.len() as u64;
+        }
+        applied as f64 / t0.elapsed().as_secs_f64()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_write_budget_the_applies_are_paced_instead_of_refused() {
+        const BUDGET: u64 = 4 * 1024 * 1024;
+        let raw = Fake(Budgeted::new(BUDGET));
+        let raw_rate = drain_for_30s(&raw).await;
+        let blind = raw.refused.load(Ordering::SeqCst);
+
+        let budgeted = Arc::new(Fake(Budgeted::new(BUDGET)));
+        let adaptive = Adaptive::new(budgeted.clone(), 4, None);
+        let paced_rate = drain_for_30s(&adaptive).await;
+        let paced = budgeted.refused.load(Ordering::SeqCst);
+        eprintln!(
+            "TooManyWrites in 30 s: {blind} blind at {:.0} % of the budget, {paced} paced at {:.0} %",
+            100.0 * raw_rate / BUDGET as f64,
+            100.0 * paced_rate / BUDGET as f64
+        );
+        // Blind, every second's fifth batch is refused; paced, one refusal
+        // per adaptation step (~5 s) after the first.
+        assert!(blind >= 25, "{blind} refusals without pacing");
+        assert!(paced <= 10, "{paced} refusals while paced");
+        assert!(
+            paced_rate >= 0.9 * BUDGET as f64,
+            "paced at {paced_rate:.0} B/s against a budget of {BUDGET}"
+        );
+        assert!(adaptive.writes().budget().is_some());
     }
 }

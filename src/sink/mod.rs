@@ -26,6 +26,7 @@ pub mod null;
 pub(crate) mod retry;
 pub mod schema;
 pub(crate) mod store;
+pub(crate) mod write_rate;
 
 pub use api::{ApplyRequest, ApplyResult, DeadLetterWrite, DocJson, LoadedDoc, Page, Write};
 pub use client::{ConvexClient, Kind};
