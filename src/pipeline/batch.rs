@@ -37,9 +37,13 @@ pub(crate) enum Item {
 /// Bytes we charge per event on top of its payload (struct, strings, keys).
 pub(crate) const EVENT_OVERHEAD: usize = 192;
 
-/// Documents (and dead letters) one batch may touch: each costs index
-/// ranges in `apply` (see `sink::limits`).
-pub(crate) const MAX_DISTINCT_KEYS: usize = crate::sink::limits::MAX_KEYS_PER_APPLY;
+/// Documents (and dead letters) one batch may touch: two mutations' worth
+/// (each costs index ranges in `apply`, `sink::limits`; the dispatch sends
+/// a batch in mutations of at most [`crate::sink::limits::MAX_KEYS_PER_APPLY`]).
+/// A drain writes ~0.2 documents per event, so one mutation's worth would
+/// close its batches at ~7k events and coalesce 15 % fewer writes than the
+/// ~12k a catch-up batch may hold (BENCHMARKS.md, session 10).
+pub(crate) const MAX_DISTINCT_KEYS: usize = 2 * crate::sink::limits::MAX_KEYS_PER_APPLY;
 
 #[derive(Default)]
 pub(crate) struct OpenBatch {

@@ -7,7 +7,8 @@
 //! split in halves instead (it may be too big to ever finish in time). A definite failure (the mutation
 //! rejected a document) splits the request in halves until the offending
 //! document is alone; its events become dead letters and everything else is
-//! applied. A request too large for one mutation is sent in chunks.
+//! applied. A request too large for one mutation (bytes, or documents for
+//! its index ranges) is sent in chunks.
 //!
 //! Order when a batch takes several mutations: dead letters first, then the
 //! documents that are not stream documents, then the stream documents
@@ -210,7 +211,7 @@ struct Sender {
 
 impl Sender {
     /// Applies writes and dead letters, in as many mutations as the byte
-    /// limit needs, isolating definite rejections.
+    /// and index-range limits need, isolating definite rejections.
     async fn send(&mut self, writes: Vec<DocWrite>, dead_letters: Vec<DeadLetterWrite>) {
         let mut stack = vec![ApplyRequest {
             generation: self.generation,
@@ -227,7 +228,8 @@ impl Sender {
                 }
             };
             let parts = req.writes.len() + req.dead_letters.len();
-            if body.len() > self.max_bytes && parts > 1 {
+            let too_many = parts > crate::sink::limits::MAX_KEYS_PER_APPLY;
+            if (body.len() > self.max_bytes || too_many) && parts > 1 {
                 stack.extend(split(req).into_iter().rev());
                 continue;
             }

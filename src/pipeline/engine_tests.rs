@@ -610,3 +610,59 @@ async fn a_write_in_flight_counts_its_pinned_state_and_both_copies_of_its_json()
     assert!(held >= 8 * 3 * json, "{held} bytes counted for 8 x {json}");
     d.settle().await.expect("settle");
 }
+
+/// One transaction creating runs `from..` (each writes its run and its
+/// timeline, all share thread t1) until the batch is full; returns how
+/// many it took.
+fn create_runs_until_full(d: &mut Driver, from: usize, lsn: u64) -> usize {
+    d.engine_mut().begin(0);
+    let mut n = 0;
+    loop {
+        let k = from + n;
+        n += 1;
+        let ev = created(k as i64 + 1, &format!("r{k}"), lsn).at(Position::new(Lsn(lsn), k as u64));
+        if d.engine_mut().push(ev) {
+            break;
+        }
+    }
+    d.engine_mut().commit(Lsn(lsn + 50));
+    n
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_of_more_documents_than_one_mutation_takes_is_sent_in_several() {
+    use crate::sink::limits::MAX_KEYS_PER_APPLY;
+    let store = Arc::new(MemoryStore::new());
+    let mut d = driver(&store);
+    d.engine_mut().reset_progress(Lsn(1000));
+    // The first batch teaches the typical document sizes (cold, each is
+    // charged at the largest one can be, so it fills early on bytes).
+    let first = create_runs_until_full(&mut d, 0, 2000);
+    d.close_batch().await.expect("close");
+    d.settle().await.expect("settle");
+    // Warm, the batch is full on documents: two mutations' worth.
+    let second = create_runs_until_full(&mut d, first, 3000);
+    let (applies_before, _) = store.calls();
+    d.close_batch().await.expect("close");
+    d.settle().await.expect("settle");
+    let (applies_after, _) = store.calls();
+    // Coalescing needs large batches: this one holds well over one
+    // mutation's documents.
+    assert!(
+        2 * second + 1 > 3 * MAX_KEYS_PER_APPLY / 2,
+        "{second} runs (2 documents each) in a full batch"
+    );
+    assert!(
+        applies_after - applies_before >= 2,
+        "one batch, several mutations"
+    );
+    assert!(
+        store.largest_apply() <= MAX_KEYS_PER_APPLY,
+        "an apply of {} documents",
+        store.largest_apply()
+    );
+    assert_eq!(d.engine().flush_lsn(), Lsn(3050));
+    let last = format!("r{}", first + second - 1);
+    assert!(store.doc(1, Table::Runs, &last).is_some(), "{last} stored");
+    assert_eq!(run_count(&store), (first + second) as u64);
+}

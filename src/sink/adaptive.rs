@@ -656,7 +656,10 @@ mod tests {
 
         fn window(&self, now: tokio::time::Instant) -> u64 {
             let mut c = self.commits.lock().expect("commits");
-            while c.front().is_some_and(|(at, _)| now - *at >= Duration::from_secs(1)) {
+            while c
+                .front()
+                .is_some_and(|(at, _)| now - *at >= Duration::from_secs(1))
+            {
                 c.pop_front();
             }
             c.iter().map(|(_, b)| b).sum()

@@ -56,6 +56,8 @@ struct Inner {
     time_out_above: Option<usize>,
     /// Every `apply` that reached the store, fenced or rejected included.
     apply_attempts: u64,
+    /// The most documents and dead letters one `apply` carried.
+    largest_apply: usize,
     loads: u64,
 }
 
@@ -149,6 +151,11 @@ impl MemoryStore {
     }
 
     /// (applies, loads) executed so far.
+    /// The most documents and dead letters one `apply` carried.
+    pub(crate) fn largest_apply(&self) -> usize {
+        self.lock().largest_apply
+    }
+
     pub(crate) fn calls(&self) -> (u64, u64) {
         let g = self.lock();
         (g.applies, g.loads)
@@ -175,6 +182,20 @@ impl MemoryStore {
         let dead_letters = args["deadLetters"].as_array().unwrap_or(&empty);
         let mut g = self.lock();
         g.apply_attempts += 1;
+        g.largest_apply = g.largest_apply.max(writes.len() + dead_letters.len());
+        // As Convex counts them: each replaced document reads two index
+        // ranges (its lookup and the replace), each dead letter one.
+        let ranges = writes.len() * crate::sink::limits::RANGES_PER_WRITE + dead_letters.len();
+        if ranges > crate::sink::limits::MAX_INDEX_RANGES {
+            return Err(SinkError::Function {
+                path: "projector:apply".into(),
+                message: format!(
+                    "Uncaught Error: Too many reads in a single function execution (limit: {}).",
+                    crate::sink::limits::MAX_INDEX_RANGES
+                ),
+                data: None,
+            });
+        }
         if g.time_out_above.is_some_and(|k| writes.len() > k) {
             return Err(SinkError::Timeout {
                 path: "projector:apply".into(),
