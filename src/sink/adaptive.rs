@@ -733,4 +733,26 @@ mod tests {
         );
         assert!(adaptive.writes().budget().is_some());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_process_refused_before_it_wrote_keeps_a_useful_write_budget() {
+        // A restart: the predecessor's last second of writes still fills
+        // the deployment's window when the new process sends its first.
+        const BUDGET: u64 = 4 * 1024 * 1024;
+        let budgeted = Arc::new(Fake(Budgeted::new(BUDGET)));
+        budgeted
+            .commits
+            .lock()
+            .expect("commits")
+            .push_back((tokio::time::Instant::now(), BUDGET));
+        let adaptive = Adaptive::new(budgeted.clone(), 4, None);
+        let rate = drain_for_30s(&adaptive).await;
+        let refused = budgeted.refused.load(Ordering::SeqCst);
+        eprintln!(
+            "{refused} refusals, {:.0} % of the budget",
+            100.0 * rate / BUDGET as f64
+        );
+        assert!(rate >= 0.85 * BUDGET as f64, "{rate:.0} B/s");
+        assert!(refused <= 15, "{refused} refusals");
+    }
 }

@@ -17,10 +17,15 @@
 //!   the deployment's budget, and a deployment that never refuses needs
 //!   no pacing.
 //! - **Decrease** on `TooManyWrites`, once per round trip (a refusal of a
-//!   request admitted before the last decrease says nothing new): to
-//!   [`DECREASE`] of the smaller of the current budget and the bytes the
-//!   deployment accepted from us in the last [`WINDOW`], which is what its
-//!   budget let through (less, if others write to it too).
+//!   request admitted before the last decrease says nothing new) and at
+//!   most once per [`WINDOW`] (the refusals of one full window are one
+//!   signal), to [`DECREASE`] of the budget. The first refusal starts from the bytes
+//!   the deployment accepted from us in the last [`WINDOW`], or from
+//!   Convex's default budget ([`FIRST_GUESS`]) if that is more: a fresh
+//!   process can be refused before it wrote anything, while the window is
+//!   full of its predecessor's writes (a restart, a rolling deploy), and
+//!   its own share then says nothing about the budget. Others sharing the
+//!   budget show up as repeated refusals, 10 % less each.
 //! - **Increase** while the budget is what paces us: each accepted request
 //!   that had to wait adds [`GROWTH_PER_SEC`] of its bytes, so a saturated
 //!   sender grows ~2 % per second and probes the budget again about every
@@ -44,6 +49,10 @@ pub(crate) const DECREASE: f64 = 0.9;
 /// Growth per second while paced: ~5 s from a decrease back to the
 /// deployment's budget, so the sawtooth averages ~95 % of it.
 pub(crate) const GROWTH_PER_SEC: f64 = 0.02;
+
+/// Where the first decrease starts when we wrote less than this in the
+/// last window: Convex's default write budget (4 MiB per second).
+pub(crate) const FIRST_GUESS: f64 = 4.0 * 1024.0 * 1024.0;
 
 /// Never paced below this (bytes per window): a deployment that refuses
 /// while others use its budget must still see our writes, slowly.
@@ -72,6 +81,7 @@ pub(crate) struct WriteRate {
     /// Bytes of admitted requests not answered yet.
     in_flight: u64,
     epoch: u64,
+    last_decrease: Option<Instant>,
 }
 
 impl WriteRate {
@@ -131,10 +141,18 @@ impl WriteRate {
         if request.epoch < self.epoch {
             return None; // admitted before the last decrease
         }
+        if self
+            .last_decrease
+            .is_some_and(|at| now.saturating_duration_since(at) < WINDOW)
+        {
+            return None; // the same full window
+        }
+        self.last_decrease = Some(now);
         self.prune(now);
-        let let_through = self.accepted_bytes as f64;
-        let current = self.budget.unwrap_or(f64::INFINITY);
-        let new = (DECREASE * current.min(let_through)).max(MIN_BUDGET);
+        let current = self
+            .budget
+            .unwrap_or_else(|| (self.accepted_bytes as f64).max(FIRST_GUESS));
+        let new = (DECREASE * current).max(MIN_BUDGET);
         self.budget = Some(new);
         self.epoch += 1;
         Some(new)
@@ -207,6 +225,27 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_before_writing_anything_starts_from_convexs_default() {
+        // A fresh process, refused while its predecessor's writes fill the
+        // deployment's window: its own (empty) share is no estimate.
+        let t0 = Instant::now();
+        let mut w = WriteRate::default();
+        let a = w.admit(MIB, t0).expect("unlimited");
+        assert_eq!(w.refused(a, t0), Some(DECREASE * FIRST_GUESS));
+        // More than the default went through: that is the estimate.
+        let mut w = WriteRate::default();
+        for i in 0..8 {
+            let a = w.admit(MIB, t0 + ms(100 * i)).expect("unlimited");
+            w.accepted(a, false, t0 + ms(100 * i));
+        }
+        let a = w.admit(MIB, t0 + ms(900)).expect("unlimited");
+        assert_eq!(
+            w.refused(a, t0 + ms(900)),
+            Some(DECREASE * 8.0 * MIB as f64)
+        );
+    }
+
+    #[test]
     fn only_in_flight_requests_filling_the_budget_wait_for_their_answers() {
         let t0 = Instant::now();
         let mut w = WriteRate::default();
@@ -225,10 +264,30 @@ mod tests {
         let budget = w.budget().expect("budget");
         let together: Vec<Admitted> = (0..3).map(|_| w.admit(MIB, now).expect("room")).collect();
         assert!(w.refused(together[0], now).is_some());
+        // Answered later than a window after the decrease, still nothing.
         for a in &together[1..] {
-            assert_eq!(w.refused(*a, now), None, "same round trip");
+            assert_eq!(w.refused(*a, now + ms(2000)), None, "same round trip");
         }
         assert!(w.budget().expect("budget") < budget);
+    }
+
+    #[test]
+    fn refusals_within_one_window_decrease_once() {
+        // A restart's retries, each admitted after the last decrease, all
+        // refused while the predecessor's writes fill the window.
+        let t0 = Instant::now();
+        let mut w = WriteRate::default();
+        let a = w.admit(MIB, t0).expect("unlimited");
+        let first = w.refused(a, t0).expect("decrease");
+        for i in 1..10 {
+            let at = t0 + ms(100 * i);
+            let a = w.admit(MIB, at).expect("window empty of ours");
+            assert_eq!(w.refused(a, at), None, "{at:?}: the same window");
+        }
+        assert_eq!(w.budget(), Some(first));
+        let at = t0 + ms(1000);
+        let a = w.admit(MIB, at).expect("room");
+        assert_eq!(w.refused(a, at), Some(DECREASE * first));
     }
 
     #[test]
