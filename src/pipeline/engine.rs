@@ -109,14 +109,16 @@ impl Engine {
         metrics: Metrics,
     ) -> (Engine, mpsc::UnboundedReceiver<Ack>) {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        // Loads and applies retry within one budget.
+        let budget = Arc::new(crate::sink::retry_budget::RetryBudget::default());
         let engine = Engine {
             store,
             generation,
             cache: StateCache::new(tuning.cache_bytes),
             doc_sizes: DocSizes::default(),
             tuning,
-            retry: counted_retry(&metrics, "load"),
-            retry_apply: counted_retry(&metrics, "apply"),
+            retry: counted_retry(&metrics, "load", &budget),
+            retry_apply: counted_retry(&metrics, "apply", &budget),
             backpressured: std::cell::Cell::new(false),
             metrics,
             open: OpenBatch::default(),
@@ -650,14 +652,20 @@ async fn load_splitting(
     Ok(loaded)
 }
 
-/// Retry forever, counting each retry (by function) and the transient
-/// error behind it (by class) in the metrics.
-fn counted_retry(metrics: &Metrics, function: &'static str) -> RetryPolicy {
+/// Retry forever within `budget`, counting each retry (by function) and
+/// the transient error behind it (by class) in the metrics.
+fn counted_retry(
+    metrics: &Metrics,
+    function: &'static str,
+    budget: &Arc<crate::sink::retry_budget::RetryBudget>,
+) -> RetryPolicy {
     let m = metrics.clone();
-    RetryPolicy::forever().with_hook(Arc::new(move |e: &SinkError, _n: u32, _d| {
-        m.convex_retries_total.with_label_values(&[function]).inc();
-        m.convex_error(e.is_transient(), e.class());
-    }))
+    RetryPolicy::forever()
+        .with_budget(budget.clone())
+        .with_hook(Arc::new(move |e: &SinkError, _n: u32, _d| {
+            m.convex_retries_total.with_label_values(&[function]).inc();
+            m.convex_error(e.is_transient(), e.class());
+        }))
 }
 
 /// The fold's view of a batch's lent states: the state of an event's i-th

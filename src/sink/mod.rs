@@ -24,6 +24,7 @@ pub(crate) mod limits;
 pub(crate) mod memory;
 pub mod null;
 pub(crate) mod retry;
+pub(crate) mod retry_budget;
 pub mod schema;
 pub(crate) mod store;
 pub(crate) mod write_rate;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 
 use crate::sink::error::SinkError;
+use crate::sink::retry_budget::RetryBudget;
 
 /// Called before each retry sleep with the error, the retry number (1-based)
 /// and the delay: hook metrics here.
@@ -31,6 +32,9 @@ pub struct RetryPolicy {
     pub max_retry_after: Duration,
     pub jitter: bool,
     pub on_retry: Option<RetryHook>,
+    /// Shared with the other policies of a pipeline: each retry waits for
+    /// one of its tokens after its backoff.
+    pub budget: Option<Arc<RetryBudget>>,
 }
 
 impl fmt::Debug for RetryPolicy {
@@ -43,6 +47,7 @@ impl fmt::Debug for RetryPolicy {
             .field("max_retry_after", &self.max_retry_after)
             .field("jitter", &self.jitter)
             .field("on_retry", &self.on_retry.is_some())
+            .field("budget", &self.budget.is_some())
             .finish()
     }
 }
@@ -64,6 +69,7 @@ impl RetryPolicy {
             max_retry_after: Duration::from_secs(60),
             jitter: true,
             on_retry: None,
+            budget: None,
         }
     }
 
@@ -88,6 +94,11 @@ impl RetryPolicy {
 
     pub fn with_hook(mut self, hook: RetryHook) -> Self {
         self.on_retry = Some(hook);
+        self
+    }
+
+    pub fn with_budget(mut self, budget: Arc<RetryBudget>) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -128,8 +139,18 @@ where
     Fut: Future<Output = Result<T, SinkError>>,
 {
     let mut retries: u32 = 0;
-    f.retry(policy.builder())
-        .sleep(tokio::time::sleep)
+    let budget = policy.budget.clone();
+    let result = f
+        .retry(policy.builder())
+        .sleep(move |delay| {
+            let budget = budget.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                if let Some(b) = budget {
+                    b.spend().await;
+                }
+            }
+        })
         .when(SinkError::is_transient)
         .adjust(|e, proposed| proposed.map(|d| policy.delay(e, d)))
         .notify(|e, delay| {
@@ -146,7 +167,11 @@ where
                 hook(e, retries, delay);
             }
         })
-        .await
+        .await;
+    if let (Ok(_), Some(b)) = (&result, &policy.budget) {
+        b.earn();
+    }
+    result
 }
 
 #[cfg(test)]
@@ -251,5 +276,45 @@ mod tests {
             retry_after: Some(Duration::from_secs(3600)),
         };
         assert_eq!(p.delay(&huge, Duration::from_millis(1)), p.max_retry_after);
+    }
+
+    /// 64 requests retrying at once (the default policy) against a
+    /// deployment down for 60 s; returns the attempts made meanwhile.
+    async fn outage_of_60s(policy: RetryPolicy) -> u32 {
+        let calls = Arc::new(AtomicU32::new(0));
+        let t0 = tokio::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (calls, policy) = (calls.clone(), policy.clone());
+            tasks.push(tokio::spawn(async move {
+                with_retry(&policy, "t", || {
+                    let calls = calls.clone();
+                    async move {
+                        if t0.elapsed() < Duration::from_secs(60) {
+                            calls.fetch_add(1, Ordering::Relaxed);
+                            Err(transient())
+                        } else {
+                            Ok(())
+                        }
+                    }
+                })
+                .await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task").expect("succeeds after the outage");
+        }
+        calls.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_of_concurrent_requests_share_one_budget() {
+        let alone = outage_of_60s(RetryPolicy::forever()).await;
+        let budget = Arc::new(RetryBudget::default());
+        let shared = outage_of_60s(RetryPolicy::forever().with_budget(budget)).await;
+        eprintln!("attempts during a 60 s outage: {alone} alone, {shared} within one budget");
+        assert!(alone > 500, "{alone}");
+        // 64 first attempts, the burst of 10, then one a second.
+        assert!(shared <= 64 + 10 + 61, "{shared}");
     }
 }
