@@ -16,6 +16,7 @@ what an earlier run left (names pjb*/pjh* only).
 """
 import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,6 +79,18 @@ class Veth:
                 where("tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:10",
                       "htb", "rate", rate, "ceil", rate)
         self.rate = rate
+
+    def set_gro(self, on):
+        """GRO on (or off) at both ends, as a NIC merges the segments it
+        receives; veth does not by default (it then receives every segment
+        of the walsender's small writes alone, as loopback does)."""
+        if on and not shutil.which("ethtool"):
+            sys.exit("the veth-gro scenario needs ethtool (apt-get install ethtool)")
+        if not shutil.which("ethtool"):
+            return
+        state = "on" if on else "off"
+        run("ethtool", "-K", self.host_if, "gro", state, check=on)
+        self.inside("ethtool", "-K", self.inner_if, "gro", state, check=on)
 
     def qdisc_stats(self):
         return subprocess.run(["tc", "-s", "qdisc", "show", "dev", self.host_if],

@@ -12,6 +12,9 @@ round of one):
   veth        Postgres in its own network namespace behind a veth pair
               (bench/netns.py): non-loopback TCP end to end, auto-tuned
               window; once uncapped and once capped by htb (--veth-rate)
+  veth-gro    the same uncapped, with GRO on both veth ends (`ethtool -K
+              gro on`), as a real NIC merges segments; not in the default
+              list (needs ethtool)
   model       projector's drain into the Convex model (no pg_recvlogical
               counterpart: it measures the sink's limits, not the source)
   live        `projector run` following loadgen at each --rates, null sink
@@ -35,6 +38,8 @@ from bench import log  # noqa: E402
 from netns import Veth  # noqa: E402
 
 SCENARIOS = ["tcp", "unix", "veth", "veth-capped", "model", "live", "live-model"]
+# Run only when asked (--only): they need more than root.
+EXTRA_SCENARIOS = ["veth-gro"]
 
 
 def commit():
@@ -149,9 +154,9 @@ def main():
     ap.add_argument("--only", default=",".join(SCENARIOS))
     a = ap.parse_args()
     only = set(a.only.split(","))
-    unknown = only - set(SCENARIOS)
+    unknown = only - set(SCENARIOS) - set(EXTRA_SCENARIOS)
     if unknown:
-        sys.exit(f"unknown scenarios {sorted(unknown)}; known: {SCENARIOS}")
+        sys.exit(f"unknown scenarios {sorted(unknown)}; known: {SCENARIOS + EXTRA_SCENARIOS}")
     if not os.path.exists(bench.BIN):
         sys.exit("build first: cargo build --profile production (or set BENCH_BIN)")
     model_flags = shlex.split(a.model_flags)
@@ -165,7 +170,7 @@ def main():
 
     schema = open(os.path.join(bench.ROOT, "sql", "001_runtime_events.sql")).read()
     host_drains = [s for s in ("tcp", "unix", "model") if s in only]
-    ns_drains = [s for s in ("veth", "veth-capped") if s in only]
+    ns_drains = [s for s in ("veth", "veth-capped", "veth-gro") if s in only]
     pg = pgn = veth = None
     sinks = []
     drains, live = [], []
@@ -214,6 +219,7 @@ def main():
                     server, n, e = pgn, nrows, nend
                     url = pgn.url
                     veth.set_rate(a.veth_rate if scen == "veth-capped" else None)
+                    veth.set_gro(scen == "veth-gro")
                 rv = bench.drain_recvlogical(url, rs, e)
                 pv, d = bench.drain_projector(server, url, ps, sink)
                 drains.append(dict(drain_row(scen, n, rv, pv, d), round=r + 1))
@@ -224,6 +230,7 @@ def main():
                     log("  " + " ".join(veth.qdisc_stats().split()[:20]))
         if veth:
             veth.set_rate(None)
+            veth.set_gro(False)
         if drains:
             print("### Drains\n")
             print(report_drains(drains, model_flags), flush=True)

@@ -19,9 +19,10 @@
 //! - **Decrease** on `TooManyWrites`, once per round trip (a refusal of a
 //!   request admitted before the last decrease says nothing new) and at
 //!   most once per [`WINDOW`] (the refusals of one full window are one
-//!   signal), to [`DECREASE`] of the budget. The first refusal starts from the bytes
-//!   the deployment accepted from us in the last [`WINDOW`], or from
-//!   Convex's default budget ([`FIRST_GUESS`]) if that is more: a fresh
+//!   signal), to [`DECREASE`] of the budget. The first refusal starts
+//!   from the bytes the deployment accepted from us in the last
+//!   [`WINDOW`], or from Convex's default budget ([`FIRST_GUESS`]) if
+//!   that is more: a fresh
 //!   process can be refused before it wrote anything, while the window is
 //!   full of its predecessor's writes (a restart, a rolling deploy), and
 //!   its own share then says nothing about the budget. Others sharing the
@@ -42,7 +43,7 @@ use tokio::time::Instant;
 /// Convex sums a deployment's commits over the last second.
 pub(crate) const WINDOW: Duration = Duration::from_secs(1);
 
-/// The budget after a refusal, as a share of what was accepted: under the
+/// The budget after a refusal, as a share of the one before: under the
 /// deployment's by enough that the next refusal is seconds away.
 pub(crate) const DECREASE: f64 = 0.9;
 
