@@ -186,3 +186,37 @@ async fn a_non_iso_datestyle_changes_nothing() {
     proc.term();
     let _ = tokio::time::timeout(Duration::from_secs(30), proc.wait()).await;
 }
+
+/// One transaction creating 3,000 runs, then one moving each on: the
+/// second's batches replace more documents than one mutation may
+/// (Convex's 4,096 index ranges, two per replaced document), so each is
+/// applied in several mutations; the local backend enforces the limit as
+/// Convex does, so a mutation over it would be refused ("Too many reads")
+/// and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_larger_than_one_mutation_land_exact_within_convexs_limits() {
+    use crate::support::history_sql;
+    let db = pg::shared().await.fresh_db().await;
+    let sql = db.client().await;
+    let (slot, convex, proc) = streaming_service(&db, &sql).await;
+    let shape = history_sql::Shape {
+        events: 5000,
+        runs: 3000,
+        workers: 500,
+        users: 50,
+        threads: 30,
+    };
+    for offset in [0, 5000] {
+        sql.batch_execute(&history_sql::insert_sql("big", shape, offset))
+            .await
+            .unwrap();
+        wait_caught_up(&sql, &slot, Duration::from_secs(240)).await;
+    }
+    let text = proc.metrics().await.expect("metrics endpoint");
+    let v = |n| projector_proc::metric_sum(&text, n);
+    assert_eq!(v("projector_events_decoded_total"), 10_000.0, "{text}");
+    assert_eq!(v("projector_convex_errors_total"), 0.0, "{text}");
+    // Over 6,500 documents written twice, in mutations of at most 1,536.
+    assert!(v("projector_batches_applied_total") >= 9.0, "{text}");
+    assert_exact(&db, &convex, &slot).await;
+}
