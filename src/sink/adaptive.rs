@@ -244,6 +244,23 @@ impl Slots {
     }
 }
 
+/// An admitted request's bytes, given back if its future is dropped
+/// before the answer: counted in flight for ever, they would fill the
+/// write budget and stall every later apply.
+struct Unanswered<'a> {
+    writes: &'a Mutex<WriteRate>,
+    request: Option<Admitted>,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(request) = self.request.take() {
+            let mut w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+            w.failed(request);
+        }
+    }
+}
+
 /// A [`DocumentStore`] whose `apply` calls wait for one of an adaptive
 /// number of slots.
 pub(crate) struct Adaptive<S> {
@@ -334,10 +351,16 @@ impl<S: DocumentStore> DocumentStore for Adaptive<S> {
                     }
                 }
             };
+            let mut unanswered = Unanswered {
+                writes: &self.writes,
+                request: Some(request),
+            };
             let started = Instant::now();
             let result = self.inner.apply(body).await;
             self.slots.answer(&result, started.elapsed(), epoch);
-            self.answer_writes(&result, request, waited);
+            if let Some(request) = unanswered.request.take() {
+                self.answer_writes(&result, request, waited);
+            }
             if matches!(result, Err(SinkError::Timeout { .. })) {
                 // The server may still be running it: its slot stays taken.
                 let slots = self.slots.clone();
@@ -754,5 +777,32 @@ mod tests {
         );
         assert!(rate >= 0.85 * BUDGET as f64, "{rate:.0} B/s");
         assert!(refused <= 15, "{refused} refusals");
+    }
+
+    /// Never answers.
+    struct Hangs;
+
+    impl Applies for Hangs {
+        fn apply(&self, _body: Bytes) -> StoreFuture<'_, ApplyResult> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_apply_gives_its_bytes_back_to_the_write_budget() {
+        let adaptive = Adaptive::new(Arc::new(Fake(Hangs)), 4, None);
+        {
+            // A learned budget of ~3.8 MB, then a 4 MiB apply in flight.
+            let mut w = adaptive.writes();
+            let a = w.admit(1, tokio::time::Instant::now()).expect("unlimited");
+            w.refused(a, tokio::time::Instant::now());
+        }
+        let body = Bytes::from(vec![b'x'; 4 << 20]);
+        let hung = tokio::time::timeout(Duration::from_secs(1), adaptive.apply(body.clone()));
+        assert!(hung.await.is_err(), "the store never answers");
+        // Dropped unanswered, its 4 MiB no longer count (they would fill
+        // the budget: nothing would be admitted again).
+        let now = tokio::time::Instant::now();
+        assert!(adaptive.writes().admit(1, now).is_ok());
     }
 }
