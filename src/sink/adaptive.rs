@@ -311,9 +311,9 @@ impl<S: DocumentStore> Adaptive<S> {
         match result {
             Ok(_) => w.accepted(request, waited, now),
             Err(SinkError::RateLimited { code, .. }) if code == "TooManyWrites" => {
-                if let Some(rate) = w.refused(request, now) {
+                if let Some(budget) = w.refused(request, now) {
                     tracing::info!(
-                        bytes_per_second = rate as u64,
+                        bytes_per_second = budget as u64,
                         "Convex refused writes past its throughput budget (429 TooManyWrites); pacing the applies"
                     );
                 }
