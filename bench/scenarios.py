@@ -15,6 +15,10 @@ round of one):
   veth-gro    the same uncapped, with GRO on both veth ends (`ethtool -K
               gro on`), as a real NIC merges segments; not in the default
               list (needs ethtool)
+  unix-relay  a Unix socket served by a relay to the server's TCP port
+              (socat, as the Cloud SQL Auth Proxy serves its socket: it
+              reads the server's stream and writes it on in large chunks);
+              not in the default list (needs socat)
   model       projector's drain into the Convex model (no pg_recvlogical
               counterpart: it measures the sink's limits, not the source)
   live        `projector run` following loadgen at each --rates, null sink
@@ -39,7 +43,37 @@ from netns import Veth  # noqa: E402
 
 SCENARIOS = ["tcp", "unix", "veth", "veth-capped", "model", "live", "live-model"]
 # Run only when asked (--only): they need more than root.
-EXTRA_SCENARIOS = ["veth-gro"]
+EXTRA_SCENARIOS = ["veth-gro", "unix-relay"]
+
+
+class Relay:
+    """socat: a Unix socket in its own directory relaying to the server's
+    TCP port, one relayed connection per client, 128 KiB reads."""
+
+    def __init__(self, pg):
+        import shutil
+        import tempfile
+        import urllib.parse
+        if not shutil.which("socat"):
+            sys.exit("the unix-relay scenario needs socat (apt-get install socat)")
+        self.dir = tempfile.mkdtemp(prefix="projector-relay.")
+        os.chmod(self.dir, 0o755)
+        path = os.path.join(self.dir, f".s.PGSQL.{pg.port}")
+        self.p = subprocess.Popen(
+            ["socat", "-b", "131072", f"UNIX-LISTEN:{path},fork,mode=777",
+             f"TCP:127.0.0.1:{pg.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if os.path.exists(path):
+                break
+            time.sleep(0.05)
+        u = urllib.parse.urlsplit(pg.url)
+        # Through TCP the server asks for the password: keep the URL's.
+        self.url = (f"postgres://{u.username}:{u.password}@/{u.path.lstrip('/')}"
+                    f"?host={self.dir}&port={pg.port}&sslmode=disable")
+
+    def stop(self):
+        self.p.terminate()
+        self.p.wait()
 
 
 def commit():
@@ -169,9 +203,9 @@ def main():
           f"{'; projector ' + a.model_env if a.model_env else ''}\n", flush=True)
 
     schema = open(os.path.join(bench.ROOT, "sql", "001_runtime_events.sql")).read()
-    host_drains = [s for s in ("tcp", "unix", "model") if s in only]
+    host_drains = [s for s in ("tcp", "unix", "unix-relay", "model") if s in only]
     ns_drains = [s for s in ("veth", "veth-capped", "veth-gro") if s in only]
-    pg = pgn = veth = None
+    pg = pgn = veth = relay = None
     sinks = []
     drains, live = [], []
     try:
@@ -212,9 +246,12 @@ def main():
                     drains.append(dict(drain_row(scen, rows, None, pv, d), round=r + 1))
                     log(f"  {drains[-1]}")
                     continue
-                if scen in ("tcp", "unix"):
+                if scen in ("tcp", "unix", "unix-relay"):
                     server, n, e = pg, rows, end
-                    url = pg.unix_url if scen == "unix" else pg.url
+                    url = {"unix": pg.unix_url, "tcp": pg.url}.get(scen)
+                    if scen == "unix-relay":
+                        relay = relay or Relay(pg)
+                        url = relay.url
                 else:
                     server, n, e = pgn, nrows, nend
                     url = pgn.url
@@ -253,6 +290,8 @@ def main():
             print("### Live following (TCP on 127.0.0.1)\n")
             print(report_live(live, model_flags), flush=True)
     finally:
+        if relay:
+            relay.stop()
         for s in sinks:
             s.stop()
         if pgn:
