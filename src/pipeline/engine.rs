@@ -300,9 +300,13 @@ impl Engine {
         self.open.opened_at.map(|t| t + fill)
     }
 
-    /// A batch may be dispatched now.
+    /// A batch may be dispatched now: fewer are in flight than configured
+    /// and than the store takes at once (its adaptive limit). A batch
+    /// closed beyond that would only queue for a slot as one more small
+    /// mutation, while the open batch can keep taking events.
     pub fn has_slot(&self) -> bool {
-        self.inflight_batches < self.tuning.max_inflight_batches
+        let store = self.store.apply_limit().unwrap_or(usize::MAX).max(1);
+        self.inflight_batches < self.tuning.max_inflight_batches.min(store)
     }
 
     /// Reading more is allowed: the byte budget has room and a full batch is

@@ -387,6 +387,11 @@ impl<S: DocumentStore> DocumentStore for Adaptive<S> {
     fn acquire_writer<'a>(&'a self, generation: u64, holder: &'a str) -> StoreFuture<'a, u64> {
         self.inner.acquire_writer(generation, holder)
     }
+
+    fn apply_limit(&self) -> Option<usize> {
+        let own = self.slots.lock().limit.limit;
+        Some(self.inner.apply_limit().map_or(own, |inner| inner.min(own)))
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,14 @@ pub(crate) trait DocumentStore: Send + Sync + 'static {
     /// Bumps `generation`'s writer epoch for `holder`, fencing every apply
     /// that carries an older one. Returns the new epoch.
     fn acquire_writer<'a>(&'a self, generation: u64, holder: &'a str) -> StoreFuture<'a, u64>;
+
+    /// How many applies it takes at once now, if it limits them
+    /// (`sink::adaptive`): the engine closes no more batches than that, so
+    /// events wait in a growing open batch instead of in small closed ones
+    /// queued for a slot, each a mutation.
+    fn apply_limit(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl DocumentStore for ConvexClient {
@@ -78,5 +86,9 @@ impl<T: DocumentStore + ?Sized> DocumentStore for std::sync::Arc<T> {
 
     fn acquire_writer<'a>(&'a self, generation: u64, holder: &'a str) -> StoreFuture<'a, u64> {
         (**self).acquire_writer(generation, holder)
+    }
+
+    fn apply_limit(&self) -> Option<usize> {
+        (**self).apply_limit()
     }
 }
