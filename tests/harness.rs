@@ -12,7 +12,11 @@ async fn a_killed_cluster_starts_again_on_its_data_directory() {
     })
     .await;
     let db = cluster.fresh_db().await;
-    db.exec("insert into runtime.events (stream_id, stream_seq, event_type, owner_id) values ('run:k', 1, 'run.created', 'u')")
+    // The sandbox runs with synchronous_commit = off (a commit returns
+    // before its WAL is written, and the WAL writer may be up to 600 ms
+    // behind), so this one commit asks for its WAL to be written first:
+    // only then is it committed for a crash to keep.
+    db.exec("set synchronous_commit = on; insert into runtime.events (stream_id, stream_seq, event_type, owner_id) values ('run:k', 1, 'run.created', 'u')")
         .await;
     // A backend that is busy when the postmaster dies.
     let busy = db.client().await;
