@@ -32,9 +32,12 @@ Needs root for the veth scenario. Prints Markdown on stdout, progress on stderr.
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
@@ -51,9 +54,6 @@ class Relay:
     TCP port, one relayed connection per client, 128 KiB reads."""
 
     def __init__(self, pg):
-        import shutil
-        import tempfile
-        import urllib.parse
         if not shutil.which("socat"):
             sys.exit("the unix-relay scenario needs socat (apt-get install socat)")
         self.dir = tempfile.mkdtemp(prefix="projector-relay.")

@@ -667,46 +667,13 @@ async fn a_batch_of_more_documents_than_one_mutation_takes_is_sent_in_several() 
     assert_eq!(run_count(&store), (first + second) as u64);
 }
 
-/// A store that takes one apply at once (as `sink::adaptive` says after
-/// push-back), over a [`MemoryStore`].
-struct OneAtATime(Arc<MemoryStore>);
-
-impl crate::sink::DocumentStore for OneAtATime {
-    fn apply(
-        &self,
-        body: bytes::Bytes,
-    ) -> crate::sink::store::StoreFuture<'_, crate::sink::ApplyResult> {
-        self.0.apply(body)
-    }
-
-    fn load<'a>(
-        &'a self,
-        generation: u64,
-        table: Table,
-        keys: &'a [String],
-    ) -> crate::sink::store::StoreFuture<'a, Vec<crate::sink::LoadedDoc>> {
-        self.0.load(generation, table, keys)
-    }
-
-    fn acquire_writer<'a>(
-        &'a self,
-        generation: u64,
-        holder: &'a str,
-    ) -> crate::sink::store::StoreFuture<'a, u64> {
-        self.0.acquire_writer(generation, holder)
-    }
-
-    fn apply_limit(&self) -> Option<usize> {
-        Some(1)
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn no_more_batches_are_in_flight_than_the_store_takes_at_once() {
     for (limited, slot_while_one_is_in_flight) in [(false, true), (true, false)] {
         let store = Arc::new(MemoryStore::new());
+        // The adaptive layer at a limit of one, as after push-back.
         let sink: Arc<dyn crate::sink::DocumentStore> = if limited {
-            Arc::new(OneAtATime(store.clone()))
+            Arc::new(crate::sink::adaptive::Adaptive::new(store.clone(), 1, None))
         } else {
             store.clone()
         };

@@ -255,10 +255,14 @@ struct Unanswered<'a> {
 impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
         if let Some(request) = self.request.take() {
-            let mut w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-            w.failed(request);
+            lock_writes(self.writes).failed(request);
         }
     }
+}
+
+fn lock_writes(writes: &Mutex<WriteRate>) -> std::sync::MutexGuard<'_, WriteRate> {
+    // Nothing panics while holding it.
+    writes.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A [`DocumentStore`] whose `apply` calls wait for one of an adaptive
@@ -295,8 +299,7 @@ impl<S: DocumentStore> Adaptive<S> {
     }
 
     fn writes(&self) -> std::sync::MutexGuard<'_, WriteRate> {
-        // Nothing panics while holding it.
-        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+        lock_writes(&self.writes)
     }
 
     /// Learns from one answer about the write throughput.
