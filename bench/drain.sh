@@ -2,7 +2,8 @@
 # Benchmarks side by side with pg_recvlogical; see BENCHMARKS.md.
 #   bench/drain.sh [bench.py options]   e.g. --events 1000000 --repeat 2
 #   bench/drain.sh scenarios [bench/scenarios.py options]   the scenario
-#     table (TCP, Unix socket, veth, live, Convex model; needs root)
+#     table (TCP, Unix socket, veth, delayed path, live, Convex model;
+#     needs root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -10,6 +11,8 @@ cd "$(dirname "$0")/.."
 cargo build --profile production --locked -q
 if [ "${1:-}" = scenarios ]; then
   shift
+  # The delay scenario's packet delay line (examples/delay_line.rs).
+  cargo build --profile production --locked -q --example delay_line
   exec python3 bench/scenarios.py "$@"
 fi
 exec python3 bench/bench.py "$@"

@@ -118,6 +118,93 @@ class Veth:
         self.down()
 
 
+DELAY_LINE = os.environ.get("BENCH_DELAY_LINE") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "target", "production", "examples",
+    "delay_line")
+# The TUN devices' MTU. A real path carries 1,500-byte frames, but a NIC with
+# TSO and GRO hands both TCP stacks segments of up to 64 KiB; this MTU gives
+# the stacks those segments without a per-frame cost in user space.
+DELAY_MTU = 65000
+
+
+class DelayedPath(Veth):
+    """Like Veth, but through a TUN pair joined by examples/delay_line,
+    which holds every packet for half of `rtt_ms` each way: a real round
+    trip for both TCP stacks (this kernel has no netem). What it distorts:
+    the MTU (DELAY_MTU, as TSO/GRO present it to the stacks, not 1,500),
+    no loss or jitter beyond the timer's (tens of microseconds), no
+    bandwidth limit unless set_rate adds one, and the delay line's own CPU
+    (reported) on these two cores, where a real network costs none."""
+
+    def __init__(self, rtt_ms=0):
+        super().__init__()
+        self.rtt_ms = rtt_ms
+        pid = os.getpid()
+        self.host_if = f"pjd{pid}"
+        self.inner_if = f"pje{pid}"
+        self.line = None
+
+    def up(self):
+        if os.getuid() != 0:
+            sys.exit("the delayed scenarios need root (ip netns add, TUN devices)")
+        if not os.path.exists(DELAY_LINE):
+            sys.exit(f"build the delay line first: cargo build --profile production "
+                     f"--example delay_line (or set BENCH_DELAY_LINE); not at {DELAY_LINE}")
+        atexit.register(self.down)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda *_: sys.exit(f"signal: cleaning up {self.name}"))
+        self._up = True
+        try:
+            run("ip", "netns", "add", self.name)
+            self.line = subprocess.Popen(
+                [DELAY_LINE, self.host_if, self.name, self.inner_if,
+                 str(int(self.rtt_ms * 1000 / 2))],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+            if self.line.stdout.readline().strip() != "ready":
+                raise RuntimeError("delay_line did not start (see its error above)")
+            for dev, where in ((self.host_if, run), (self.inner_if, self.inside)):
+                where("ip", "link", "set", dev, "mtu", str(DELAY_MTU), "txqueuelen", "10000")
+            run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
+            run("ip", "link", "set", self.host_if, "up")
+            self.inside("ip", "addr", "add", f"{self.inner_ip}/24", "dev", self.inner_if)
+            self.inside("ip", "link", "set", self.inner_if, "up")
+            self.inside("ip", "link", "set", "lo", "up")
+        except (subprocess.CalledProcessError, RuntimeError) as e:
+            self.down()
+            sys.exit(f"cannot set up the delayed path: {getattr(e, 'stderr', '') or e}")
+        return self
+
+    def set_delay(self, rtt_ms):
+        """A new round trip for the packets sent from now on."""
+        self.rtt_ms = rtt_ms
+        self.line.stdin.write(f"{int(rtt_ms * 1000 / 2)}\n")
+        self.line.stdin.flush()
+        if not self.line.stdout.readline().startswith("delay "):
+            sys.exit("delay_line did not take the new delay (see its error above)")
+
+    def set_gro(self, on):
+        if on:
+            sys.exit("GRO does not apply to the delayed path (its MTU stands in for it)")
+
+    def line_cpu(self):
+        """User + system CPU seconds the delay line has used so far."""
+        with open(f"/proc/{self.line.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def down(self):
+        if not self._up:
+            return
+        super().down()
+        if self.line:
+            self.line.stdin.close()  # the devices go with the process
+            try:
+                self.line.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.line.kill()
+            self.line = None
+
+
 def cleanup():
     """Removes namespaces and links an earlier run left (our prefixes only)."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout

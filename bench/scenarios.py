@@ -19,6 +19,14 @@ round of one):
               (socat, as the Cloud SQL Auth Proxy serves its socket: it
               reads the server's stream and writes it on in large chunks);
               not in the default list (needs socat)
+  delay       Postgres in its own namespace behind a TUN pair joined by
+              examples/delay_line, which holds every packet for half the
+              round trip each way (this kernel has no netem): one drain
+              pair per --delays RTT; the row's sink column gives the delay
+              line's own CPU per event (it shares the two cores) and the
+              round trip measured by TCP connects. What it distorts: see
+              bench/netns.py DelayedPath. Needs `cargo build --profile
+              production --example delay_line`
   model       projector's drain into the Convex model (no pg_recvlogical
               counterpart: it measures the sink's limits, not the source)
   live        `projector run` following loadgen at each --rates, null sink
@@ -27,7 +35,8 @@ round of one):
 Usage: bench/scenarios.py [--events 300000] [--rounds 2] [--veth-rate 1gbit]
                           [--rates 2000,10000] [--live-secs 15]
                           [--model-flags "--model starter"] [--only tcp,unix,...]
-Needs root for the veth scenario. Prints Markdown on stdout, progress on stderr.
+                          [--delays 0,1,4]
+Needs root for the veth and delay scenarios. Prints Markdown on stdout, progress on stderr.
 """
 import argparse
 import os
@@ -42,9 +51,9 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 from bench import log  # noqa: E402
-from netns import Veth  # noqa: E402
+from netns import DelayedPath, Veth  # noqa: E402
 
-SCENARIOS = ["tcp", "unix", "veth", "veth-capped", "model", "live", "live-model"]
+SCENARIOS = ["tcp", "unix", "veth", "veth-capped", "delay", "model", "live", "live-model"]
 # Run only when asked (--only): they need more than root.
 EXTRA_SCENARIOS = ["veth-gro", "unix-relay"]
 
@@ -144,6 +153,10 @@ def report_drains(rows_list, model_flags):
                      f"{d.get('appliedBytes', 0) / r['proj_s'] / 2**20:.2f} MiB/s "
                      f"({m['bytes_per_event']:.0f} B/event); write-budget capacity "
                      f"{m['capacity']:,.0f} ev/s, sustained {r['proj_rate'] / m['capacity']:.0%} of it")
+        if "rtt_ms" in r:
+            extra = (f"connect RTT {r['rtt_ms']:.2f} ms (median of 20); delay line CPU "
+                     f"{r['line_recv']:.2f} µs/event serving pg_recvlogical, "
+                     f"{r['line_proj']:.2f} serving projector")
         out.append(
             f"| {r['scenario']} | {r['round']} | {fmt(r.get('recv_rate'), ',.0f')} | "
             f"{fmt(r.get('recv_cpu'), '.2f')} | {r['proj_rate']:,.0f} | "
@@ -178,6 +191,8 @@ def main():
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--veth-rate", default="1gbit")
+    ap.add_argument("--delays", default="0,1,4",
+                    help="round trips of the delay scenario, in ms (0: the TUN path alone, a control)")
     ap.add_argument("--rates", default="2000,10000")
     ap.add_argument("--live-secs", type=int, default=15)
     ap.add_argument("--model-flags", default="--model starter",
@@ -196,6 +211,7 @@ def main():
     model_flags = shlex.split(a.model_flags)
     model_env = dict(kv.split("=", 1) for kv in a.model_env.split() if "=" in kv)
     rates = [int(x) for x in a.rates.split(",") if x]
+    delays = [float(x) for x in a.delays.split(",") if x] if "delay" in only else []
     R = a.rounds
     print(bench.machine())
     print(f"Build: {bench.BIN} at commit {commit()}; {a.events:,} events per backlog, "
@@ -205,7 +221,7 @@ def main():
     schema = open(os.path.join(bench.ROOT, "sql", "001_runtime_events.sql")).read()
     host_drains = [s for s in ("tcp", "unix", "unix-relay", "model") if s in only]
     ns_drains = [s for s in ("veth", "veth-capped", "veth-gro") if s in only]
-    pg = pgn = veth = relay = None
+    pg = pgn = pgd = veth = path = relay = None
     sinks = []
     drains, live = [], []
     try:
@@ -215,6 +231,11 @@ def main():
             veth = Veth().up()
             pgn = bench.Postgres(netns=veth)
             pgn.sql(schema)
+
+        if delays:
+            path = DelayedPath(delays[0]).up()
+            pgd = bench.Postgres(netns=path)
+            pgd.sql(schema)
 
         def slot_names(scen, r):
             s = scen.replace("-", "_")
@@ -230,6 +251,12 @@ def main():
             nrows, nwal, nend = bench.load_backlog(pgn, a.events, names)
             log(f"namespace backlog: {nrows:,} events, {nwal / 1e6:.0f} MB of WAL")
             print(f"Namespace server backlog: {nrows:,} events, {nwal / 1e6:.0f} MB of WAL\n")
+
+        if delays:
+            names = [n for ms in delays for r in range(R) for n in slot_names(f"delay{ms:g}", r)]
+            drows, dwal, dend = bench.load_backlog(pgd, a.events, names)
+            log(f"delayed-path backlog: {drows:,} events, {dwal / 1e6:.0f} MB of WAL")
+            print(f"Delayed-path server backlog: {drows:,} events, {dwal / 1e6:.0f} MB of WAL\n")
 
         sink = bench.NullSink()
         sinks.append(sink)
@@ -265,6 +292,26 @@ def main():
                     f"ratio {x['ratio']:.2f}, CPU {x['cpu']:.2f} us/event, RSS {x['rss']:.1f}")
                 if scen == "veth-capped":
                     log("  " + " ".join(veth.qdisc_stats().split()[:20]))
+            for ms in delays:
+                rs, ps = slot_names(f"delay{ms:g}", r)
+                log(f"round {r + 1}/{R}: delay {ms:g} ms")
+                path.set_delay(ms)
+                rtt = connect_rtt_ms(path.inner_ip, pgd.port)
+                if rtt < ms:
+                    sys.exit(f"the delayed path measures {rtt:.2f} ms, under the {ms:g} ms asked: "
+                             "the delay line is not delaying")
+                c0 = path.line_cpu()
+                rv = bench.drain_recvlogical(pgd.url, rs, dend)
+                c1 = path.line_cpu()
+                pv, d = bench.drain_projector(pgd, pgd.url, ps, sink)
+                c2 = path.line_cpu()
+                row = drain_row(f"delay {ms:g} ms", drows, rv, pv, d)
+                row.update(round=r + 1, rtt_ms=rtt, line_recv=per_event(drows, c1 - c0),
+                           line_proj=per_event(drows, c2 - c1))
+                drains.append(row)
+                log(f"  recv {row['recv_rate']:,.0f}/s, projector {row['proj_rate']:,.0f}/s, "
+                    f"ratio {row['ratio']:.2f}, CPU {row['cpu']:.2f} us/event; connect RTT "
+                    f"{rtt:.2f} ms; delay line {row['line_recv']:.2f} / {row['line_proj']:.2f} us/event")
         if veth:
             veth.set_rate(None)
             veth.set_gro(False)
@@ -298,8 +345,23 @@ def main():
             pgn.stop()
         if veth:
             veth.down()
+        if pgd:
+            pgd.stop()
+        if path:
+            path.down()
         if pg:
             pg.stop()
+
+
+def connect_rtt_ms(host, port, n=20):
+    """Median time of a TCP connect (SYN to SYN-ACK: one round trip)."""
+    import socket
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        socket.create_connection((host, port), timeout=5).close()
+        ts.append(time.perf_counter() - t)
+    return sorted(ts)[n // 2] * 1e3
 
 
 def drain_with_env(pg, url, slot, sink, extra_env):
