@@ -31,6 +31,9 @@ round of one):
               counterpart: it measures the sink's limits, not the source)
   live        `projector run` following loadgen at each --rates, null sink
               answering at once, then the Convex model
+  live-delay  the same (null sink) over the delayed path at --live-delay
+              ms RTT: loadgen and projector both reach Postgres through it,
+              so commit -> ack includes the WAL's one-way trip
 
 Usage: bench/scenarios.py [--events 300000] [--rounds 2] [--veth-rate 1gbit]
                           [--rates 2000,10000] [--live-secs 15]
@@ -53,7 +56,8 @@ import bench  # noqa: E402
 from bench import log  # noqa: E402
 from netns import DelayedPath, Veth  # noqa: E402
 
-SCENARIOS = ["tcp", "unix", "veth", "veth-capped", "delay", "model", "live", "live-model"]
+SCENARIOS = ["tcp", "unix", "veth", "veth-capped", "delay", "model", "live", "live-model",
+             "live-delay"]
 # Run only when asked (--only): they need more than root.
 EXTRA_SCENARIOS = ["veth-gro", "unix-relay"]
 
@@ -193,6 +197,8 @@ def main():
     ap.add_argument("--veth-rate", default="1gbit")
     ap.add_argument("--delays", default="0,1,4",
                     help="round trips of the delay scenario, in ms (0: the TUN path alone, a control)")
+    ap.add_argument("--live-delay", type=float, default=1.0,
+                    help="round trip of the live-delay scenario, in ms")
     ap.add_argument("--rates", default="2000,10000")
     ap.add_argument("--live-secs", type=int, default=15)
     ap.add_argument("--model-flags", default="--model starter",
@@ -232,8 +238,8 @@ def main():
             pgn = bench.Postgres(netns=veth)
             pgn.sql(schema)
 
-        if delays:
-            path = DelayedPath(delays[0]).up()
+        if delays or "live-delay" in only:
+            path = DelayedPath(delays[0] if delays else a.live_delay).up()
             pgd = bench.Postgres(netns=path)
             pgd.sql(schema)
 
@@ -333,8 +339,16 @@ def main():
                                       extra_env=model_env, sink=msink)
                     log(f"  {x}")
                     live.append(("model", x))
+            if "live-delay" in only:
+                path.set_delay(a.live_delay)
+                for rate in rates:
+                    log(f"live {rate}/s, null sink, {a.live_delay:g} ms RTT, run {r + 1}")
+                    x = bench.latency(pgd, "delay", sink.url, "bench", rate, a.live_secs, r,
+                                      sink=sink)
+                    log(f"  {x}")
+                    live.append((f"null sink, {a.live_delay:g} ms RTT", x))
         if live:
-            print("### Live following (TCP on 127.0.0.1)\n")
+            print("### Live following (TCP on 127.0.0.1 unless an RTT is given)\n")
             print(report_live(live, model_flags), flush=True)
     finally:
         if relay:
