@@ -9,7 +9,8 @@
 Every byte between the clients and Postgres crosses the veth pair: the
 kernel's full (non-loopback) TCP path, with segmentation offloads as veth
 has them. `set_rate` caps both directions with an htb qdisc (this kernel
-has no netem, so no added delay). `down` removes the pair and the
+has no netem; `DelayedPath` below adds a round trip instead, through a
+TUN pair and examples/delay_line). `down` removes the pair and the
 namespace and ends what still runs inside it; it runs on exit and on
 SIGTERM/SIGINT/SIGHUP too, and `python3 bench/netns.py --cleanup` removes
 what an earlier run left (names pjb*/pjh* only).
