@@ -20,8 +20,21 @@ use tokio::process::{Child, ChildStdout, Command};
 
 /// `tools/subscribe.ts` for one user and query: one JSON line per result.
 struct Subscriber {
-    _child: Child,
+    child: Child,
     lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Drop for Subscriber {
+    /// npx runs tsx, which runs node: killing npx alone (kill_on_drop)
+    /// left node running after the test, until a write to its closed
+    /// stdout killed it with an EPIPE trace in the test log. The whole
+    /// process group goes instead.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) on the group `spawn` made for this child.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+        }
+    }
 }
 
 impl Subscriber {
@@ -35,11 +48,12 @@ impl Subscriber {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("spawn tools/subscribe.ts");
         let stdout = child.stdout.take().expect("stdout");
         Subscriber {
-            _child: child,
+            child,
             lines: BufReader::new(stdout).lines(),
         }
     }
