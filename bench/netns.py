@@ -13,7 +13,7 @@ has no netem; `DelayedPath` below adds a round trip instead, through a
 TUN pair and examples/delay_line). `down` removes the pair and the
 namespace and ends what still runs inside it; it runs on exit and on
 SIGTERM/SIGINT/SIGHUP too, and `python3 bench/netns.py --cleanup` removes
-what an earlier run left (names pjb*/pjh* only).
+what an earlier run left (names pjb*/pjh*/pjq* only).
 """
 import atexit
 import os
@@ -24,6 +24,7 @@ import sys
 
 PREFIX_NS = "pjb"
 PREFIX_HOST_IF = "pjh"
+PREFIX_DELAY_NS = "pjq"  # DelayedPath's namespaces (its TUN devices go with its process)
 
 
 def run(*cmd, check=True):
@@ -141,8 +142,12 @@ class DelayedPath(Veth):
         super().__init__()
         self.rtt_ms = rtt_ms
         pid = os.getpid()
+        # Its own namespace and subnet: a run may set up a Veth beside it.
+        self.name = f"{PREFIX_DELAY_NS}{pid}"
         self.host_if = f"pjd{pid}"
         self.inner_if = f"pje{pid}"
+        self.host_ip = self.host_ip.replace("10.231.", "10.232.", 1)
+        self.inner_ip = self.inner_ip.replace("10.231.", "10.232.", 1)
         self.line = None
 
     def up(self):
@@ -214,6 +219,11 @@ def cleanup():
         if name.startswith(PREFIX_NS) and name[len(PREFIX_NS):].isdigit():
             v = Veth()
             v.name, v.host_if, v._up = name, PREFIX_HOST_IF + name[len(PREFIX_NS):], True
+            v.down()
+            print(f"removed {name}")
+        elif name.startswith(PREFIX_DELAY_NS) and name[len(PREFIX_DELAY_NS):].isdigit():
+            v = Veth()  # its down() ends what runs inside and removes the namespace
+            v.name, v.host_if, v._up = name, "pjd" + name[len(PREFIX_DELAY_NS):], True
             v.down()
             print(f"removed {name}")
 
