@@ -33,20 +33,36 @@ def run(*cmd, check=True):
 
 
 class Veth:
+    # Names and subnet; a subclass sets its own so both can run side by side.
+    NS_PREFIX = PREFIX_NS
+    HOST_IF_PREFIX = PREFIX_HOST_IF
+    INNER_IF_PREFIX = "pjn"
+    NET = "10.231"
+    WHAT = "the veth pair"
+
     def __init__(self):
         pid = os.getpid()
         tag = 20 + pid % 200  # third octet: runs of different pids do not collide
-        self.name = f"{PREFIX_NS}{pid}"
-        self.host_if = f"{PREFIX_HOST_IF}{pid}"   # at most 15 characters (IFNAMSIZ)
-        self.inner_if = f"pjn{pid}"
-        self.host_ip = f"10.231.{tag}.1"
-        self.inner_ip = f"10.231.{tag}.2"
+        self.name = f"{self.NS_PREFIX}{pid}"
+        self.host_if = f"{self.HOST_IF_PREFIX}{pid}"   # at most 15 characters (IFNAMSIZ)
+        self.inner_if = f"{self.INNER_IF_PREFIX}{pid}"
+        self.host_ip = f"{self.NET}.{tag}.1"
+        self.inner_ip = f"{self.NET}.{tag}.2"
         self.rate = None
         self._up = False
 
-    def up(self):
+    def check(self):
+        """Exits with the fix when this path cannot be set up here."""
         if os.getuid() != 0:
-            sys.exit("the veth scenario needs root (ip netns add)")
+            sys.exit(f"{self.WHAT} needs root (ip netns add)")
+
+    def make_links(self):
+        """The two interfaces, the inner one inside the namespace."""
+        run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.inner_if)
+        run("ip", "link", "set", self.inner_if, "netns", self.name)
+
+    def up(self):
+        self.check()
         atexit.register(self.down)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             # SystemExit unwinds the callers' finally blocks, then atexit.
@@ -54,8 +70,7 @@ class Veth:
         self._up = True
         try:
             run("ip", "netns", "add", self.name)
-            run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.inner_if)
-            run("ip", "link", "set", self.inner_if, "netns", self.name)
+            self.make_links()
             run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
             run("ip", "link", "set", self.host_if, "up")
             self.inside("ip", "addr", "add", f"{self.inner_ip}/24", "dev", self.inner_if)
@@ -63,7 +78,10 @@ class Veth:
             self.inside("ip", "link", "set", "lo", "up")
         except subprocess.CalledProcessError as e:
             self.down()
-            sys.exit(f"cannot set up the veth pair: {' '.join(e.cmd)}: {e.stderr}")
+            sys.exit(f"cannot set up {self.WHAT}: {' '.join(e.cmd)}: {e.stderr}")
+        except RuntimeError as e:
+            self.down()
+            sys.exit(f"cannot set up {self.WHAT}: {e}")
         return self
 
     def inside(self, *cmd, check=True):
@@ -138,47 +156,34 @@ class DelayedPath(Veth):
     bandwidth limit unless set_rate adds one, and the delay line's own CPU
     (reported) on these two cores, where a real network costs none."""
 
+    # Its own namespace and subnet: a run may set up a Veth beside it.
+    NS_PREFIX = PREFIX_DELAY_NS
+    HOST_IF_PREFIX = "pjd"
+    INNER_IF_PREFIX = "pje"
+    NET = "10.232"
+    WHAT = "the delayed path"
+
     def __init__(self, rtt_ms=0):
         super().__init__()
         self.rtt_ms = rtt_ms
-        pid = os.getpid()
-        # Its own namespace and subnet: a run may set up a Veth beside it.
-        self.name = f"{PREFIX_DELAY_NS}{pid}"
-        self.host_if = f"pjd{pid}"
-        self.inner_if = f"pje{pid}"
-        self.host_ip = self.host_ip.replace("10.231.", "10.232.", 1)
-        self.inner_ip = self.inner_ip.replace("10.231.", "10.232.", 1)
         self.line = None
 
-    def up(self):
-        if os.getuid() != 0:
-            sys.exit("the delayed scenarios need root (ip netns add, TUN devices)")
+    def check(self):
+        super().check()
         if not os.path.exists(DELAY_LINE):
             sys.exit(f"build the delay line first: cargo build --profile production "
                      f"--example delay_line (or set BENCH_DELAY_LINE); not at {DELAY_LINE}")
-        atexit.register(self.down)
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, lambda *_: sys.exit(f"signal: cleaning up {self.name}"))
-        self._up = True
-        try:
-            run("ip", "netns", "add", self.name)
-            self.line = subprocess.Popen(
-                [DELAY_LINE, self.host_if, self.name, self.inner_if,
-                 str(int(self.rtt_ms * 1000 / 2))],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-            if self.line.stdout.readline().strip() != "ready":
-                raise RuntimeError("delay_line did not start (see its error above)")
-            for dev, where in ((self.host_if, run), (self.inner_if, self.inside)):
-                where("ip", "link", "set", dev, "mtu", str(DELAY_MTU), "txqueuelen", "10000")
-            run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
-            run("ip", "link", "set", self.host_if, "up")
-            self.inside("ip", "addr", "add", f"{self.inner_ip}/24", "dev", self.inner_if)
-            self.inside("ip", "link", "set", self.inner_if, "up")
-            self.inside("ip", "link", "set", "lo", "up")
-        except (subprocess.CalledProcessError, RuntimeError) as e:
-            self.down()
-            sys.exit(f"cannot set up the delayed path: {getattr(e, 'stderr', '') or e}")
-        return self
+
+    def make_links(self):
+        # The line opens both TUN devices, the inner one inside the namespace.
+        self.line = subprocess.Popen(
+            [DELAY_LINE, self.host_if, self.name, self.inner_if,
+             str(int(self.rtt_ms * 1000 / 2))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        if self.line.stdout.readline().strip() != "ready":
+            raise RuntimeError("delay_line did not start (see its error above)")
+        for dev, where in ((self.host_if, run), (self.inner_if, self.inside)):
+            where("ip", "link", "set", dev, "mtu", str(DELAY_MTU), "txqueuelen", "10000")
 
     def set_delay(self, rtt_ms):
         """A new round trip for the packets sent from now on."""
@@ -191,12 +196,6 @@ class DelayedPath(Veth):
     def set_gro(self, on):
         if on:
             sys.exit("GRO does not apply to the delayed path (its MTU stands in for it)")
-
-    def line_cpu(self):
-        """User + system CPU seconds the delay line has used so far."""
-        with open(f"/proc/{self.line.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def down(self):
         if not self._up:
@@ -216,17 +215,15 @@ def cleanup():
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     for line in out.splitlines():
         name = line.split()[0] if line.split() else ""
-        if name.startswith(PREFIX_NS) and name[len(PREFIX_NS):].isdigit():
-            v = Veth()
-            v.name, v.host_if, v._up = name, PREFIX_HOST_IF + name[len(PREFIX_NS):], True
-            v.down()
-            print(f"removed {name}")
-        elif name.startswith(PREFIX_DELAY_NS) and name[len(PREFIX_DELAY_NS):].isdigit():
-            v = Veth()  # its down() ends what runs inside and removes the namespace
-            v.name, v.host_if, v._up = name, "pjd" + name[len(PREFIX_DELAY_NS):], True
-            v.down()
-            print(f"removed {name}")
-
+        for kind in (Veth, DelayedPath):
+            pid = name[len(kind.NS_PREFIX):]
+            if name.startswith(kind.NS_PREFIX) and pid.isdigit():
+                # down() ends what still runs inside, removes the host
+                # interface (its peer goes with it) and the namespace.
+                v = kind()
+                v.name, v.host_if, v._up = name, kind.HOST_IF_PREFIX + pid, True
+                v.down()
+                print(f"removed {name}")
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--cleanup"]:

@@ -306,11 +306,11 @@ def main():
                 if rtt < ms:
                     sys.exit(f"the delayed path measures {rtt:.2f} ms, under the {ms:g} ms asked: "
                              "the delay line is not delaying")
-                c0 = path.line_cpu()
+                c0 = bench.proc_cpu(path.line.pid)
                 rv = bench.drain_recvlogical(pgd.url, rs, dend)
-                c1 = path.line_cpu()
+                c1 = bench.proc_cpu(path.line.pid)
                 pv, d = bench.drain_projector(pgd, pgd.url, ps, sink)
-                c2 = path.line_cpu()
+                c2 = bench.proc_cpu(path.line.pid)
                 row = drain_row(f"delay {ms:g} ms", drows, rv, pv, d)
                 row.update(round=r + 1, rtt_ms=rtt, line_recv=per_event(drows, c1 - c0),
                            line_proj=per_event(drows, c2 - c1))

@@ -125,10 +125,9 @@ fn wait_readable(file: &File, timeout: Option<Duration>) {
 /// `to` the current delay after they were read, in order. One thread (no hand-off
 /// between a reader and a writer) keeps the line's own CPU per packet low;
 /// it is reported by the bench because it shares the machine.
-fn forward(from: File, mut to: File, delay_us: Arc<AtomicU64>, dropped: Arc<AtomicUsize>) {
+fn forward(mut from: File, mut to: File, delay_us: Arc<AtomicU64>, dropped: Arc<AtomicUsize>) {
     // SAFETY: prctl with an integer argument; affects this thread only.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
-    let mut from = from;
     let mut queue: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
     let mut queued = 0usize;
     let mut buf = vec![0u8; MAX_PACKET];
