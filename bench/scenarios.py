@@ -38,7 +38,7 @@ round of one):
 Usage: bench/scenarios.py [--events 300000] [--rounds 2] [--veth-rate 1gbit]
                           [--rates 2000,10000] [--live-secs 15]
                           [--model-flags "--model starter"] [--only tcp,unix,...]
-                          [--delays 0,1,4]
+                          [--delays 0,1,4] [--live-delay 1]
 Needs root for the veth and delay scenarios. Prints Markdown on stdout, progress on stderr.
 """
 import argparse
@@ -247,22 +247,20 @@ def main():
             s = scen.replace("-", "_")
             return (f"{s}_recv_{r}", f"{s}_proj_{r}")
 
-        if host_drains:
-            names = [n for s in host_drains for r in range(R) for n in slot_names(s, r)]
-            rows, wal, end = bench.load_backlog(pg, a.events, names)
-            log(f"host backlog: {rows:,} events, {wal / 1e6:.0f} MB of WAL")
-            print(f"Host server backlog: {rows:,} events, {wal / 1e6:.0f} MB of WAL\n")
-        if ns_drains:
-            names = [n for s in ns_drains for r in range(R) for n in slot_names(s, r)]
-            nrows, nwal, nend = bench.load_backlog(pgn, a.events, names)
-            log(f"namespace backlog: {nrows:,} events, {nwal / 1e6:.0f} MB of WAL")
-            print(f"Namespace server backlog: {nrows:,} events, {nwal / 1e6:.0f} MB of WAL\n")
+        def backlog(server, scens, label):
+            """Slots for every round of `scens`, then the backlog: (rows, end LSN)."""
+            names = [n for s in scens for r in range(R) for n in slot_names(s, r)]
+            rows, wal, end = bench.load_backlog(server, a.events, names)
+            log(f"{label} backlog: {rows:,} events, {wal / 1e6:.0f} MB of WAL")
+            print(f"{label.capitalize()} server backlog: {rows:,} events, {wal / 1e6:.0f} MB of WAL\n")
+            return rows, end
 
+        if host_drains:
+            rows, end = backlog(pg, host_drains, "host")
+        if ns_drains:
+            nrows, nend = backlog(pgn, ns_drains, "namespace")
         if delays:
-            names = [n for ms in delays for r in range(R) for n in slot_names(f"delay{ms:g}", r)]
-            drows, dwal, dend = bench.load_backlog(pgd, a.events, names)
-            log(f"delayed-path backlog: {drows:,} events, {dwal / 1e6:.0f} MB of WAL")
-            print(f"Delayed-path server backlog: {drows:,} events, {dwal / 1e6:.0f} MB of WAL\n")
+            drows, dend = backlog(pgd, [f"delay{ms:g}" for ms in delays], "delayed-path")
 
         sink = bench.NullSink()
         sinks.append(sink)
