@@ -45,6 +45,32 @@ describe("apply", () => {
     expect(loaded).toEqual([{ key: "r1", position: pos(10, 1), doc: run("r1", "u1", { status: "running" }) }]);
   });
 
+  test("loadMany reads several tables in one call, naming each document's table", async () => {
+    const t = newT();
+    await t.mutation(internal.projector.apply, {
+      generation: G,
+      writes: [
+        { table: "runs", key: "r1", position: pos(1), doc: run("r1", "u1") },
+        { table: "threads", key: "t", position: pos(2), doc: thread("t", "u1", 1) },
+      ],
+      deadLetters: [],
+    });
+    const loaded = await t.query(internal.projector.loadMany, {
+      generation: G,
+      tables: [
+        { table: "threads", keys: ["t", "missing"] },
+        { table: "runs", keys: ["r1", "r1"] },
+        { table: "workers", keys: ["r1"] },
+      ],
+    });
+    expect(loaded).toEqual([
+      { table: "threads", key: "t", position: pos(2), doc: thread("t", "u1", 1) },
+      { table: "runs", key: "r1", position: pos(1), doc: run("r1", "u1") },
+    ]);
+    // Another generation holds nothing.
+    expect(await t.query(internal.projector.loadMany, { generation: G + 1, tables: [{ table: "runs", keys: ["r1"] }] })).toEqual([]);
+  });
+
   test("position compare is by string and fixed width, across lsn digits", async () => {
     const t = newT();
     const w = (p: string, n: number) => ({ table: "threads" as const, key: "t", position: p, doc: thread("t", "u", n) });
@@ -459,19 +485,31 @@ describe("rebuild lease", () => {
 describe("schema version", () => {
   test("apply refuses another schema version before looking at any document", async () => {
     const t = newT();
-    expect(await t.query(internal.projector.schemaVersion, {})).toBe(1);
+    expect(await t.query(internal.projector.schemaVersion, {})).toBe(2);
     await expect(
       t.mutation(internal.projector.apply, {
         generation: G,
-        schemaVersion: 2,
+        schemaVersion: 3,
         writes: [{ table: "runs", key: "r1", position: "bad", doc: {} }],
       }),
-    ).rejects.toThrow(/deployment skew: .* schema version 1, the projector was built for 2/);
+    ).rejects.toThrow(/deployment skew: .* schema version 2, the projector was built for 3/);
+    const ok = await t.mutation(internal.projector.apply, {
+      generation: G,
+      schemaVersion: 2,
+      writes: [{ table: "runs", key: "r1", position: pos(1), doc: run("r1", "u1") }],
+    });
+    expect(ok.applied).toBe(1);
+  });
+
+  test("a version 1 binary still writes through a functions-first deploy (version 2 only added loadMany)", async () => {
+    const t = newT();
     const ok = await t.mutation(internal.projector.apply, {
       generation: G,
       schemaVersion: 1,
       writes: [{ table: "runs", key: "r1", position: pos(1), doc: run("r1", "u1") }],
     });
     expect(ok.applied).toBe(1);
+    const [d] = await t.query(internal.projector.load, { generation: G, table: "runs", keys: ["r1"] });
+    expect(d.position).toBe(pos(1));
   });
 });

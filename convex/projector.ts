@@ -5,7 +5,11 @@
  *   apply     guarded upsert of a batch: per (table, generation, key) write only
  *             if the incoming position is newer (string order == position order);
  *             dead letters insert-once by key. One call = one transaction.
- *   load      stored states for hydration of the reducer cache.
+ *   loadMany  stored states for hydration of the reducer cache, any tables
+ *             in one call (one function call per batch, however many
+ *             tables its misses span).
+ *   load      the same for one table: what schema version 1 binaries call,
+ *             kept so they run on through a functions-first deploy.
  *   page      dump a table (verify, export, tests), cursor-paginated.
  *   getActive / setActive   the active generation (compare-and-set).
  *   purge     delete a generation in bounded chunks.
@@ -28,7 +32,7 @@ import {
 } from "./validators";
 import { ACTIVE_GENERATION, ACTIVE_KEY, readActive } from "./active";
 import { WRITER_KEY, bumpWriter, currentWriter } from "./writer";
-import { SCHEMA_VERSION } from "./version";
+import { APPLY_COMPATIBLE, SCHEMA_VERSION } from "./version";
 import { LEASE_KEY, begin, currentLease, recordTarget, release, renew } from "./lease";
 
 /** `Position::encode()`: "%016x:%016x"; fixed width makes string order == position order. */
@@ -85,7 +89,7 @@ async function checkEpoch(ctx: QueryCtx, generation: number, epoch: number) {
  * validated: the caller retries (and alerts) instead of dead-lettering.
  */
 function checkSchemaVersion(theirs: number | undefined) {
-  if (theirs !== undefined && theirs !== SCHEMA_VERSION) {
+  if (theirs !== undefined && !APPLY_COMPATIBLE.includes(theirs)) {
     fail(
       "SchemaMismatch",
       `deployment skew: these Convex functions implement schema version ${SCHEMA_VERSION}, the projector was built for ${theirs}; deploy the functions of the projector's release (npx convex deploy) or run the projector that matches them`,
@@ -194,25 +198,46 @@ export const apply = internalMutation({
   },
 });
 
-export const load = internalQuery({
+const loadableTable = v.union(writableTable, v.literal("deadLetters"));
+type Loaded = { key: string; position: string; doc: Record<string, unknown> };
+
+/** The stored states of `keys` in `table` (absent keys left out), one index lookup each. */
+async function loadKeys(
+  ctx: QueryCtx,
+  generation: number,
+  table: WritableTable | "deadLetters",
+  keys: string[],
+): Promise<Loaded[]> {
+  const out: Loaded[] = [];
+  for (const key of new Set(keys)) {
+    const found = await ctx.db
+      .query(table)
+      .withIndex("by_generation_key", (q) => q.eq("generation", generation).eq("key", key))
+      .unique();
+    if (found === null) continue;
+    const { _id, _creationTime, key: k, generation: g, position, ...doc } = found as any;
+    out.push({ key: k, position, doc });
+  }
+  return out;
+}
+
+export const loadMany = internalQuery({
   args: {
     generation: v.number(),
-    table: v.union(writableTable, v.literal("deadLetters")),
-    keys: v.array(v.string()),
+    tables: v.array(v.object({ table: loadableTable, keys: v.array(v.string()) })),
   },
-  handler: async (ctx, { generation, table, keys }) => {
-    const out: { key: string; position: string; doc: Record<string, unknown> }[] = [];
-    for (const key of new Set(keys)) {
-      const found = await ctx.db
-        .query(table)
-        .withIndex("by_generation_key", (q) => q.eq("generation", generation).eq("key", key))
-        .unique();
-      if (found === null) continue;
-      const { _id, _creationTime, key: k, generation: g, position, ...doc } = found as any;
-      out.push({ key: k, position, doc });
+  handler: async (ctx, { generation, tables }) => {
+    const out: (Loaded & { table: string })[] = [];
+    for (const { table, keys } of tables) {
+      for (const d of await loadKeys(ctx, generation, table, keys)) out.push({ table, ...d });
     }
     return out;
   },
+});
+
+export const load = internalQuery({
+  args: { generation: v.number(), table: loadableTable, keys: v.array(v.string()) },
+  handler: async (ctx, { generation, table, keys }) => loadKeys(ctx, generation, table, keys),
 });
 
 export const page = internalQuery({

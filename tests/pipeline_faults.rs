@@ -202,7 +202,11 @@ async fn assert_confirmed_events_in_convex(
     dl_keys.sort();
     let mut dls: BTreeSet<i64> = BTreeSet::new();
     for chunk in dl_keys.chunks(200) {
-        for d in client.load(generation, "deadLetters", chunk).await.unwrap() {
+        for d in client
+            .load_table(generation, "deadLetters", chunk)
+            .await
+            .unwrap()
+        {
             dls.insert(d.key.parse().unwrap());
         }
     }
@@ -220,7 +224,7 @@ async fn assert_confirmed_events_in_convex(
     let mut stored: HashMap<(String, String), f64> = HashMap::new();
     for (t, keys) in &by_table {
         for chunk in keys.chunks(200) {
-            for d in client.load(generation, t, chunk).await.unwrap() {
+            for d in client.load_table(generation, t, chunk).await.unwrap() {
                 let last = d
                     .doc
                     .get("lastStreamSeq")

@@ -85,7 +85,7 @@ async fn loaded(
     keys: &[&str],
 ) -> BTreeMap<String, (String, u64)> {
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-    c.load(generation, "runs", &keys)
+    c.load_table(generation, "runs", &keys)
         .await
         .unwrap()
         .into_iter()
@@ -169,7 +169,7 @@ async fn guarded_upsert_replay_load_and_generations() {
     .collect();
     assert_eq!(got, want);
     // `load` gives the stored state, without the bookkeeping fields.
-    let docs = c.load(g, "runs", &["r3".to_string()]).await.unwrap();
+    let docs = c.load_table(g, "runs", &["r3".to_string()]).await.unwrap();
     assert_eq!(docs.len(), 1);
     assert_eq!(
         crate::support::as_float64(&docs[0].doc),
@@ -504,7 +504,10 @@ async fn deployment_skew_is_a_deployment_error_not_a_bad_document() {
     assert!(newer.is_deployment_error(), "{newer}");
     let text = newer.to_string();
     assert!(
-        text.contains("schema version 1") && text.contains("built for 99"),
+        text.contains(&format!(
+            "schema version {}",
+            projector::sink::schema::SCHEMA_VERSION
+        )) && text.contains("built for 99"),
         "{text}"
     );
     let unknown_arg = send(json!({"generation": 1, "writes": [], "addedLater": true}))

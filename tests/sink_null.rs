@@ -52,7 +52,7 @@ async fn null_sink_acknowledges_apply_and_answers_queries() {
     assert_eq!(r.applied, 5);
 
     assert!(client
-        .load(1, "runs", &["r1".into()])
+        .load_table(1, "runs", &["r1".into()])
         .await
         .unwrap()
         .is_empty());

@@ -245,10 +245,27 @@ impl DocSizes {
             .max(1)
     }
 
-    /// Keys one `load` of `table` may ask for: at most `max_keys`, and no
-    /// more than [`limits::MAX_LOAD_BYTES`] at the estimate.
-    pub(crate) fn keys_per_load(&self, table: Table, max_keys: usize) -> usize {
-        (limits::MAX_LOAD_BYTES / self.estimate(table)).clamp(1, max_keys.max(1))
+    /// Splits `keys` (sorted, so a table's keys are together) into the
+    /// `load` calls that read them: at most `max_keys` per call, and no
+    /// more than [`limits::MAX_LOAD_BYTES`] of documents at each table's
+    /// estimate. Every call holds at least one key.
+    pub(crate) fn load_calls<'k>(&self, keys: &'k [DocKey], max_keys: usize) -> Vec<&'k [DocKey]> {
+        let mut calls = Vec::new();
+        let (mut start, mut bytes) = (0, 0usize);
+        for (i, k) in keys.iter().enumerate() {
+            let size = self.estimate(k.table);
+            let full =
+                i - start >= max_keys.max(1) || bytes.saturating_add(size) > limits::MAX_LOAD_BYTES;
+            if full && i > start {
+                calls.push(&keys[start..i]);
+                (start, bytes) = (i, 0);
+            }
+            bytes = bytes.saturating_add(size);
+        }
+        if start < keys.len() {
+            calls.push(&keys[start..]);
+        }
+        calls
     }
 }
 
@@ -309,16 +326,58 @@ mod tests {
 
     #[test]
     fn loads_are_sized_by_the_largest_document_seen() {
+        let keys = |table, n: usize| -> Vec<DocKey> {
+            (0..n)
+                .map(|i| DocKey::new(table, format!("k{i}")))
+                .collect()
+        };
+        let lens = |calls: Vec<&[DocKey]>| calls.iter().map(|c| c.len()).collect::<Vec<_>>();
         let mut sizes = DocSizes::default();
-        assert_eq!(sizes.keys_per_load(Table::Runs, 256), 256);
-        let cold = sizes.keys_per_load(Table::Inboxes, 256);
-        assert!(cold < 256 && cold * sizes.estimate(Table::Inboxes) <= limits::MAX_LOAD_BYTES);
+        assert_eq!(
+            lens(sizes.load_calls(&keys(Table::Runs, 300), 256)),
+            [256, 44]
+        );
+        // Before any inbox was seen, each counts at its largest possible size.
+        let cold = lens(sizes.load_calls(&keys(Table::Inboxes, 256), 256));
+        assert!(
+            cold.len() > 1 && cold[0] * sizes.estimate(Table::Inboxes) <= limits::MAX_LOAD_BYTES
+        );
         sizes.observe(Table::Inboxes, 1_000);
-        assert_eq!(sizes.keys_per_load(Table::Inboxes, 256), 256);
+        assert_eq!(
+            lens(sizes.load_calls(&keys(Table::Inboxes, 256), 256)),
+            [256]
+        );
         sizes.observe(Table::Inboxes, 4 << 20);
         sizes.observe(Table::Inboxes, 10);
-        assert_eq!(sizes.keys_per_load(Table::Inboxes, 256), 2);
+        assert_eq!(
+            lens(sizes.load_calls(&keys(Table::Inboxes, 5), 256)),
+            [2, 2, 1]
+        );
+        // A document larger than a call may read still gets a call of its own.
         sizes.observe(Table::Runs, 64 << 20);
-        assert_eq!(sizes.keys_per_load(Table::Runs, 256), 1);
+        assert_eq!(lens(sizes.load_calls(&keys(Table::Runs, 2), 256)), [1, 1]);
+    }
+
+    #[test]
+    fn one_call_loads_the_misses_of_every_table_when_they_fit() {
+        let mut keys: Vec<DocKey> = Table::ALL
+            .into_iter()
+            .flat_map(|t| (0..10).map(move |i| DocKey::new(t, format!("k{i}"))))
+            .collect();
+        keys.sort_unstable();
+        let mut sizes = DocSizes::default();
+        for t in Table::ALL {
+            sizes.observe(t, 2_000);
+        }
+        let calls = sizes.load_calls(&keys, 256);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].len(), 50);
+        // The byte bound packs across tables: two large inboxes per call.
+        sizes.observe(Table::Inboxes, limits::MAX_LOAD_BYTES / 2);
+        let calls = sizes.load_calls(&keys, 256);
+        let lens: Vec<usize> = calls.iter().map(|c| c.len()).collect();
+        assert_eq!(lens.iter().sum::<usize>(), 50);
+        assert!(lens.iter().all(|&n| n > 0));
+        assert_eq!(lens.len(), 6, "{lens:?}");
     }
 }

@@ -63,8 +63,9 @@ const CATCH_UP_FILL: std::time::Duration = std::time::Duration::from_millis(250)
 /// of one document coalesce into one write (fewer Convex document writes).
 const CATCH_UP_SCALE: usize = 3;
 
-/// Keys per `load` call at most: one index lookup each, far under Convex's
-/// limits on reads; the bytes they read bound it further (`DocSizes`).
+/// Keys per `load` call at most, of all tables together: one index lookup
+/// each, far under Convex's limits on reads; the bytes they read bound it
+/// further (`DocSizes`). A live batch's misses fit one call.
 const LOAD_CHUNK: usize = 256;
 
 pub struct Engine {
@@ -99,6 +100,8 @@ pub struct Engine {
     /// Why Convex refused our epoch, once it did: nothing more may be
     /// written or confirmed by this engine.
     fenced: Option<String>,
+    /// Keys per `load` call at most ([`LOAD_CHUNK`]; tests lower it).
+    load_chunk: usize,
 }
 
 impl Engine {
@@ -133,6 +136,7 @@ impl Engine {
             order: WriteOrder::default(),
             epoch: None,
             fenced: None,
+            load_chunk: LOAD_CHUNK,
         };
         (engine, ack_rx)
     }
@@ -260,6 +264,13 @@ impl Engine {
         }
         self.metrics.inflight_bytes.set(self.inflight_bytes as i64);
         self.batch_full()
+    }
+
+    /// Keys per `load` call at most, for tests of batches that need more
+    /// than one call.
+    #[cfg(test)]
+    pub(crate) fn set_load_chunk(&mut self, keys: usize) {
+        self.load_chunk = keys.max(1);
     }
 
     pub fn has_open_batch(&self) -> bool {
@@ -538,56 +549,54 @@ impl Engine {
         out
     }
 
-    /// Loads every key of the open batch the cache does not hold, one
-    /// `load` per table and chunk (all concurrently), retrying transient
-    /// failures. Chunks are bounded by keys and by the bytes their
-    /// documents are expected to read ([`DocSizes`]); a chunk that reads
-    /// too much anyway is split ([`load_splitting`]).
+    /// Loads every key of the open batch the cache does not hold, retrying
+    /// transient failures: one `load` call for all of them, whatever their
+    /// tables, unless they are more than one call may read
+    /// ([`DocSizes::load_calls`]);
+    /// then the calls run concurrently. A call that reads too much anyway
+    /// is split ([`load_splitting`]).
+    ///
+    /// One call is one Convex snapshot, so a batch whose misses fit one
+    /// call never folds a state read before another writer's mutation onto
+    /// one read after it; larger batches can, which fencing (§4) covers.
     async fn hydrate(&mut self) -> Result<(), SinkError> {
-        let mut missing: HashMap<Table, Vec<String>> = HashMap::new();
-        for k in &self.open.key_list {
-            if !self.cache.contains(k) {
-                missing
-                    .entry(k.table)
-                    .or_default()
-                    .push(String::from(&*k.key));
-            }
+        let mut missing: Vec<DocKey> = (self.open.key_list.iter())
+            .filter(|k| !self.cache.contains(k))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
         }
-        // Every table and chunk is loaded at once: one round trip per
-        // batch instead of one per table (the main loop waits on this).
-        let sizes = &self.doc_sizes;
-        let requests = missing.iter().flat_map(|(&table, keys)| {
-            let per_load = sizes.keys_per_load(table, LOAD_CHUNK);
-            keys.chunks(per_load).map(move |chunk| (table, chunk))
-        });
-        let loads = requests.map(|(table, chunk)| {
+        missing.sort_unstable();
+        let calls = self.doc_sizes.load_calls(&missing, self.load_chunk);
+        let loads = calls.into_iter().map(|part| {
             let store = &*self.store;
             let generation = self.generation;
             let retry = &self.retry;
             async move {
-                let loaded = load_splitting(store, retry, generation, table, chunk).await?;
-                Ok::<_, SinkError>((table, chunk, loaded))
+                let loaded = load_splitting(store, retry, generation, part).await?;
+                Ok::<_, SinkError>((part, loaded))
             }
         });
         let results = futures::future::try_join_all(loads).await?;
-        for (table, chunk, loaded) in results {
-            let mut found: HashMap<String, Stored> = HashMap::with_capacity(loaded.len());
+        for (part, loaded) in results {
+            let mut found: HashMap<DocKey, Stored> = HashMap::with_capacity(loaded.len());
             for d in loaded {
+                let table = Table::parse(&d.table).ok_or_else(|| {
+                    SinkError::Decode(format!(
+                        "a load answered table {:?}, which is not ours",
+                        d.table
+                    ))
+                })?;
                 let position = Position::decode(&d.position).map_err(SinkError::Decode)?;
                 let doc = Doc::from_json(table, d.doc)
                     .map_err(|e| SinkError::Decode(format!("{table:?} {}: {e}", d.key)))?;
                 self.doc_sizes.observe(table, doc.approx_bytes());
-                found.insert(d.key, Stored { position, doc });
+                found.insert(DocKey::new(table, d.key), Stored { position, doc });
             }
-            for key in chunk {
+            for key in part {
                 let state = found.remove(key);
-                self.cache.insert_loaded(
-                    DocKey {
-                        table,
-                        key: key.as_str().into(),
-                    },
-                    state,
-                );
+                self.cache.insert_loaded(key.clone(), state);
             }
         }
         Ok(())
@@ -629,23 +638,22 @@ impl Engine {
     }
 }
 
-/// Loads `keys` of `table`, retrying transient failures; when Convex
-/// answers that the load read (or returned) too much, loads the halves
-/// instead (the estimate behind the chunk fell short), down to single keys.
+/// Loads `keys`, retrying transient failures; when Convex answers that the
+/// load read (or returned) too much, loads the halves instead (the estimate
+/// behind the call fell short), down to single keys.
 async fn load_splitting(
     store: &dyn DocumentStore,
     retry: &RetryPolicy,
     generation: u64,
-    table: Table,
-    keys: &[String],
+    keys: &[DocKey],
 ) -> Result<Vec<crate::sink::LoadedDoc>, SinkError> {
     let mut loaded = Vec::new();
     let mut pending = vec![keys];
     while let Some(part) = pending.pop() {
-        match crate::sink::with_retry(retry, "load", || store.load(generation, table, part)).await {
+        match crate::sink::with_retry(retry, "load", || store.load(generation, part)).await {
             Ok(docs) => loaded.extend(docs),
             Err(e) if part.len() > 1 && crate::sink::limits::is_read_limit(&e) => {
-                tracing::warn!(?table, keys = part.len(), error = %e, "a Convex load read too much; loading it in halves");
+                tracing::warn!(keys = part.len(), error = %e, "a Convex load read too much; loading it in halves");
                 let (first, second) = part.split_at(part.len() / 2);
                 pending.push(second);
                 pending.push(first);

@@ -37,7 +37,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
-use crate::projection::Table;
+use crate::projection::DocKey;
 use crate::sink::store::{DocumentStore, StoreFuture};
 use crate::sink::write_rate::{Admitted, WriteRate};
 use crate::sink::{ApplyResult, LoadedDoc, SinkError};
@@ -378,13 +378,8 @@ impl<S: DocumentStore> DocumentStore for Adaptive<S> {
         })
     }
 
-    fn load<'a>(
-        &'a self,
-        generation: u64,
-        table: Table,
-        keys: &'a [String],
-    ) -> StoreFuture<'a, Vec<LoadedDoc>> {
-        self.inner.load(generation, table, keys)
+    fn load<'a>(&'a self, generation: u64, keys: &'a [DocKey]) -> StoreFuture<'a, Vec<LoadedDoc>> {
+        self.inner.load(generation, keys)
     }
 
     fn acquire_writer<'a>(&'a self, generation: u64, holder: &'a str) -> StoreFuture<'a, u64> {
@@ -506,8 +501,7 @@ mod tests {
         fn load<'a>(
             &'a self,
             _generation: u64,
-            _table: Table,
-            _keys: &'a [String],
+            _keys: &'a [DocKey],
         ) -> StoreFuture<'a, Vec<LoadedDoc>> {
             Box::pin(async { Ok(Vec::new()) })
         }

@@ -10,13 +10,13 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::projection::write_json_str;
+use crate::projection::{write_json_str, DocKey, Table};
 use crate::sink::client::{decode_value, encode_body, ConvexClient, Kind};
 use crate::sink::encoding::{count, opt_count};
 use crate::sink::error::SinkError;
 
 pub(crate) const APPLY: &str = "projector:apply";
-pub(crate) const LOAD: &str = "projector:load";
+pub(crate) const LOAD_MANY: &str = "projector:loadMany";
 pub(crate) const PAGE: &str = "projector:page";
 pub(crate) const GET_ACTIVE: &str = "projector:getActive";
 pub(crate) const SET_ACTIVE: &str = "projector:setActive";
@@ -226,10 +226,11 @@ pub struct ApplyResult {
     pub dead_letters_skipped: u64,
 }
 
-/// A stored document as `projector:load` returns it; `doc` is without
+/// A stored document as `projector:loadMany` returns it; `doc` is without
 /// `_id, _creationTime, key, generation, position`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct LoadedDoc {
+    pub table: String,
     pub key: String,
     pub position: String,
     pub doc: Value,
@@ -278,18 +279,28 @@ impl ConvexClient {
         decode_value(APPLY, v)
     }
 
-    /// Stored states of the `keys` that exist in `table` for `generation`.
+    /// Stored states of the `keys` that exist for `generation`, whatever
+    /// their tables: one function call (`projector:loadMany`).
     pub async fn load(
+        &self,
+        generation: u64,
+        keys: &[DocKey],
+    ) -> Result<Vec<LoadedDoc>, SinkError> {
+        self.query(LOAD_MANY, load_many_args(generation, keys))
+            .await
+    }
+
+    /// Stored states of `keys` in one table, `"deadLetters"` included (for
+    /// tools and tests; also one `projector:loadMany`).
+    pub async fn load_table(
         &self,
         generation: u64,
         table: &str,
         keys: &[String],
     ) -> Result<Vec<LoadedDoc>, SinkError> {
-        self.query(
-            LOAD,
-            json!({"generation": generation, "table": table, "keys": keys}),
-        )
-        .await
+        let tables = json!([{"table": table, "keys": keys}]);
+        let args = json!({"generation": generation, "tables": tables});
+        self.query(LOAD_MANY, args).await
     }
 
     /// One page of `table` (all generations when `generation` is `None`).
@@ -436,9 +447,42 @@ impl ConvexClient {
     }
 }
 
+/// `projector:loadMany`'s arguments: the keys grouped by table, tables in
+/// the order they first appear.
+fn load_many_args(generation: u64, keys: &[DocKey]) -> Value {
+    let mut tables: Vec<(Table, Vec<&str>)> = Vec::new();
+    for k in keys {
+        match tables.iter_mut().find(|(t, _)| *t == k.table) {
+            Some((_, ks)) => ks.push(&k.key),
+            None => tables.push((k.table, vec![&k.key])),
+        }
+    }
+    let tables: Vec<Value> = tables
+        .into_iter()
+        .map(|(t, ks)| json!({"table": t.as_str(), "keys": ks}))
+        .collect();
+    json!({"generation": generation, "tables": tables})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_many_groups_keys_by_table_in_first_seen_order() {
+        let keys = [
+            DocKey::new(Table::Timelines, "r1"),
+            DocKey::new(Table::Runs, "r1"),
+            DocKey::new(Table::Timelines, "r2"),
+        ];
+        assert_eq!(
+            load_many_args(3, &keys),
+            json!({"generation": 3, "tables": [
+                {"table": "timelines", "keys": ["r1", "r2"]},
+                {"table": "runs", "keys": ["r1"]},
+            ]})
+        );
+    }
 
     #[test]
     fn doc_json_bodies_equal_the_serde_encoding_byte_for_byte() {

@@ -73,13 +73,13 @@ mod tests {
     #[test]
     fn the_read_limit_answers_are_recognised() {
         let read = SinkError::Function {
-            path: "projector:load".into(),
+            path: "projector:loadMany".into(),
             message: "Uncaught Error: Too many bytes read in a single function execution (limit: 16777216 bytes). Consider using smaller limits in your queries, paginating your queries, or using indexed queries with a selective index range expressions.".into(),
             data: None,
         };
         assert!(is_read_limit(&read));
         let other = SinkError::Function {
-            path: "projector:load".into(),
+            path: "projector:loadMany".into(),
             message: "Uncaught Error: bad".into(),
             data: None,
         };

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::projection::Table;
+use crate::projection::{DocKey, Table};
 use crate::sink::store::{DocumentStore, StoreFuture};
 use crate::sink::{ApplyResult, LoadedDoc, SinkError};
 
@@ -23,10 +23,11 @@ pub(crate) enum Fault {
     ApplyLostAnswer,
     /// The next `apply` waits until the watch turns true, then runs.
     ApplyHeld(watch::Receiver<bool>),
-    /// Before the next `load` of `table` reads, `release` turns true and
-    /// the load waits until one more `apply` ran (a held one, typically),
-    /// while the hydration's other loads (polled together) have read
-    /// already: another writer's mutation landing between two loads.
+    /// Before the next `load` that holds a key of `table` reads, `release`
+    /// turns true and the load waits until one more `apply` ran (a held
+    /// one, typically), while the hydration's other loads (polled together)
+    /// have read already: another writer's mutation landing between two
+    /// loads of one batch (one that needs more than one call).
     ReleaseBeforeLoad {
         table: Table,
         release: watch::Sender<bool>,
@@ -150,12 +151,12 @@ impl MemoryStore {
         keys
     }
 
-    /// (applies, loads) executed so far.
     /// The most documents and dead letters one `apply` carried.
     pub(crate) fn largest_apply(&self) -> usize {
         self.lock().largest_apply
     }
 
+    /// (applies, loads) executed so far.
     pub(crate) fn calls(&self) -> (u64, u64) {
         let g = self.lock();
         (g.applies, g.loads)
@@ -306,16 +307,11 @@ impl DocumentStore for MemoryStore {
         })
     }
 
-    fn load<'a>(
-        &'a self,
-        generation: u64,
-        table: Table,
-        keys: &'a [String],
-    ) -> StoreFuture<'a, Vec<LoadedDoc>> {
+    fn load<'a>(&'a self, generation: u64, keys: &'a [DocKey]) -> StoreFuture<'a, Vec<LoadedDoc>> {
         Box::pin(async move {
-            let hook = self.take_fault(
-                |f| matches!(f, Fault::ReleaseBeforeLoad { table: t, .. } if *t == table),
-            );
+            let hook = self.take_fault(|f| {
+                matches!(f, Fault::ReleaseBeforeLoad { table, .. } if keys.iter().any(|k| k.table == *table))
+            });
             if let Some(Fault::ReleaseBeforeLoad { release, .. }) = hook {
                 let attempts = self.lock().apply_attempts;
                 let _ = release.send(true);
@@ -328,40 +324,43 @@ impl DocumentStore for MemoryStore {
                     tokio::task::yield_now().await;
                 }
             }
+            // One snapshot, as a Convex query reads: nothing lands between
+            // the tables of one call.
             let mut g = self.lock();
             g.loads += 1;
             let limit = g
                 .load_byte_limit
                 .unwrap_or(crate::sink::limits::MAX_READ_BYTES);
-            let read: usize = keys
+            let found: Vec<(&DocKey, &(String, Value))> = keys
                 .iter()
                 .filter_map(|k| {
-                    let id = (generation, table.as_str().to_string(), k.clone());
-                    g.docs.get(&id).map(|(position, doc)| {
-                        k.len() + position.len() + serde_json::to_vec(doc).map_or(0, |b| b.len())
-                    })
+                    let id = (generation, k.table.as_str().to_string(), k.key.to_string());
+                    g.docs.get(&id).map(|stored| (k, stored))
+                })
+                .collect();
+            let read: usize = found
+                .iter()
+                .map(|(k, (position, doc))| {
+                    k.key.len() + position.len() + serde_json::to_vec(doc).map_or(0, |b| b.len())
                 })
                 .sum();
             if read > limit {
                 // As the backend words it (local-backend/limits.ts).
                 return Err(SinkError::Function {
-                    path: "projector:load".into(),
+                    path: crate::sink::api::LOAD_MANY.into(),
                     message: format!("Uncaught Error: Too many bytes read in a single function execution (limit: {limit} bytes). Consider using smaller limits in your queries, paginating your queries, or using indexed queries with a selective index range expressions."),
                     data: None,
                 });
             }
-            let answer: Vec<LoadedDoc> = keys
-                .iter()
-                .filter_map(|k| {
-                    let id = (generation, table.as_str().to_string(), k.clone());
-                    g.docs.get(&id).map(|(position, doc)| LoadedDoc {
-                        key: k.clone(),
-                        position: position.clone(),
-                        doc: doc.clone(),
-                    })
+            Ok(found
+                .into_iter()
+                .map(|(k, (position, doc))| LoadedDoc {
+                    table: k.table.as_str().to_string(),
+                    key: k.key.to_string(),
+                    position: position.clone(),
+                    doc: doc.clone(),
                 })
-                .collect();
-            Ok(answer)
+                .collect())
         })
     }
 

@@ -629,7 +629,7 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     let c = &shared.counters;
     c.queries.fetch_add(1, Ordering::Relaxed);
     match req.path.as_str() {
-        "projector:load" => success(json!([])),
+        "projector:load" | "projector:loadMany" => success(json!([])),
         "projector:page" => success(json!({"docs": [], "nextCursor": null})),
         "projector:getActive" => success(json!(c.active.load(Ordering::Relaxed))),
         "projector:schemaVersion" => success(json!(crate::sink::schema::SCHEMA_VERSION)),

@@ -8,7 +8,7 @@ use crate::sink::{ConvexClient, SinkError};
 
 /// The schema version this binary was built for; `convex/version.ts`
 /// holds the same number (a test reads it).
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// What the deployed functions say about the contract.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
-use crate::projection::Table;
+use crate::projection::DocKey;
 use crate::sink::{ApplyResult, ConvexClient, LoadedDoc, SinkError};
 
 /// What a store call returns: boxed, so the engine holds `Arc<dyn DocumentStore>`
@@ -22,14 +22,9 @@ pub(crate) trait DocumentStore: Send + Sync + 'static {
     /// One `projector:apply` with a body from `ApplyRequest::encode_raw`.
     fn apply(&self, body: Bytes) -> StoreFuture<'_, ApplyResult>;
 
-    /// The stored states of `keys` in `table` of `generation` (absent keys
-    /// are left out).
-    fn load<'a>(
-        &'a self,
-        generation: u64,
-        table: Table,
-        keys: &'a [String],
-    ) -> StoreFuture<'a, Vec<LoadedDoc>>;
+    /// The stored states of `keys` in `generation`, of any tables, in one
+    /// call (absent keys are left out).
+    fn load<'a>(&'a self, generation: u64, keys: &'a [DocKey]) -> StoreFuture<'a, Vec<LoadedDoc>>;
 
     /// Bumps `generation`'s writer epoch for `holder`, fencing every apply
     /// that carries an older one. Returns the new epoch.
@@ -49,13 +44,8 @@ impl DocumentStore for ConvexClient {
         Box::pin(self.apply_encoded(body))
     }
 
-    fn load<'a>(
-        &'a self,
-        generation: u64,
-        table: Table,
-        keys: &'a [String],
-    ) -> StoreFuture<'a, Vec<LoadedDoc>> {
-        Box::pin(ConvexClient::load(self, generation, table.as_str(), keys))
+    fn load<'a>(&'a self, generation: u64, keys: &'a [DocKey]) -> StoreFuture<'a, Vec<LoadedDoc>> {
+        Box::pin(ConvexClient::load(self, generation, keys))
     }
 
     fn acquire_writer<'a>(&'a self, generation: u64, holder: &'a str) -> StoreFuture<'a, u64> {
@@ -75,13 +65,8 @@ impl<T: DocumentStore + ?Sized> DocumentStore for std::sync::Arc<T> {
         (**self).apply(body)
     }
 
-    fn load<'a>(
-        &'a self,
-        generation: u64,
-        table: Table,
-        keys: &'a [String],
-    ) -> StoreFuture<'a, Vec<LoadedDoc>> {
-        (**self).load(generation, table, keys)
+    fn load<'a>(&'a self, generation: u64, keys: &'a [DocKey]) -> StoreFuture<'a, Vec<LoadedDoc>> {
+        (**self).load(generation, keys)
     }
 
     fn acquire_writer<'a>(&'a self, generation: u64, holder: &'a str) -> StoreFuture<'a, u64> {
