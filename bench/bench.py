@@ -411,6 +411,13 @@ def metric_sum(text, name):
     return total
 
 
+# How often the live scenarios sample projector_lag_seconds (BENCH_LAG_SAMPLE_S).
+LAG_SAMPLE_S = float(os.environ.get("BENCH_LAG_SAMPLE_S", "0.2"))
+# Extra loadgen flags of the live scenarios (BENCH_LIVE_LOADGEN, e.g.
+# "--batch 1": one event per transaction instead of the default 50).
+LIVE_LOADGEN_ARGS = os.environ.get("BENCH_LIVE_LOADGEN", "").split()
+
+
 def latency(pg, sink_name, convex_url, key, rate, secs, n, extra_env=None, sink=None,
             url=None):
     """Follows a live loadgen at `rate` events/s for `secs`; returns rates,
@@ -439,7 +446,7 @@ def latency(pg, sink_name, convex_url, key, rate, secs, n, extra_env=None, sink=
                     lag_max[0] = max(lag_max[0], float(m.group(1)))
             except Exception:
                 pass
-            time.sleep(0.2)
+            time.sleep(LAG_SAMPLE_S)
 
     import threading
     sampler = threading.Thread(target=sample, daemon=True)
@@ -458,7 +465,8 @@ def latency(pg, sink_name, convex_url, key, rate, secs, n, extra_env=None, sink=
         t0 = time.monotonic()
         cpu0 = proc_cpu(p.pid)
         sampler.start()
-        loadgen(pg, "--rate", str(rate), "--duration", f"{secs}s", "--seed", str(rate + n))
+        loadgen(pg, "--rate", str(rate), "--duration", f"{secs}s", "--seed", str(rate + n),
+                *LIVE_LOADGEN_ARGS)
         loaded = time.monotonic() - t0
         # Wait until every event is acknowledged (flushed LSN reaches the
         # WAL end), so slow sinks are measured in full.

@@ -220,3 +220,87 @@ async fn batches_larger_than_one_mutation_land_exact_within_convexs_limits() {
     assert!(v("projector_batches_applied_total") >= 9.0, "{text}");
     assert_exact(&db, &convex, &slot).await;
 }
+
+/// Voluntary context switches of `pid`'s main thread (the runtime's).
+fn main_thread_wakeups(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
+
+/// Live traffic of one small transaction at a time: the batch that opens
+/// on the first one takes every commit of its fill window (what queued
+/// under the socket's raised wake-up mark is read at the deadline, not
+/// left for the next batch), and the runtime does not wake for each of
+/// them (60 commits, ~3 ms apart, inside one 2 s fill; waking per commit
+/// is 60 wake-ups or more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filling_live_batch_takes_its_window_without_waking_per_commit() {
+    let db = pg::shared().await.fresh_db().await;
+    let sql = db.client().await;
+    let slot = db.slot_name();
+    projector::source::slot::create_slot(&sql, &slot)
+        .await
+        .unwrap();
+    let convex = ConvexBackend::start();
+    let proc = Projector::spawn(
+        &db.url,
+        convex.url(),
+        convex.admin_key().expose(),
+        &slot,
+        &[
+            ("PROJECTOR_BATCH_FILL_MS", "2000"),
+            ("PROJECTOR_STATUS_INTERVAL_MS", "1000"),
+        ],
+    );
+    assert!(proc
+        .wait_ready(true, Duration::from_secs(30))
+        .await
+        .is_some());
+    let pid = proc.pid().expect("pid");
+    let batches = || async {
+        let text = proc.metrics().await.expect("metrics");
+        projector_proc::metric_sum(&text, "projector_batches_applied_total")
+    };
+    // Each commit flushes its WAL, so the walsender sends it at once (the
+    // sandbox turns this off for speed; the WAL writer would send bursts).
+    sql.batch_execute("SET synchronous_commit = on")
+        .await
+        .unwrap();
+    let batches_before = batches().await;
+    let insert =
+        "INSERT INTO runtime.events (stream_id, stream_seq, event_type, owner_id, payload) \
+                  VALUES ('run:q', $1, $2, 'u1', $3::text::jsonb)";
+    let created = r#"{"thread_id":"t1","title":"quiet"}"#;
+    sql.execute(insert, &[&1i64, &"run.created", &created])
+        .await
+        .unwrap();
+    // The batch is open once the first event is read.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let wakeups_before = main_thread_wakeups(pid);
+    for seq in 2..=61i64 {
+        sql.execute(insert, &[&seq, &"run.step", &r#"{"name":"s"}"#])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let wakeups = main_thread_wakeups(pid) - wakeups_before;
+    wait_caught_up(&sql, &slot, Duration::from_secs(30)).await;
+    assert_eq!(
+        batches().await - batches_before,
+        1.0,
+        "the 61 commits of one fill window went into one batch"
+    );
+    assert!(
+        wakeups < 30,
+        "the runtime woke {wakeups} times for 60 small commits inside one fill window"
+    );
+    let client = convex.client(Duration::from_secs(30));
+    let [doc] = &client.load_table(1, "runs", &["q".into()]).await.unwrap()[..] else {
+        panic!("runs/q is missing");
+    };
+    assert_eq!(doc.doc["eventCount"], 61.0);
+}

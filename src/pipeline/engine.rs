@@ -211,6 +211,11 @@ impl Engine {
         self.txn_commit_time_us = commit_time_us;
     }
 
+    /// The stream is inside a transaction (its commit not read yet).
+    pub fn in_transaction(&self) -> bool {
+        self.watermark.in_transaction()
+    }
+
     pub fn commit(&mut self, end_lsn: Lsn) {
         self.watermark.commit(end_lsn);
         self.metrics

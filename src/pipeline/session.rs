@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!  ┌─▶ catching up and the last read was small? sleep 2 ms (socket fills)
+//!  │   a live batch filling? wake on 16 KiB of WAL, not on every commit
 //!  │   select! (biased), one named method per arm, in this priority:
 //!  │     1. shutdown            on_shutdown: settle, confirm, stop
 //!  │     2. acknowledgement     on_ack: the flush LSN may advance
@@ -11,7 +12,7 @@
 //!  │     4. status timer        confirm(): progress to Postgres
 //!  │     5. replication message on_replication: every message one read
 //!  │                            brought (≤ 1,024) → decoder → engine
-//!  │     6. batch deadline      close_batch
+//!  │     6. batch deadline      on_deadline: close_batch
 //!  └──────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
@@ -68,6 +69,18 @@ const BULK_READ_PAUSE: Duration = Duration::from_millis(2);
 /// writes): the walsender fills it in well under a millisecond and then
 /// blocks, so the TCP pause would throttle the drain.
 const BULK_READ_PAUSE_UNIX: Duration = Duration::from_micros(400);
+/// While a live batch fills, the replication socket wakes us only once
+/// this much WAL is queued (see `Session::quiet_while_filling`): above a
+/// few milliseconds of typical live traffic (2k events/s is ~5 KB per
+/// 5 ms fill), far below any receive buffer, so a burst still wakes us to
+/// fill the batch to its size limit while the window stays open.
+const QUIET_WAKE_BYTES: u32 = 16 * 1024;
+
+/// How long a batch whose fill time is up waits for the rest of a
+/// transaction that is still arriving (once per batch; see
+/// `Session::on_deadline`).
+const TXN_GRACE: Duration = Duration::from_millis(1);
+
 /// At most this many WAL messages are handled per wake-up before acks,
 /// status and shutdown get their turn.
 const MESSAGES_PER_WAKE: usize = 1024;
@@ -87,6 +100,10 @@ pub(crate) struct Session<'a> {
     violations: Violations,
     /// The slot's confirmed position this session started from.
     start: Lsn,
+    /// The socket's wake-up mark is raised ([`QUIET_WAKE_BYTES`]).
+    quiet: bool,
+    /// The deadline of the batch that waited its [`TXN_GRACE`] already.
+    graced: Option<std::time::Instant>,
 }
 
 impl<'a> Session<'a> {
@@ -165,6 +182,8 @@ impl<'a> Session<'a> {
             bulk_read_bytes,
             violations,
             start,
+            quiet: false,
+            graced: None,
         })
     }
 
@@ -208,6 +227,11 @@ impl<'a> Session<'a> {
             if can_read {
                 self.pause_for_bulk_read();
             }
+            let filling =
+                deadline.filter(|d| *d > std::time::Instant::now() && !engine.catching_up());
+            if self.quiet_while_filling(filling.is_some()).await {
+                continue;
+            }
             let follow = self.ctx.target.follow_active;
             tokio::select! {
                 biased;
@@ -216,7 +240,7 @@ impl<'a> Session<'a> {
                 _ = self.active_check.tick(), if follow => self.on_active_check(),
                 _ = self.status.tick() => self.confirm().await?,
                 msg = self.stream.next(), if can_read => self.on_replication(msg?).await?,
-                _ = sleep_until_deadline(deadline), if deadline.is_some() => self.close_batch().await?,
+                _ = sleep_until_deadline(deadline), if deadline.is_some() => self.on_deadline().await?,
             }
         }
     }
@@ -373,6 +397,51 @@ impl<'a> Session<'a> {
                 BULK_READ_PAUSE
             });
         }
+    }
+
+    /// Quiet reads while a live batch fills: the batch closes at its
+    /// deadline whatever arrives before it, so waking for each small
+    /// transaction only moves events from the kernel's buffer into ours
+    /// sooner. Until the deadline the socket wakes us only once
+    /// [`QUIET_WAKE_BYTES`] are queued (a burst still fills the batch to its
+    /// size limit); at it, the mark drops to every arrival, which signals
+    /// what queued meanwhile, and one yield lets the reactor see that
+    /// before the loop reads it into this batch. Returns true when the mark
+    /// just dropped (the caller goes round the loop again).
+    async fn quiet_while_filling(&mut self, filling: bool) -> bool {
+        if filling && !self.quiet {
+            self.quiet = self.stream.set_wake_threshold(QUIET_WAKE_BYTES);
+            false
+        } else if !filling && self.quiet {
+            self.quiet = false;
+            if !self.stream.set_wake_threshold(1) {
+                tracing::warn!("could not reset the replication socket's wake-up mark");
+            }
+            tokio::task::yield_now().await;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The open batch's fill time is up: close it, unless reads are still
+    /// quiet (then the loop first drops the mark and reads what queued), or
+    /// a transaction is arriving: then wait up to [`TXN_GRACE`] once per
+    /// batch for its rest, so a transaction that reaches us in the middle
+    /// of its writes is not cut (its commit would wait a whole fill more).
+    async fn on_deadline(&mut self) -> Result<(), SessionError> {
+        if self.quiet {
+            return Ok(());
+        }
+        let engine = self.driver.engine();
+        let batch = engine.batch_deadline();
+        if engine.in_transaction() && engine.can_read() && self.graced != batch {
+            self.graced = batch;
+            if let Ok(msg) = tokio::time::timeout(TXN_GRACE, self.stream.next()).await {
+                return self.on_replication(msg?).await;
+            }
+        }
+        self.close_batch().await
     }
 
     /// Closes the open batch while still sending status updates on the

@@ -73,6 +73,11 @@ impl Watermark {
         self.open_txn = Some(None);
     }
 
+    /// A transaction has begun and not committed yet.
+    pub(crate) fn in_transaction(&self) -> bool {
+        self.open_txn.is_some()
+    }
+
     /// An event of the open transaction went into batch `id`.
     pub(crate) fn event_in_batch(&mut self, id: BatchId) {
         if let Some(last) = &mut self.open_txn {

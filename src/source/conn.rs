@@ -72,6 +72,8 @@ pub struct PgConn {
     pub recv_buffer: Option<u32>,
     /// Bytes the last socket read returned.
     last_read: usize,
+    /// The TCP socket under `io` (`None`: a Unix socket), owned by `io`.
+    tcp_fd: Option<std::os::fd::RawFd>,
     /// CopyData bodies above this are not buffered (see [`Frame::oversized`]).
     max_message: usize,
     skipping: Option<Skipping>,
@@ -243,6 +245,7 @@ impl PgConn {
         let (mut sock, recv_buffer) = transport::open(info, replication)
             .await
             .map_err(|e| (want, Failure::Other, e))?;
+        let tcp_fd = sock.tcp_fd();
         let mut binding = None;
         let (io, used): (Box<dyn AsyncIo>, Encryption) = match (want, tls) {
             (Encryption::Tls, Some(setup)) => {
@@ -281,6 +284,7 @@ impl PgConn {
             unix: info.is_unix_socket(),
             recv_buffer,
             last_read: 0,
+            tcp_fd,
             max_message: MAX_FRAME,
             skipping: None,
         };
@@ -530,6 +534,14 @@ impl PgConn {
         self.last_read
     }
 
+    /// Wake on this socket only once `bytes` are queued (`SO_RCVLOWAT`;
+    /// 1: every arrival). False where it does not apply: a Unix socket
+    /// (whose readiness ignores it), or the option refused.
+    pub(crate) fn set_wake_threshold(&self, bytes: u32) -> bool {
+        self.tcp_fd
+            .is_some_and(|fd| transport::set_recv_lowat(fd, bytes).is_ok())
+    }
+
     pub(crate) fn wbuf(&mut self) -> &mut BytesMut {
         &mut self.wbuf
     }
@@ -743,6 +755,7 @@ mod tests {
             unix: false,
             recv_buffer: None,
             last_read: 0,
+            tcp_fd: None,
             max_message: MAX_FRAME,
             skipping: None,
         }

@@ -340,6 +340,12 @@ impl ReplicationStream {
         self.conn.last_read()
     }
 
+    /// Wake only once `bytes` of WAL are queued (1: on every arrival); see
+    /// [`PgConn::set_wake_threshold`]. False where it does not apply.
+    pub(crate) fn set_wake_threshold(&self, bytes: u32) -> bool {
+        self.conn.set_wake_threshold(bytes)
+    }
+
     /// Standby status update: everything up to `write`/`flush`/`apply` is
     /// received/durable/applied. Postgres sets `confirmed_flush_lsn` from
     /// `flush`.

@@ -46,6 +46,43 @@ pub(crate) enum Transport {
     Unix(UnixStream),
 }
 
+impl Transport {
+    /// The TCP socket's descriptor (`None` for a Unix socket), for socket
+    /// options set after connecting ([`set_recv_lowat`]).
+    pub(crate) fn tcp_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match self {
+            Transport::Tcp(t) => Some(t.as_raw_fd()),
+            Transport::Unix(_) => None,
+        }
+    }
+}
+
+/// `SO_RCVLOWAT`: the kernel reports the TCP socket readable (wakes epoll)
+/// only once `bytes` are queued, where 1 is every arrival. Reads are not
+/// affected: a non-blocking read returns whatever is queued. Lowering it
+/// signals readiness at once if enough is queued (`tcp_set_rcvlowat`).
+pub(crate) fn set_recv_lowat(fd: std::os::fd::RawFd, bytes: u32) -> std::io::Result<()> {
+    let value = bytes.clamp(1, i32::MAX as u32) as libc::c_int;
+    // SAFETY: `fd` is an open socket owned by the caller's connection for
+    // the duration of the call; the option value is a c_int passed with
+    // its size, as setsockopt(2) requires.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Whether a connection to `addr` gets [`LOOPBACK_RECV_BUFFER`]: a
 /// replication stream over loopback only.
 pub(crate) fn fixed_window(replication: bool, addr: &std::net::SocketAddr) -> bool {
