@@ -239,6 +239,17 @@ fn main_thread_wakeups(pid: u32) -> u64 {
 /// is 60 wake-ups or more).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filling_live_batch_takes_its_window_without_waking_per_commit() {
+    quiet_fill_window("sslmode=disable").await;
+}
+
+/// The same over TLS: what rustls has decrypted and what queued under the
+/// mark both reach the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filling_live_batch_over_tls_takes_its_window_without_waking_per_commit() {
+    quiet_fill_window("sslmode=require").await;
+}
+
+async fn quiet_fill_window(sslmode: &str) {
     let db = pg::shared().await.fresh_db().await;
     let sql = db.client().await;
     let slot = db.slot_name();
@@ -246,8 +257,10 @@ async fn a_filling_live_batch_takes_its_window_without_waking_per_commit() {
         .await
         .unwrap();
     let convex = ConvexBackend::start();
+    let url = db.url.replace("sslmode=disable", sslmode);
+    assert!(url.contains(sslmode), "{url}");
     let proc = Projector::spawn(
-        &db.url,
+        &url,
         convex.url(),
         convex.admin_key().expose(),
         &slot,
