@@ -561,9 +561,9 @@ impl Engine {
     /// then the calls run concurrently. A call that reads too much anyway
     /// is split ([`load_splitting`]).
     ///
-    /// One call is one Convex snapshot, so a batch whose misses fit one
-    /// call never folds a state read before another writer's mutation onto
-    /// one read after it; larger batches can, which fencing (§4) covers.
+    /// One call is one Convex snapshot, so the misses of a batch that fit
+    /// one call are never read on both sides of another writer's mutation;
+    /// cached states and larger batches can be, which fencing (§4) covers.
     async fn hydrate(&mut self) -> Result<(), SinkError> {
         let mut missing: Vec<DocKey> = (self.open.key_list.iter())
             .filter(|k| !self.cache.contains(k))

@@ -102,6 +102,8 @@ pub(crate) struct Session<'a> {
     start: Lsn,
     /// The socket's wake-up mark is raised ([`QUIET_WAKE_BYTES`]).
     quiet: bool,
+    /// The mark may be raised on this connection (false once refused).
+    quiet_allowed: bool,
     /// The deadline of the batch that waited its [`TXN_GRACE`] already.
     graced: Option<std::time::Instant>,
 }
@@ -183,6 +185,7 @@ impl<'a> Session<'a> {
             violations,
             start,
             quiet: false,
+            quiet_allowed: true,
             graced: None,
         })
     }
@@ -229,7 +232,7 @@ impl<'a> Session<'a> {
             }
             let filling =
                 deadline.filter(|d| *d > std::time::Instant::now() && !engine.catching_up());
-            if self.quiet_while_filling(filling.is_some()).await {
+            if self.quiet_while_filling(filling.is_some()).await? {
                 continue;
             }
             let follow = self.ctx.target.follow_active;
@@ -408,19 +411,35 @@ impl<'a> Session<'a> {
     /// what queued meanwhile, and one yield lets the reactor see that
     /// before the loop reads it into this batch. Returns true when the mark
     /// just dropped (the caller goes round the loop again).
-    async fn quiet_while_filling(&mut self, filling: bool) -> bool {
-        if filling && !self.quiet {
-            self.quiet = self.stream.set_wake_threshold(QUIET_WAKE_BYTES);
-            false
-        } else if !filling && self.quiet {
-            self.quiet = false;
-            if !self.stream.set_wake_threshold(1) {
-                tracing::warn!("could not reset the replication socket's wake-up mark");
+    ///
+    /// Where the mark cannot be raised (see `PgConn::set_wake_threshold`)
+    /// reads stay as they were for the rest of the session. A mark that
+    /// cannot be dropped ends the session (the service reconnects): left
+    /// raised, a lone small commit would never wake us.
+    async fn quiet_while_filling(&mut self, filling: bool) -> Result<bool, SessionError> {
+        if filling && !self.quiet && self.quiet_allowed {
+            match self.stream.set_wake_threshold(QUIET_WAKE_BYTES) {
+                Ok(()) => self.quiet = true,
+                Err(e) => {
+                    self.quiet_allowed = false;
+                    tracing::debug!(error = %e, "reads wake on every commit on this connection");
+                }
             }
+            Ok(false)
+        } else if !filling && self.quiet {
+            self.stream.set_wake_threshold(1).map_err(|e| {
+                SourceError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot reset the replication socket's wake-up mark (SO_RCVLOWAT): {e}"
+                    ),
+                ))
+            })?;
+            self.quiet = false;
             tokio::task::yield_now().await;
-            true
+            Ok(true)
         } else {
-            false
+            Ok(false)
         }
     }
 

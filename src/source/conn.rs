@@ -535,11 +535,20 @@ impl PgConn {
     }
 
     /// Wake on this socket only once `bytes` are queued (`SO_RCVLOWAT`;
-    /// 1: every arrival). False where it does not apply: a Unix socket
-    /// (whose readiness ignores it), or the option refused.
-    pub(crate) fn set_wake_threshold(&self, bytes: u32) -> bool {
-        self.tcp_fd
-            .is_some_and(|fd| transport::set_recv_lowat(fd, bytes).is_ok())
+    /// 1: every arrival). Refused (`Unsupported`) where it does not apply:
+    /// a Unix socket (whose readiness ignores it), a kernel other than
+    /// Linux, or a receive buffer under 4 × `bytes`: raising the mark past
+    /// what the buffer holds would make Linux grow the buffer and clamp
+    /// the TCP window to the mark for the rest of the connection.
+    pub(crate) fn set_wake_threshold(&self, bytes: u32) -> std::io::Result<()> {
+        let unsupported = || Err(std::io::ErrorKind::Unsupported.into());
+        let Some(fd) = self.tcp_fd else {
+            return unsupported();
+        };
+        if bytes > 1 && transport::recv_buffer_of(fd)? < bytes.saturating_mul(4) {
+            return unsupported();
+        }
+        transport::set_recv_lowat(fd, bytes)
     }
 
     pub(crate) fn wbuf(&mut self) -> &mut BytesMut {

@@ -341,8 +341,8 @@ impl ReplicationStream {
     }
 
     /// Wake only once `bytes` of WAL are queued (1: on every arrival); see
-    /// [`PgConn::set_wake_threshold`]. False where it does not apply.
-    pub(crate) fn set_wake_threshold(&self, bytes: u32) -> bool {
+    /// [`PgConn::set_wake_threshold`].
+    pub(crate) fn set_wake_threshold(&self, bytes: u32) -> std::io::Result<()> {
         self.conn.set_wake_threshold(bytes)
     }
 

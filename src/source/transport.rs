@@ -60,8 +60,11 @@ impl Transport {
 
 /// `SO_RCVLOWAT`: the kernel reports the TCP socket readable (wakes epoll)
 /// only once `bytes` are queued, where 1 is every arrival. Reads are not
-/// affected: a non-blocking read returns whatever is queued. Lowering it
-/// signals readiness at once if enough is queued (`tcp_set_rcvlowat`).
+/// affected: a non-blocking read returns whatever is queued. Linux only:
+/// there lowering it signals readiness at once if enough is queued
+/// (`tcp_set_rcvlowat` calls `tcp_data_ready`), which the caller relies on
+/// to read what queued under a raised mark; other kernels need not.
+#[cfg(target_os = "linux")]
 pub(crate) fn set_recv_lowat(fd: std::os::fd::RawFd, bytes: u32) -> std::io::Result<()> {
     let value = bytes.clamp(1, i32::MAX as u32) as libc::c_int;
     // SAFETY: `fd` is an open socket owned by the caller's connection for
@@ -78,6 +81,34 @@ pub(crate) fn set_recv_lowat(fd: std::os::fd::RawFd, bytes: u32) -> std::io::Res
     };
     if rc == 0 {
         Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn set_recv_lowat(_fd: std::os::fd::RawFd, _bytes: u32) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// `SO_RCVBUF` as the kernel reports it (bytes it may queue, doubled for
+/// bookkeeping).
+pub(crate) fn recv_buffer_of(fd: std::os::fd::RawFd) -> std::io::Result<u32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: as in `set_recv_lowat`; getsockopt writes one c_int into
+    // `value` and its size into `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value.max(0) as u32)
     } else {
         Err(std::io::Error::last_os_error())
     }
