@@ -43,18 +43,22 @@ async fn streaming_service(
     db: &pg::TestDb,
     sql: &tokio_postgres::Client,
 ) -> (String, ConvexBackend, Projector) {
+    streaming_service_at(db, sql, &db.url, &[]).await
+}
+
+/// [`streaming_service`] reaching Postgres at `url`, with extra env.
+async fn streaming_service_at(
+    db: &pg::TestDb,
+    sql: &tokio_postgres::Client,
+    url: &str,
+    env: &[(&str, &str)],
+) -> (String, ConvexBackend, Projector) {
     let slot = db.slot_name();
     projector::source::slot::create_slot(sql, &slot)
         .await
         .unwrap();
     let convex = ConvexBackend::start();
-    let proc = Projector::spawn(
-        &db.url,
-        convex.url(),
-        convex.admin_key().expose(),
-        &slot,
-        &[],
-    );
+    let proc = Projector::spawn(url, convex.url(), convex.admin_key().expose(), &slot, env);
     assert!(proc
         .wait_ready(true, Duration::from_secs(30))
         .await
@@ -252,27 +256,13 @@ async fn a_filling_live_batch_over_tls_takes_its_window_without_waking_per_commi
 async fn quiet_fill_window(sslmode: &str) {
     let db = pg::shared().await.fresh_db().await;
     let sql = db.client().await;
-    let slot = db.slot_name();
-    projector::source::slot::create_slot(&sql, &slot)
-        .await
-        .unwrap();
-    let convex = ConvexBackend::start();
     let url = db.url.replace("sslmode=disable", sslmode);
     assert!(url.contains(sslmode), "{url}");
-    let proc = Projector::spawn(
-        &url,
-        convex.url(),
-        convex.admin_key().expose(),
-        &slot,
-        &[
-            ("PROJECTOR_BATCH_FILL_MS", "2000"),
-            ("PROJECTOR_STATUS_INTERVAL_MS", "1000"),
-        ],
-    );
-    assert!(proc
-        .wait_ready(true, Duration::from_secs(30))
-        .await
-        .is_some());
+    let env = [
+        ("PROJECTOR_BATCH_FILL_MS", "2000"),
+        ("PROJECTOR_STATUS_INTERVAL_MS", "1000"),
+    ];
+    let (slot, convex, proc) = streaming_service_at(&db, &sql, &url, &env).await;
     let pid = proc.pid().expect("pid");
     let batches = || async {
         let text = proc.metrics().await.expect("metrics");
